@@ -1,0 +1,177 @@
+r"""Throughput of the paper-size tokenizer: train step, encode, k-means init.
+
+  python -m asl_vq.bench [--shapes=22x196,32x256] [--steps=10] [--torch_rvq]
+
+Frames/s = batch x frames / median step time (compile excluded). Inputs are
+random: throughput does not depend on the values. The k-means figure is the
+extra time of the first training step (which initialises the codebooks) over
+an ordinary step. `--torch_rvq` also times `vector_quantize_pytorch`'s
+ResidualVQ (extra `bench`) against our RVQ alone at the same shapes.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app
+from absl import flags
+
+from asl_vq import sharding
+from asl_vq import train
+from asl_vq import vocab
+from asl_vq.models import rvq as rvq_lib
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("shapes", ["22x196", "32x256"], "batch x frames to time.")
+flags.DEFINE_integer("steps", 10, "Timed steps per shape (median reported).")
+flags.DEFINE_string("preset", "paper", "Size preset of configs/rvq_ctc.py.")
+flags.DEFINE_bool("torch_rvq", False, "Also time vector_quantize_pytorch.")
+
+
+def _config(preset):
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs",
+                      "rvq_ctc.py")
+  spec = importlib.util.spec_from_file_location("rvq_ctc", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(preset)
+
+
+def random_batch(batch: int, frames: int, label_len: int = 64, seed: int = 0):
+  rng = np.random.default_rng(seed)
+  lengths = np.full(batch, label_len)
+  lengths[:] = rng.integers(10, 30, batch)
+  labels = np.full((batch, label_len), vocab.PAD_ID, np.int32)
+  for i, n in enumerate(lengths):
+    labels[i, :n] = rng.integers(0, 59, n)
+  return {
+      "inputs": rng.standard_normal((batch, frames, 42, 2)).astype(np.float32),
+      "input_mask": np.ones((batch, frames), bool),
+      "labels": labels,
+      "label_paddings": (labels == vocab.PAD_ID).astype(np.float32),
+      "example_mask": np.ones(batch, bool),
+  }
+
+
+def _median_time(fn, steps):
+  times = []
+  for _ in range(steps):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - t0)
+  return float(np.median(times))
+
+
+def bench_shape(config, batch: int, frames: int, steps: int) -> dict:
+  mesh = sharding.make_mesh()
+  repl, data = sharding.replicated(mesh), sharding.data_sharding(mesh)
+  model, tx = train.make_model(config), train.make_optimizer(config)
+  init = jax.jit(functools.partial(train.init_state, model, tx,
+                                   max_len=frames), out_shardings=repl)
+  step = jax.jit(functools.partial(train.train_step, model=model, tx=tx,
+                                   config=config,
+                                   base_rng=jax.random.PRNGKey(1)),
+                 in_shardings=(repl, {k: data for k in train.DEVICE_KEYS}),
+                 out_shardings=(repl, repl), donate_argnums=(0,))
+  gbatch = {k: jax.device_put(v, data)
+            for k, v in random_batch(batch, frames).items()}
+
+  t0 = time.perf_counter()
+  state = jax.block_until_ready(step(init(jax.random.PRNGKey(0)), gbatch)[0])
+  compile_s = time.perf_counter() - t0
+  # The first step of a fresh state runs k-means; later ones do not.
+  fresh = init(jax.random.PRNGKey(2))
+  t0 = time.perf_counter()
+  jax.block_until_ready(step(fresh, gbatch))
+  first_step_s = time.perf_counter() - t0
+
+  holder = [state]
+
+  def one_step():
+    holder[0], m = step(holder[0], gbatch)
+    return m["loss"]
+
+  train_s = _median_time(one_step, steps)
+  variables = {"params": holder[0].params,
+               "batch_stats": holder[0].batch_stats, "vq": holder[0].vq}
+  encode = jax.jit(lambda v, x, m: model.apply(v, x, m, method=model.encode),
+                   in_shardings=(repl, data, data), out_shardings=data)
+  jax.block_until_ready(encode(variables, gbatch["inputs"],
+                               gbatch["input_mask"]))
+  encode_s = _median_time(lambda: encode(variables, gbatch["inputs"],
+                                         gbatch["input_mask"]), steps)
+  return dict(shape=f"{batch}x{frames}", train_frames_s=batch * frames / train_s,
+              train_step_ms=1e3 * train_s,
+              encode_frames_s=batch * frames / encode_s,
+              kmeans_init_s=max(first_step_s - train_s, 0.0),
+              compile_s=compile_s)
+
+
+def bench_rvq(config, batch: int, frames: int, steps: int) -> dict:
+  """Our RVQ alone (train mode, EMA updates) vs vector_quantize_pytorch."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from vector_quantize_pytorch import ResidualVQ  # pylint: disable=g-import-not-at-top
+  m = config.model
+  x = np.random.default_rng(0).standard_normal(
+      (batch, frames, m.dim)).astype(np.float32)
+  mask = np.ones((batch, frames), bool)
+  ours = rvq_lib.ResidualVQ(m.num_quantizers, m.codebook_size, m.dim)
+  variables = ours.init(jax.random.PRNGKey(0), x, mask, train=False)
+
+  @jax.jit
+  def fwd(variables, x, mask, rng):
+    (q, codes, aux), upd = ours.apply(variables, x, mask, train=True,
+                                      rngs={"vq": rng}, mutable=["vq"])
+    return q, codes, dict(variables, **upd)
+
+  _, _, variables = fwd(variables, x, mask, jax.random.PRNGKey(1))
+  ours_s = _median_time(lambda: fwd(variables, x, mask,
+                                    jax.random.PRNGKey(1))[0], steps)
+  theirs = ResidualVQ(dim=m.dim, num_quantizers=m.num_quantizers,
+                      codebook_size=m.codebook_size, decay=m.vq_decay,
+                      kmeans_init=True, kmeans_iters=m.kmeans_iters,
+                      threshold_ema_dead_code=int(m.dead_threshold),
+                      rotation_trick=False)
+  theirs.train()
+  tx = torch.from_numpy(x)
+  with torch.no_grad():
+    theirs(tx)
+    times = []
+    for _ in range(steps):
+      t0 = time.perf_counter()
+      theirs(tx)
+      times.append(time.perf_counter() - t0)
+  theirs_s = float(np.median(times))
+  return dict(shape=f"{batch}x{frames}", ours_frames_s=batch * frames / ours_s,
+              torch_frames_s=batch * frames / theirs_s,
+              speedup=theirs_s / ours_s)
+
+
+def main(argv):
+  del argv
+  config = _config(FLAGS.preset)
+  print(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind} "
+        f"({jax.default_backend()}); preset {FLAGS.preset}")
+  for shape in FLAGS.shapes:
+    batch, frames = map(int, shape.split("x"))
+    r = bench_shape(config, batch, frames, FLAGS.steps)
+    print(f"{r['shape']:>8}: train {r['train_frames_s']:8.0f} frames/s "
+          f"({r['train_step_ms']:.0f} ms/step), encode "
+          f"{r['encode_frames_s']:8.0f} frames/s, k-means init "
+          f"{r['kmeans_init_s']:.2f} s, compile {r['compile_s']:.1f} s",
+          flush=True)
+    if FLAGS.torch_rvq:
+      r = bench_rvq(config, batch, frames, FLAGS.steps)
+      print(f"{r['shape']:>8}: RVQ alone: ours {r['ours_frames_s']:8.0f} "
+            f"frames/s, vector_quantize_pytorch {r['torch_frames_s']:8.0f} "
+            f"frames/s ({r['speedup']:.1f}x)", flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,1 @@
+"""Reading, preparing, generating and batching fingerspelling landmarks."""

@@ -1,0 +1,311 @@
+"""The grain input pipeline: per-sequence preprocessing and global batches.
+
+Every process builds the same stream of *global* batches of example indices
+(shuffled per epoch from the seed) and loads only its own slice of each, so the
+global batch is agreed on without communication. Batches come out as numpy
+dicts ready for `jax.make_array_from_process_local_data` on a mesh axis 'data'.
+
+The stream is a `grain.MapDataset` indexed by the global step, so the iterator
+state is just the next step (`{'next_index': k}`): resuming from it replays
+exactly the batches an uninterrupted run would have seen, and grain's thread
+pool can prepare the next batches in the background without affecting them.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import sys
+from typing import Any, Protocol, Sequence
+
+import grain
+import numpy as np
+
+from asl_vq import vocab
+from asl_vq.data import layout
+
+_NUM_POINTS = layout.NUM_POINTS
+_H = layout.NUM_HAND_POINTS
+# Point permutation that swaps the left (0..20) and right (21..41) hands.
+_SWAP_HANDS = np.r_[_H:2 * _H, 0:_H]
+# Stream tags so that shuffling and flipping draw independent random numbers.
+_SHUFFLE_STREAM = 0
+_FLIP_STREAM = 1
+
+
+class Source(Protocol):
+  """Random-access sequences (see `asl_vq.data.cache`)."""
+
+  hand_frames: np.ndarray  # int64 [len]: frames with any hand coordinate.
+
+  def __len__(self) -> int:
+    ...
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    ...
+
+
+# ---------------------------------------------------------------------------
+# Per-sequence preprocessing (pure numpy, reused by the tokenizer API).
+# ---------------------------------------------------------------------------
+
+
+def drop_empty_frames(hands: np.ndarray) -> np.ndarray:
+  """Drops frames with no hand detected (all 84 coordinates NaN)."""
+  return hands[~np.isnan(hands).all(axis=(1, 2))]
+
+
+def normalize(hands: np.ndarray) -> np.ndarray:
+  """Per-axis `(v - mean) / std` over the non-NaN values, then NaN -> 0.
+
+  Statistics are per sequence so that camera placement and signer size do not
+  matter; the population std (ddof 0) as in the reference. A constant axis
+  (std 0) is only centred.
+  """
+  out = np.zeros(hands.shape, np.float32)
+  for axis in range(hands.shape[-1]):
+    v = hands[..., axis]
+    valid = ~np.isnan(v)
+    if not valid.any():
+      continue
+    values = v[valid].astype(np.float64)
+    std = values.std()
+    out[..., axis][valid] = (values - values.mean()) / (std if std > 0 else 1.)
+  return out
+
+
+def flip(hands: np.ndarray) -> np.ndarray:
+  """Mirrors a normalised sequence: negates x and swaps left/right hands."""
+  out = hands[:, _SWAP_HANDS]
+  out[..., 0] *= -1
+  return out
+
+
+_flip = flip  # `preprocess`'s keyword `flip` shadows the function.
+
+
+def resample(hands: np.ndarray, length: int) -> np.ndarray:
+  """Linear interpolation in time to `length` frames; keeps both endpoints."""
+  t = hands.shape[0]
+  if t == length:
+    return hands
+  if t == 0:
+    raise ValueError("cannot resample a sequence with no frames")
+  pos = np.linspace(0., t - 1, length)
+  lo = np.floor(pos).astype(np.int64)
+  hi = np.minimum(lo + 1, t - 1)
+  w = (pos - lo).astype(hands.dtype)[:, None, None]
+  return hands[lo] * (1 - w) + hands[hi] * w
+
+
+def preprocess(hands: np.ndarray, *, max_len: int, flip: bool,
+               pad_to: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """Raw hands [T, 42, 2] -> (inputs f32 [pad_to, 42, 2], mask bool [pad_to]).
+
+  Drops empty frames, normalises, optionally flips, resamples sequences longer
+  than `max_len` to `max_len` and zero-pads to `pad_to` (default `max_len`);
+  the mask is True on real frames.
+  """
+  pad_to = max_len if pad_to is None else pad_to
+  x = normalize(drop_empty_frames(hands))
+  if flip:
+    x = _flip(x)
+  if x.shape[0] > max_len:
+    x = resample(x, max_len)
+  t = x.shape[0]
+  if t > pad_to:
+    raise ValueError(f"{t} frames do not fit in a padded length of {pad_to}")
+  inputs = np.zeros((pad_to, _NUM_POINTS, 2), np.float32)
+  inputs[:t] = x
+  return inputs, np.arange(pad_to) < t
+
+
+def encode_labels(phrase: str, max_label_len: int, *,
+                  sequence_id: object = None,
+                  truncate: bool = False) -> tuple[np.ndarray, np.ndarray]:
+  """Phrase -> (labels i32 [S] padded with PAD_ID, paddings f32 [S]).
+
+  The layout `optax.ctc_loss` takes (padding 1.0). A phrase longer than
+  `max_label_len` is an error unless `truncate`: a cut label silently teaches
+  CTC the wrong target.
+  """
+  ids = vocab.encode(phrase, sequence_id)
+  if len(ids) > max_label_len:
+    if not truncate:
+      raise ValueError(
+          f"sequence {sequence_id}: phrase {phrase!r} has {len(ids)} "
+          f"characters, more than max_label_len={max_label_len}; raise "
+          "max_label_len or pass truncate_labels=True")
+    ids = ids[:max_label_len]
+  labels = np.full(max_label_len, vocab.PAD_ID, np.int32)
+  labels[:len(ids)] = ids
+  return labels, (np.arange(max_label_len) >= len(ids)).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------
+# Batching.
+# ---------------------------------------------------------------------------
+
+
+def default_buckets(max_len: int) -> tuple[int, ...]:
+  """Quarters of `max_len`, rounded up to multiples of 8, capped at max_len."""
+  quarters = (max_len * k // 4 for k in (1, 2, 3))
+  return tuple(sorted({min(-(-q // 8) * 8, max_len) for q in quarters}
+                      | {max_len}))
+
+
+def choose_bucket(length: int, buckets: Sequence[int]) -> int:
+  """The smallest bucket that holds `length` frames."""
+  for b in sorted(buckets):
+    if b >= length:
+      return b
+  raise ValueError(f"no bucket in {tuple(buckets)} holds {length} frames")
+
+
+def steps_per_epoch(source: Source, global_batch_size: int,
+                    train: bool) -> int:
+  """Full batches per epoch in training; batches of one pass in evaluation."""
+  n = len(source)
+  if train:
+    if n < global_batch_size:
+      raise ValueError(f"{n} training examples cannot fill one global batch "
+                       f"of {global_batch_size}")
+    return n // global_batch_size
+  return math.ceil(n / global_batch_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+  return np.random.default_rng((seed, _SHUFFLE_STREAM, epoch)).permutation(n)
+
+
+class _BatchLoader:
+  """Global step -> this process's slice of the global batch, as numpy."""
+
+  def __init__(self, source: Source, *, global_batch_size: int, max_len: int,
+               max_label_len: int, seed: int, train: bool,
+               buckets: Sequence[int], process_index: int, process_count: int,
+               flip_prob: float, truncate_labels: bool):
+    self._source = source
+    self._global = global_batch_size
+    self._local = global_batch_size // process_count
+    self._offset = process_index * self._local
+    self._max_len = max_len
+    self._max_label_len = max_label_len
+    self._seed = seed
+    self._train = train
+    self._buckets = tuple(buckets)
+    self._flip_prob = flip_prob if train else 0.
+    self._truncate = truncate_labels
+    self._lengths = np.minimum(np.asarray(source.hand_frames), max_len)
+    self._steps = steps_per_epoch(source, global_batch_size, train)
+
+  def global_indices(self, step: int) -> np.ndarray:
+    """Example indices of the global batch at `step`; -1 marks padding."""
+    if self._train:
+      epoch, b = divmod(step, self._steps)
+      order = _epoch_order(self._seed, epoch, len(self._source))
+      return order[b * self._global:(b + 1) * self._global]
+    idx = np.arange(step * self._global, (step + 1) * self._global)
+    return np.where(idx < len(self._source), idx, -1)
+
+  def _flips(self, step: int) -> np.ndarray:
+    # Drawn for the whole global batch so that every process agrees.
+    rng = np.random.default_rng((self._seed, _FLIP_STREAM, step))
+    return rng.random(self._global) < self._flip_prob
+
+  def __call__(self, step: int) -> dict[str, np.ndarray]:
+    idx = self.global_indices(step)
+    real = idx[idx >= 0]
+    length = choose_bucket(int(self._lengths[real].max(initial=0)),
+                           self._buckets)
+    sl = slice(self._offset, self._offset + self._local)
+    batch = {
+        "inputs": np.zeros((self._local, length, _NUM_POINTS, 2), np.float32),
+        "input_mask": np.zeros((self._local, length), bool),
+        "labels": np.full((self._local, self._max_label_len), vocab.PAD_ID,
+                          np.int32),
+        "label_paddings": np.ones((self._local, self._max_label_len),
+                                  np.float32),
+        "example_mask": idx[sl] >= 0,
+        "sequence_id": np.full(self._local, -1, np.int64),
+    }
+    for row, (i, flip_it) in enumerate(zip(idx[sl], self._flips(step)[sl])):
+      if i >= 0:
+        self._load(int(i), bool(flip_it), length, batch, row)
+    return batch
+
+  def _load(self, index: int, flip_it: bool, length: int,
+            batch: dict[str, np.ndarray], row: int) -> None:
+    ex = self._source[index]
+    sid = ex["sequence_id"]
+    try:
+      batch["inputs"][row], batch["input_mask"][row] = preprocess(
+          ex["hands"], max_len=self._max_len, flip=flip_it, pad_to=length)
+    except ValueError as e:
+      raise ValueError(f"sequence {sid} (index {index}): {e}; does "
+                       "source.hand_frames match its hands?") from None
+    batch["labels"][row], batch["label_paddings"][row] = encode_labels(
+        ex["phrase"], self._max_label_len, sequence_id=sid,
+        truncate=self._truncate)
+    batch["sequence_id"][row] = sid
+
+
+def _check_args(source: Source, global_batch_size: int, max_len: int,
+                buckets: Sequence[int], process_index: int,
+                process_count: int, flip_prob: float) -> None:
+  if global_batch_size <= 0 or global_batch_size % process_count:
+    raise ValueError(f"global_batch_size={global_batch_size} must be a "
+                     f"positive multiple of process_count={process_count}")
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index={process_index} is not in "
+                     f"[0, {process_count})")
+  if not buckets or min(buckets) <= 0 or max(buckets) < max_len:
+    raise ValueError(f"buckets {tuple(buckets)} must be positive and reach "
+                     f"max_len={max_len}")
+  if not 0. <= flip_prob <= 1.:
+    raise ValueError(f"flip_prob={flip_prob} is not a probability")
+  if len(source.hand_frames) != len(source):
+    raise ValueError(f"source.hand_frames has {len(source.hand_frames)} "
+                     f"entries for {len(source)} examples")
+
+
+def make_dataset(source: Source, *, global_batch_size: int, max_len: int = 384,
+                 max_label_len: int = 64, seed: int = 0, train: bool = True,
+                 buckets: Sequence[int] | None = None, process_index: int = 0,
+                 process_count: int = 1, flip_prob: float = 0.25,
+                 truncate_labels: bool = False, prefetch: int = 2,
+                 num_threads: int = 1) -> grain.IterDataset:
+  """Batches of this process's slice of the global batch.
+
+  Training repeats forever, reshuffled each epoch, full batches only;
+  evaluation is one ordered pass whose last batch is padded with dummy
+  examples (`example_mask` False) so shapes stay static. Each batch is padded
+  to the smallest of `buckets` (default `default_buckets(max_len)`) that holds
+  its longest sequence, computed from `source.hand_frames` so every process
+  agrees. `prefetch` batches are prepared ahead by `num_threads` background
+  threads while the device runs (`prefetch=0` disables); the work is mostly
+  GIL-bound numpy, so more threads only help a source that waits on I/O. The
+  source must allow concurrent reads when `num_threads` > 1.
+
+  Returns:
+    An IterDataset whose iterators yield dicts of numpy arrays (local = global
+    batch / process_count, L = bucket length, S = max_label_len):
+    inputs f32 [local, L, 42, 2], input_mask bool [local, L],
+    labels i32 [local, S], label_paddings f32 [local, S],
+    example_mask bool [local], sequence_id i64 [local] (-1 on padding).
+    Iterator state: `get_state()` -> {'next_index': step}, `set_state(...)`.
+  """
+  buckets = default_buckets(max_len) if buckets is None else tuple(buckets)
+  _check_args(source, global_batch_size, max_len, buckets, process_index,
+              process_count, flip_prob)
+  loader = _BatchLoader(
+      source, global_batch_size=global_batch_size, max_len=max_len,
+      max_label_len=max_label_len, seed=seed, train=train, buckets=buckets,
+      process_index=process_index, process_count=process_count,
+      flip_prob=flip_prob, truncate_labels=truncate_labels)
+  num_steps = (sys.maxsize if train
+               else steps_per_epoch(source, global_batch_size, train))
+  return grain.MapDataset.range(num_steps).map(loader).to_iter_dataset(
+      grain.ReadOptions(num_threads=num_threads,
+                        prefetch_buffer_size=prefetch))

@@ -1,0 +1,101 @@
+"""Train / validation / test splits by signer.
+
+Whole signers go to one split, so that evaluation measures generalisation to
+people the model has never seen.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping
+
+import numpy as np
+
+from asl_vq.data import cache
+
+DEFAULT_FRACTIONS = {"train": 0.8, "validation": 0.1, "test": 0.1}
+_TRIALS = 64  # Random signer orders tried; the best balanced one wins.
+
+
+def _assign(counts: np.ndarray, targets: np.ndarray) -> np.ndarray:
+  """Greedy: each signer, in order, to the split furthest below its target.
+
+  While there are only as many signers left as empty splits, a signer goes to
+  an empty split, so that no split stays empty.
+  """
+  totals = np.zeros(len(targets))
+  sizes = np.zeros(len(targets), np.int64)
+  split_of = np.empty(len(counts), np.int64)
+  for i, c in enumerate(counts):
+    deficit = targets - totals
+    empty = sizes == 0
+    if len(counts) - i <= empty.sum():
+      deficit = np.where(empty, deficit, -np.inf)
+    k = int(np.argmax(deficit))
+    split_of[i] = k
+    totals[k] += c
+    sizes[k] += 1
+  return split_of
+
+
+def split_by_signer(participant_ids: np.ndarray,
+                    fractions: Mapping[str, float] = DEFAULT_FRACTIONS,
+                    seed: int = 0) -> dict[str, np.ndarray]:
+  """Row indices per split; every signer's rows go to exactly one split.
+
+  Several signer orders drawn from `seed` are assigned greedily and the one
+  whose sequence counts are closest to `fractions` is kept.
+
+  Args:
+    participant_ids: the signer of each row.
+    fractions: split name -> positive weight (normalised to sum to 1).
+    seed: makes the split deterministic.
+
+  Returns:
+    split name -> sorted int64 row indices. Every split is non-empty.
+  """
+  participant_ids = np.asarray(participant_ids)
+  names = list(fractions)
+  weights = np.asarray([fractions[n] for n in names], np.float64)
+  if not names or (weights <= 0).any():
+    raise ValueError(f"fractions must be positive, got {dict(fractions)}")
+  signers, signer_of_row, counts = np.unique(
+      participant_ids, return_inverse=True, return_counts=True)
+  if len(signers) < len(names):
+    raise ValueError(f"cannot split {len(signers)} signers into "
+                     f"{len(names)} non-empty splits {names}")
+  targets = weights / weights.sum() * len(participant_ids)
+  rng = np.random.default_rng(seed)
+  best, best_error = None, np.inf
+  for _ in range(_TRIALS):
+    order = rng.permutation(len(signers))
+    split_of = np.empty(len(signers), np.int64)
+    split_of[order] = _assign(counts[order], targets)
+    error = np.abs(np.bincount(split_of, counts, len(names)) - targets).sum()
+    if error < best_error:
+      best, best_error = split_of, error
+  split_of_row = best[signer_of_row]
+  return {n: np.flatnonzero(split_of_row == k) for k, n in enumerate(names)}
+
+
+def load_splits(cache_dir: str | os.PathLike, *,
+                fractions: Mapping[str, float] = DEFAULT_FRACTIONS,
+                seed: int = 0, include_supplemental: bool = False
+                ) -> dict[str, cache.SequenceSource | cache.ConcatSource]:
+  """The prepared `train` source split by signer.
+
+  With `include_supplemental`, every supplemental sentence is added to the
+  `train` split; the split of train.csv does not change (a signer of
+  validation or test may thus also sign supplemental sentences in training).
+  """
+  if include_supplemental and "train" not in fractions:
+    raise ValueError("include_supplemental needs a 'train' split, got "
+                     f"{list(fractions)}")
+  full = cache.SequenceSource(cache_dir, "train")
+  rows = split_by_signer(full.participant_ids, fractions, seed)
+  out = {n: cache.SequenceSource(cache_dir, "train", r)
+         for n, r in rows.items()}
+  if include_supplemental:
+    out["train"] = cache.ConcatSource(
+        [out["train"], cache.SequenceSource(cache_dir, "supplemental")])
+  return out

@@ -1,0 +1,59 @@
+r"""Entry point: `python -m asl_vq.main --config=configs/rvq_ctc.py --workdir=DIR`.
+
+Runs the task the config names on every device of every host. On a multi-host
+slice or cluster pass `--distributed` (TPU VMs and SLURM are auto-detected by
+`jax.distributed.initialize`), or the explicit coordinator flags.
+"""
+
+import jax
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
+config_flags.DEFINE_config_file("config", None, "A configs/*.py file.",
+                                lock_config=True)
+flags.DEFINE_bool("distributed", False,
+                  "Call jax.distributed.initialize() (multi-host runs).")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
+flags.DEFINE_integer("num_processes", None, "Number of processes.")
+flags.DEFINE_integer("process_id", None, "This process's index.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _initialize_distributed():
+  if FLAGS.coordinator_address:
+    # CPU processes (tests, laptops) need gloo for cross-process collectives.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(FLAGS.coordinator_address,
+                               num_processes=FLAGS.num_processes,
+                               process_id=FLAGS.process_id)
+  elif FLAGS.distributed:
+    jax.distributed.initialize()
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError("Too many command-line arguments.")
+  if not FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)   # Orbax's INFO lines drown the bar.
+  _initialize_distributed()
+  logging.info("JAX process %d / %d, %d local / %d global devices (%s)",
+               jax.process_index(), jax.process_count(),
+               jax.local_device_count(), jax.device_count(),
+               jax.devices()[0].device_kind)
+  config = FLAGS.config
+  if config.task == "tokenizer":
+    from asl_vq import train  # pylint: disable=g-import-not-at-top
+    train.train_and_evaluate(config, FLAGS.workdir)
+  else:
+    raise app.UsageError(f"unknown task {config.task!r}")
+  if jax.process_count() > 1:
+    # Leave together: the coordinator (process 0) must not go first.
+    jax.distributed.shutdown()
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,76 @@
+"""Metrics a person can plot: JSONL + TensorBoard event files + PNG curves."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Mapping
+
+import jax
+
+
+class MetricWriter:
+  """Writes scalars from process 0 only; other processes are silent."""
+
+  def __init__(self, workdir: str):
+    self.active = jax.process_index() == 0
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self._tb = None
+    if self.active:
+      os.makedirs(workdir, exist_ok=True)
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def write(self, step: int, split: str, scalars: Mapping[str, float]) -> None:
+    if not self.active:
+      return
+    row = {"step": int(step), "split": split}
+    row.update({k: float(v) for k, v in scalars.items()})
+    with open(self.path, "a") as f:
+      f.write(json.dumps(row) + "\n")
+    for k, v in scalars.items():
+      self._tb.add_scalar(f"{split}/{k}", float(v), int(step))
+    self._tb.flush()
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+
+
+def read_metrics(path: str) -> list[dict]:
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_learning_curves(workdir: str, keys: tuple[str, ...],
+                         out_name: str = "learning_curves.png") -> str:
+  """One panel per metric, train and validation on the same axes."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  rows = read_metrics(os.path.join(workdir, "metrics.jsonl"))
+  keys = [k for k in keys if any(k in r for r in rows)]
+  cols = min(3, max(1, len(keys)))
+  nrows = max(1, math.ceil(len(keys) / cols))
+  fig, axes = plt.subplots(nrows, cols, figsize=(4.5 * cols, 3.2 * nrows),
+                           squeeze=False)
+  for ax, key in zip(axes.flat, keys):
+    for split, style in (("train", "-"), ("validation", "o-")):
+      pts = sorted({r["step"]: r[key] for r in rows
+                    if r["split"] == split and key in r}.items())
+      if pts:
+        ax.plot(*zip(*pts), style, label=split, markersize=3)
+    ax.set_title(key)
+    ax.set_xlabel("step")
+    ax.legend()
+  for ax in list(axes.flat)[len(keys):]:
+    ax.axis("off")
+  fig.tight_layout()
+  path = os.path.join(workdir, out_name)
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path

@@ -1,0 +1,26 @@
+"""The competition metric: normalised total Levenshtein, (N - D) / N."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from rapidfuzz.distance import Levenshtein
+
+
+def normalized_levenshtein(references: Sequence[str],
+                           predictions: Sequence[str]) -> float:
+  """(N - D) / N over a whole set, not a mean of per-phrase scores.
+
+  N is the total number of reference characters and D the summed plain
+  (not Damerau) Levenshtein distance; a prediction much longer than its
+  reference can make the score negative, as in the competition.
+  """
+  if len(references) != len(predictions):
+    raise ValueError(f"{len(references)} references but "
+                     f"{len(predictions)} predictions")
+  total = sum(len(r) for r in references)
+  if total == 0:
+    raise ValueError("the references hold no characters")
+  distance = sum(Levenshtein.distance(r, p)
+                 for r, p in zip(references, predictions))
+  return (total - distance) / total

@@ -1,0 +1,215 @@
+"""Residual vector quantizer with EMA codebooks, k-means init and code revival.
+
+Every step is static-shape and jit-friendly. The codebooks and their EMA state
+live in the mutable collection 'vq' (not 'params': no optimizer touches them)
+and change only when training with 'vq' mutable. Padded frames never enter
+k-means, the EMA, dead-code revival, the commitment loss or the metrics.
+
+Sums over frames are plain sums over the (sharded) batch axis, i.e. global sums
+under jit, and random draws come from one 'vq' key with sharding-invariant
+threefry, so a step gives the same state on 1 device or many.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def nearest_code(x, codebook):
+  """Index of the nearest code, [N, D] x [K, D] -> [N] int32.
+
+  argmin ||x||^2 - 2 x.C^T + ||C||^2, dropping ||x||^2 (constant per row):
+  a single matmul. HIGHEST precision keeps TF32 / bf16 passes from flipping
+  near ties on accelerators; the cost is negligible next to the encoder.
+  """
+  dist = (jnp.sum(jnp.square(codebook), -1)
+          - 2.0 * jnp.dot(x, codebook.T, precision=_HIGHEST))
+  return jnp.argmin(dist, axis=-1).astype(jnp.int32)
+
+
+def _cluster_stats(x, codes, weights, k):
+  """Weighted code counts [K] and vector sums [K, D] (a one-hot matmul)."""
+  onehot = jax.nn.one_hot(codes, k, dtype=x.dtype) * weights[:, None]
+  return onehot.sum(0), jnp.dot(onehot.T, x, precision=_HIGHEST)
+
+
+def sample_valid(key, valid, k):
+  """k indices of valid rows: distinct while there are enough, then repeats.
+
+  A random permutation puts the valid rows first; slots beyond the number of
+  valid rows draw uniformly (with replacement) among them.
+  """
+  k_perm, k_extra = jax.random.split(key)
+  scores = jnp.where(valid, jax.random.uniform(k_perm, valid.shape), 2.0)
+  order = jnp.argsort(scores)
+  n_valid = valid.sum()
+  slot = jnp.arange(k)
+  extra = jax.random.randint(k_extra, (k,), 0, jnp.maximum(n_valid, 1))
+  return order[jnp.where(slot < n_valid, slot, extra)]
+
+
+def kmeans(key, x, valid, k, iters):
+  """Lloyd's k-means on the valid rows of x -> (centroids, counts).
+
+  Centroids start at sampled valid rows; an empty cluster keeps its centroid.
+  """
+  weights = valid.astype(x.dtype)
+
+  def step(_, centroids):
+    counts, sums = _cluster_stats(x, nearest_code(x, centroids), weights, k)
+    return jnp.where(counts[:, None] > 0,
+                     sums / jnp.maximum(counts, 1.0)[:, None], centroids)
+
+  centroids = jax.lax.fori_loop(0, iters, step, x[sample_valid(key, valid, k)])
+  counts, _ = _cluster_stats(x, nearest_code(x, centroids), weights, k)
+  return centroids, counts
+
+
+class ResidualVQ(nn.Module):
+  """Residual VQ: quantizer q codes what quantizers < q left over.
+
+  Quantizer dropout: `n_q` (int32 scalar, or [B] per example as in DAC) keeps
+  the first n_q quantizers. All are computed (static shapes); the others add
+  nothing to the output, the loss or the EMA, and their codes are -1, so that
+  codes always say exactly which vectors were summed (`embed_codes` skips -1).
+
+  Attributes:
+    decay: EMA decay of the cluster sizes and sums.
+    eps: Laplace smoothing of the cluster sizes.
+    kmeans_iters: k-means iterations of the first training batch.
+    dead_threshold: codes whose EMA cluster size falls below it are replaced
+      by random frames of the batch, and their EMA state reset to that size.
+  """
+  num_quantizers: int = 4
+  codebook_size: int = 1024
+  dim: int = 128
+  decay: float = 0.99
+  eps: float = 1e-5
+  kmeans_iters: int = 10
+  dead_threshold: float = 2.0
+
+  def setup(self):
+    q, k, d = self.num_quantizers, self.codebook_size, self.dim
+    self.codebook = self.variable(
+        'vq', 'codebook',
+        lambda: jax.random.normal(self.make_rng('params'), (q, k, d)))
+    self.cluster_size = self.variable('vq', 'cluster_size', jnp.zeros, (q, k))
+    self.embed_sum = self.variable('vq', 'embed_sum', jnp.zeros, (q, k, d))
+    self.initialized = self.variable('vq', 'initialized',
+                                     lambda: jnp.array(False))
+
+  def _active(self, n_q, batch):
+    """[B, Q] bool: quantizer q is active for example b."""
+    if n_q is None:
+      return jnp.ones((batch, self.num_quantizers), bool)
+    n_q = jnp.broadcast_to(jnp.asarray(n_q, jnp.int32), (batch,))
+    return jnp.arange(self.num_quantizers)[None, :] < n_q[:, None]
+
+  def embed_codes(self, codes, n_q=None):
+    """[..., Q] codes -> [..., D]: sum of the first n_q quantizers' vectors.
+
+    Codes of -1 (dropped quantizers) add nothing.
+    """
+    q = jnp.arange(self.num_quantizers)
+    use = codes >= 0
+    if n_q is not None:
+      use &= q < n_q
+    vectors = self.codebook.value[q, jnp.maximum(codes, 0)]
+    return jnp.sum(jnp.where(use[..., None], vectors, 0.0), axis=-2)
+
+  def __call__(self, x, mask, *, n_q=None, train: bool):
+    """Quantizes x [B, T, D] -> (straight-through output, codes [B, T, Q], aux).
+
+    aux: 'commit_loss' (scalar: per quantizer, squared distance between its
+    input residual and the stop-gradient code, summed over dims and averaged
+    over the valid active frames; then averaged over the quantizers active
+    anywhere in the batch), and per quantizer [Q]: 'perplexity' of the batch
+    code distribution, 'used' fraction of codes hit, 'replaced' dead codes
+    revived this step (0 without an update); an unused quantizer has
+    perplexity 1 and used 0.
+    """
+    b, t, d = x.shape
+    k = self.codebook_size
+    update = (train and self.is_mutable_collection('vq')
+              and not self.is_initializing())
+    x32 = x.astype(jnp.float32).reshape(b * t, d)
+    valid = mask.reshape(b * t)
+    valid_f = valid.astype(jnp.float32)
+    active = jnp.repeat(self._active(n_q, b), t, axis=0)  # [N, Q]
+    initialized = self.initialized.value
+    skip_init = initialized | ~valid.any()  # A batch of padding cannot init.
+
+    def quantize(carry, xs):
+      residual, total = carry
+      codebook, cluster_size, embed_sum, active_q, key = xs
+      r = jax.lax.stop_gradient(residual)
+      if update:
+        k_init, k_revive = jax.random.split(key)
+
+        def init():
+          centroids, counts = kmeans(k_init, r, valid, k, self.kmeans_iters)
+          return centroids, counts, centroids * counts[:, None]
+
+        codebook, cluster_size, embed_sum = jax.lax.cond(
+            skip_init, lambda: (codebook, cluster_size, embed_sum), init)
+      codes = nearest_code(r, codebook)
+      quantized = codebook[codes]
+      weights = valid_f * active_q
+      counts, sums = _cluster_stats(r, codes, weights, k)
+      n = counts.sum()
+      any_active = n > 0
+      commit = jnp.sum(weights * jnp.sum(jnp.square(residual - quantized), -1))
+      probs = counts / jnp.maximum(n, 1.0)
+      logp = jnp.log(jnp.where(probs > 0, probs, 1.0))
+      replaced = jnp.zeros((), jnp.int32)
+      if update:
+        decay = jnp.where(any_active, self.decay, 1.0)
+        cluster_size = decay * cluster_size + (1 - decay) * counts
+        embed_sum = decay * embed_sum + (1 - decay) * sums
+        total_size = cluster_size.sum()
+        smoothed = ((cluster_size + self.eps) / (total_size + k * self.eps)
+                    * total_size)
+        codebook = jnp.where(any_active, embed_sum / smoothed[:, None],
+                             codebook)
+        # Revive after the EMA update, so the update cannot overwrite it.
+        dead = (cluster_size < self.dead_threshold) & any_active
+        fresh = r[sample_valid(k_revive, weights > 0, k)]
+        codebook = jnp.where(dead[:, None], fresh, codebook)
+        cluster_size = jnp.where(dead, self.dead_threshold, cluster_size)
+        embed_sum = jnp.where(dead[:, None], fresh * self.dead_threshold,
+                              embed_sum)
+        replaced = dead.sum(dtype=jnp.int32)
+      outputs = dict(
+          codes=codes, codebook=codebook, cluster_size=cluster_size,
+          embed_sum=embed_sum, any_active=any_active,
+          commit=commit / jnp.maximum(n, 1.0),
+          perplexity=jnp.exp(-jnp.sum(probs * logp)),
+          used=jnp.mean((counts > 0).astype(jnp.float32)), replaced=replaced)
+      carry = (residual - quantized, total + quantized * active_q[:, None])
+      return carry, outputs
+
+    keys = (jax.random.split(self.make_rng('vq'), self.num_quantizers)
+            if update else None)
+    xs = (self.codebook.value, self.cluster_size.value, self.embed_sum.value,
+          active.T.astype(jnp.float32), keys)
+    (_, total), out = jax.lax.scan(quantize, (x32, jnp.zeros_like(x32)), xs)
+
+    if update:
+      self.codebook.value = out['codebook']
+      self.cluster_size.value = out['cluster_size']
+      self.embed_sum.value = out['embed_sum']
+      self.initialized.value = initialized | valid.any()
+    codes = jnp.where(active, out['codes'].T, -1).reshape(b, t, -1)
+    n_active = out['any_active'].sum()
+    aux = dict(
+        commit_loss=(jnp.sum(jnp.where(out['any_active'], out['commit'], 0.0))
+                     / jnp.maximum(n_active, 1)),
+        perplexity=out['perplexity'], used=out['used'],
+        replaced=out['replaced'])
+    total = total.reshape(b, t, d).astype(x.dtype)
+    # Straight-through: the forward value is the code sum, d out / d x = I.
+    return x + jax.lax.stop_gradient(total - x), codes, aux

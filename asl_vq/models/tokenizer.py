@@ -1,0 +1,121 @@
+"""The tokenizer: feature extractor + Squeezeformer -> RVQ -> (CTC head) and
+mirrored Squeezeformer decoder -> landmarks.
+
+Variables: 'params', 'batch_stats' (masked BatchNorm) and 'vq' (codebooks and
+their EMA state). Init with rngs {'params'} (plus 'dropout' when train=True);
+a training apply needs mutable=['batch_stats', 'vq'] and rngs
+{'dropout', 'vq'}; evaluation needs neither and updates nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from asl_vq import vocab
+from asl_vq.models.features import FeatureExtractor, OutputHead
+from asl_vq.models.rvq import ResidualVQ
+from asl_vq.models.squeezeformer import Squeezeformer
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizerConfig:
+  """Hyperparameters; the defaults are the paper's proposed model."""
+  dim: int = 128
+  num_heads: int = 4
+  num_blocks: int = 6
+  kernel_size: int = 51
+  dropout: float = 0.1
+  num_quantizers: int = 4
+  codebook_size: int = 1024
+  vq_decay: float = 0.99
+  vq_eps: float = 1e-5
+  kmeans_iters: int = 10
+  dead_threshold: float = 2.0
+  use_ctc: bool = True
+  vocab_size: int = vocab.VOCAB_SIZE
+
+
+class TokenizerModel(nn.Module):
+  """Landmarks [B, T, 42, 2] + frame mask [B, T] -> codes and reconstruction."""
+  config: TokenizerConfig
+
+  def setup(self):
+    c = self.config
+    stack = functools.partial(Squeezeformer, c.num_blocks, c.num_heads,
+                              c.kernel_size, c.dropout)
+    self.features = FeatureExtractor(c.dim)
+    self.encoder = stack()
+    self.rvq = ResidualVQ(c.num_quantizers, c.codebook_size, c.dim,
+                          c.vq_decay, c.vq_eps, c.kmeans_iters,
+                          c.dead_threshold)
+    if c.use_ctc:
+      self.ctc_head = nn.Dense(c.vocab_size, use_bias=False)
+    self.decoder = stack()
+    self.output_head = OutputHead()
+
+  def _encode(self, inputs, mask, train):
+    x = self.features(inputs, mask, train=train)
+    return self.encoder(x, mask, train=train)
+
+  def _decode(self, x, mask, train):
+    x = self.decoder(x, mask, train=train)
+    return self.output_head(x, mask, train=train)
+
+  def __call__(self, inputs, mask, *, n_q=None, train: bool):
+    """Returns dict(recon [B, T, 42, 2], codes int32 [B, T, Q] (-1 where a
+    quantizer was dropped), ctc_logits [B, T, vocab] if use_ctc, and the RVQ's
+    commit_loss, perplexity [Q], used [Q], replaced [Q]).
+
+    n_q: quantizer dropout, None (all), an int32 scalar or int32 [B].
+    """
+    x = self._encode(inputs, mask, train)
+    quantized, codes, aux = self.rvq(x, mask, n_q=n_q, train=train)
+    out = dict(codes=codes, **aux)
+    if self.config.use_ctc:
+      out['ctc_logits'] = self.ctc_head(quantized)
+    out['recon'] = self._decode(quantized, mask, train)
+    return out
+
+  def encode(self, inputs, mask):
+    """Codes int32 [B, T, Q] with every quantizer (evaluation mode)."""
+    x = self._encode(inputs, mask, False)
+    return self.rvq(x, mask, train=False)[1]
+
+  def embed_codes(self, codes, n_q=None):
+    """Codes [B, T, Q] -> quantized embeddings [B, T, dim] (first n_q)."""
+    return self.rvq.embed_codes(codes, n_q)
+
+  def decode_codes(self, codes, mask, n_q=None):
+    """Codes [B, T, Q] -> landmarks [B, T, 42, 2] from the first n_q codes."""
+    return self._decode(self.embed_codes(codes, n_q), mask, False)
+
+
+def _count(tree) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(tree)))
+
+
+def model_summary(config: TokenizerConfig) -> dict[str, Any]:
+  """Parameter counts per part (shapes only: nothing is computed).
+
+  'encoder' is the feature extractor plus the encoder blocks, the part the
+  paper counts (1.329M); 'codebooks' are the RVQ vectors in 'vq'.
+  """
+  model = TokenizerModel(config)
+  variables = jax.eval_shape(
+      lambda: model.init(jax.random.key(0), jnp.zeros((1, 2, 42, 2)),
+                         jnp.ones((1, 2), bool), train=False))
+  params = variables['params']
+  counts = dict(
+      encoder=_count(params['features']) + _count(params['encoder']),
+      codebooks=_count(variables['vq']['rvq']['codebook']),
+      ctc_head=_count(params.get('ctc_head', {})),
+      decoder=_count(params['decoder']) + _count(params['output_head']))
+  counts['total_params'] = _count(params)
+  return counts

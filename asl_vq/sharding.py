@@ -1,0 +1,53 @@
+"""One mesh for 1 or N devices and 1 or N hosts: batch on `data`, state replicated."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+DATA_AXIS = "data"
+
+
+def make_mesh() -> Mesh:
+  """A 1-D mesh over every device of every process (sharding left to XLA)."""
+  return jax.make_mesh((jax.device_count(),), (DATA_AXIS,),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def data_sharding(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def check_batch_size(global_batch_size: int, mesh: Mesh) -> None:
+  if global_batch_size % mesh.size:
+    raise ValueError(
+        f"the global batch size {global_batch_size} does not split evenly "
+        f"over {mesh.size} devices; choose a multiple of {mesh.size}")
+
+
+def to_global(local_batch: Mapping[str, np.ndarray], mesh: Mesh,
+              keys: tuple[str, ...]) -> dict[str, jax.Array]:
+  """Assembles each process's slice into global arrays sharded on `data`."""
+  sharding = data_sharding(mesh)
+  return {k: jax.make_array_from_process_local_data(sharding, local_batch[k])
+          for k in keys}
+
+
+def gather(x: Any) -> Any:
+  """A global (possibly multi-host) array as one numpy array on every host."""
+  if jax.process_count() == 1:
+    return jax.device_get(x)
+  return multihost_utils.process_allgather(x, tiled=True)
+
+
+def local_value(x: jax.Array) -> np.ndarray:
+  """A replicated array's value, read from this process's own copy."""
+  return np.asarray(x.addressable_data(0))

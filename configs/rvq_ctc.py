@@ -1,0 +1,119 @@
+"""The tokenizer: Squeezeformer + RVQ + CTC (the paper's proposed model).
+
+`get_config(arg)`; `arg` is a comma-separated list of
+  * a size preset: `paper` (default: the paper's sizes), `cpu` (a useful
+    tokenizer on a 2-core CPU in under 20 minutes, on the embedded synthetic
+    dataset) or `tiny` (seconds; for tests);
+  * optionally `row=NAME`, a row of the paper's ablation:
+      rvq            plain RVQ
+      rvq+qdrop      RVQ + quantizer dropout
+      rvq+ctc        RVQ + CTC
+      rvq+ctc+qdrop  RVQ + CTC + quantizer dropout (default, proposed)
+
+  python -m asl_vq.main --config=configs/rvq_ctc.py:cpu,row=rvq \
+      --workdir=runs/rvq_cpu
+"""
+
+import ml_collections
+
+ROWS = {
+    "rvq": dict(use_ctc=False, quantizer_dropout="none"),
+    "rvq+qdrop": dict(use_ctc=False, quantizer_dropout="batch"),
+    "rvq+ctc": dict(use_ctc=True, quantizer_dropout="none"),
+    "rvq+ctc+qdrop": dict(use_ctc=True, quantizer_dropout="batch"),
+}
+
+
+def _parse(arg):
+  size, row = "paper", "rvq+ctc+qdrop"
+  for token in filter(None, (arg or "").split(",")):
+    if token.startswith("row="):
+      row = token[len("row="):]
+    else:
+      size = token
+  if size not in ("paper", "cpu", "tiny"):
+    raise ValueError(f"unknown size preset {size!r}: paper, cpu or tiny")
+  if row not in ROWS:
+    raise ValueError(f"unknown ablation row {row!r}: {', '.join(ROWS)}")
+  return size, row
+
+
+def get_config(arg=None):
+  size, row = _parse(arg)
+  config = ml_collections.ConfigDict()
+  config.task = "tokenizer"
+  config.preset = size
+  config.row = row
+  config.seed = 0
+
+  config.data = data = ml_collections.ConfigDict()
+  data.dir = ""            # a Kaggle-layout directory; "" = embedded synthetic.
+  data.cache_dir = ""      # "" = <dir>/.asl_vq_cache (or the embedded cache).
+  data.include_supplemental = False
+  data.skip_unknown_chars = False
+  data.split_seed = 0
+  data.fractions = ml_collections.ConfigDict(
+      dict(train=0.8, validation=0.1, test=0.1))
+  data.max_len = 384
+  data.max_label_len = 64
+  data.buckets = ()        # () = 4 buckets up to max_len.
+  data.flip_prob = 0.25
+  data.synthetic = ml_collections.ConfigDict(
+      dict(num_sequences=5000, seed=0, num_signers=40))
+
+  config.model = model = ml_collections.ConfigDict()
+  model.dim = 128
+  model.num_heads = 4
+  model.num_blocks = 6
+  model.kernel_size = 51
+  model.dropout = 0.1
+  model.num_quantizers = 4
+  model.codebook_size = 1024
+  model.vq_decay = 0.99
+  model.kmeans_iters = 10
+  model.dead_threshold = 2.0
+  model.use_ctc = ROWS[row]["use_ctc"]
+
+  config.train = train = ml_collections.ConfigDict()
+  train.batch_size = 44          # global; the paper: 2 GPUs x 22.
+  train.eval_batch_size = 64
+  train.num_epochs = 100
+  train.learning_rate = 1e-3
+  train.warmup_steps = 500
+  train.grad_clip = 4.0
+  train.weight_decay = 0.0
+  train.commit_weight = 1.0 / 16
+  train.quantizer_dropout = ROWS[row]["quantizer_dropout"]  # none|batch|example
+  train.log_every_steps = 50
+  train.checkpoint_every_steps = 500
+  train.keep_checkpoints = 2
+  train.eval_every_epochs = 1
+  train.max_eval_batches = -1    # -1 = the whole validation split.
+
+  if size == "cpu":
+    data.max_len = 256
+    data.synthetic.num_sequences = 3000
+    train.batch_size = 32
+    train.num_epochs = 12
+    train.warmup_steps = 100
+    train.log_every_steps = 20
+    train.checkpoint_every_steps = 200
+  elif size == "tiny":
+    data.max_len = 64
+    data.max_label_len = 32
+    data.buckets = (32, 64)
+    data.synthetic = ml_collections.ConfigDict(
+        dict(num_sequences=48, seed=0, num_signers=8, frames_per_char=2.0))
+    model.dim = 16
+    model.num_heads = 2
+    model.num_blocks = 1
+    model.kernel_size = 5
+    model.codebook_size = 32
+    model.kmeans_iters = 2
+    train.batch_size = 8
+    train.eval_batch_size = 8
+    train.num_epochs = 2
+    train.warmup_steps = 2
+    train.log_every_steps = 2
+    train.checkpoint_every_steps = 3
+  return config

@@ -1,0 +1,39 @@
+"""asl_vq: unsupervised discrete representations of ASL fingerspelling."""
+
+import setuptools
+
+setuptools.setup(
+    name="asl_vq",
+    version="0.1.0",
+    description=("JAX/Flax tokenizer for ASL fingerspelling landmarks: "
+                 "Squeezeformer + residual VQ + CTC (Abzaliev & Mihalcea, "
+                 "EMNLP 2024)."),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    packages=setuptools.find_packages(include=["asl_vq", "asl_vq.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.4.35",
+        "flax>=0.10",
+        "optax>=0.2.4",
+        "orbax-checkpoint>=0.11",
+        "grain>=0.2.10",
+        "numpy>=1.26",
+        "pyarrow>=15",
+        "einops>=0.8",
+        "ml-collections>=0.1.1",
+        "absl-py>=2.1",
+        "rapidfuzz>=3.0",      # Levenshtein distance (C++), for the metric.
+        "tqdm>=4.66",          # progress bars.
+        "matplotlib>=3.8",     # learning curves and hand skeleton figures.
+        "tensorboardX>=2.6",   # TensorBoard event files without TensorFlow.
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-xdist>=3.5"],
+    },
+    classifiers=[
+        "License :: OSI Approved :: Apache Software License",
+        "Programming Language :: Python :: 3",
+    ],
+)

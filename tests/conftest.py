@@ -1,0 +1,9 @@
+"""Test-wide setup: 8 simulated CPU devices, and a private data cache."""
+
+import os
+import tempfile
+
+# Before JAX is imported anywhere: the sharded code paths run on 8 devices.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("ASL_VQ_CACHE", tempfile.mkdtemp(prefix="asl_vq_test_"))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
