@@ -22,6 +22,7 @@ from absl import flags
 
 from asl_vq import sharding
 from asl_vq import train
+from asl_vq import trainer
 from asl_vq import vocab
 from asl_vq.models import rvq as rvq_lib
 
@@ -71,11 +72,10 @@ def _median_time(fn, steps):
 def bench_shape(config, batch: int, frames: int, steps: int) -> dict:
   mesh = sharding.make_mesh()
   repl, data = sharding.replicated(mesh), sharding.data_sharding(mesh)
-  model, tx = train.make_model(config), train.make_optimizer(config)
-  init = jax.jit(functools.partial(train.init_state, model, tx,
-                                   max_len=frames), out_shardings=repl)
-  step = jax.jit(functools.partial(train.train_step, model=model, tx=tx,
-                                   config=config,
+  task, tx = train.TokenizerTask(config), trainer.make_optimizer(config)
+  init = jax.jit(functools.partial(trainer.init_state, task, tx),
+                 out_shardings=repl)
+  step = jax.jit(functools.partial(trainer.train_step, task=task, tx=tx,
                                    base_rng=jax.random.PRNGKey(1)),
                  in_shardings=(repl, {k: data for k in train.DEVICE_KEYS}),
                  out_shardings=(repl, repl), donate_argnums=(0,))

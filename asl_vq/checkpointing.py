@@ -64,6 +64,12 @@ class Checkpoints:
         DATA: grain.checkpoint.CheckpointRestore(data_iter)}))
     return restored[STATE]
 
+  def restore_best(self, abstract_state: Any) -> Any:
+    """The state with the lowest validation metric, in place of the target."""
+    step = self.best.best_step()
+    return self.best.restore(step, args=ocp.args.Composite(**{
+        STATE: ocp.args.StandardRestore(abstract_state)}))[STATE]
+
   def close(self) -> None:
     self.latest.close()
     self.best.close()

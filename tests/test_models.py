@@ -170,3 +170,108 @@ def test_greedy_ctc_decode():
   mask = np.array([[True] * 8, [True] * 5 + [False] * 3])
   assert losses.ctc_greedy_decode(logits, mask) == [[33, 33, 34],
                                                     [40, 41, 40]]
+
+
+# Equivalence of the fast formulations with the plain ones they replace.
+
+
+def _reference_attention(params, x, mask):
+  """Transformer-XL attention as written in the paper's code: scores over the
+  2T-1 relative positions, then `relative_shift`."""
+  _, t, d = x.shape
+  h, dh = params['u_bias'].shape
+  proj = lambda name, y: (jnp.einsum('...d,dhe->...he', y,
+                                     params[name]['kernel'])
+                          + params[name].get('bias', 0.0))
+  q, k, v = proj('query', x), proj('key', x), proj('value', x)
+  pos = proj('pos', jnp.asarray(squeezeformer.relative_sinusoids(t, d)))
+  content = jnp.einsum('bqhd,bkhd->bhqk', q + params['u_bias'], k)
+  position = squeezeformer.relative_shift(
+      jnp.einsum('bqhd,phd->bhqp', q + params['v_bias'], pos))
+  scores = (content + position) / np.sqrt(dh)
+  pair = mask[:, None, :, None] & mask[:, None, None, :]
+  scores = jnp.where(pair, scores, jnp.finfo(scores.dtype).min)
+  weights = jax.nn.softmax(scores, axis=-1) * pair
+  out = jnp.einsum('bhqk,bkhd->bqhd', weights, v)
+  return (jnp.einsum('bqhd,hde->bqe', out, params['out']['kernel'])
+          + params['out']['bias'])
+
+
+def test_relative_attention_matches_shifted_formulation():
+  b, t, d = 3, 37, 64
+  x = jax.random.normal(jax.random.key(0), (b, t, d))
+  mask = jnp.arange(t)[None] < jnp.array([37, 20, 0])[:, None]
+  module = squeezeformer.RelativeSelfAttention(num_heads=4)
+  params = module.init(jax.random.key(1), x, mask, train=False)['params']
+  # Larger than init so that the position term matters.
+  params = jax.tree.map(lambda p: 3 * p, params)
+  assert params['pos']['kernel'].shape == (d, 4, d // 4)
+  fast = lambda p, x: module.apply({'params': p}, x, mask, train=False)
+  ref = lambda p, x: _reference_attention(p, x, mask)
+  np.testing.assert_allclose(fast(params, x), ref(params, x),
+                             rtol=1e-4, atol=1e-4)
+  loss = lambda f: jax.grad(lambda p, x: jnp.sum(jnp.sin(f(p, x))),
+                            argnums=(0, 1))
+  grads_fast, grads_ref = loss(fast)(params, x), loss(ref)(params, x)
+  for path, g in jax.tree_util.tree_leaves_with_path(grads_ref):
+    if 'key' in jax.tree_util.keystr(path) and 'bias' in jax.tree_util.keystr(
+        path):
+      continue  # Softmax-invariant: zero up to rounding either way.
+    g_fast = functools.reduce(lambda a, k: a[k.key if hasattr(k, 'key')
+                                             else k.idx], path, grads_fast)
+    np.testing.assert_allclose(g_fast, g, rtol=1e-3,
+                               atol=1e-4 * float(jnp.max(jnp.abs(g))),
+                               err_msg=jax.tree_util.keystr(path))
+
+
+def test_depthwise_conv_matches_grouped_conv():
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  for t, k in [(196, 51), (10, 5), (7, 51), (33, 4)]:
+    d = 16
+    x = jax.random.normal(jax.random.key(t), (2, t, d))
+    fast = squeezeformer.DepthwiseConv1D(k)
+    params = fast.init(jax.random.key(0), x)['params']
+    left = (k - 1) // 2
+    conv = nn.Conv(d, (k,), padding=[(left, k - 1 - left)],
+                   feature_group_count=d, use_bias=False)
+    run_fast = lambda p, x: fast.apply({'params': p}, x)
+    run_ref = lambda p, x: conv.apply({'params': p}, x)
+    np.testing.assert_allclose(run_fast(params, x), run_ref(params, x),
+                               rtol=1e-4, atol=1e-5)
+    loss = lambda f: jax.grad(lambda p, x: jnp.sum(jnp.sin(f(p, x))),
+                              argnums=(0, 1))
+    for a, b in zip(jax.tree.leaves(loss(run_fast)(params, x)),
+                    jax.tree.leaves(loss(run_ref)(params, x))):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_output_head_conv_matches_conv_transpose():
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  from asl_vq.models import features  # pylint: disable=g-import-not-at-top
+  x = jax.random.normal(jax.random.key(0), (2, 9, 21, 32))
+  conv_t = nn.ConvTranspose(2, (3, 3), strides=(1, 2),
+                            padding=features._CONV_T_PADDING)
+  params = conv_t.init(jax.random.key(1), x)['params']
+  params['bias'] = jnp.array([0.3, -0.2])
+  fast = lambda p, x: features.landmark_conv_transpose(x, p['kernel'],
+                                                       p['bias'])
+  ref = lambda p, x: conv_t.apply({'params': p}, x)
+  np.testing.assert_allclose(fast(params, x), ref(params, x), rtol=1e-5,
+                             atol=1e-5)
+  loss = lambda f: jax.grad(lambda p, x: jnp.sum(jnp.sin(f(p, x))),
+                            argnums=(0, 1))
+  for a, b in zip(jax.tree.leaves(loss(fast)(params, x)),
+                  jax.tree.leaves(loss(ref)(params, x))):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_output_head_keeps_conv_transpose_variables():
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  from asl_vq.models import features  # pylint: disable=g-import-not-at-top
+  x = jnp.ones((1, 2, 128))
+  params = features.OutputHead().init(
+      jax.random.key(0), x, jnp.ones((1, 2), bool), train=False)['params']
+  ref = nn.ConvTranspose(2, (3, 3)).init(
+      jax.random.key(0), jnp.ones((1, 2, 21, 32)))['params']
+  assert jax.tree.map(jnp.shape, params['conv_t']) == jax.tree.map(
+      jnp.shape, ref)

@@ -215,3 +215,18 @@ def test_sharded_step_matches_single_device():
                           capture_output=True, text=True, timeout=120)
   assert result.returncode == 0, result.stderr
   assert result.stdout.split() == ['4', 'ok']
+
+
+def test_cluster_stats_match_one_hot_matmul():
+  from asl_vq.models import rvq  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  n, k, d = 500, 64, 8
+  x = jnp.asarray(rng.standard_normal((n, d)), jnp.float32)
+  codes = jnp.asarray(rng.integers(0, k, n), jnp.int32)
+  weights = jnp.asarray(rng.random(n) > 0.3, jnp.float32)
+  counts, sums = rvq._cluster_stats(x, codes, weights, k)
+  onehot = jax.nn.one_hot(codes, k) * weights[:, None]
+  np.testing.assert_array_equal(counts, onehot.sum(0))
+  np.testing.assert_allclose(
+      sums, jnp.dot(onehot.T, x, precision=jax.lax.Precision.HIGHEST),
+      rtol=1e-5, atol=1e-5)

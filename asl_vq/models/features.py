@@ -70,6 +70,44 @@ def _frame_mask(mask, ndim):
   return mask.reshape(mask.shape + (1,) * (ndim - mask.ndim))
 
 
+class _Kernel(nn.Module):
+  """The variables of an nn.ConvTranspose of the same name.
+
+  Same names, shapes and initialisers, so parameters and checkpoints are
+  those of the Flax layer; the convolution itself is done by hand below.
+  """
+  shape: tuple[int, ...]
+  use_bias: bool = False
+
+  @nn.compact
+  def __call__(self):
+    kernel = self.param('kernel', nn.initializers.lecun_normal(), self.shape)
+    if not self.use_bias:
+      return kernel, None
+    return kernel, self.param('bias', nn.initializers.zeros, self.shape[-1:])
+
+
+def landmark_conv_transpose(x, kernel, bias):
+  """The output head's transposed conv: [B, T, P, F] -> [B, T, 2P, C].
+
+  Equals nn.ConvTranspose(C, (3, 3), strides=(1, 2), padding=_CONV_T_PADDING)
+  (PyTorch's ConvTranspose2d(padding=1, output_padding=(0, 1))): output
+  landmark 2p sees input p through kernel column 1, output 2p + 1 sees p
+  through column 0 and p + 1 through column 2. One [F] x [3 * 3 * C] matmul,
+  then shifts of its small output (XLA's CPU transposed convolution is slow).
+  """
+  b, t, p, _ = x.shape
+  c = kernel.shape[-1]
+  u = jnp.einsum('btpf,ijfc->btpijc', x, kernel)  # [B, T, P, 3, 3, C]
+  u = jnp.pad(u, ((0, 0), (1, 1)) + ((0, 0),) * 4)
+  u = sum(u[:, i:i + t, :, i] for i in range(3))  # [B, T, P, 3 (landmark), C]
+  even = u[:, :, :, 1]
+  odd = u[:, :, :, 0] + jnp.pad(u[:, :, 1:, 2], ((0, 0), (0, 0), (0, 1),
+                                                  (0, 0)))
+  y = jnp.stack([even, odd], axis=3).reshape(b, t, 2 * p, c)
+  return y + bias
+
+
 class FeatureExtractor(nn.Module):
   """[B, T, 42, 2] landmarks -> [B, T, dim] frame features."""
   dim: int = 128
@@ -78,6 +116,7 @@ class FeatureExtractor(nn.Module):
   def __call__(self, inputs, mask, *, train: bool):
     # Zeroing padded frames keeps them out of the valid frames' conv windows.
     x = jnp.where(_frame_mask(mask, inputs.ndim), inputs, 0.0)
+    # (An einsum over 3 x 3 x 2 patches was no faster than XLA's conv here.)
     x = nn.Conv(CONV_FEATURES, (3, 3), strides=(1, 2), padding=_CONV_PADDING,
                 use_bias=False, name='conv')(x)
     x = nn.silu(MaskedBatchNorm(name='conv_bn')(x, mask, train=train))
@@ -95,5 +134,7 @@ class OutputHead(nn.Module):
     x = nn.Dense(CONV_FEATURES * NUM_POINTS // 2, name='proj')(x)
     x = x.reshape(x.shape[:2] + (NUM_POINTS // 2, CONV_FEATURES))
     x = jnp.where(_frame_mask(mask, x.ndim), x, 0.0)
-    return nn.ConvTranspose(2, (3, 3), strides=(1, 2),
-                            padding=_CONV_T_PADDING, name='conv_t')(x)
+    kernel, bias = _Kernel((3, 3, CONV_FEATURES, 2), use_bias=True,
+                           name='conv_t')()
+    return landmark_conv_transpose(x, kernel.astype(x.dtype),
+                                   bias.astype(x.dtype))
