@@ -31,6 +31,8 @@ setuptools.setup(
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3.5"],
+        # `python -m asl_vq.bench --torch_rvq`: the reference RVQ to compare.
+        "bench": ["torch>=2.1", "vector-quantize-pytorch>=1.14"],
     },
     classifiers=[
         "License :: OSI Approved :: Apache Software License",

@@ -98,8 +98,8 @@ def bench_shape(config, batch: int, frames: int, steps: int) -> dict:
     return m["loss"]
 
   train_s = _median_time(one_step, steps)
-  variables = {"params": holder[0].params,
-               "batch_stats": holder[0].batch_stats, "vq": holder[0].vq}
+  variables = holder[0].variables()
+  model = task.model
   encode = jax.jit(lambda v, x, m: model.apply(v, x, m, method=model.encode),
                    in_shardings=(repl, data, data), out_shardings=data)
   jax.block_until_ready(encode(variables, gbatch["inputs"],

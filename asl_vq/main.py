@@ -5,6 +5,8 @@ slice or cluster pass `--distributed` (TPU VMs and SLURM are auto-detected by
 `jax.distributed.initialize`), or the explicit coordinator flags.
 """
 
+import importlib
+
 import jax
 from absl import app
 from absl import flags
@@ -21,6 +23,14 @@ flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
 flags.DEFINE_integer("num_processes", None, "Number of processes.")
 flags.DEFINE_integer("process_id", None, "This process's index.")
 flags.mark_flags_as_required(["config", "workdir"])
+
+# config.task -> the module whose `run(config, workdir)` does it.
+TASKS = {
+    "tokenizer": "asl_vq.train",
+    "tokenize": "asl_vq.tokenize",
+    "seq2seq": "asl_vq.translate",
+    "probe": "asl_vq.probe",
+}
 
 
 def _initialize_distributed():
@@ -45,11 +55,9 @@ def main(argv):
                jax.local_device_count(), jax.device_count(),
                jax.devices()[0].device_kind)
   config = FLAGS.config
-  if config.task == "tokenizer":
-    from asl_vq import train  # pylint: disable=g-import-not-at-top
-    train.train_and_evaluate(config, FLAGS.workdir)
-  else:
-    raise app.UsageError(f"unknown task {config.task!r}")
+  if config.task not in TASKS:
+    raise app.UsageError(f"unknown task {config.task!r}: {', '.join(TASKS)}")
+  importlib.import_module(TASKS[config.task]).run(config, FLAGS.workdir)
   if jax.process_count() > 1:
     # Leave together: the coordinator (process 0) must not go first.
     jax.distributed.shutdown()

@@ -46,8 +46,11 @@ class TrainState:
   nonfinite_step: jax.Array
 
   def variables(self, params=None) -> dict[str, Any]:
-    return {"params": self.params if params is None else params,
-            "batch_stats": self.batch_stats, "vq": self.vq}
+    """For `model.apply`: the params and the model's non-empty collections."""
+    out = {"params": self.params if params is None else params}
+    out.update((k, v) for k, v in (("batch_stats", self.batch_stats),
+                                   ("vq", self.vq)) if v)
+    return out
 
 
 class Task(Protocol):
@@ -117,7 +120,7 @@ def train_step(state: TrainState, batch, *, task: Task, tx, base_rng):
   (loss, (metrics, updates)), grads = jax.value_and_grad(
       loss_fn, has_aux=True)(state.params)
   param_updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  grad_norm = optax.global_norm(grads)
+  grad_norm = optax.tree.norm(grads)
   new = state.replace(
       step=state.step + 1,
       params=optax.apply_updates(state.params, param_updates),

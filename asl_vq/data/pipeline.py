@@ -34,9 +34,13 @@ _FLIP_STREAM = 1
 
 
 class Source(Protocol):
-  """Random-access sequences (see `asl_vq.data.cache`)."""
+  """Random-access sequences (see `asl_vq.data.cache`, `asl_vq.data.tokens`).
 
-  hand_frames: np.ndarray  # int64 [len]: frames with any hand coordinate.
+  Items are dicts with "phrase", "sequence_id" and either "hands" (raw
+  landmarks [T, 42, 2]) or "codes" (a tokenized sequence, int [T, Q]).
+  """
+
+  hand_frames: np.ndarray  # int64 [len]: frames with a hand (= code rows).
 
   def __len__(self) -> int:
     ...
@@ -120,6 +124,22 @@ def preprocess(hands: np.ndarray, *, max_len: int, flip: bool,
   return inputs, np.arange(pad_to) < t
 
 
+def pad_codes(codes: np.ndarray, pad_to: int
+              ) -> tuple[np.ndarray, np.ndarray]:
+  """Codes [T, Q] -> (int32 [pad_to, Q] padded with 0, mask bool [pad_to]).
+
+  Codes are not resampled: a code sequence longer than `pad_to` is an error
+  (tokenize with a `max_len` no longer than the consumer's).
+  """
+  t = codes.shape[0]
+  if t > pad_to:
+    raise ValueError(f"{t} code frames do not fit in a padded length of "
+                     f"{pad_to}")
+  out = np.zeros((pad_to, codes.shape[1]), np.int32)
+  out[:t] = codes
+  return out, np.arange(pad_to) < t
+
+
 def encode_labels(phrase: str, max_label_len: int, *,
                   sequence_id: object = None,
                   truncate: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -198,6 +218,10 @@ class _BatchLoader:
     self._flip_prob = flip_prob if train else 0.
     self._truncate = truncate_labels
     self._lengths = np.minimum(np.asarray(source.hand_frames), max_len)
+    # Code sources are recognised by their items; Q sizes the batch.
+    first = source[0] if len(source) else {}
+    self._num_quantizers = (first["codes"].shape[1] if "codes" in first
+                            else None)
     self._steps = steps_per_epoch(source, global_batch_size, train)
 
   def global_indices(self, step: int) -> np.ndarray:
@@ -220,8 +244,14 @@ class _BatchLoader:
     length = choose_bucket(int(self._lengths[real].max(initial=0)),
                            self._buckets)
     sl = slice(self._offset, self._offset + self._local)
+    if self._num_quantizers is None:
+      frames = {"inputs": np.zeros((self._local, length, _NUM_POINTS, 2),
+                                   np.float32)}
+    else:
+      frames = {"codes": np.zeros((self._local, length, self._num_quantizers),
+                                  np.int32)}
     batch = {
-        "inputs": np.zeros((self._local, length, _NUM_POINTS, 2), np.float32),
+        **frames,
         "input_mask": np.zeros((self._local, length), bool),
         "labels": np.full((self._local, self._max_label_len), vocab.PAD_ID,
                           np.int32),
@@ -240,11 +270,15 @@ class _BatchLoader:
     ex = self._source[index]
     sid = ex["sequence_id"]
     try:
-      batch["inputs"][row], batch["input_mask"][row] = preprocess(
-          ex["hands"], max_len=self._max_len, flip=flip_it, pad_to=length)
+      if self._num_quantizers is None:
+        batch["inputs"][row], batch["input_mask"][row] = preprocess(
+            ex["hands"], max_len=self._max_len, flip=flip_it, pad_to=length)
+      else:   # Codes are never flipped: a mirrored code is not defined.
+        batch["codes"][row], batch["input_mask"][row] = pad_codes(
+            ex["codes"], length)
     except ValueError as e:
       raise ValueError(f"sequence {sid} (index {index}): {e}; does "
-                       "source.hand_frames match its hands?") from None
+                       "source.hand_frames match its frames?") from None
     batch["labels"][row], batch["label_paddings"][row] = encode_labels(
         ex["phrase"], self._max_label_len, sequence_id=sid,
         truncate=self._truncate)
@@ -288,10 +322,15 @@ def make_dataset(source: Source, *, global_batch_size: int, max_len: int = 384,
   GIL-bound numpy, so more threads only help a source that waits on I/O. The
   source must allow concurrent reads when `num_threads` > 1.
 
+  A source of tokenized sequences (items with "codes" int [T, Q] instead of
+  "hands", e.g. `asl_vq.data.tokens.TokenSource`) gives `codes` batches
+  instead of `inputs`: codes are padded with 0, never flipped nor resampled.
+
   Returns:
     An IterDataset whose iterators yield dicts of numpy arrays (local = global
     batch / process_count, L = bucket length, S = max_label_len):
-    inputs f32 [local, L, 42, 2], input_mask bool [local, L],
+    inputs f32 [local, L, 42, 2] (or codes i32 [local, L, Q] from a code
+    source), input_mask bool [local, L],
     labels i32 [local, S], label_paddings f32 [local, S],
     example_mask bool [local], sequence_id i64 [local] (-1 on padding).
     Iterator state: `get_state()` -> {'next_index': step}, `set_state(...)`.

@@ -1,0 +1,129 @@
+"""Tokenized splits (written by `asl_vq.tokenize`) as pipeline sources.
+
+A tokenized split is one parquet file, one row per sequence:
+
+  sequence_id     int64
+  participant_id  int64
+  phrase          string
+  n_frames        int32: code frames (the tokenizer's kept frames, T').
+  codes           list<fixed_size_list<int16>[Q]>: [n_frames][Q], frame
+                  major: codes[t][q] is quantizer q's code at frame t.
+
+The schema metadata `asl_vq` holds JSON: num_quantizers, codebook_size and
+the tokenizer checkpoint it came from.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import os
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+METADATA_KEY = b"asl_vq"
+
+
+def codes_type(num_quantizers: int) -> pa.DataType:
+  return pa.list_(pa.list_(pa.int16(), num_quantizers))
+
+
+def to_table(rows: Sequence[dict[str, Any]], num_quantizers: int,
+             metadata: dict[str, Any]) -> pa.Table:
+  """Rows {sequence_id, participant_id, phrase, codes [T, Q]} -> a table."""
+  codes = [np.asarray(r["codes"], np.int16) for r in rows]
+  flat = pa.array(np.concatenate(
+      [c.reshape(-1) for c in codes] or [np.zeros(0, np.int16)]))
+  frames = pa.FixedSizeListArray.from_arrays(flat, num_quantizers)
+  offsets = np.concatenate([[0], np.cumsum([len(c) for c in codes])])
+  schema = pa.schema([
+      ("sequence_id", pa.int64()), ("participant_id", pa.int64()),
+      ("phrase", pa.string()), ("n_frames", pa.int32()),
+      ("codes", codes_type(num_quantizers))],
+      metadata={METADATA_KEY: json.dumps(metadata)})
+  return pa.table([
+      pa.array([r["sequence_id"] for r in rows], pa.int64()),
+      pa.array([r["participant_id"] for r in rows], pa.int64()),
+      pa.array([r["phrase"] for r in rows], pa.string()),
+      pa.array([len(c) for c in codes], pa.int32()),
+      pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), frames),
+  ], schema=schema)
+
+
+class TokenSource:
+  """Random access to a tokenized split; the attributes of `SequenceSource`.
+
+  Items: {"codes" int32 [n_frames, Q], "phrase", "sequence_id",
+  "participant_id"}; `hand_frames` (= `lengths`) is n_frames, so the input
+  pipeline plans its buckets without reading codes.
+  """
+
+  def __init__(self, path: str | os.PathLike):
+    self.path = os.fspath(path)
+    table = pq.read_table(self.path)
+    self.metadata = json.loads(table.schema.metadata[METADATA_KEY])
+    self.num_quantizers = int(self.metadata["num_quantizers"])
+    self.sequence_ids = table["sequence_id"].to_numpy()
+    self.participant_ids = table["participant_id"].to_numpy()
+    self.phrases = table["phrase"].to_pylist()
+    self.lengths = table["n_frames"].to_numpy().astype(np.int64)
+    self.hand_frames = self.lengths
+    frames = table["codes"].combine_chunks().flatten()
+    self._codes = frames.flatten().to_numpy().reshape(-1, self.num_quantizers)
+    self._offsets = np.concatenate([[0], np.cumsum(self.lengths)])
+    if len(self._codes) != self._offsets[-1]:
+      raise ValueError(f"{self.path}: {len(self._codes)} code frames for "
+                       f"n_frames summing to {self._offsets[-1]}")
+
+  def __len__(self) -> int:
+    return len(self.sequence_ids)
+
+  def __getitem__(self, i: int) -> dict[str, Any]:
+    i = operator.index(i)
+    if not -len(self) <= i < len(self):
+      raise IndexError(f"index {i} out of range for {len(self)} sequences")
+    i %= len(self)
+    return {
+        "codes": self._codes[self._offsets[i]:self._offsets[i + 1]].astype(
+            np.int32),
+        "phrase": self.phrases[i],
+        "sequence_id": int(self.sequence_ids[i]),
+        "participant_id": int(self.participant_ids[i]),
+    }
+
+  def __repr__(self) -> str:
+    return f"TokenSource({self.path!r}, sequences={len(self)})"
+
+
+def subset(source, indices: Iterable[int]) -> "_Subset":
+  """The rows `indices` of a source (e.g. a split of the test split by
+  signer), with the same per-sequence attributes, so it is a source too."""
+  return _Subset(source, indices)
+
+
+class _Subset:
+
+  _ARRAYS = ("sequence_ids", "participant_ids", "lengths", "hand_frames")
+
+  def __init__(self, source, indices: Iterable[int]):
+    indices = np.asarray(indices, np.int64)
+    if indices.ndim != 1 or (indices.size and (
+        indices.min() < 0 or indices.max() >= len(source))):
+      raise IndexError(f"indices must be 1-D indices into {len(source)} "
+                       "sequences")
+    self.source, self.indices = source, indices
+    for name in self._ARRAYS:
+      setattr(self, name, np.asarray(getattr(source, name))[indices])
+    self.phrases = [source.phrases[i] for i in indices]
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def __getitem__(self, i: int) -> dict[str, Any]:
+    return self.source[int(self.indices[operator.index(i)])]
+
+  def __repr__(self) -> str:
+    return f"subset({self.source!r}, sequences={len(self)})"

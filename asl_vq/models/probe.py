@@ -1,0 +1,131 @@
+"""The letter probe: which of a-z occur in the phrase, from tokens or keypoints.
+
+One model with 26 binary outputs (DESIGN.md section 5). 'tokens': the code
+streams framed as BOS, codes..., EOS, PAD... (per stream vocabulary
+codebook_size + 3), summed stream embeddings (initialisable from the
+tokenizer's codebooks), a transformer encoder; 'continuous': the tokenizer's
+feature extractor + Squeezeformer. Either way the states are mean-pooled over
+the valid positions (BOS and EOS included) into 26 logits.
+
+Variables as the translator's: 'params' ('batch_stats' too, continuous).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from asl_vq import vocab
+from asl_vq.models.transformer import SignEncoder, masked_mean
+
+NUM_LETTERS = len(vocab.LETTERS)
+FIRST_LETTER_ID = vocab.CHAR_TO_ID[vocab.LETTERS[0]]
+assert vocab.CHARACTERS[FIRST_LETTER_ID:][:NUM_LETTERS] == vocab.LETTERS
+# Per stream, after the codebook_size codes.
+BOS, EOS, PAD = 0, 1, 2
+NUM_SPECIAL = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeConfig:
+  """Hyperparameters; the defaults are the paper's token probe."""
+  encoder: str = 'tokens'
+  num_quantizers: int = 4
+  codebook_size: int = 1024
+  dim: int = 128
+  num_heads: int = 8
+  num_layers: int = 6
+  mlp_dim: int = 512
+  dropout: float = 0.1
+  num_blocks: int = 6         # continuous
+  kernel_size: int = 51       # continuous
+
+
+def frame_codes(codes, mask, codebook_size: int):
+  """Codes [B, L, Q] + mask [B, L] -> (tokens [B, L + 2, Q], mask [B, L + 2]).
+
+  Each stream becomes BOS, its codes, EOS, then PAD (ids codebook_size +
+  BOS / EOS / PAD). The valid frames must come first (the pipeline's layout).
+  """
+  length = mask.sum(1)[:, None, None]
+  positions = jnp.arange(codes.shape[1] + 2)[None, :, None]
+  shifted = jnp.pad(codes, ((0, 0), (1, 1), (0, 0)))
+  tokens = jnp.where(positions == 0, codebook_size + BOS,
+                     jnp.where(positions <= length, shifted,
+                               jnp.where(positions == length + 1,
+                                         codebook_size + EOS,
+                                         codebook_size + PAD)))
+  return tokens.astype(jnp.int32), positions[..., 0] <= length[..., 0] + 1
+
+
+class Probe(nn.Module):
+  """Codes int32 [B, L, Q] or landmarks [B, L, 42, 2] + mask -> [B, 26]."""
+  config: ProbeConfig
+
+  @nn.compact
+  def __call__(self, inputs, input_mask, *, train: bool):
+    c = self.config
+    if c.encoder == 'tokens':
+      inputs, input_mask = frame_codes(inputs, input_mask, c.codebook_size)
+    x = SignEncoder(c.encoder, c.dim, c.num_heads, c.dropout,
+                    num_streams=c.num_quantizers,
+                    vocab_size=c.codebook_size + NUM_SPECIAL,
+                    num_layers=c.num_layers, mlp_dim=c.mlp_dim,
+                    num_blocks=c.num_blocks, kernel_size=c.kernel_size,
+                    name='encoder')(inputs, input_mask, train=train)
+    return nn.Dense(NUM_LETTERS, name='head')(masked_mean(x, input_mask))
+
+
+def init_from_codebooks(params, codebooks):
+  """Copies the tokenizer's codebooks [Q, K, D] into the stream embeddings.
+
+  They fill the first K rows of each stream's table (the special rows keep
+  their init). codebooks: the tokenizer's variables['vq']['rvq']['codebook'].
+  Returns new params.
+  """
+  table = params['encoder']['embed']['embedding']  # [Q, K + 3, dim]
+  q, k, d = codebooks.shape
+  if (q, k + NUM_SPECIAL) != table.shape[:2] or d != table.shape[2]:
+    raise ValueError(
+        f'codebooks of shape {codebooks.shape} (quantizers, codes, dim) do '
+        f'not fit the probe\'s stream embeddings {table.shape} '
+        f'(quantizers, codes + {NUM_SPECIAL}, dim): num_quantizers, '
+        'codebook_size and dim must be the tokenizer\'s')
+  table = table.at[:, :k].set(jnp.asarray(codebooks, table.dtype))
+  embed = {**params['encoder']['embed'], 'embedding': table}
+  return {**params, 'encoder': {**params['encoder'], 'embed': embed}}
+
+
+def letter_targets(labels, label_paddings):
+  """CTC-layout labels [B, S] (paddings 1.0) -> f32 [B, 26], 1 if present.
+
+  The vocabulary has lower-case letters only (phrases are lower-case).
+  """
+  hits = jax.nn.one_hot(labels - FIRST_LETTER_ID, NUM_LETTERS)  # 0 if not.
+  hits = hits * (label_paddings < 0.5)[..., None]
+  return hits.max(1)
+
+
+def _example_weights(targets, example_mask):
+  if example_mask is None:
+    return jnp.ones(targets.shape[:1], jnp.float32)
+  return example_mask.astype(jnp.float32)
+
+
+def probe_loss(logits, targets, example_mask=None):
+  """Sigmoid cross-entropy, mean over letters and the real examples [B]."""
+  per = optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32),
+                                           targets).mean(-1)
+  w = _example_weights(targets, example_mask)
+  return jnp.sum(per * w) / jnp.maximum(w.sum(), 1.0)
+
+
+def letter_accuracy(logits, targets, example_mask=None):
+  """f32 [26]: per letter, the fraction of real examples predicted right."""
+  right = ((logits > 0) == (targets > 0.5)).astype(jnp.float32)
+  w = _example_weights(targets, example_mask)[:, None]
+  return jnp.sum(right * w, 0) / jnp.maximum(w.sum(), 1.0)

@@ -1,0 +1,167 @@
+"""Layers shared by the downstream models (translator, probe).
+
+Pre-LN transformer blocks as in Flax's examples/wmt (LayerNorm in front of each
+sub-block, a residual around it, a final LayerNorm after the stack), and
+`SignEncoder`, the two front ends of the paper's experiments: summed code
+stream embeddings + transformer (tokens), or the tokenizer's feature extractor
++ Squeezeformer (continuous keypoints). Masks are [B, L] bool; padded queries
+compute values that nothing downstream reads.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from asl_vq.models.features import FeatureExtractor
+from asl_vq.models.squeezeformer import Squeezeformer
+
+ENCODERS = ('tokens', 'continuous')
+
+
+def sinusoids(positions, dim: int):
+  """Int positions [..., L] -> [..., L, dim] fixed sin | cos features.
+
+  Computed per position (no table), so a cached decoding step can ask for
+  its own position and no maximum length is baked into the parameters.
+  """
+  inv_freq = 1.0 / (10000.0 ** (jnp.arange(0, dim, 2, dtype=jnp.float32) / dim))
+  angles = positions[..., None].astype(jnp.float32) * inv_freq
+  return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+
+
+def masked_mean(x, mask):
+  """[B, L, D] -> [B, D], the mean over valid positions (zeros if none)."""
+  m = mask[..., None].astype(x.dtype)
+  return (x * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
+
+
+class StreamEmbed(nn.Module):
+  """Codes [..., Q] -> [..., dim]: one table per stream, summed.
+
+  MusicGen's parallel pattern. One [Q, vocab, dim] parameter, so that the
+  tokenizer's [Q, K, dim] codebooks can be copied into it in one slice.
+  """
+  num_streams: int
+  vocab_size: int
+  dim: int
+
+  @nn.compact
+  def __call__(self, codes):
+    table = self.param('embedding', nn.initializers.normal(1.0),
+                       (self.num_streams, self.vocab_size, self.dim))
+    return table[jnp.arange(self.num_streams), codes].sum(-2)
+
+
+class MlpBlock(nn.Module):
+  mlp_dim: int
+  dropout: float
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    y = nn.gelu(nn.Dense(self.mlp_dim)(x))
+    y = nn.Dropout(self.dropout)(y, deterministic=not train)
+    y = nn.Dense(x.shape[-1])(y)
+    return nn.Dropout(self.dropout)(y, deterministic=not train)
+
+
+class _Attention(nn.Module):
+  """Pre-LN attention sub-block with its residual."""
+  num_heads: int
+  dropout: float
+  decode: bool = False
+
+  @nn.compact
+  def __call__(self, x, memory, mask, *, train: bool):
+    y = nn.LayerNorm()(x)
+    # No dropout on the attention weights (as in the tokenizer): their random
+    # bits cost more than the attention on CPU; the output keeps dropout.
+    y = nn.MultiHeadDotProductAttention(
+        self.num_heads, decode=self.decode,
+        name='attention')(y, y if memory is None else memory, mask=mask,
+                          deterministic=not train)
+    return x + nn.Dropout(self.dropout)(y, deterministic=not train)
+
+
+class Encoder(nn.Module):
+  """Bidirectional pre-LN transformer over [B, L, dim] with key padding."""
+  num_layers: int
+  num_heads: int
+  mlp_dim: int
+  dropout: float
+
+  @nn.compact
+  def __call__(self, x, mask, *, train: bool):
+    attention_mask = nn.make_attention_mask(mask, mask)
+    for i in range(self.num_layers):
+      x = _Attention(self.num_heads, self.dropout, name=f'self_attention_{i}')(
+          x, None, attention_mask, train=train)
+      x = x + MlpBlock(self.mlp_dim, self.dropout, name=f'mlp_{i}')(
+          nn.LayerNorm(name=f'mlp_norm_{i}')(x), train=train)
+    return nn.LayerNorm(name='final_norm')(x)
+
+
+class Decoder(nn.Module):
+  """Causal pre-LN transformer with cross-attention to an encoder memory.
+
+  decode=True: one position per call, keys and values cached in the 'cache'
+  collection (flax's MultiHeadDotProductAttention), causality from the cache
+  index; the cache is made by an init with the full decoding length.
+  """
+  num_layers: int
+  num_heads: int
+  mlp_dim: int
+  dropout: float
+  decode: bool = False
+
+  @nn.compact
+  def __call__(self, x, memory, memory_mask, *, train: bool):
+    queries = jnp.ones(x.shape[:2], bool)
+    self_mask = None if self.decode else nn.make_causal_mask(queries)
+    cross_mask = nn.make_attention_mask(queries, memory_mask)
+    for i in range(self.num_layers):
+      x = _Attention(self.num_heads, self.dropout, self.decode,
+                     name=f'self_attention_{i}')(x, None, self_mask,
+                                                 train=train)
+      x = _Attention(self.num_heads, self.dropout,
+                     name=f'cross_attention_{i}')(x, memory, cross_mask,
+                                                  train=train)
+      x = x + MlpBlock(self.mlp_dim, self.dropout, name=f'mlp_{i}')(
+          nn.LayerNorm(name=f'mlp_norm_{i}')(x), train=train)
+    return nn.LayerNorm(name='final_norm')(x)
+
+
+class SignEncoder(nn.Module):
+  """Sign inputs + mask [B, L] -> states [B, L, dim].
+
+  kind 'tokens': int codes [B, L, Q] (ids < vocab_size) -> StreamEmbed +
+  sinusoids + Encoder. kind 'continuous': landmarks [B, L, 42, 2] -> the
+  tokenizer's encoder (FeatureExtractor + Squeezeformer, same module names, so
+  its parameters could warm-start this one); it has 'batch_stats'.
+  """
+  kind: str
+  dim: int
+  num_heads: int
+  dropout: float
+  num_streams: int = 4        # tokens
+  vocab_size: int = 1024      # tokens
+  num_layers: int = 4         # tokens
+  mlp_dim: int = 512          # tokens
+  num_blocks: int = 6         # continuous
+  kernel_size: int = 51       # continuous
+
+  @nn.compact
+  def __call__(self, inputs, mask, *, train: bool):
+    if self.kind == 'tokens':
+      x = StreamEmbed(self.num_streams, self.vocab_size, self.dim,
+                      name='embed')(inputs)
+      x = x + sinusoids(jnp.arange(x.shape[1]), self.dim)
+      x = nn.Dropout(self.dropout)(x, deterministic=not train)
+      return Encoder(self.num_layers, self.num_heads, self.mlp_dim,
+                     self.dropout, name='transformer')(x, mask, train=train)
+    if self.kind == 'continuous':
+      x = FeatureExtractor(self.dim, name='features')(inputs, mask,
+                                                      train=train)
+      return Squeezeformer(self.num_blocks, self.num_heads, self.kernel_size,
+                           self.dropout, name='encoder')(x, mask, train=train)
+    raise ValueError(f'unknown encoder {self.kind!r}: one of {ENCODERS}')

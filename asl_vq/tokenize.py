@@ -1,0 +1,151 @@
+"""Tokenize the train / validation / test splits into `<workdir>/<split>.parquet`.
+
+The file layout is `asl_vq.data.tokens`'s. The work is resumable: a finished
+split is skipped; within a split, every `part_batches` batches of sequences
+become one part file under `<split>.parquet.parts/`, so a killed run redoes at
+most one part; the parts are then assembled into the split file (written under
+a temporary name and renamed). Only process 0 tokenizes, on its own devices;
+the other processes wait.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import tqdm
+from absl import logging
+from jax.experimental import multihost_utils
+
+from asl_vq import tokenizer_api
+from asl_vq.data import cache
+from asl_vq.data import datasets
+from asl_vq.data import pipeline
+from asl_vq.data import tokens
+
+SPLITS = ("train", "validation", "test")
+
+
+def _write_part(path: str, table: pa.Table) -> None:
+  cache._atomic_write(path, lambda tmp: pq.write_table(table, tmp))  # pylint: disable=protected-access
+
+
+def _start_parts(parts_dir: str, stamp: dict[str, Any]) -> None:
+  """Keeps the parts of an interrupted run of the same work, else clears."""
+  path = os.path.join(parts_dir, "stamp.json")
+  if cache._read_json(path) != stamp:  # pylint: disable=protected-access
+    shutil.rmtree(parts_dir, ignore_errors=True)
+    os.makedirs(parts_dir)
+    cache._write_json(path, stamp)  # pylint: disable=protected-access
+
+
+def tokenize_split(tok: tokenizer_api.Tokenizer, source: pipeline.Source,
+                   path: str, *, batch_size: int, part_batches: int,
+                   metadata: dict[str, Any], desc: str = "") -> None:
+  """Writes `path` (see the module docstring); a no-op if it exists."""
+  if os.path.exists(path):
+    logging.info("%s exists: skipped", path)
+    return
+  n, part_size = len(source), batch_size * part_batches
+  ids = np.asarray(source.sequence_ids, np.int64)
+  parts_dir = f"{path}.parts"
+  _start_parts(parts_dir, dict(
+      metadata, part_size=part_size,
+      sequence_ids=hashlib.sha256(ids.tobytes()).hexdigest()))
+  part_paths = [os.path.join(parts_dir, f"{p:06d}.parquet")
+                for p in range(math.ceil(n / part_size))]
+  q = tok.vocab.num_quantizers
+  with tqdm.tqdm(total=n, desc=f"tokenize {desc}", unit="seq",
+                 file=sys.stderr) as bar:
+    for p, part in enumerate(part_paths):
+      stop = min((p + 1) * part_size, n)
+      if os.path.exists(part):
+        bar.update(stop - p * part_size)
+        continue
+      rows = []
+      for start in range(p * part_size, stop, batch_size):
+        items = [source[i] for i in range(start, min(start + batch_size, stop))]
+        codes = tok.encode([ex["hands"] for ex in items])
+        rows += [dict(ex, codes=c) for ex, c in zip(items, codes)]
+        bar.update(len(items))
+      _write_part(part, tokens.to_table(rows, q, metadata))
+  table = pa.concat_tables([pq.read_table(p) for p in part_paths]
+                           or [tokens.to_table([], q, metadata)])
+  if not np.array_equal(table["sequence_id"].to_numpy(), ids):
+    raise RuntimeError(f"{parts_dir}: the parts do not hold the split's "
+                       "sequences in order; delete the folder and rerun")
+  cache._atomic_write(path, lambda tmp: pq.write_table(table, tmp))  # pylint: disable=protected-access
+  shutil.rmtree(parts_dir)
+
+
+def verify_split(tok: tokenizer_api.Tokenizer, source: pipeline.Source,
+                 path: str, *, batch_size: int, atol: float = 1e-5) -> float:
+  """Max |decode(stored codes) - decode(encode(raw))|; raises above `atol`."""
+  stored = tokens.TokenSource(path)
+  if not np.array_equal(stored.sequence_ids, source.sequence_ids):
+    raise RuntimeError(f"{path}: its sequences are not the split's")
+  diff = 0.
+  for start in range(0, len(source), batch_size):
+    idx = range(start, min(start + batch_size, len(source)))
+    fresh = tok.encode([source[i]["hands"] for i in idx])
+    for a, b in zip(tok.decode([stored[i]["codes"] for i in idx]),
+                    tok.decode(fresh)):
+      diff = max(diff, float(np.abs(a - b).max(initial=0.)))
+  if diff > atol:
+    raise RuntimeError(f"{path}: decoding the stored codes differs from "
+                       f"encoding and decoding the raw data by {diff:g}")
+  return diff
+
+
+def data_config(tokenizer_config: ml_collections.ConfigDict,
+                config: ml_collections.ConfigDict
+                ) -> ml_collections.ConfigDict:
+  """The tokenizer run's config with the non-empty `config.data` overrides."""
+  out = ml_collections.ConfigDict(tokenizer_config.to_dict())
+  for key, value in config.data.items():
+    if value:
+      out.data[key] = value
+  return out
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, dict]:
+  """Tokenizes every split; returns per split its sequences, code frames and
+  (with `config.verify`) the verification's max abs difference."""
+  if not config.checkpoint:
+    raise ValueError("config.checkpoint is required: the tokenizer's training "
+                     "workdir (--config.checkpoint=RUN)")
+  # Every process restores (Orbax restores collectively); one does the work.
+  tok = tokenizer_api.Tokenizer.load(config.checkpoint,
+                                     batch_size=config.batch_size)
+  splits = datasets.load(data_config(tok.config, config))
+  metadata = dict(checkpoint=os.path.abspath(config.checkpoint),
+                  step=tok.step, num_quantizers=tok.vocab.num_quantizers,
+                  codebook_size=tok.vocab.codebook_size, max_len=tok.max_len)
+  report = {}
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    for name in SPLITS:
+      path = os.path.join(workdir, f"{name}.parquet")
+      tokenize_split(tok, splits[name], path, batch_size=tok.batch_size,
+                     part_batches=config.part_batches, metadata=metadata,
+                     desc=name)
+      stored = tokens.TokenSource(path)
+      report[name] = dict(sequences=len(stored),
+                          frames=int(stored.lengths.sum()))
+      if config.verify:
+        report[name]["max_abs_diff"] = verify_split(
+            tok, splits[name], path, batch_size=tok.batch_size)
+      print(f"{name}: {json.dumps(report[name])} -> {path}", flush=True)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices("asl_vq: tokenized")
+  return report

@@ -1,0 +1,257 @@
+"""`Tokenizer`: hand landmarks <-> discrete codes with a trained tokenizer run.
+
+  tok = asl_vq.Tokenizer.load("runs/rvq_ctc")
+  codes = tok.encode(hands)           # float32 [T, 42, 2] -> int32 [T', 4]
+  text = tok.to_text(codes)           # "<a98><b624><c235><d17> <a3>..."
+  recon = tok.decode(tok.from_text(text), n_q=2)   # float32 [T', 42, 2]
+
+Sequences are padded into the run's few fixed bucket lengths and a fixed
+batch size, so the jitted model compiles once per bucket, not per length.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import re
+import string
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from asl_vq import checkpointing
+from asl_vq import train
+from asl_vq import trainer
+from asl_vq.data import layout
+from asl_vq.data import pipeline
+
+TEXT_FORMAT = ("one group per frame, frames separated by one space; a group "
+               "is <xN> per quantizer in order, x = a, b, c, ... (quantizer "
+               "0, 1, 2, ...) and N the decimal code, e.g. "
+               "'<a98><b624><c235><d17> <a3><b7><c0><d511>'")
+_FRAME = re.compile(r"(?:<[a-z]\d+>)+")
+_GROUP = re.compile(r"<([a-z])(\d+)>")
+
+
+@dataclasses.dataclass(frozen=True)
+class Vocab:
+  """What the codes are: `num_quantizers` streams of `codebook_size` ids."""
+  num_quantizers: int
+  codebook_size: int
+  text_format: str = TEXT_FORMAT
+
+
+def _is_batch(x: Any) -> bool:
+  return isinstance(x, (list, tuple))
+
+
+class Tokenizer:
+  """A trained tokenizer's encoder, RVQ and decoder, for inference only.
+
+  `encode` preprocesses exactly as training did (`pipeline.preprocess`): it
+  drops frames with no hand, normalises per sequence and resamples sequences
+  longer than `max_len` frames to `max_len`. The codes thus have one row per
+  *kept* frame, T' = min(frames with a hand, max_len), not one per input frame.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict,
+               variables: dict[str, Any], batch_size: int = 16,
+               step: int | None = None):
+    self.config = config
+    self.step = step   # the training step of the checkpoint, if known.
+    self.model = train.make_model(config)
+    self.max_len = int(config.data.max_len)
+    self.buckets = (tuple(config.data.buckets)
+                    or pipeline.default_buckets(self.max_len))
+    self.vocab = Vocab(int(config.model.num_quantizers),
+                       int(config.model.codebook_size))
+    # Batches are split over this process's devices only, so one process can
+    # tokenize on its own while the others wait.
+    devices = jax.local_devices()
+    self.batch_size = -(-batch_size // len(devices)) * len(devices)
+    mesh = Mesh(np.array(devices), ("data",))
+    repl, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    self._variables = jax.device_put(variables, repl)
+    self._encode = jax.jit(
+        functools.partial(self.model.apply, method="encode"),
+        in_shardings=(repl, data, data), out_shardings=data)
+    self._decode = jax.jit(
+        lambda v, codes, mask, n_q: self.model.apply(
+            v, codes, mask, n_q, method="decode_codes"),
+        in_shardings=(repl, data, data, None), out_shardings=data)
+
+  @classmethod
+  def load(cls, path: str | os.PathLike, which: str = "best",
+           batch_size: int = 16) -> "Tokenizer":
+    """From a training workdir (its config.json and `which` checkpoint).
+
+    The schedule-free evaluation parameters are used, as in validation.
+    """
+    path = os.fspath(path)
+    config_path = os.path.join(path, "config.json")
+    if not os.path.exists(config_path):
+      raise FileNotFoundError(f"{path}: no config.json; is it a tokenizer "
+                              "training workdir?")
+    with open(config_path) as f:
+      config = ml_collections.ConfigDict(json.load(f))
+    task = train.TokenizerTask(config)
+    abstract = jax.eval_shape(
+        functools.partial(trainer.init_state, task,
+                          trainer.make_optimizer(config)),
+        jax.random.PRNGKey(0))
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
+        abstract)
+    state = checkpointing.restore(path, which, abstract)
+    return cls(config, state.variables(trainer.eval_params(state)),
+               batch_size, int(state.step))
+
+  # -------------------------------------------------------------------------
+  # Encoding.
+
+  def preprocess(self, hands: np.ndarray, mask: np.ndarray | None = None
+                 ) -> np.ndarray:
+    """Raw hands [T, 42, 2] -> the model's input float32 [T', 42, 2].
+
+    `mask` (bool [T]) drops frames first, e.g. the padding of a padded array.
+    """
+    hands = np.asarray(hands, np.float32)
+    if hands.ndim != 3 or hands.shape[1:] != (layout.NUM_POINTS, 2):
+      raise ValueError(f"hands must be [T, {layout.NUM_POINTS}, 2] (a list "
+                       f"of such arrays for a batch), got {hands.shape}")
+    if mask is not None:
+      mask = np.asarray(mask, bool)
+      if mask.shape != hands.shape[:1]:
+        raise ValueError(f"mask must be [{hands.shape[0]}], got {mask.shape}")
+      hands = hands[mask]
+    if not len(hands):
+      raise ValueError("the sequence has no frames")
+    if np.isnan(hands).all():
+      raise ValueError("the sequence has no hand in any frame (all NaN)")
+    inputs, valid = pipeline.preprocess(hands, max_len=self.max_len,
+                                        flip=False)
+    return inputs[:valid.sum()]
+
+  def encode(self, hands, mask=None):
+    """Raw hands [T, 42, 2] (NaN = not detected) -> int32 codes [T', Q].
+
+    A list of sequences (any lengths; `mask` then a list or None) gives the
+    list of their codes. See the class docstring for T'.
+    """
+    if not _is_batch(hands):
+      return self.encode([hands], None if mask is None else [mask])[0]
+    masks = [None] * len(hands) if mask is None else mask
+    if len(masks) != len(hands):
+      raise ValueError(f"{len(masks)} masks for {len(hands)} sequences")
+    inputs = [self.preprocess(h, m) for h, m in zip(hands, masks)]
+    return self._run(self._encode, inputs, (layout.NUM_POINTS, 2),
+                     np.float32)
+
+  # -------------------------------------------------------------------------
+  # Decoding.
+
+  def decode(self, codes, n_q: int | None = None):
+    """Codes int [T, k] (k <= Q) -> landmarks float32 [T, 42, 2].
+
+    Reconstructed from the first `n_q` quantizers (default: all k given), in
+    the model's output space: normalised coordinates, as `preprocess` gives.
+    A list of code arrays gives a list.
+    """
+    if not _is_batch(codes):
+      return self.decode([codes], n_q)[0]
+    q, size = self.vocab.num_quantizers, self.vocab.codebook_size
+    full = []
+    for c in codes:
+      c = np.asarray(c)
+      if (c.ndim != 2 or not 1 <= c.shape[1] <= q
+          or not np.issubdtype(c.dtype, np.integer)):
+        raise ValueError(f"codes must be integers [T, k] with 1 <= k <= {q}, "
+                         f"got {c.dtype} {c.shape}")
+      if c.size and (c.min() < 0 or c.max() >= size):
+        raise ValueError(f"codes must be in [0, {size}), got "
+                         f"[{c.min()}, {c.max()}]")
+      # Codes of -1 add nothing (`ResidualVQ.embed_codes`).
+      full.append(np.pad(c.astype(np.int32), ((0, 0), (0, q - c.shape[1])),
+                         constant_values=-1))
+    n_q = q if n_q is None else n_q
+    if not 1 <= n_q <= q:
+      raise ValueError(f"n_q must be in [1, {q}], got {n_q}")
+    n_q = jnp.int32(n_q)   # traced: one compilation for every n_q.
+    return self._run(lambda v, x, m: self._decode(v, x, m, n_q), full, (q,),
+                     np.int32)
+
+  # -------------------------------------------------------------------------
+
+  def _run(self, fn, items: Sequence[np.ndarray], feature_shape, dtype
+           ) -> list[np.ndarray]:
+    """fn(variables, [B, L, ...], mask [B, L]) per bucket and batch.
+
+    Each sequence goes in its own bucket (the smallest that holds it), so
+    its result does not depend on the other sequences of the call.
+    """
+    out = [None] * len(items)
+    by_bucket = {}
+    for i, x in enumerate(items):
+      by_bucket.setdefault(pipeline.choose_bucket(len(x), self.buckets),
+                           []).append(i)
+    for length, members in by_bucket.items():
+      for start in range(0, len(members), self.batch_size):
+        rows = members[start:start + self.batch_size]
+        batch = np.zeros((self.batch_size, length, *feature_shape), dtype)
+        mask = np.zeros((self.batch_size, length), bool)
+        for r, i in enumerate(rows):
+          batch[r, :len(items[i])] = items[i]
+          mask[r, :len(items[i])] = True
+        result = np.asarray(fn(self._variables, batch, mask))
+        for r, i in enumerate(rows):
+          out[i] = result[r, :len(items[i])]
+    return out
+
+  # -------------------------------------------------------------------------
+  # Text.
+
+  def to_text(self, codes) -> str:
+    """Codes int [T, k] -> text in `TEXT_FORMAT` (k <= 26 quantizers)."""
+    codes = np.asarray(codes)
+    if codes.ndim != 2 or codes.shape[1] > 26 or (codes.size and
+                                                  codes.min() < 0):
+      raise ValueError(f"codes must be non-negative [T, k <= 26], got "
+                       f"{codes.shape}")
+    letters = string.ascii_lowercase[:codes.shape[1]]
+    return " ".join("".join(f"<{l}{int(c)}>" for l, c in zip(letters, frame))
+                    for frame in codes)
+
+  def from_text(self, text: str) -> np.ndarray:
+    """Text in `TEXT_FORMAT` -> int32 codes [T, k]; raises on malformed text.
+
+    Every frame must hold quantizers a, b, ... in order, the same k <= Q on
+    every frame, with codes below the codebook size. "" gives [0, Q].
+    """
+    if not text:
+      return np.zeros((0, self.vocab.num_quantizers), np.int32)
+    rows = []
+    for t, frame in enumerate(text.split(" ")):
+      if not _FRAME.fullmatch(frame):
+        raise ValueError(f"frame {t}: {frame!r} is not a group like "
+                         "'<a98><b624>' (frames are separated by one space)")
+      groups = _GROUP.findall(frame)
+      letters = "".join(l for l, _ in groups)
+      if letters != string.ascii_lowercase[:len(groups)]:
+        raise ValueError(f"frame {t}: quantizers {letters!r} are not a, b, "
+                         "c, ... in order")
+      rows.append([int(n) for _, n in groups])
+    k = {len(r) for r in rows}
+    if len(k) > 1:
+      raise ValueError(f"frames hold different numbers of quantizers {k}")
+    codes = np.asarray(rows, np.int64)
+    if codes.shape[1] > self.vocab.num_quantizers or (
+        codes.max() >= self.vocab.codebook_size):
+      raise ValueError(f"codes exceed {self.vocab}")
+    return codes.astype(np.int32)

@@ -1,0 +1,139 @@
+"""The downstream trainers (translation, probing) on tiny data: they learn,
+and a run writes the test metrics the tables are made of."""
+
+import functools
+import importlib.util
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from asl_vq import probe
+from asl_vq import trainer
+from asl_vq import translate
+from asl_vq.data import pipeline
+from asl_vq.data import tokens
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# A large test split of many signers: the probe splits it again by signer.
+FRACTIONS = dict(train=0.4, validation=0.1, test=0.5)
+SYNTHETIC = dict(num_sequences=96, seed=0, num_signers=16, frames_per_char=2.0)
+
+
+def _config(name, arg):
+  spec = importlib.util.spec_from_file_location(
+      f"cfg_{name}", os.path.join(REPO, "configs", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+@pytest.fixture(scope="module")
+def token_dir(tmp_path_factory):
+  """Random codes for the tiny keypoint splits, in the tokenized layout."""
+  config = _config("seq2seq", "tiny,input=continuous")
+  config.data.fractions = FRACTIONS
+  config.data.synthetic = SYNTHETIC
+  splits = translate.load_splits(config)
+  out = tmp_path_factory.mktemp("tokens")
+  rng = np.random.default_rng(0)
+  for name, source in splits.items():
+    lengths = np.minimum(source.hand_frames, config.data.max_len)
+    rows = [dict(sequence_id=int(source.sequence_ids[i]),
+                 participant_id=int(source.participant_ids[i]),
+                 phrase=source.phrases[i],
+                 codes=rng.integers(0, 32, (int(n), 4)))
+            for i, n in enumerate(lengths)]
+    table = tokens.to_table(rows, 4, dict(num_quantizers=4, codebook_size=32,
+                                          checkpoint=""))
+    import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
+    pq.write_table(table, str(out / f"{name}.parquet"))
+  return str(out)
+
+
+def _downstream_config(name, inputs, token_dir):
+  config = _config(name, f"tiny,input={inputs}")
+  config.tokens = token_dir if inputs == "tokens" else ""
+  config.data.fractions = FRACTIONS
+  config.data.synthetic = SYNTHETIC
+  return config
+
+
+def _losses_on_a_repeated_batch(task, config, source, steps):
+  ds = pipeline.make_dataset(
+      source, global_batch_size=config.train.batch_size,
+      max_len=config.data.max_len, max_label_len=config.data.max_label_len,
+      buckets=tuple(config.data.buckets), seed=0, train=True, flip_prob=0.)
+  batch = next(iter(ds))
+  batch = {k: batch[k] for k in task.device_keys}
+  tx = trainer.make_optimizer(config)
+  state = trainer.init_state(task, tx, jax.random.PRNGKey(0))
+  step = jax.jit(functools.partial(trainer.train_step, task=task, tx=tx,
+                                   base_rng=jax.random.PRNGKey(1)))
+  losses = []
+  for _ in range(steps):
+    state, m = step(state, batch)
+    losses.append(float(m["loss"]))
+  return losses
+
+
+@pytest.mark.parametrize("inputs", ["tokens", "continuous"])
+def test_translator_loss_falls_on_a_repeated_batch(inputs, token_dir):
+  config = _downstream_config("seq2seq", inputs, token_dir)
+  config.train.learning_rate = 1e-2
+  splits = translate.load_splits(config)
+  losses = _losses_on_a_repeated_batch(translate.TranslatorTask(config),
+                                       config, splits["train"], 60)
+  assert losses[-1] < 0.6 * losses[0], losses
+
+
+def test_translation_run_scores_the_test_split(tmp_path, token_dir):
+  config = _downstream_config("seq2seq", "tokens", token_dir)
+  result = translate.run(config, str(tmp_path))
+  with open(tmp_path / "test_metrics.json") as f:
+    saved = json.load(f)
+  assert saved == pytest.approx(result)
+  assert saved["examples"] == len(tokens.TokenSource(
+      os.path.join(token_dir, "test.parquet")))
+  assert saved["score"] <= 1.0
+  splits = {json.loads(l)["split"] for l in open(tmp_path / "metrics.jsonl")}
+  assert splits == {"train", "validation", "test"}
+
+
+def test_tokens_input_needs_a_token_directory():
+  config = _downstream_config("seq2seq", "tokens", "")
+  with pytest.raises(ValueError, match="--config.tokens"):
+    translate.load_splits(config)
+
+
+@pytest.mark.parametrize("inputs", ["tokens", "continuous"])
+def test_probe_loss_falls_on_a_repeated_batch(inputs, token_dir):
+  config = _downstream_config("probe", inputs, token_dir)
+  config.train.learning_rate = 1e-2
+  splits = probe.probe_splits(config)
+  losses = _losses_on_a_repeated_batch(probe.ProbeTask(config), config,
+                                       splits["train"], 40)
+  assert losses[-1] < 0.6 * losses[0], losses
+
+
+def test_probe_splits_the_test_split_by_signer(token_dir):
+  config = _downstream_config("probe", "tokens", token_dir)
+  parts = probe.probe_splits(config)
+  test = tokens.TokenSource(os.path.join(token_dir, "test.parquet"))
+  signers = {k: set(v.participant_ids) for k, v in parts.items()}
+  assert not signers["train"] & (signers["validation"] | signers["test"])
+  assert not signers["validation"] & signers["test"]
+  assert sorted(np.concatenate([v.sequence_ids for v in parts.values()])) \
+      == sorted(test.sequence_ids)
+
+
+def test_probe_run_reports_accuracy_per_letter(tmp_path, token_dir):
+  config = _downstream_config("probe", "tokens", token_dir)
+  result = probe.run(config, str(tmp_path))
+  letters = [result[f"accuracy_{c}"] for c in "abcdefghijklmnopqrstuvwxyz"]
+  assert all(0.0 <= a <= 1.0 for a in letters)
+  assert result["accuracy"] == pytest.approx(np.mean(letters))
+  with open(tmp_path / "test_metrics.json") as f:
+    assert json.load(f) == pytest.approx(result)

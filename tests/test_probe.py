@@ -1,0 +1,128 @@
+"""Tests of the letter probe."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from asl_vq import vocab
+from asl_vq.models.probe import (Probe, ProbeConfig, frame_codes,
+                                 init_from_codebooks, letter_accuracy,
+                                 letter_targets, probe_loss)
+
+B, L, Q, K, DIM = 3, 6, 2, 8, 16
+LENGTHS = (6, 4, 2)
+
+
+def tiny_config(encoder):
+  return ProbeConfig(encoder=encoder, num_quantizers=Q, codebook_size=K,
+                     dim=DIM, num_heads=2, num_layers=1, mlp_dim=32,
+                     dropout=0.0, num_blocks=1, kernel_size=3)
+
+
+def inputs(encoder):
+  key = jax.random.key(0)
+  mask = jnp.arange(L)[None] < jnp.array(LENGTHS)[:, None]
+  if encoder == 'tokens':
+    x = jax.random.randint(key, (B, L, Q), 0, K)
+    return jnp.where(mask[..., None], x, -1), mask
+  x = jax.random.normal(key, (B, L, 42, 2))
+  return jnp.where(mask[..., None, None], x, 0.0), mask
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_model(encoder):
+  config = tiny_config(encoder)
+  x, mask = inputs(encoder)
+  model = Probe(config)
+  return model, model.init(jax.random.key(1), x, mask, train=False)
+
+
+def test_frame_codes():
+  codes = jnp.array([[[3], [4], [5]], [[6], [-1], [-1]]])
+  mask = jnp.array([[1, 1, 1], [1, 0, 0]], bool)
+  tokens, token_mask = frame_codes(codes, mask, K)
+  bos, eos, pad = K, K + 1, K + 2
+  np.testing.assert_array_equal(tokens[..., 0], [[bos, 3, 4, 5, eos],
+                                                 [bos, 6, eos, pad, pad]])
+  np.testing.assert_array_equal(token_mask, [[1, 1, 1, 1, 1],
+                                             [1, 1, 1, 0, 0]])
+
+
+def test_init_from_codebooks_copies_exactly():
+  _, variables = tiny_model('tokens')
+  codebooks = jax.random.normal(jax.random.key(2), (Q, K, DIM))
+  params = init_from_codebooks(variables['params'], codebooks)
+  table = params['encoder']['embed']['embedding']
+  np.testing.assert_array_equal(table[:, :K], codebooks)
+  old = variables['params']['encoder']['embed']['embedding']
+  np.testing.assert_array_equal(table[:, K:], old[:, K:])
+  with pytest.raises(ValueError, match='dim must be'):
+    init_from_codebooks(variables['params'], codebooks[..., :8])
+
+
+def test_letter_targets():
+  phrases = ['hello world', 'zap-1', '']
+  labels = np.full((3, 12), vocab.PAD_ID, np.int32)
+  paddings = np.ones((3, 12), np.float32)
+  for i, phrase in enumerate(phrases):
+    labels[i, :len(phrase)] = vocab.encode(phrase)
+    paddings[i, :len(phrase)] = 0.0
+  targets = np.asarray(jax.jit(letter_targets)(labels, paddings))
+  for phrase, row in zip(phrases, targets):
+    assert {vocab.LETTERS[j] for j in np.flatnonzero(row)} == (
+        set(phrase) & set(vocab.LETTERS))
+
+
+@pytest.mark.parametrize('encoder', ['tokens', 'continuous'])
+def test_padding_invariance(encoder):
+  model, variables = tiny_model(encoder)
+  x, mask = inputs(encoder)
+  fill = 5 if encoder == 'tokens' else 3.0
+  longer = jnp.concatenate([x, jnp.full_like(x[:, :3], fill)], axis=1)
+  longer_mask = jnp.pad(mask, ((0, 0), (0, 3)))
+  apply = jax.jit(functools.partial(model.apply, train=False))
+  np.testing.assert_allclose(apply(variables, x, mask),
+                             apply(variables, longer, longer_mask), atol=1e-4)
+
+
+@pytest.mark.parametrize('encoder', ['tokens', 'continuous'])
+def test_loss_falls_on_one_batch(encoder):
+  model, variables = tiny_model(encoder)
+  x, mask = inputs(encoder)
+  targets = jax.random.bernoulli(jax.random.key(3), 0.3, (B, 26)).astype(
+      jnp.float32)
+  params = variables['params']
+  state = {k: v for k, v in variables.items() if k != 'params'}
+  tx = optax.adam(1e-2)
+
+  @jax.jit
+  def step(params, state, opt_state):
+    def loss_fn(params):
+      logits, new_state = model.apply({'params': params, **state}, x, mask,
+                                      train=True, mutable=list(state))
+      return probe_loss(logits, targets), new_state
+    (loss, state), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state)
+    return optax.apply_updates(params, updates), state, opt_state, loss
+
+  opt_state = tx.init(params)
+  losses = []
+  for _ in range(25):
+    params, state, opt_state, loss = step(params, state, opt_state)
+    losses.append(float(loss))
+  assert losses[-1] < 0.5 * losses[0], losses
+  logits = model.apply({'params': params, **state}, x, mask, train=False)
+  accuracy = letter_accuracy(logits, targets)
+  assert accuracy.shape == (26,) and float(accuracy.mean()) > 0.9
+
+
+def test_loss_and_accuracy_skip_padded_examples():
+  logits = jnp.array([[5.0] * 26, [-5.0] * 26])
+  targets = jnp.array([[1.0] * 26, [1.0] * 26])
+  real = jnp.array([True, False])
+  np.testing.assert_allclose(letter_accuracy(logits, targets, real), 1.0)
+  assert float(probe_loss(logits, targets, real)) < 0.01

@@ -1,0 +1,114 @@
+"""`asl_vq.Tokenizer`: batching, reconstruction, text form, input checks."""
+
+import numpy as np
+import pytest
+
+import asl_vq
+import tiny_tokenizer
+from asl_vq.data import datasets
+
+
+@pytest.fixture(scope="module")
+def tok():
+  return asl_vq.Tokenizer.load(tiny_tokenizer.workdir())
+
+
+@pytest.fixture(scope="module")
+def sequences(tok):
+  splits = datasets.load(tok.config)
+  return [splits[s][i]["hands"] for s in ("validation", "test")
+          for i in range(len(splits[s]))]
+
+
+def test_vocab(tok):
+  assert (tok.vocab.num_quantizers, tok.vocab.codebook_size) == (4, 32)
+  assert "<a98><b624><c235><d17>" in tok.vocab.text_format
+
+
+def test_codes_have_one_row_per_kept_frame(tok, sequences):
+  hands = sequences[0].copy()
+  hands[::3] = np.nan   # frames with no hand are dropped.
+  kept = int((~np.isnan(hands).all(axis=(1, 2))).sum())
+  assert kept < len(hands) and kept <= tok.max_len
+  codes = tok.encode(hands)
+  assert codes.dtype == np.int32 and codes.shape == (kept, 4)
+  assert 0 <= codes.min() and codes.max() < 32
+  long = np.concatenate(sequences[:3])   # resampled to max_len.
+  assert tok.encode(long).shape == (tok.max_len, 4)
+
+
+def test_a_sequence_encodes_alike_alone_and_in_a_batch(tok, sequences):
+  batch = sequences[:6] + [np.concatenate(sequences[:3])]
+  assert len({tok.encode(h).shape[0] for h in batch}) > 3
+  for alone, batched in zip([tok.encode(h) for h in batch],
+                            tok.encode(batch)):
+    np.testing.assert_array_equal(alone, batched)
+
+
+def test_mask_drops_padding(tok, sequences):
+  hands = sequences[1]
+  padded = np.concatenate([hands, np.zeros((7, 42, 2), np.float32)])
+  mask = np.arange(len(padded)) < len(hands)
+  np.testing.assert_array_equal(tok.encode(padded, mask), tok.encode(hands))
+  np.testing.assert_array_equal(tok.encode([padded], [mask])[0],
+                                tok.encode(hands))
+
+
+def test_reconstruction_improves_with_more_quantizers(tok, sequences):
+  codes = tok.encode(sequences)
+  targets = np.concatenate([tok.preprocess(h) for h in sequences])
+  errors = [np.mean((np.concatenate(tok.decode(codes, n_q=k)) - targets)**2)
+            for k in (1, 2, 3, 4)]
+  assert all(a >= b for a, b in zip(errors, errors[1:])), errors
+  assert errors[-1] < errors[0], errors
+  np.testing.assert_array_equal(tok.decode(codes[0][:, :2]),
+                                tok.decode(codes[0], n_q=2))
+  assert tok.decode(codes[0]).shape == (len(codes[0]), 42, 2)
+
+
+def test_text_round_trip(tok, sequences):
+  codes = tok.encode(sequences[0])
+  text = tok.to_text(codes)
+  assert text.count(" ") == len(codes) - 1
+  assert text.startswith(f"<a{codes[0, 0]}><b{codes[0, 1]}>")
+  np.testing.assert_array_equal(tok.from_text(text), codes)
+  np.testing.assert_array_equal(tok.from_text(tok.to_text(codes[:, :2])),
+                                codes[:, :2])
+  assert tok.from_text("").shape == (0, 4)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("<a1><b2> <a3>", "different numbers"),
+    ("<a1><c2>", "in order"),
+    ("<a1><b2>  <a1><b2>", "frame 1"),
+    ("<a1><b2>,<a1><b2>", "frame 0"),
+    ("<a1><b-2>", "frame 0"),
+    ("a1 b2", "frame 0"),
+    ("<a1><b2><c3><d4><e5>", "exceed"),
+    ("<a32>", "exceed"),
+])
+def test_malformed_text(tok, text, match):
+  with pytest.raises(ValueError, match=match):
+    tok.from_text(text)
+
+
+@pytest.mark.parametrize("hands, match", [
+    (np.zeros((5, 21, 2), np.float32), r"\[T, 42, 2\]"),
+    (np.zeros((2, 5, 42, 2), np.float32), r"\[T, 42, 2\]"),
+    (np.zeros((0, 42, 2), np.float32), "no frames"),
+    (np.full((5, 42, 2), np.nan, np.float32), "no hand"),
+])
+def test_bad_input(tok, hands, match):
+  with pytest.raises(ValueError, match=match):
+    tok.encode(hands)
+  with pytest.raises(ValueError, match=match):
+    tok.encode([np.zeros((3, 42, 2), np.float32), hands])
+
+
+def test_bad_codes(tok):
+  with pytest.raises(ValueError, match="in \\[0, 32\\)"):
+    tok.decode(np.full((3, 4), 32))
+  with pytest.raises(ValueError, match="integers"):
+    tok.decode(np.zeros((3, 5), np.int32))
+  with pytest.raises(ValueError, match="n_q"):
+    tok.decode(np.zeros((3, 4), np.int32), n_q=0)

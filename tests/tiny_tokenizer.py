@@ -1,0 +1,33 @@
+"""A tiny trained tokenizer, trained once per test session and shared."""
+
+import importlib.util
+import os
+
+from asl_vq import train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# More sequences, a higher learning rate and no evaluation but the last: in
+# ~45 steps, each added quantizer then reconstructs better.
+EPOCHS, SEQUENCES, LEARNING_RATE = 3, 160, 3e-3
+
+
+def load_config(name, arg=None):
+  spec = importlib.util.spec_from_file_location(
+      f"{name}_config", os.path.join(REPO, "configs", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def workdir() -> str:
+  """The run's workdir under the session's private $ASL_VQ_CACHE."""
+  out = os.path.join(os.environ["ASL_VQ_CACHE"], "tiny_tokenizer")
+  if not os.path.exists(os.path.join(out, "test_metrics.json")):
+    config = load_config("rvq_ctc", "tiny")
+    config.data.synthetic.num_sequences = SEQUENCES
+    config.train.num_epochs = EPOCHS
+    config.train.learning_rate = LEARNING_RATE
+    config.train.eval_every_epochs = EPOCHS
+    config.train.checkpoint_every_steps = 10**6
+    train.run(config, out)
+  return out
