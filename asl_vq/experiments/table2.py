@@ -32,18 +32,22 @@ from asl_vq import train
 from asl_vq import translate
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Where the runs and tables go.")
-flags.DEFINE_enum("preset", "cpu", ["paper", "cpu", "tiny"],
-                  "Size preset of every config.")
-flags.DEFINE_list("rows", ["rvq", "rvq+qdrop", "rvq+ctc", "rvq+ctc+qdrop"],
-                  "Tokenizer ablation rows.")
-flags.DEFINE_string("data_dir", "", "A Kaggle-layout dataset ('' = the "
-                    "embedded synthetic one).")
-flags.DEFINE_integer("tokenizer_epochs", None,
-                     "Override the tokenizer's epochs (the budget knob).")
-flags.DEFINE_integer("downstream_epochs", None,
-                     "Override the translators' and probes' epochs.")
-flags.mark_flags_as_required(["workdir"])
+
+
+def _define_flags():
+  """Only when run as a program, so importing the module defines no flags."""
+  flags.DEFINE_string("workdir", None, "Where the runs and tables go.")
+  flags.DEFINE_enum("preset", "cpu", ["paper", "cpu", "tiny"],
+                    "Size preset of every config.")
+  flags.DEFINE_list("rows", ["rvq", "rvq+qdrop", "rvq+ctc", "rvq+ctc+qdrop"],
+                    "Tokenizer ablation rows.")
+  flags.DEFINE_string("data_dir", "", "A Kaggle-layout dataset ('' = the "
+                      "embedded synthetic one).")
+  flags.DEFINE_integer("tokenizer_epochs", None,
+                       "Override the tokenizer's epochs (the budget knob).")
+  flags.DEFINE_integer("downstream_epochs", None,
+                       "Override the translators' and probes' epochs.")
+  flags.mark_flags_as_required(["workdir"])
 
 _CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "configs")
@@ -163,4 +167,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)
