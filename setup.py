@@ -35,7 +35,6 @@ setuptools.setup(
         "bench": ["torch>=2.1", "vector-quantize-pytorch>=1.14"],
     },
     classifiers=[
-        "License :: OSI Approved :: Apache Software License",
         "Programming Language :: Python :: 3",
     ],
 )
