@@ -37,16 +37,7 @@ SPLITS = ("train", "validation", "test")
 
 
 def _write_part(path: str, table: pa.Table) -> None:
-  cache._atomic_write(path, lambda tmp: pq.write_table(table, tmp))  # pylint: disable=protected-access
-
-
-def _start_parts(parts_dir: str, stamp: dict[str, Any]) -> None:
-  """Keeps the parts of an interrupted run of the same work, else clears."""
-  path = os.path.join(parts_dir, "stamp.json")
-  if cache._read_json(path) != stamp:  # pylint: disable=protected-access
-    shutil.rmtree(parts_dir, ignore_errors=True)
-    os.makedirs(parts_dir)
-    cache._write_json(path, stamp)  # pylint: disable=protected-access
+  cache.atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def tokenize_split(tok: tokenizer_api.Tokenizer, source: pipeline.Source,
@@ -59,7 +50,7 @@ def tokenize_split(tok: tokenizer_api.Tokenizer, source: pipeline.Source,
   n, part_size = len(source), batch_size * part_batches
   ids = np.asarray(source.sequence_ids, np.int64)
   parts_dir = f"{path}.parts"
-  _start_parts(parts_dir, dict(
+  cache.start_parts(parts_dir, dict(
       metadata, part_size=part_size,
       sequence_ids=hashlib.sha256(ids.tobytes()).hexdigest()))
   part_paths = [os.path.join(parts_dir, f"{p:06d}.parquet")
@@ -84,7 +75,7 @@ def tokenize_split(tok: tokenizer_api.Tokenizer, source: pipeline.Source,
   if not np.array_equal(table["sequence_id"].to_numpy(), ids):
     raise RuntimeError(f"{parts_dir}: the parts do not hold the split's "
                        "sequences in order; delete the folder and rerun")
-  cache._atomic_write(path, lambda tmp: pq.write_table(table, tmp))  # pylint: disable=protected-access
+  cache.atomic_write(path, lambda tmp: pq.write_table(table, tmp))
   shutil.rmtree(parts_dir)
 
 

@@ -6,14 +6,9 @@
       --workdir=runs/continuous
 """
 
-import importlib.util
-import os
+from asl_vq import config_lib
 
 
 def get_config(arg=None):
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                      "seq2seq.py")
-  spec = importlib.util.spec_from_file_location("asl_vq_seq2seq_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(",".join(filter(None, (arg, "input=continuous"))))
+  return config_lib.load("seq2seq",
+                         ",".join(filter(None, (arg, "input=continuous"))))

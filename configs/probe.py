@@ -13,6 +13,8 @@ codebooks) or `input=continuous` (Squeezeformer encoder over the keypoints).
 
 import ml_collections
 
+from asl_vq import config_lib
+
 INPUTS = ("tokens", "continuous")
 
 
@@ -43,20 +45,10 @@ def get_config(arg=None):
   config.probe_fractions = ml_collections.ConfigDict(
       dict(train=0.6, validation=0.2, test=0.2))
 
-  config.data = data = ml_collections.ConfigDict()
-  data.dir = ""
-  data.cache_dir = ""
-  data.include_supplemental = False
-  data.skip_unknown_chars = False
-  data.split_seed = 0
-  data.fractions = ml_collections.ConfigDict(
-      dict(train=0.8, validation=0.1, test=0.1))
-  data.max_len = 384
-  data.max_label_len = 64
-  data.buckets = ()
-  data.flip_prob = 0.25 if inputs == "continuous" else 0.0
-  data.synthetic = ml_collections.ConfigDict(
-      dict(num_sequences=5000, seed=0, num_signers=40))
+  # The tokenizer's data block: the same dataset, signer split and lengths
+  # (for input=tokens they must match the tokenized files).
+  config.data = config_lib.load("rvq_ctc", size).data
+  config.data.flip_prob = 0.25 if inputs == "continuous" else 0.0
 
   config.model = model = ml_collections.ConfigDict()
   model.encoder = inputs
@@ -85,9 +77,6 @@ def get_config(arg=None):
   train.max_eval_batches = -1
 
   if size == "cpu":
-    data.max_len = 192
-    data.synthetic = ml_collections.ConfigDict(
-        dict(num_sequences=3000, seed=0, num_signers=40, frames_per_char=6.0))
     model.num_layers = 2
     model.num_blocks = 3
     model.kernel_size = 31
@@ -97,11 +86,6 @@ def get_config(arg=None):
     train.log_every_steps = 10
     train.checkpoint_every_steps = 100
   elif size == "tiny":
-    data.max_len = 64
-    data.max_label_len = 32
-    data.buckets = (32, 64)
-    data.synthetic = ml_collections.ConfigDict(
-        dict(num_sequences=48, seed=0, num_signers=8, frames_per_char=2.0))
     config.probe_fractions = ml_collections.ConfigDict(
         dict(train=0.5, validation=0.25, test=0.25))
     model.codebook_size = 32

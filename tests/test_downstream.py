@@ -2,7 +2,6 @@
 and a run writes the test metrics the tables are made of."""
 
 import functools
-import importlib.util
 import json
 import os
 
@@ -10,24 +9,19 @@ import jax
 import numpy as np
 import pytest
 
+from asl_vq import config_lib
 from asl_vq import probe
 from asl_vq import trainer
 from asl_vq import translate
 from asl_vq.data import pipeline
 from asl_vq.data import tokens
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A large test split of many signers: the probe splits it again by signer.
 FRACTIONS = dict(train=0.4, validation=0.1, test=0.5)
 SYNTHETIC = dict(num_sequences=96, seed=0, num_signers=16, frames_per_char=2.0)
 
 
-def _config(name, arg):
-  spec = importlib.util.spec_from_file_location(
-      f"cfg_{name}", os.path.join(REPO, "configs", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+_config = config_lib.load
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,12 @@ tables hold every row, and a second call reuses the finished stages."""
 import csv
 import os
 
+from asl_vq import config_lib
 from asl_vq.experiments import table2
 
 
 def test_tables_are_written_and_stages_resume(tmp_path):
-  data = table2.load_config("rvq_ctc", "tiny").data
+  data = config_lib.load("rvq_ctc", "tiny").data
   data.synthetic.num_sequences = 96
   data.synthetic.num_signers = 16
   data.fractions = dict(train=0.4, validation=0.1, test=0.5)

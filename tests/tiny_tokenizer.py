@@ -1,22 +1,16 @@
 """A tiny trained tokenizer, trained once per test session and shared."""
 
-import importlib.util
 import os
 
+from asl_vq import config_lib
 from asl_vq import train
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # More sequences, a higher learning rate and no evaluation but the last: in
 # ~45 steps, each added quantizer then reconstructs better.
 EPOCHS, SEQUENCES, LEARNING_RATE = 3, 160, 3e-3
 
 
-def load_config(name, arg=None):
-  spec = importlib.util.spec_from_file_location(
-      f"{name}_config", os.path.join(REPO, "configs", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+load_config = config_lib.load
 
 
 def workdir() -> str:

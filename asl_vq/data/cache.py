@@ -91,7 +91,7 @@ class Skips:
                                 for r, n in self.counts.items() if n))
 
 
-def _atomic_write(path: str, write: Callable[[str], None]) -> None:
+def atomic_write(path: str, write: Callable[[str], None]) -> None:
   """Writes via `write(tmp)`, then renames: readers never see half a file."""
   tmp = f"{path}.tmp"
   write(tmp)
@@ -104,7 +104,7 @@ def _write_json(path: str, obj: object) -> None:
   def write(tmp):
     with open(tmp, "w") as f:
       json.dump(obj, f, indent=1)
-  _atomic_write(path, write)
+  atomic_write(path, write)
 
 
 def _read_json(path: str) -> dict | None:
@@ -166,16 +166,17 @@ def _write_part(path: str, arrays: dict[str, object]) -> None:
   def write(tmp):
     with open(tmp, "wb") as f:
       np.savez(f, **arrays)
-  _atomic_write(path, write)
+  atomic_write(path, write)
 
 
-def _start_parts(parts_dir: str, fingerprint: str) -> None:
-  """Keeps parts from an interrupted run on the same inputs, else clears."""
-  stamp = os.path.join(parts_dir, "fingerprint.json")
-  if (_read_json(stamp) or {}).get("fingerprint") != fingerprint:
+def start_parts(parts_dir: str, stamp: dict) -> None:
+  """Keeps the parts of an interrupted run of the same work (same `stamp`,
+  any JSON object), else clears them; resumable writers share this."""
+  path = os.path.join(parts_dir, "fingerprint.json")
+  if _read_json(path) != stamp:
     shutil.rmtree(parts_dir, ignore_errors=True)
     os.makedirs(parts_dir)
-    _write_json(stamp, {"fingerprint": fingerprint})
+    _write_json(path, stamp)
 
 
 def _assemble(paths: dict[str, str], meta: reader.Metadata, num_parts: int,
@@ -211,7 +212,7 @@ def _assemble(paths: dict[str, str], meta: reader.Metadata, num_parts: int,
     out.flush()
     del out
 
-  _atomic_write(paths["frames"], write_frames)
+  atomic_write(paths["frames"], write_frames)
   index = pa.table({
       "sequence_id": meta.sequence_id[rows],
       "participant_id": meta.participant_id[rows],
@@ -221,7 +222,7 @@ def _assemble(paths: dict[str, str], meta: reader.Metadata, num_parts: int,
       "length": lengths,
       "hand_frames": hand_frames,
   })
-  _atomic_write(paths["index"], lambda tmp: pq.write_table(index, tmp))
+  atomic_write(paths["index"], lambda tmp: pq.write_table(index, tmp))
   report = {
       "source": source,
       "sequences": len(meta),
@@ -264,7 +265,7 @@ def _prepare_source(data_dir: str, cache_dir: str, source: str,
   meta = reader.read_metadata(data_dir, source)
   if not options["skip_unknown_chars"]:
     _check_phrases(meta)
-  _start_parts(paths["parts"], fingerprint)
+  start_parts(paths["parts"], {"fingerprint": fingerprint})
   files = meta.files()
   for i, (rel_path, rows) in enumerate(tqdm.tqdm(
       files, desc=f"prepare {source}", unit="file", file=sys.stderr,

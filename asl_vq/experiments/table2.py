@@ -15,7 +15,6 @@ the tables say so.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import os
 import string
@@ -26,6 +25,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from asl_vq import config_lib
 from asl_vq import probe
 from asl_vq import tokenize
 from asl_vq import train
@@ -49,18 +49,7 @@ def _define_flags():
                        "Override the translators' and probes' epochs.")
   flags.mark_flags_as_required(["workdir"])
 
-_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "configs")
 LETTERS = string.ascii_lowercase
-
-
-def load_config(name: str, arg: str):
-  """`configs/<name>.py`'s get_config(arg) (configs are files, not modules)."""
-  spec = importlib.util.spec_from_file_location(
-      f"asl_vq_config_{name}", os.path.join(_CONFIGS, f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
 
 
 def _done(workdir: str, name: str = "test_metrics.json") -> dict | None:
@@ -91,7 +80,7 @@ def run_all(workdir: str, preset: str, rows: Sequence[str],
   `data`: the data block of every config (default: configs/rvq_ctc.py's for
   `preset`).
   """
-  data = data or load_config("rvq_ctc", preset).data
+  data = data or config_lib.load("rvq_ctc", preset).data
   sub = lambda name: os.path.join(workdir, name.replace("+", "_"))
   stages = [(row, sub(f"tokens_{row}")) for row in rows]
   stages.append(("continuous", None))
@@ -100,9 +89,9 @@ def run_all(workdir: str, preset: str, rows: Sequence[str],
     if tokens_dir is not None:
       tok_dir = sub(f"tokenizer_{row}")
       if _done(tok_dir) is None:
-        train.run(_with(load_config("rvq_ctc", f"{preset},row={row}"), data,
+        train.run(_with(config_lib.load("rvq_ctc", f"{preset},row={row}"), data,
                         tokenizer_epochs), tok_dir)
-      config = load_config("tokenize", "")
+      config = config_lib.load("tokenize", "")
       config.checkpoint = tok_dir
       tokenize.run(config, tokens_dir)   # skips the splits already written.
     inputs = "continuous" if tokens_dir is None else "tokens"
@@ -110,7 +99,7 @@ def run_all(workdir: str, preset: str, rows: Sequence[str],
     for name, module in (("seq2seq", translate), ("probe", probe)):
       out = sub(f"{name}_{row}")
       if _done(out) is None:
-        config = _with(load_config(name, f"{preset},input={inputs}"), data,
+        config = _with(config_lib.load(name, f"{preset},input={inputs}"), data,
                        downstream_epochs)
         config.tokens = tokens_dir or ""
         module.run(config, out)
@@ -158,7 +147,7 @@ def main(argv):
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)   # Orbax's INFO lines drown the bars.
   os.makedirs(FLAGS.workdir, exist_ok=True)
-  data = load_config("rvq_ctc", FLAGS.preset).data
+  data = config_lib.load("rvq_ctc", FLAGS.preset).data
   data.dir = FLAGS.data_dir
   results = run_all(FLAGS.workdir, FLAGS.preset, FLAGS.rows, data,
                     FLAGS.tokenizer_epochs, FLAGS.downstream_epochs)
