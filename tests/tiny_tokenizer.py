@@ -25,3 +25,15 @@ def workdir() -> str:
     config.train.checkpoint_every_steps = 10**6
     train.run(config, out)
   return out
+
+
+def tokens_dir() -> str:
+  """The tiny tokenizer's splits tokenized (once per session), next to it."""
+  from asl_vq import tokenize  # pylint: disable=g-import-not-at-top
+  run_dir = workdir()
+  out = os.path.join(os.environ["ASL_VQ_CACHE"], "tiny_tokens")
+  config = load_config("tokenize", "")
+  config.checkpoint = run_dir
+  config.batch_size = 16
+  tokenize.run(config, out)   # Skips the splits already written.
+  return out

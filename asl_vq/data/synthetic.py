@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from asl_vq import plotting
 from asl_vq import vocab
 from asl_vq.data import hand_model as hm
 from asl_vq.data import layout
@@ -580,32 +581,13 @@ def _disk_size(root: str) -> int:
 # ------------------------------------------------------------------- preview
 
 PREVIEW_SYMBOLS = "aseghvkyl5"
-_FINGER_COLORS = ("tab:red", "tab:orange", "tab:green", "tab:blue",
-                  "tab:purple")
-
-
-def draw_hand(ax, points: np.ndarray, title: str = "") -> None:
-  """A 2D hand skeleton from [21, >=2] image coordinates (y down)."""
-  for a, b in hm.BONES:
-    palm = a == 0 and b > 4 or a in (5, 9, 13) and b in (9, 13, 17)
-    color = "gray" if palm else _FINGER_COLORS[(b - 1) // 4]
-    ax.plot(points[[a, b], 0], points[[a, b], 1], "-", color=color, lw=2)
-  ax.scatter(points[:, 0], points[:, 1], s=8, c="k", zorder=3)
-  ax.set_aspect("equal")
-  ax.invert_yaxis()
-  ax.set_xticks([])
-  ax.set_yticks([])
-  ax.set_title(title, fontsize=9)
 
 
 def preview(path: str, symbols: str = PREVIEW_SYMBOLS, seed: int = 0,
             config: SyntheticConfig = SyntheticConfig()) -> None:
   """Draws each symbol's canonical shape and two signers' versions (one
   right-, one left-handed, as their cameras see them) to a PNG."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
-
+  plt = plotting.pyplot()
   population = make_signers(dataclasses.replace(config, num_signers=50), seed)
   chosen = [next(s for s in population if not s.left_handed),
             next(s for s in population if s.left_handed)]
@@ -613,7 +595,7 @@ def preview(path: str, symbols: str = PREVIEW_SYMBOLS, seed: int = 0,
                            figsize=(1.7 * len(symbols), 6.))
   for k, symbol in enumerate(symbols):
     canonical = hm.forward_kinematics(hm.canonical_pose(symbol))
-    draw_hand(axes[0, k], canonical * (1, -1, 1), f"{symbol!r} canonical")
+    plotting.draw_hand(axes[0, k], canonical * (1, -1, 1), f"{symbol!r} canonical")
     for row, signer in enumerate(chosen, 1):
       world = hm.forward_kinematics(signer_pose(signer, symbol),
                                     signer.geometry) + signer.position
@@ -622,7 +604,7 @@ def preview(path: str, symbols: str = PREVIEW_SYMBOLS, seed: int = 0,
       image = signer.camera.project(world)
       image[:, 0] *= signer.camera.focal[1] / signer.camera.focal[0]  # Pixels.
       hand = "left" if signer.left_handed else "right"
-      draw_hand(axes[row, k], image, f"signer {signer.participant_id} ({hand})")
+      plotting.draw_hand(axes[row, k], image, f"signer {signer.participant_id} ({hand})")
   fig.suptitle("Synthetic fingerspelling handshapes (stand-in data)")
   fig.tight_layout()
   fig.savefig(path, dpi=80)

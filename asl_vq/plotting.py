@@ -1,0 +1,59 @@
+"""Hand skeletons for every figure (previews, galleries, trees, heatmap
+diagonals, generated-signing animations), in one place so they all look alike."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from asl_vq.data import hand_model as hm
+
+_FINGER_COLORS = ("tab:red", "tab:orange", "tab:green", "tab:blue",
+                  "tab:purple")
+
+
+def pyplot():
+  """matplotlib.pyplot on the headless Agg backend (imported late: only the
+  figure commands need matplotlib loaded)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
+def draw_hand(ax, points: np.ndarray, title: str = "", lw: float = 2.,
+              invert_y: bool = True) -> None:
+  """A 2D hand skeleton from [21, >=2] image coordinates (y down)."""
+  for a, b in hm.BONES:
+    palm = a == 0 and b > 4 or a in (5, 9, 13) and b in (9, 13, 17)
+    color = "gray" if palm else _FINGER_COLORS[(b - 1) // 4]
+    ax.plot(points[[a, b], 0], points[[a, b], 1], "-", color=color, lw=lw)
+  ax.scatter(points[:, 0], points[:, 1], s=4 * lw, c="k", zorder=3)
+  _finish(ax, title, invert_y)
+
+
+def hand_present(points: np.ndarray, eps: float = 1e-6) -> bool:
+  """Whether [21, 2] points show a hand: not all NaN and not all ~0 (the
+  pipeline writes an undetected hand as zeros)."""
+  finite = np.isfinite(points).all(-1)
+  return bool(finite.any() and np.abs(points[finite]).max() > eps)
+
+
+def draw_hands(ax, hands: np.ndarray, title: str = "", lw: float = 2.) -> None:
+  """Both hands of one frame, [42, 2] (left 0..20, right 21..41), drawing
+  only those present; the left hand's skeleton is drawn thinner."""
+  hands = np.asarray(hands)
+  if hands.shape != (42, 2):
+    raise ValueError(f"hands must be [42, 2], got {hands.shape}")
+  for side, thickness in ((slice(0, 21), lw * .6), (slice(21, 42), lw)):
+    if hand_present(hands[side]):
+      draw_hand(ax, hands[side], lw=thickness, invert_y=False)
+  _finish(ax, title, True)
+
+
+def _finish(ax, title: str, invert_y: bool) -> None:
+  ax.set_aspect("equal")
+  if invert_y and not ax.yaxis_inverted():
+    ax.invert_yaxis()
+  ax.set_xticks([])
+  ax.set_yticks([])
+  ax.set_title(title, fontsize=9)
