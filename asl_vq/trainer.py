@@ -190,6 +190,7 @@ def write_config(config: ml_collections.ConfigDict, workdir: str) -> str:
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
+  metric_writers.record_command(workdir)
   return workdir
 
 

@@ -18,14 +18,17 @@ import csv
 import json
 import os
 import string
+import time
 from typing import Sequence
 
+import jax
 import ml_collections
 from absl import app
 from absl import flags
 from absl import logging
 
 from asl_vq import config_lib
+from asl_vq import metric_writers
 from asl_vq import probe
 from asl_vq import tokenize
 from asl_vq import train
@@ -44,12 +47,30 @@ def _define_flags():
   flags.DEFINE_string("data_dir", "", "A Kaggle-layout dataset ('' = the "
                       "embedded synthetic one).")
   flags.DEFINE_integer("tokenizer_epochs", None,
-                       "Override the tokenizer's epochs (the budget knob).")
-  flags.DEFINE_integer("downstream_epochs", None,
-                       "Override the translators' and probes' epochs.")
+                       "Override the preset's budget: tokenizer epochs.")
+  flags.DEFINE_integer("seq2seq_epochs", None,
+                       "Override the preset's budget: translator epochs.")
+  flags.DEFINE_integer("probe_epochs", None,
+                       "Override the preset's budget: probe epochs.")
   flags.mark_flags_as_required(["workdir"])
 
 LETTERS = string.ascii_lowercase
+
+# Epochs per stage (None = the stage's own config preset). The `cpu` budget
+# fits the five rows of both tables in about an hour on a 2-core CPU: four
+# tokenizers at the preset's 7 epochs alone would take that long.
+BUDGETS = {
+    "paper": {},
+    "cpu": {"tokenizer": 3, "seq2seq": 5},
+    "tiny": {},
+}
+
+
+def budget(preset: str, epochs: dict[str, int | None] | None = None
+           ) -> dict[str, int]:
+  """The preset's epochs per stage with `epochs`' non-None values over them."""
+  return {**BUDGETS[preset],
+          **{k: v for k, v in (epochs or {}).items() if v is not None}}
 
 
 def _done(workdir: str, name: str = "test_metrics.json") -> dict | None:
@@ -71,16 +92,26 @@ def _with(config, data, epochs: int | None):
   return config
 
 
+def _timed(timings: dict[str, float], name: str, fn, *args) -> None:
+  start = time.time()
+  fn(*args)
+  timings[name] = round(time.time() - start, 1)
+
+
 def run_all(workdir: str, preset: str, rows: Sequence[str],
             data: ml_collections.ConfigDict | None = None,
-            tokenizer_epochs: int | None = None,
-            downstream_epochs: int | None = None) -> dict[str, dict]:
+            epochs: dict[str, int | None] | None = None) -> dict[str, dict]:
   """Runs (or resumes) every stage; returns {row: {model: test metrics}}.
 
   `data`: the data block of every config (default: configs/rvq_ctc.py's for
-  `preset`).
+  `preset`). `epochs`: stage (tokenizer, seq2seq, probe) -> epochs, over
+  `BUDGETS[preset]`. The wall time of each stage run by this call is
+  added to `<workdir>/timings.json`.
   """
   data = data or config_lib.load("rvq_ctc", preset).data
+  epochs = budget(preset, epochs)
+  timings_path = os.path.join(workdir, "timings.json")
+  timings = _done(workdir, "timings.json") or {}
   sub = lambda name: os.path.join(workdir, name.replace("+", "_"))
   stages = [(row, sub(f"tokens_{row}")) for row in rows]
   stages.append(("continuous", None))
@@ -89,21 +120,28 @@ def run_all(workdir: str, preset: str, rows: Sequence[str],
     if tokens_dir is not None:
       tok_dir = sub(f"tokenizer_{row}")
       if _done(tok_dir) is None:
-        train.run(_with(config_lib.load("rvq_ctc", f"{preset},row={row}"), data,
-                        tokenizer_epochs), tok_dir)
+        _timed(timings, os.path.basename(tok_dir), train.run,
+               _with(config_lib.load("rvq_ctc", f"{preset},row={row}"), data,
+                     epochs.get("tokenizer")), tok_dir)
       config = config_lib.load("tokenize", "")
       config.checkpoint = tok_dir
-      tokenize.run(config, tokens_dir)   # skips the splits already written.
+      if not all(os.path.exists(os.path.join(tokens_dir, f"{s}.parquet"))
+                 for s in tokenize.SPLITS):
+        _timed(timings, os.path.basename(tokens_dir), tokenize.run, config,
+               tokens_dir)   # resumes the splits already written.
     inputs = "continuous" if tokens_dir is None else "tokens"
     results[row] = {}
     for name, module in (("seq2seq", translate), ("probe", probe)):
       out = sub(f"{name}_{row}")
       if _done(out) is None:
         config = _with(config_lib.load(name, f"{preset},input={inputs}"), data,
-                       downstream_epochs)
+                       epochs.get(name))
         config.tokens = tokens_dir or ""
-        module.run(config, out)
+        _timed(timings, os.path.basename(out), module.run, config, out)
       results[row][name] = _done(out)
+      if jax.process_index() == 0:
+        with open(timings_path, "w") as f:
+          json.dump(timings, f, indent=1)
   return results
 
 
@@ -126,12 +164,15 @@ ROW_NAMES = {"continuous": "Continuous", "rvq": "RVQ",
              "rvq+ctc+qdrop": "RVQ + CTC + QDrop"}
 
 
-def write_tables(workdir: str, results: dict[str, dict], data: str) -> str:
+def write_tables(workdir: str, results: dict[str, dict], data: str,
+                 budget: str = "") -> str:
+  """`budget`: a line on the epochs and wall time the tables cost."""
   order = ["continuous"] + [r for r in ROW_NAMES if r in results and
                             r != "continuous"]
   t2 = _write(workdir, "table2", ["model", "normalised Levenshtein (test)"],
               [[ROW_NAMES[r], results[r]["seq2seq"]["score"]] for r in order],
-              f"Table 2 equivalent ({data} data): sign-to-text translation.")
+              f"Table 2 equivalent ({data} data): sign-to-text translation."
+              + (f"\n\n{budget}" if budget else ""))
   t5 = _write(workdir, "table5", ["model", "mean", *LETTERS],
               [[ROW_NAMES[r], results[r]["probe"]["accuracy"],
                 *(results[r]["probe"][f"accuracy_{c}"] for c in LETTERS)]
@@ -147,12 +188,19 @@ def main(argv):
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)   # Orbax's INFO lines drown the bars.
   os.makedirs(FLAGS.workdir, exist_ok=True)
+  metric_writers.record_command(FLAGS.workdir)
   data = config_lib.load("rvq_ctc", FLAGS.preset).data
   data.dir = FLAGS.data_dir
-  results = run_all(FLAGS.workdir, FLAGS.preset, FLAGS.rows, data,
-                    FLAGS.tokenizer_epochs, FLAGS.downstream_epochs)
-  print(write_tables(FLAGS.workdir, results,
-                     "real" if FLAGS.data_dir else "synthetic"))
+  epochs = {"tokenizer": FLAGS.tokenizer_epochs,
+            "seq2seq": FLAGS.seq2seq_epochs, "probe": FLAGS.probe_epochs}
+  results = run_all(FLAGS.workdir, FLAGS.preset, FLAGS.rows, data, epochs)
+  timings = _done(FLAGS.workdir, "timings.json") or {}
+  stages = budget(FLAGS.preset, epochs)
+  epochs_text = ", ".join(f"{k} {v}" for k, v in stages.items()) or "presets'"
+  print(write_tables(
+      FLAGS.workdir, results, "real" if FLAGS.data_dir else "synthetic",
+      f"Budget: preset {FLAGS.preset}, epochs: {epochs_text}; stage wall "
+      f"times in timings.json, {sum(timings.values()) / 60:.1f} min in all."))
 
 
 if __name__ == "__main__":

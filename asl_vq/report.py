@@ -1,0 +1,302 @@
+r"""One readable report of every run under a directory.
+
+  python -m asl_vq.report --workdir=runs [--out=runs/report]
+
+Walks `--workdir` for what the commands wrote and gathers it into
+`<out>/report.md` with its PNGs copied to `<out>/figures/`:
+  * training runs (a `config.json`): tokenizers (score, reconstruction,
+    codebook usage and perplexity per quantizer), translators and probes
+    (test score / accuracy), language models (next-token accuracy per
+    quantizer), each with its learning curves;
+  * the Table 2 / Table 5 runner's `table2.md` and `table5.md`;
+  * the token analyses' `analysis.json` (MI table, heatmap, galleries, trees,
+    finger angles);
+  * generation evaluations' `generation.json`.
+Every figure is captioned with the command that made it (the run's
+`command.txt`), and every section says whether its data is real or the
+embedded synthetic dataset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import glob
+import json
+import os
+import re
+import shutil
+from typing import Any, Sequence
+
+from absl import app
+from absl import flags
+
+from asl_vq import metric_writers
+
+FLAGS = flags.FLAGS
+
+SYNTHETIC = "synthetic"
+REAL = "real"
+_SYNTHETIC_NOTE = ("*Synthetic data*: the procedural hand model of "
+                   "`asl_vq.data.synthetic`, not the Kaggle dataset; use these "
+                   "figures for relative comparisons, never as real-data "
+                   "results.")
+
+
+def _define_flags():
+  flags.DEFINE_string("workdir", None, "Directory holding the runs.")
+  flags.DEFINE_string("out", None, "Where report.md goes ('' = "
+                      "<workdir>/report).")
+  flags.mark_flags_as_required(["workdir"])
+
+
+def _load_json(path: str) -> Any:
+  with open(path) as f:
+    return json.load(f)
+
+
+@dataclasses.dataclass
+class Artifact:
+  """One directory a command wrote."""
+  path: str             # relative to the report's workdir.
+  kind: str             # tokenizer|seq2seq|probe|lm|tables|analysis|generation
+  data: str             # SYNTHETIC or REAL
+  command: str | None   # the first command that wrote it, if recorded.
+  info: dict[str, Any]  # the kind's own files, parsed.
+
+
+def _data_of_config(config: dict[str, Any]) -> str:
+  return REAL if config.get("data", {}).get("dir") else SYNTHETIC
+
+
+def _data_of_text(text: str) -> str:
+  return SYNTHETIC if "synthetic" in text.split("\n", 1)[0].lower() else REAL
+
+
+def discover(workdir: str, skip: Sequence[str] = ()) -> list[Artifact]:
+  """Every artifact directory under `workdir`, in path order."""
+  found = []
+  skip = [os.path.abspath(s) for s in skip]
+  for root, dirs, files in os.walk(workdir):
+    dirs[:] = sorted(d for d in dirs if d not in ("checkpoints", "best",
+                                                  "tensorboard")
+                     and os.path.abspath(os.path.join(root, d)) not in skip)
+    rel = os.path.relpath(root, workdir)
+    command = metric_writers.first_command(root)
+    names = set(files)
+    if "config.json" in names:
+      config = _load_json(os.path.join(root, "config.json"))
+      task = config.get("task")
+      if task in ("tokenizer", "seq2seq", "probe", "lm"):
+        info = {"config": config,
+                "metrics": metric_writers.read_metrics(
+                    os.path.join(root, "metrics.jsonl"))}
+        if "test_metrics.json" in names:
+          info["test"] = _load_json(os.path.join(root, "test_metrics.json"))
+        found.append(Artifact(rel, task, _data_of_config(config), command,
+                              info))
+    if "table2.md" in names or "table5.md" in names:
+      info = {}
+      for name in ("table2.md", "table5.md"):
+        if name in names:
+          with open(os.path.join(root, name)) as f:
+            info[name] = f.read()
+      found.append(Artifact(rel, "tables", _data_of_text(
+          next(iter(info.values()))), command, info))
+    if "analysis.json" in names:
+      info = _load_json(os.path.join(root, "analysis.json"))
+      found.append(Artifact(rel, "analysis", info.get("data", SYNTHETIC),
+                            command, info))
+    if "generation.json" in names:
+      info = _load_json(os.path.join(root, "generation.json"))
+      found.append(Artifact(rel, "generation", info.get("data", SYNTHETIC),
+                            command, info))
+  return found
+
+
+def _last(metrics: list[dict], split: str) -> dict[str, float]:
+  rows = [r for r in metrics if r.get("split") == split]
+  return rows[-1] if rows else {}
+
+
+def _fmt(v: Any) -> str:
+  if isinstance(v, float):
+    return f"{v:.3f}" if abs(v) < 1e4 else f"{v:.3g}"
+  return "—" if v is None else str(v)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(_fmt(v) for v in r) + " |" for r in rows]
+  return lines + [""]
+
+
+def _per_quantizer(d: dict[str, Any], key: str) -> list[Any]:
+  """d[f"{key}_q0"], d[f"{key}_q1"], ... while present."""
+  out, k = [], 0
+  while f"{key}_q{k}" in d:
+    out.append(d[f"{key}_q{k}"])
+    k += 1
+  return out
+
+
+class _Figures:
+  """Copies PNGs next to the report and numbers their captions."""
+
+  def __init__(self, workdir: str, out: str):
+    self.workdir, self.dir = workdir, os.path.join(out, "figures")
+    self.count = 0
+
+  def add(self, artifact: Artifact, png: str, what: str) -> list[str]:
+    os.makedirs(self.dir, exist_ok=True)
+    rel = os.path.relpath(png, self.workdir)
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "__", rel)
+    shutil.copyfile(png, os.path.join(self.dir, name))
+    self.count += 1
+    made_by = (f"made by `{artifact.command}`" if artifact.command else
+               f"from `{artifact.path}` (command not recorded)")
+    return [f"![{what}](figures/{name})", "",
+            f"*Figure {self.count}.* {what} ({artifact.data} data); "
+            f"{made_by}.", ""]
+
+
+def _pngs(workdir: str, artifact: Artifact) -> list[str]:
+  return sorted(glob.glob(os.path.join(workdir, artifact.path, "*.png")))
+
+
+def _tokenizers(arts: list[Artifact]) -> list[str]:
+  rows = []
+  for a in arts:
+    val, test = _last(a.info["metrics"], "validation"), a.info.get("test", {})
+    usage = _per_quantizer(test or val, "usage")
+    ppl = _per_quantizer(test or val, "perplexity")
+    # A tokenizer without the CTC head has no score (it logs 0).
+    ctc = a.info["config"].get("model", {}).get("use_ctc", True)
+    score = lambda d: d.get("score") if ctc else None
+    rows.append([a.path, a.info["config"].get("row", "—"), a.data,
+                 val.get("step"), score(val), score(test),
+                 test.get("recon"),
+                 " / ".join(f"{u:.2f}" for u in usage) or "—",
+                 " / ".join(f"{p:.0f}" for p in ppl) or "—"])
+  lines = ["## Tokenizers", "",
+           "CTC score = greedy normalised Levenshtein of the CTC head; usage "
+           "= fraction of each quantizer's codes used on the test split, "
+           "perplexity = exp(entropy) of its code distribution.", ""]
+  lines += _table(["run", "row", "data", "steps", "val score", "test score",
+                   "test recon", "usage q1..q4", "perplexity q1..q4"], rows)
+  return lines
+
+
+def _downstream(arts: list[Artifact]) -> list[str]:
+  rows = []
+  for a in arts:
+    config, test = a.info["config"], a.info.get("test", {})
+    encoder = config.get("model", {}).get("encoder", "—")
+    value = test.get("score") if a.kind == "seq2seq" else test.get("accuracy")
+    rows.append([a.path, a.kind, encoder, config.get("tokens") or "—", a.data,
+                 value])
+  return (["## Translation and probing runs", "",
+           "seq2seq: normalised Levenshtein of greedy decoding on test; "
+           "probe: mean accuracy over the letters a-z on its test part.", ""]
+          + _table(["run", "task", "input", "tokens", "data", "test"], rows))
+
+
+def _language_models(arts: list[Artifact], gens: list[Artifact]) -> list[str]:
+  lines = ["## Language models (text to signing)", ""]
+  rows = []
+  for a in arts:
+    val, test = _last(a.info["metrics"], "validation"), a.info.get("test", {})
+    rows.append([a.path, a.info["config"].get("model", {}).get("pattern", "—"),
+                 a.data,
+                 " / ".join(f"{v:.3f}" for v in _per_quantizer(val,
+                                                                "accuracy")),
+                 " / ".join(f"{v:.3f}" for v in _per_quantizer(test,
+                                                                "accuracy"))])
+  if rows:
+    lines += ["Next-token accuracy per quantizer (q1..q4).", ""]
+    lines += _table(["run", "pattern", "data", "validation", "test"], rows)
+  if gens:
+    lines += ["Generated signing, decoded by the tokenizer and recognised by "
+              "the continuous translator (normalised Levenshtein).", ""]
+    lines += _table(["run", "data", "phrases", "score"],
+                    [[g.path, g.data, g.info.get("num_phrases"),
+                      g.info.get("score")] for g in gens])
+  return lines
+
+
+def _analyses(arts: list[Artifact], figs: _Figures, workdir: str
+              ) -> list[str]:
+  lines = ["## Token analyses", ""]
+  for a in arts:
+    lines += [f"### `{a.path}`", ""]
+    if a.data == SYNTHETIC:
+      lines += [_SYNTHETIC_NOTE, ""]
+    for name in ("mi_table.md", "angles_table.md"):
+      path = os.path.join(workdir, a.path, name)
+      if os.path.exists(path):
+        with open(path) as f:
+          lines += [f.read().strip(), ""]
+    for png in _pngs(workdir, a):
+      what = os.path.splitext(os.path.basename(png))[0].replace("_", " ")
+      lines += figs.add(a, png, what)
+  return lines
+
+
+def write_report(workdir: str, out: str | None = None) -> str:
+  """Writes `<out>/report.md` (default out: `<workdir>/report`); returns its
+  path. Raises FileNotFoundError when `workdir` holds nothing to report."""
+  out = out or os.path.join(workdir, "report")
+  if not os.path.isdir(workdir):
+    raise FileNotFoundError(f"{workdir}: no such directory")
+  arts = discover(workdir, skip=[out])
+  if not arts:
+    raise FileNotFoundError(
+        f"{workdir}: no runs found (no config.json, table2.md, analysis.json "
+        "or generation.json below it)")
+  if os.path.isdir(os.path.join(out, "figures")):
+    shutil.rmtree(os.path.join(out, "figures"))   # no stale figures.
+  figs = _Figures(workdir, out)
+  of = lambda *kinds: [a for a in arts if a.kind in kinds]
+  data = sorted({a.data for a in arts})
+  lines = ["# asl_vq report", "",
+           f"Gathered {datetime.date.today()} from `{os.path.abspath(workdir)}` "
+           f"by `python -m asl_vq.report`. Data: {', '.join(data)}.", ""]
+  if SYNTHETIC in data:
+    lines += [_SYNTHETIC_NOTE, ""]
+  if of("tokenizer"):
+    lines += _tokenizers(of("tokenizer"))
+  for a in of("tables"):
+    lines += [f"## Tables 2 and 5: `{a.path}`", ""]
+    if a.command:
+      lines += [f"Made by `{a.command}`.", ""]
+    lines += [text.strip() + "\n" for text in a.info.values()]
+  if of("seq2seq", "probe"):
+    lines += _downstream(of("seq2seq", "probe"))
+  if of("lm", "generation"):
+    lines += _language_models(of("lm"), of("generation"))
+  if of("analysis"):
+    lines += _analyses(of("analysis"), figs, workdir)
+  curves = [a for a in of("tokenizer", "seq2seq", "probe", "lm", "generation")
+            if _pngs(workdir, a)]
+  if curves:
+    lines += ["## Figures of the runs", ""]
+    for a in curves:
+      for png in _pngs(workdir, a):
+        name = os.path.splitext(os.path.basename(png))[0].replace("_", " ")
+        lines += figs.add(a, png, f"{a.kind} `{a.path}`: {name}")
+  os.makedirs(out, exist_ok=True)
+  path = os.path.join(out, "report.md")
+  with open(path, "w") as f:
+    f.write("\n".join(lines))
+  return path
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  print(write_report(FLAGS.workdir, FLAGS.out or None))
+
+
+if __name__ == "__main__":
+  _define_flags()
+  app.run(main)
