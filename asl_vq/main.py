@@ -30,6 +30,7 @@ TASKS = {
     "tokenize": "asl_vq.tokenize",
     "seq2seq": "asl_vq.translate",
     "probe": "asl_vq.probe",
+    "lm": "asl_vq.lm",
 }
 
 
