@@ -28,9 +28,11 @@ setuptools.setup(
         "tqdm>=4.66",          # progress bars.
         "matplotlib>=3.8",     # learning curves and hand skeleton figures.
         "tensorboardX>=2.6",   # TensorBoard event files without TensorFlow.
+        "scipy>=1.10",         # the expected MI's log-gamma; clustering.
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5"],
+        # scikit-learn: the reference AMI that asl_vq.analysis is tested on.
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-learn>=1.3"],
         # `python -m asl_vq.bench --torch_rvq`: the reference RVQ to compare.
         "bench": ["torch>=2.1", "vector-quantize-pytorch>=1.14"],
     },

@@ -14,7 +14,6 @@ the tables say so.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import string
@@ -145,20 +144,6 @@ def run_all(workdir: str, preset: str, rows: Sequence[str],
   return results
 
 
-def _write(workdir: str, name: str, header: Sequence[str],
-           rows: Sequence[Sequence[object]], note: str) -> str:
-  with open(os.path.join(workdir, f"{name}.csv"), "w", newline="") as f:
-    csv.writer(f).writerows([header, *rows])
-  fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)
-  lines = [note, "", "| " + " | ".join(header) + " |",
-           "|" + "---|" * len(header)]
-  lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
-  text = "\n".join(lines) + "\n"
-  with open(os.path.join(workdir, f"{name}.md"), "w") as f:
-    f.write(text)
-  return text
-
-
 ROW_NAMES = {"continuous": "Continuous", "rvq": "RVQ",
              "rvq+qdrop": "RVQ + QDrop", "rvq+ctc": "RVQ + CTC",
              "rvq+ctc+qdrop": "RVQ + CTC + QDrop"}
@@ -169,11 +154,11 @@ def write_tables(workdir: str, results: dict[str, dict], data: str,
   """`budget`: a line on the epochs and wall time the tables cost."""
   order = ["continuous"] + [r for r in ROW_NAMES if r in results and
                             r != "continuous"]
-  t2 = _write(workdir, "table2", ["model", "normalised Levenshtein (test)"],
+  t2 = metric_writers.write_table(workdir, "table2", ["model", "normalised Levenshtein (test)"],
               [[ROW_NAMES[r], results[r]["seq2seq"]["score"]] for r in order],
               f"Table 2 equivalent ({data} data): sign-to-text translation."
               + (f"\n\n{budget}" if budget else ""))
-  t5 = _write(workdir, "table5", ["model", "mean", *LETTERS],
+  t5 = metric_writers.write_table(workdir, "table5", ["model", "mean", *LETTERS],
               [[ROW_NAMES[r], results[r]["probe"]["accuracy"],
                 *(results[r]["probe"][f"accuracy_{c}"] for c in LETTERS)]
                for r in order],
