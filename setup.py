@@ -32,7 +32,10 @@ setuptools.setup(
     ],
     extras_require={
         # scikit-learn: the reference AMI that asl_vq.analysis is tested on.
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-learn>=1.3"],
+        # nbclient/nbformat/ipykernel: tests/test_notebook.py runs the Colab
+        # demo end to end.
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-learn>=1.3",
+                 "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29"],
         # `python -m asl_vq.bench --torch_rvq`: the reference RVQ to compare.
         "bench": ["torch>=2.1", "vector-quantize-pytorch>=1.14"],
     },

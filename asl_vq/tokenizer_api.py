@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 import re
 import string
@@ -25,7 +24,6 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from asl_vq import checkpointing
 from asl_vq import train
 from asl_vq import trainer
 from asl_vq.data import layout
@@ -93,25 +91,9 @@ class Tokenizer:
 
     The schedule-free evaluation parameters are used, as in validation.
     """
-    path = os.fspath(path)
-    config_path = os.path.join(path, "config.json")
-    if not os.path.exists(config_path):
-      raise FileNotFoundError(f"{path}: no config.json; is it a tokenizer "
-                              "training workdir?")
-    with open(config_path) as f:
-      config = ml_collections.ConfigDict(json.load(f))
-    task = train.TokenizerTask(config)
-    abstract = jax.eval_shape(
-        functools.partial(trainer.init_state, task,
-                          trainer.make_optimizer(config)),
-        jax.random.PRNGKey(0))
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    abstract = jax.tree.map(
-        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
-        abstract)
-    state = checkpointing.restore(path, which, abstract)
-    return cls(config, state.variables(trainer.eval_params(state)),
-               batch_size, int(state.step))
+    config, _, variables, step = trainer.load_for_inference(
+        path, train.TokenizerTask, which)
+    return cls(config, variables, batch_size, step)
 
   # -------------------------------------------------------------------------
   # Encoding.

@@ -310,6 +310,30 @@ def fit(config: ml_collections.ConfigDict, workdir: str, task: Task,
   return val
 
 
+def load_for_inference(path: str, make_task, which: str = "best"):
+  """A training workdir's config, task and `which` checkpoint's schedule-free
+  evaluation variables (as validation uses them), on one local device.
+
+  Returns (config, task, variables, step).
+  """
+  path = os.path.abspath(os.fspath(path))
+  config_path = os.path.join(path, "config.json")
+  if not os.path.exists(config_path):
+    raise FileNotFoundError(f"{path}: no config.json; is it a training "
+                            "workdir?")
+  with open(config_path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  task = make_task(config)
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  abstract = jax.tree.map(
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
+      jax.eval_shape(functools.partial(init_state, task,
+                                       make_optimizer(config)),
+                     jax.random.PRNGKey(0)))
+  state = checkpointing.restore(path, which, abstract)
+  return config, task, state.variables(eval_params(state)), int(state.step)
+
+
 def check_finite(state: TrainState, ckpts: checkpointing.Checkpoints) -> None:
   bad = int(sharding.local_value(state.nonfinite_step))
   if bad >= 0:

@@ -110,8 +110,9 @@ class TranslatorTask:
 
 
 def load_splits(config: ml_collections.ConfigDict) -> dict:
-  """The tokenized splits (input=tokens) or the keypoint splits."""
-  if config.model.encoder != "tokens":
+  """The tokenized splits (input=tokens, or no `model.encoder`: the LM) or
+  the keypoint splits."""
+  if config.model.get("encoder", "tokens") != "tokens":
     return datasets.load(config)
   if not config.tokens:
     raise ValueError("input=tokens needs --config.tokens=DIR, the output of "

@@ -1,20 +1,17 @@
 """The downstream trainers (translation, probing) on tiny data: they learn,
 and a run writes the test metrics the tables are made of."""
 
-import functools
 import json
 import os
 
-import jax
 import numpy as np
 import pytest
 
 from asl_vq import config_lib
 from asl_vq import probe
-from asl_vq import trainer
 from asl_vq import translate
-from asl_vq.data import pipeline
 from asl_vq.data import tokens
+import train_helpers
 
 # A large test split of many signers: the probe splits it again by signer.
 FRACTIONS = dict(train=0.4, validation=0.1, test=0.5)
@@ -55,30 +52,12 @@ def _downstream_config(name, inputs, token_dir):
   return config
 
 
-def _losses_on_a_repeated_batch(task, config, source, steps):
-  ds = pipeline.make_dataset(
-      source, global_batch_size=config.train.batch_size,
-      max_len=config.data.max_len, max_label_len=config.data.max_label_len,
-      buckets=tuple(config.data.buckets), seed=0, train=True, flip_prob=0.)
-  batch = next(iter(ds))
-  batch = {k: batch[k] for k in task.device_keys}
-  tx = trainer.make_optimizer(config)
-  state = trainer.init_state(task, tx, jax.random.PRNGKey(0))
-  step = jax.jit(functools.partial(trainer.train_step, task=task, tx=tx,
-                                   base_rng=jax.random.PRNGKey(1)))
-  losses = []
-  for _ in range(steps):
-    state, m = step(state, batch)
-    losses.append(float(m["loss"]))
-  return losses
-
-
 @pytest.mark.parametrize("inputs", ["tokens", "continuous"])
 def test_translator_loss_falls_on_a_repeated_batch(inputs, token_dir):
   config = _downstream_config("seq2seq", inputs, token_dir)
   config.train.learning_rate = 1e-2
   splits = translate.load_splits(config)
-  losses = _losses_on_a_repeated_batch(translate.TranslatorTask(config),
+  losses = train_helpers.losses_on_a_repeated_batch(translate.TranslatorTask(config),
                                        config, splits["train"], 60)
   assert losses[-1] < 0.6 * losses[0], losses
 
@@ -107,7 +86,7 @@ def test_probe_loss_falls_on_a_repeated_batch(inputs, token_dir):
   config = _downstream_config("probe", inputs, token_dir)
   config.train.learning_rate = 1e-2
   splits = probe.probe_splits(config)
-  losses = _losses_on_a_repeated_batch(probe.ProbeTask(config), config,
+  losses = train_helpers.losses_on_a_repeated_batch(probe.ProbeTask(config), config,
                                        splits["train"], 40)
   assert losses[-1] < 0.6 * losses[0], losses
 

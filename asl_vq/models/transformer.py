@@ -30,6 +30,21 @@ def sinusoids(positions, dim: int):
   return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
 
 
+def decode_positions(module: nn.Module, length: int, decode: bool):
+  """Positions 0..length-1; in decode mode offset by the steps already fed,
+  counted in `module`'s 'cache' collection next to the attention caches
+  (examples/wmt's way). Call from a compact __call__."""
+  positions = jnp.arange(length)
+  if decode:
+    is_initialized = module.has_variable('cache', 'position')
+    position = module.variable('cache', 'position',
+                               lambda: jnp.array(0, jnp.int32))
+    if is_initialized:
+      positions = positions + position.value
+      position.value += length
+  return positions
+
+
 def masked_mean(x, mask):
   """[B, L, D] -> [B, D], the mean over valid positions (zeros if none)."""
   m = mask[..., None].astype(x.dtype)

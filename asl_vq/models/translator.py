@@ -21,7 +21,8 @@ import jax.numpy as jnp
 import optax
 
 from asl_vq import vocab
-from asl_vq.models.transformer import Decoder, SignEncoder, sinusoids
+from asl_vq.models.transformer import (Decoder, SignEncoder,
+                                       decode_positions, sinusoids)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,14 +60,7 @@ class CharDecoder(nn.Module):
   @nn.compact
   def __call__(self, tokens, memory, memory_mask, *, train: bool):
     c = self.config
-    positions = jnp.arange(tokens.shape[1])
-    if self.decode:
-      is_initialized = self.has_variable('cache', 'position')
-      position = self.variable('cache', 'position',
-                               lambda: jnp.array(0, jnp.int32))
-      if is_initialized:
-        positions = positions + position.value
-        position.value += tokens.shape[1]
+    positions = decode_positions(self, tokens.shape[1], self.decode)
     x = nn.Embed(c.vocab_size, c.dim, name='embed')(tokens)
     x = x + sinusoids(positions, c.dim)
     x = nn.Dropout(c.dropout)(x, deterministic=not train)

@@ -1,0 +1,332 @@
+r"""Text to signing with a trained LM, and the paper's generation score.
+
+  python -m asl_vq.generate --lm=runs/lm --text="hello world" --out=DIR \
+      [--tokenizer=RUN] [--temperature=1 --top_k=250 --seed=0 --num_samples=1]
+
+writes per sample the codes (`sample_<i>_codes.npy` and the tokenizer's text
+serialisation `sample_<i>_codes.txt`), the landmarks the tokenizer's decoder
+makes of them (`sample_<i>_landmarks.npy`, normalised coordinates) and an
+animated GIF of the hand skeleton (`sample_<i>.gif`). The tokenizer defaults
+to the one that wrote the LM's training tokens.
+
+  python -m asl_vq.generate --lm=runs/lm --eval_split=test \
+      --recognizer=runs/seq2seq_continuous --limit=50 --out=DIR
+
+is the paper's evaluation: generate for the split's phrases, decode with the
+tokenizer's decoder, recognise the landmarks with the continuous translator,
+and score the recognised text with the normalised Levenshtein metric
+(`generation.json`). For scale, it also scores the recogniser on the
+tokenizer's resynthesis of the split's own codes (`score_resynthesized`).
+
+The functions (`load_lm`, `generate`, `save_gif`, `evaluate`, ...) are the
+API a notebook uses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pyarrow.parquet as pq
+from absl import app
+from absl import flags
+from absl import logging
+
+from asl_vq import lm as lm_task
+from asl_vq import metric_writers
+from asl_vq import metrics as metrics_lib
+from asl_vq import plotting
+from asl_vq import trainer
+from asl_vq import translate
+from asl_vq import vocab
+from asl_vq.data import pipeline
+from asl_vq.data import tokens as tokens_lib
+from asl_vq.models import lm as lm_lib
+from asl_vq.models import translator
+from asl_vq.tokenizer_api import Tokenizer
+
+FPS = 30   # the competition's videos.
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """A trained run for inference: its config, model config and variables."""
+  path: str
+  config: ml_collections.ConfigDict
+  model_config: Any
+  variables: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+  text: str
+  codes: np.ndarray        # int32 [T, Q]
+  landmarks: np.ndarray    # float32 [T, 42, 2], normalised coordinates.
+
+
+def _load_run(path: str, make_task) -> Run:
+  """The best checkpoint's schedule-free evaluation variables, on one device."""
+  config, task, variables, _ = trainer.load_for_inference(path, make_task)
+  return Run(os.path.abspath(path), config, task.model_config, variables)
+
+
+def load_lm(path: str) -> Run:
+  """A configs/lm.py run."""
+  return _load_run(path, lm_task.LMTask)
+
+
+def load_recognizer(path: str) -> Run:
+  """A configs/seq2seq.py run with input=continuous."""
+  run = _load_run(path, translate.TranslatorTask)
+  if run.model_config.encoder != "continuous":
+    raise ValueError(f"{path}: the recogniser must be a continuous "
+                     "translator (configs/seq2seq.py:...,input=continuous)")
+  return run
+
+
+def default_tokenizer(lm: Run) -> str:
+  """The tokenizer run that wrote the LM's training tokens."""
+  path = os.path.join(lm.config.tokens, "train.parquet")
+  metadata = json.loads(pq.read_schema(path).metadata[
+      tokens_lib.METADATA_KEY])
+  return metadata["checkpoint"]
+
+
+def _check_vocab(lm: Run, tokenizer: Tokenizer) -> None:
+  c = lm.model_config
+  if (tokenizer.vocab.num_quantizers, tokenizer.vocab.codebook_size) != (
+      c.num_quantizers, c.codebook_size):
+    raise ValueError(f"the tokenizer's codes ({tokenizer.vocab}) are not the "
+                     f"LM's ({c.num_quantizers} x {c.codebook_size})")
+
+
+@functools.lru_cache(maxsize=8)
+def _sampler(config: lm_lib.LMConfig, max_frames: int, top_k: int):
+  return jax.jit(functools.partial(lm_lib.sample, config,
+                                   max_frames=max_frames, top_k=top_k))
+
+
+def sample_codes(lm: Run, phrases: Sequence[str], *, temperature: float = 1.0,
+                 top_k: int = 250, seed: int = 0, max_frames: int = 0,
+                 batch_size: int = 16) -> list[np.ndarray]:
+  """Phrases -> one code sequence int32 [T, Q] each (T <= max_frames).
+
+  max_frames 0: the LM's data.max_len. Batches are padded to batch_size,
+  so the sampler compiles once.
+  """
+  max_frames = max_frames or int(lm.config.data.max_len)
+  width = int(lm.config.data.max_label_len)
+  sampler = _sampler(lm.model_config, max_frames, top_k)
+  out = []
+  for start in range(0, len(phrases), batch_size):
+    chunk = list(phrases[start:start + batch_size])
+    labels = np.full((batch_size, width), vocab.PAD_ID, np.int32)
+    paddings = np.ones((batch_size, width), np.float32)
+    for row, phrase in enumerate(chunk):
+      labels[row], paddings[row] = pipeline.encode_labels(phrase, width)
+    text, text_mask = lm_lib.phrase_inputs(labels, paddings)
+    key = jax.random.fold_in(jax.random.key(seed), start)
+    codes, lengths = jax.device_get(sampler(
+        lm.variables, text, text_mask, key, temperature=temperature))
+    out += [c[:n] for c, n in zip(codes[:len(chunk)], lengths)]
+  return out
+
+
+def generate(lm: Run, tokenizer: Tokenizer, text: str, *,
+             num_samples: int = 1, temperature: float = 1.0, top_k: int = 250,
+             seed: int = 0, max_frames: int = 0) -> list[Sample]:
+  """Signing for `text` (lower-cased: the vocabulary has no capitals)."""
+  _check_vocab(lm, tokenizer)
+  text = text.lower()
+  codes = sample_codes(lm, [text] * num_samples, temperature=temperature,
+                       top_k=top_k, seed=seed, max_frames=max_frames)
+  return [Sample(text, c, h) for c, h in zip(codes, tokenizer.decode(codes))]
+
+
+def save_gif(hands: np.ndarray, path: str, *, title: str = "",
+             fps: int = FPS) -> str:
+  """An animated GIF of landmarks [T, 42, 2], one frame per row."""
+  plt = plotting.pyplot()
+  from matplotlib import animation  # pylint: disable=g-import-not-at-top
+  hands = np.asarray(hands)
+  finite = hands[np.isfinite(hands).all(-1)].reshape(-1, 2)
+  lo, hi = (finite.min(0), finite.max(0)) if len(finite) else (
+      -np.ones(2), np.ones(2))
+  margin = 0.05 * np.max(hi - lo) + 1e-3
+  fig, ax = plt.subplots(figsize=(3, 3), dpi=80)
+
+  def draw(t):
+    ax.clear()
+    plotting.draw_hands(ax, hands[t], f"{title} {t + 1}/{len(hands)}".strip())
+    ax.set_xlim(lo[0] - margin, hi[0] + margin)
+    ax.set_ylim(hi[1] + margin, lo[1] - margin)    # y down, as images.
+
+  anim = animation.FuncAnimation(fig, draw, frames=len(hands))
+  anim.save(path, writer=animation.PillowWriter(fps=fps))
+  plt.close(fig)
+  return path
+
+
+def write_samples(samples: Sequence[Sample], tokenizer: Tokenizer,
+                  out: str) -> list[str]:
+  """Codes (npy, text), landmarks (npy) and a GIF per sample into `out`."""
+  os.makedirs(out, exist_ok=True)
+  paths = []
+  for i, s in enumerate(samples):
+    stem = os.path.join(out, f"sample_{i}")
+    np.save(f"{stem}_codes.npy", s.codes)
+    with open(f"{stem}_codes.txt", "w") as f:
+      f.write(tokenizer.to_text(s.codes) + "\n")
+    np.save(f"{stem}_landmarks.npy", s.landmarks)
+    paths.append(save_gif(s.landmarks, f"{stem}.gif", title=s.text))
+  return paths
+
+
+@functools.lru_cache(maxsize=4)
+def _greedy_decoder(config: translator.TranslatorConfig):
+  return jax.jit(functools.partial(translator.greedy_decode, config))
+
+
+def recognize(recognizer: Run, landmarks: Sequence[np.ndarray],
+              batch_size: int = 16) -> list[str]:
+  """Normalised landmarks [T, 42, 2] -> the continuous translator's text.
+
+  Longer sequences than its max_len are resampled, as its pipeline does;
+  each batch is padded to the smallest of its buckets that holds it.
+  """
+  max_len = int(recognizer.config.data.max_len)
+  buckets = (tuple(recognizer.config.data.buckets)
+             or pipeline.default_buckets(max_len))
+  decode = _greedy_decoder(recognizer.model_config)
+  items = [pipeline.resample(np.asarray(x, np.float32), max_len)
+           if len(x) > max_len else np.asarray(x, np.float32)
+           for x in landmarks]
+  out = []
+  for start in range(0, len(items), batch_size):
+    chunk = items[start:start + batch_size]
+    length = pipeline.choose_bucket(max(len(x) for x in chunk), buckets)
+    inputs = np.zeros((batch_size, length, 42, 2), np.float32)
+    mask = np.zeros((batch_size, length), bool)
+    for row, x in enumerate(chunk):
+      inputs[row, :len(x)], mask[row, :len(x)] = x, True
+    ids = jax.device_get(decode(recognizer.variables, jnp.asarray(inputs),
+                                jnp.asarray(mask)))
+    out += [vocab.decode(r) for r in ids[:len(chunk)]]
+  return out
+
+
+def evaluate(lm: Run, tokenizer: Tokenizer, recognizer: Run,
+             phrases: Sequence[str],
+             reference_codes: Sequence[np.ndarray] | None = None, *,
+             temperature: float = 1.0, top_k: int = 250, seed: int = 0,
+             batch_size: int = 16) -> dict[str, Any]:
+  """The paper's generation score: generate, decode, recognise, score.
+
+  Returns {'score': normalised Levenshtein of the recognised text against
+  the phrases, 'records': per phrase the reference, the recognised text and
+  the frames generated}; with `reference_codes` (the phrases' real codes)
+  also 'score_resynthesized', the recogniser on their decoded landmarks.
+  """
+  _check_vocab(lm, tokenizer)
+  codes = sample_codes(lm, phrases, temperature=temperature, top_k=top_k,
+                       seed=seed, batch_size=batch_size)
+  hyps = recognize(recognizer, tokenizer.decode(codes), batch_size)
+  result = {
+      "score": metrics_lib.normalized_levenshtein(phrases, hyps),
+      "num_phrases": len(phrases),
+      "mean_frames": float(np.mean([len(c) for c in codes])),
+      "temperature": temperature, "top_k": top_k, "seed": seed,
+  }
+  if reference_codes is not None:
+    resynth = recognize(recognizer, tokenizer.decode(list(reference_codes)),
+                        batch_size)
+    result["score_resynthesized"] = metrics_lib.normalized_levenshtein(
+        phrases, resynth)
+    result["mean_frames_real"] = float(np.mean([len(c)
+                                                for c in reference_codes]))
+  result["records"] = [dict(reference=r, recognized=h, frames=len(c))
+                       for r, h, c in zip(phrases, hyps, codes)]
+  return result
+
+
+def evaluate_split(lm: Run, tokenizer: Tokenizer, recognizer: Run,
+                   split: str = "test", limit: int = 50,
+                   **kwargs) -> dict[str, Any]:
+  """`evaluate` on the first `limit` phrases of a split of the LM's tokens
+  (their real codes give `score_resynthesized`)."""
+  source = tokens_lib.TokenSource(os.path.join(lm.config.tokens,
+                                               f"{split}.parquet"))
+  n = min(limit, len(source))
+  result = evaluate(lm, tokenizer, recognizer, source.phrases[:n],
+                    [source[i]["codes"] for i in range(n)], **kwargs)
+  return dict(result, split=split)
+
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  """Only when run as a program, so importing the module defines no flags."""
+  flags.DEFINE_string("lm", None, "The LM's workdir (configs/lm.py).")
+  flags.DEFINE_string("tokenizer", "", "The tokenizer's workdir; default: "
+                      "the one that wrote the LM's tokens.")
+  flags.DEFINE_string("out", None, "Output directory.")
+  flags.DEFINE_string("text", "", "A phrase to sign.")
+  flags.DEFINE_float("temperature", 1.0, "Sampling temperature; 0 = greedy.")
+  flags.DEFINE_integer("top_k", 250, "Sample among the k likeliest codes "
+                       "(0 = all).")
+  flags.DEFINE_integer("seed", 0, "Random seed.")
+  flags.DEFINE_integer("num_samples", 1, "Samples of --text.")
+  flags.DEFINE_integer("max_frames", 0, "Frame cap; 0 = the LM's max_len.")
+  flags.DEFINE_string("eval_split", "", "Evaluate on this split of the LM's "
+                      "tokens (e.g. test) instead of signing --text.")
+  flags.DEFINE_string("recognizer", "", "The continuous translator's "
+                      "workdir (configs/seq2seq.py:...,input=continuous), "
+                      "for --eval_split.")
+  flags.DEFINE_integer("limit", 50, "Phrases evaluated (the split's first).")
+  flags.mark_flags_as_required(["lm", "out"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError("Too many command-line arguments.")
+  if not FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)   # Orbax's INFO lines.
+  if bool(FLAGS.text) == bool(FLAGS.eval_split):
+    raise app.UsageError("pass one of --text or --eval_split")
+  lm = load_lm(FLAGS.lm)
+  tokenizer_dir = os.path.abspath(FLAGS.tokenizer or default_tokenizer(lm))
+  tokenizer = Tokenizer.load(tokenizer_dir)
+  metric_writers.record_command(FLAGS.out)   # the report's captions.
+  sampling = dict(temperature=FLAGS.temperature, top_k=FLAGS.top_k,
+                  seed=FLAGS.seed)
+  if FLAGS.text:
+    samples = generate(lm, tokenizer, FLAGS.text,
+                       num_samples=FLAGS.num_samples,
+                       max_frames=FLAGS.max_frames, **sampling)
+    for path, s in zip(write_samples(samples, tokenizer, FLAGS.out), samples):
+      print(f"{path}: {len(s.codes)} frames")
+    return
+  if not FLAGS.recognizer:
+    raise app.UsageError("--eval_split needs --recognizer")
+  result = evaluate_split(lm, tokenizer, load_recognizer(FLAGS.recognizer),
+                          FLAGS.eval_split, FLAGS.limit, **sampling)
+  result.update(lm=lm.path, tokenizer=tokenizer_dir,
+                recognizer=os.path.abspath(FLAGS.recognizer),
+                data="real" if tokenizer.config.data.dir else "synthetic")
+  path = os.path.join(FLAGS.out, "generation.json")
+  with open(path, "w") as f:
+    json.dump(result, f, indent=2)
+  print(json.dumps({k: v for k, v in result.items() if k != "records"}))
+
+
+if __name__ == "__main__":
+  _define_flags()
+  app.run(main)

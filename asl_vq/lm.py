@@ -1,0 +1,111 @@
+"""Text to signing: the MusicGen-style LM over a tokenized dataset.
+
+`run(config, workdir)` trains the LM of configs/lm.py with the shared loop:
+teacher forcing on the code pattern of each sequence given its phrase, the
+mean cross-entropy over the Q streams as the loss, next-token accuracy per
+quantizer on validation and, for the best checkpoint, on the test split
+(`test_metrics.json`: `accuracy_q0` .. `accuracy_q3`, coarse to fine: the
+paper's quantizers 1..4). Sampling, decoding and the generation score are
+`asl_vq.generate`'s.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from asl_vq import trainer
+from asl_vq import translate
+from asl_vq.models import lm as lm_lib
+
+
+def model_config(config: ml_collections.ConfigDict) -> lm_lib.LMConfig:
+  return lm_lib.LMConfig(**config.model.to_dict())
+
+
+class LMTask:
+  """Cross-entropy on the next frame's codes; accuracy per quantizer."""
+
+  device_keys = ("codes", "input_mask", "labels", "label_paddings",
+                 "example_mask")
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+    self.model_config = model_config(config)
+    self.model = lm_lib.LM(self.model_config)
+    q = self.model_config.num_quantizers
+    self.curves = ("loss",) + tuple(f"accuracy_q{i}" for i in range(q))
+
+  def init_variables(self, rng):
+    p_rng, d_rng = jax.random.split(rng)
+    c = self.model_config
+    codes = jnp.zeros((2, self.config.data.max_len, c.num_quantizers),
+                      jnp.int32)
+    tokens, _ = lm_lib.build_pattern(codes, jnp.ones(codes.shape[:2], bool),
+                                     c.codebook_size, c.pattern)
+    text = jnp.zeros((2, self.config.data.max_label_len + 1), jnp.int32)
+    return self.model.init({"params": p_rng, "dropout": d_rng},
+                           tokens[:, :-1], text, jnp.ones(text.shape, bool),
+                           train=False)
+
+  def _apply(self, variables, batch, **kwargs):
+    """-> (logits, targets, target mask)."""
+    c = self.model_config
+    tokens, predicted = lm_lib.build_pattern(
+        batch["codes"], batch["input_mask"], c.codebook_size, c.pattern)
+    text, text_mask = lm_lib.phrase_inputs(batch["labels"],
+                                           batch["label_paddings"])
+    logits = self.model.apply(variables, tokens[:, :-1], text, text_mask,
+                              **kwargs)
+    mask = predicted[:, 1:] & batch["example_mask"][:, None, None]
+    return logits, tokens[:, 1:], mask
+
+  def _metrics(self, logits, targets, mask):
+    losses = lm_lib.stream_losses(logits, targets, mask)
+    right, total = lm_lib.stream_hits(logits, targets, mask,
+                                      self.model_config.codebook_size)
+    return losses.mean(), right, total
+
+  def loss(self, params, state, batch, rng):
+    logits, targets, mask = self._apply(
+        state.variables(params), batch, train=True, rngs={"dropout": rng})
+    loss, right, total = self._metrics(logits, targets, mask)
+    accuracy = right / jnp.maximum(total, 1.0)
+    return loss, {f"accuracy_q{i}": a for i, a in enumerate(accuracy)}, {}
+
+  def eval_batch(self, variables, batch):
+    logits, targets, mask = self._apply(variables, batch, train=False)
+    loss, right, total = self._metrics(logits, targets, mask)
+    n = jnp.sum(batch["example_mask"].astype(jnp.float32))
+    return {"loss": loss * n, "right": right, "total": total,
+            "examples": n}, {}
+
+  def eval_host(self, outputs, batch):
+    del outputs, batch
+    return []
+
+  def eval_metrics(self, sums, records):
+    del records
+    result = trainer.mean_sums(sums)
+    accuracy = sums["right"] / np.maximum(sums["total"], 1.0)
+    result.update({f"accuracy_q{i}": float(a)
+                   for i, a in enumerate(accuracy)})
+    return result
+
+  def summary(self):
+    shapes = jax.eval_shape(self.init_variables, jax.random.PRNGKey(0))
+    return {"lm": sum(x.size for x in jax.tree.leaves(shapes["params"]))}
+
+
+def format_eval(val: dict[str, float]) -> str:
+  return trainer.format_metrics(val, ("loss",) + tuple(
+      k for k in sorted(val) if k.startswith("accuracy_q")))
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Trains the LM; returns the best checkpoint's test metrics."""
+  splits = translate.load_splits(config)
+  return trainer.fit(config, workdir, LMTask(config), splits["train"],
+                     splits["validation"], splits["test"], format_eval)

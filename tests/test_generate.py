@@ -1,0 +1,135 @@
+"""Text to signing end to end on tiny data: LM run, generation, GIF, score."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from asl_vq import Tokenizer
+from asl_vq import config_lib
+from asl_vq import generate
+from asl_vq import lm
+from asl_vq import metrics
+from asl_vq import translate
+from asl_vq.data import tokens as tokens_lib
+
+import tiny_tokenizer
+
+ONE_EPOCH = dict(num_epochs=1, checkpoint_every_steps=10**6)
+
+
+def recognizer_dir() -> str:
+  """A tiny continuous translator on the tiny tokenizer's data, trained once
+  per session's $ASL_VQ_CACHE (a fixture here, not under test)."""
+  out = os.path.join(os.environ["ASL_VQ_CACHE"], "tiny_recognizer")
+  if not os.path.exists(os.path.join(out, "test_metrics.json")):
+    config = config_lib.load("seq2seq", "tiny,input=continuous")
+    config.data.synthetic.num_sequences = tiny_tokenizer.SEQUENCES
+    config.train.update(ONE_EPOCH)
+    translate.run(config, out)
+  return out
+
+
+@pytest.fixture(scope="module")
+def lm_run(tmp_path_factory):
+  """(workdir, test metrics) of a one-epoch tiny LM on the tiny tokens."""
+  config = config_lib.load("lm", "tiny")
+  config.tokens = tiny_tokenizer.tokens_dir()
+  config.train.update(ONE_EPOCH)
+  workdir = str(tmp_path_factory.mktemp("lm"))
+  return workdir, lm.run(config, workdir)
+
+
+@pytest.fixture(scope="module")
+def loaded(lm_run):
+  model = generate.load_lm(lm_run[0])
+  return model, Tokenizer.load(generate.default_tokenizer(model))
+
+
+def test_lm_run_reports_accuracy_per_quantizer(lm_run):
+  workdir, result = lm_run
+  with open(os.path.join(workdir, "test_metrics.json")) as f:
+    assert json.load(f) == pytest.approx(result)
+  test = tokens_lib.TokenSource(
+      os.path.join(tiny_tokenizer.tokens_dir(), "test.parquet"))
+  assert result["examples"] == len(test)
+  assert all(0.0 <= result[f"accuracy_q{q}"] <= 1.0 for q in range(4))
+
+
+def test_generate_writes_codes_landmarks_and_a_gif(loaded, tmp_path):
+  model, tokenizer = loaded
+  assert generate.default_tokenizer(model) == tiny_tokenizer.workdir()
+  samples = generate.generate(model, tokenizer, "Hello world", num_samples=2,
+                              max_frames=12, seed=1)
+  paths = generate.write_samples(samples, tokenizer, str(tmp_path))
+  for i, (s, gif) in enumerate(zip(samples, paths)):
+    t = len(s.codes)
+    assert s.text == "hello world" and 1 <= t <= 12
+    codes = np.load(tmp_path / f"sample_{i}_codes.npy")
+    assert codes.shape == (t, 4) and (0 <= codes).all() and (codes < 32).all()
+    text = (tmp_path / f"sample_{i}_codes.txt").read_text().strip()
+    np.testing.assert_array_equal(tokenizer.from_text(text), codes)
+    landmarks = np.load(tmp_path / f"sample_{i}_landmarks.npy")
+    np.testing.assert_allclose(landmarks, tokenizer.decode(codes), atol=1e-5)
+    assert landmarks.shape == (t, 42, 2) and np.isfinite(landmarks).all()
+    with Image.open(gif) as image:
+      assert image.n_frames == t and image.size[0] > 0
+
+
+def test_sampling_is_seeded(loaded):
+  model, _ = loaded
+  draw = lambda seed: generate.sample_codes(model, ["abc"], seed=seed,
+                                            max_frames=10)[0]
+  np.testing.assert_array_equal(draw(3), draw(3))
+  assert not np.array_equal(draw(3), draw(4))
+
+
+def test_generation_score_of_the_real_recognizer(loaded):
+  model, tokenizer = loaded
+  recognizer = generate.load_recognizer(recognizer_dir())
+  result = generate.evaluate_split(model, tokenizer, recognizer, "test",
+                                   limit=5, temperature=0.0)
+  records = result["records"]
+  assert result["num_phrases"] == len(records) == 5
+  refs = [r["reference"] for r in records]
+  assert refs == tokens_lib.TokenSource(os.path.join(
+      tiny_tokenizer.tokens_dir(), "test.parquet")).phrases[:5]
+  assert result["score"] == pytest.approx(metrics.normalized_levenshtein(
+      refs, [r["recognized"] for r in records]))
+  assert result["score"] <= 1.0 and result["score_resynthesized"] <= 1.0
+
+
+@pytest.mark.parametrize("recognized, score", [("reference", 1.0),
+                                                ("nothing", 0.0)])
+def test_generation_score_is_of_the_recognized_text(loaded, monkeypatch,
+                                                    recognized, score):
+  model, tokenizer = loaded
+  phrases = ["abc", "hello"]
+
+  hyps = list(phrases) if recognized == "reference" else ["", ""]
+
+  def stub(recognizer, landmarks, batch_size=16):
+    del recognizer, batch_size
+    assert len(landmarks) == 2 and landmarks[0].shape[1:] == (42, 2)
+    return hyps
+
+  monkeypatch.setattr(generate, "recognize", stub)
+  result = generate.evaluate(model, tokenizer, None, phrases)
+  assert result["score"] == score
+  assert [r["recognized"] for r in result["records"]] == hyps
+
+
+def test_command_line(lm_run, tmp_path):
+  out = tmp_path / "out"
+  subprocess.run(
+      [sys.executable, "-m", "asl_vq.generate", f"--lm={lm_run[0]}",
+       "--text=ab", f"--out={out}", "--max_frames=6", "--num_samples=1"],
+      check=True, capture_output=True)
+  assert (out / "sample_0.gif").stat().st_size > 0
+  assert (out / "sample_0_codes.npy").exists()
+  assert (out / "sample_0_landmarks.npy").exists()
+  assert "asl_vq.generate" in (out / "command.txt").read_text()
