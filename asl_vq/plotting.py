@@ -7,6 +7,7 @@ import numpy as np
 
 from asl_vq.data import hand_model as hm
 
+SMALL_HAND = 0.25   # Of the other hand's extent: below it, not a hand.
 _FINGER_COLORS = ("tab:red", "tab:orange", "tab:green", "tab:blue",
                   "tab:purple")
 
@@ -44,8 +45,13 @@ def draw_hands(ax, hands: np.ndarray, title: str = "", lw: float = 2.) -> None:
   hands = np.asarray(hands)
   if hands.shape != (42, 2):
     raise ValueError(f"hands must be [42, 2], got {hands.shape}")
-  for side, thickness in ((slice(0, 21), lw * .6), (slice(21, 42), lw)):
-    if hand_present(hands[side]):
+  sides = [(slice(0, 21), lw * .6), (slice(21, 42), lw)]
+  sides = [(s, t) for s, t in sides if hand_present(hands[s])]
+  extent = [np.ptp(np.nan_to_num(hands[s]), 0).max() for s, _ in sides]
+  for (side, thickness), e in zip(sides, extent):
+    # A decoder draws an absent hand as a small blob (a few % of a hand's
+    # size) rather than exact zeros: skip it next to a real hand.
+    if e >= SMALL_HAND * max(extent):
       draw_hand(ax, hands[side], lw=thickness, invert_y=False)
   _finish(ax, title, True)
 

@@ -117,3 +117,4 @@ def test_command_line_names_the_module(tmp_path, monkeypatch):
       "python -m asl_vq.main --x=1"] * 2
   assert metric_writers.first_command(str(tmp_path)) == \
       "python -m asl_vq.main --x=1"
+
