@@ -41,7 +41,7 @@ PATTERNS = ('parallel', 'delay')
 
 @dataclasses.dataclass(frozen=True)
 class LMConfig:
-  """Hyperparameters (configs/lm.py's `model`, less `encoder`)."""
+  """Hyperparameters (configs/lm.py's `model`)."""
   num_quantizers: int = 4
   codebook_size: int = 1024
   pattern: str = 'parallel'
