@@ -11,6 +11,7 @@ import pytest
 from sklearn.metrics import adjusted_mutual_info_score
 
 import asl_vq
+from asl_vq import report
 import tiny_tokenizer
 from asl_vq.analysis import analyze
 from asl_vq.analysis import angles
@@ -211,3 +212,10 @@ def test_cli_writes_tables_figures_and_summary(tokens_dir, tmp_path):
   assert "Table 4 equivalent (synthetic data" in (
       out / "angles_table.md").read_text()
   assert "Table 3 equivalent" in result.stdout
+
+  # The report collects every figure, captioned with this command.
+  text = open(report.write_report(str(tmp_path))).read()
+  pngs = [f for f in summary["files"] if f.endswith(".png")]
+  assert pngs and all(f"figures/analysis__{f})" in text for f in pngs)
+  assert "made by `python -m asl_vq.analysis --tokens=" in text
+  assert "| one AMI |" in text
