@@ -55,9 +55,10 @@ def _define_flags():
 
 LETTERS = string.ascii_lowercase
 
-# Epochs per stage (None = the stage's own config preset). The `cpu` budget
-# fits the five rows of both tables in about an hour on a 2-core CPU: four
-# tokenizers at the preset's 7 epochs alone would take that long.
+# Epochs per stage (None = the stage's own config preset). Four tokenizers at
+# the preset's 7 epochs would take an hour alone on a 2-core CPU; with this
+# `cpu` budget the five rows took 87 min there (sharing the CPU for most of
+# it; ~70 min estimated alone), with the CTC head still undertrained.
 BUDGETS = {
     "paper": {},
     "cpu": {"tokenizer": 3, "seq2seq": 5},
