@@ -29,6 +29,7 @@ setuptools.setup(
         "matplotlib>=3.8",     # learning curves and hand skeleton figures.
         "tensorboardX>=2.6",   # TensorBoard event files without TensorFlow.
         "scipy>=1.10",         # the expected MI's log-gamma; clustering.
+        "filelock>=3.0",       # JAX's compilation cache size limit needs it.
     ],
     extras_require={
         # scikit-learn: the reference AMI that asl_vq.analysis is tested on.

@@ -39,6 +39,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from asl_vq import compilation_cache
 from asl_vq import lm as lm_task
 from asl_vq import metric_writers
 from asl_vq import metrics as metrics_lib
@@ -301,6 +302,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)   # Orbax's INFO lines.
   if bool(FLAGS.text) == bool(FLAGS.eval_split):
     raise app.UsageError("pass one of --text or --eval_split")
+  compilation_cache.enable()
   lm = load_lm(FLAGS.lm)
   tokenizer_dir = os.path.abspath(FLAGS.tokenizer or default_tokenizer(lm))
   tokenizer = Tokenizer.load(tokenizer_dir)

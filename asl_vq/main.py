@@ -13,6 +13,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from asl_vq import compilation_cache
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
 config_flags.DEFINE_config_file("config", None, "A configs/*.py file.",
@@ -51,6 +53,7 @@ def main(argv):
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)   # Orbax's INFO lines drown the bar.
   _initialize_distributed()
+  compilation_cache.enable()
   logging.info("JAX process %d / %d, %d local / %d global devices (%s)",
                jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count(),

@@ -217,7 +217,9 @@ def fit(config: ml_collections.ConfigDict, workdir: str, task: Task,
               process_count=jax.process_count())
   train_ds = pipeline.make_dataset(
       train_source, global_batch_size=t.batch_size, seed=config.seed,
-      train=True, flip_prob=config.data.flip_prob, **pcfg)
+      train=True, flip_prob=config.data.flip_prob,
+      # Absent from configs saved before it existed: their order is kept.
+      length_grouping=config.data.get("length_grouping", 0), **pcfg)
   eval_ds = functools.partial(
       pipeline.make_dataset, global_batch_size=t.eval_batch_size,
       seed=config.seed, train=False, **pcfg)

@@ -324,3 +324,45 @@ def test_long_phrase_error_names_the_sequence(source):
                              max_label_len=4, train=False)
   with pytest.raises(ValueError, match="sequence 1000"):
     next(iter(ds))
+
+
+def _padded_frames(batches, lengths, buckets):
+  return sum(pipeline.choose_bucket(lengths[b].max(), buckets) * len(b)
+             for b in batches)
+
+
+def test_length_grouping_keeps_the_epochs_examples_and_pads_less():
+  lengths = np.random.default_rng(0).integers(10, 193, 1000)
+  buckets = pipeline.default_buckets(192)
+  plain = pipeline.epoch_batches(3, 1, lengths, 24, 0)
+  grouped = pipeline.epoch_batches(3, 1, lengths, 24, 8)
+  assert plain.shape == grouped.shape == (41, 24)
+  # The same examples (the epoch's permutation, less the same remainder).
+  np.testing.assert_array_equal(np.sort(grouped, None), np.sort(plain, None))
+  assert len(np.unique(grouped)) == grouped.size
+  # Each batch is a slice of a length-sorted run of 8 batches.
+  spreads = [np.ptp(lengths[b]) for b in grouped]
+  assert np.median(spreads) < 0.25 * np.median([np.ptp(lengths[b])
+                                                for b in plain])
+  assert (_padded_frames(grouped, lengths, buckets)
+          < 0.8 * _padded_frames(plain, lengths, buckets))
+  # Batches are reshuffled: lengths do not rise through the epoch.
+  means = lengths[grouped].mean(axis=1)
+  assert not (np.all(np.diff(means[:8]) >= 0))
+  # Deterministic per (seed, epoch); another epoch, another order.
+  np.testing.assert_array_equal(
+      grouped, pipeline.epoch_batches(3, 1, lengths, 24, 8))
+  assert not np.array_equal(grouped,
+                            pipeline.epoch_batches(3, 2, lengths, 24, 8))
+
+
+def test_length_grouped_training_batches_follow_epoch_batches(source):
+  kw = dict(global_batch_size=4, max_len=64, seed=5, flip_prob=0.,
+            length_grouping=3)
+  steps = pipeline.steps_per_epoch(source, 4, True)
+  batches = _batches(pipeline.make_dataset(source, **kw), steps + 2)
+  lengths = np.minimum(source.hand_frames, 64)
+  for step, batch in enumerate(batches):
+    epoch, b = divmod(step, steps)
+    expected = pipeline.epoch_batches(5, epoch, lengths, 4, 3)[b]
+    np.testing.assert_array_equal(batch["sequence_id"], 1000 + expected)

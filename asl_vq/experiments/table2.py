@@ -26,6 +26,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from asl_vq import compilation_cache
 from asl_vq import config_lib
 from asl_vq import metric_writers
 from asl_vq import probe
@@ -55,13 +56,12 @@ def _define_flags():
 
 LETTERS = string.ascii_lowercase
 
-# Epochs per stage (None = the stage's own config preset). Four tokenizers at
-# the preset's 7 epochs would take an hour alone on a 2-core CPU; with this
-# `cpu` budget the five rows took 87 min there (sharing the CPU for most of
-# it; ~70 min estimated alone), with the CTC head still undertrained.
+# Epochs per stage over the stage's own config preset. With `cpu` the whole
+# table took 56 min alone on a 2-core CPU (four tokenizers at the cpu
+# preset's 7 epochs would take most of an hour by themselves).
 BUDGETS = {
     "paper": {},
-    "cpu": {"tokenizer": 3, "seq2seq": 5},
+    "cpu": {"tokenizer": 3},
     "tiny": {},
 }
 
@@ -173,6 +173,7 @@ def main(argv):
   del argv
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)   # Orbax's INFO lines drown the bars.
+  compilation_cache.enable()
   os.makedirs(FLAGS.workdir, exist_ok=True)
   metric_writers.record_command(FLAGS.workdir)
   data = config_lib.load("rvq_ctc", FLAGS.preset).data
