@@ -11,7 +11,11 @@ setuptools.setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
-    packages=setuptools.find_packages(include=["asl_vq", "asl_vq.*"]),
+    # configs/ stays at the top of the repository and installs as
+    # asl_vq.configs, so `--config=rvq_ctc` works from any directory.
+    packages=setuptools.find_packages(include=["asl_vq", "asl_vq.*"])
+    + ["asl_vq.configs"],
+    package_dir={"asl_vq.configs": "configs"},
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.4.35",

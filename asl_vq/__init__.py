@@ -9,6 +9,6 @@ __version__ = "0.1.0"
 
 def __getattr__(name):
   if name == "Tokenizer":
-    from asl_vq.tokenizer_api import Tokenizer  # pylint: disable=g-import-not-at-top
+    from asl_vq.inference import Tokenizer  # pylint: disable=g-import-not-at-top
     return Tokenizer
   raise AttributeError(f"module 'asl_vq' has no attribute {name!r}")

@@ -20,28 +20,18 @@ import numpy as np
 from absl import app
 from absl import flags
 
+from asl_vq import config_lib
 from asl_vq import sharding
 from asl_vq import train
-from asl_vq import trainer
 from asl_vq import vocab
 from asl_vq.models import rvq as rvq_lib
+from asl_vq.tasks import tokenizer_training
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("shapes", ["22x196", "32x256"], "batch x frames to time.")
 flags.DEFINE_integer("steps", 10, "Timed steps per shape (median reported).")
 flags.DEFINE_string("preset", "paper", "Size preset of configs/rvq_ctc.py.")
 flags.DEFINE_bool("torch_rvq", False, "Also time vector_quantize_pytorch.")
-
-
-def _config(preset):
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  import os  # pylint: disable=g-import-not-at-top
-  path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs",
-                      "rvq_ctc.py")
-  spec = importlib.util.spec_from_file_location("rvq_ctc", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(preset)
 
 
 def random_batch(batch: int, frames: int, label_len: int = 64, seed: int = 0):
@@ -55,7 +45,7 @@ def random_batch(batch: int, frames: int, label_len: int = 64, seed: int = 0):
       "inputs": rng.standard_normal((batch, frames, 42, 2)).astype(np.float32),
       "input_mask": np.ones((batch, frames), bool),
       "labels": labels,
-      "label_paddings": (labels == vocab.PAD_ID).astype(np.float32),
+      "label_mask": labels != vocab.PAD_ID,
       "example_mask": np.ones(batch, bool),
   }
 
@@ -72,12 +62,12 @@ def _median_time(fn, steps):
 def bench_shape(config, batch: int, frames: int, steps: int) -> dict:
   mesh = sharding.make_mesh()
   repl, data = sharding.replicated(mesh), sharding.data_sharding(mesh)
-  task, tx = train.TokenizerTask(config), trainer.make_optimizer(config)
-  init = jax.jit(functools.partial(trainer.init_state, task, tx),
+  task, tx = tokenizer_training.TokenizerTask(config), train.make_optimizer(config)
+  init = jax.jit(functools.partial(train.init_state, task, tx),
                  out_shardings=repl)
-  step = jax.jit(functools.partial(trainer.train_step, task=task, tx=tx,
+  step = jax.jit(functools.partial(train.train_step, task=task, tx=tx,
                                    base_rng=jax.random.PRNGKey(1)),
-                 in_shardings=(repl, {k: data for k in train.DEVICE_KEYS}),
+                 in_shardings=(repl, {k: data for k in tokenizer_training.DEVICE_KEYS}),
                  out_shardings=(repl, repl), donate_argnums=(0,))
   gbatch = {k: jax.device_put(v, data)
             for k, v in random_batch(batch, frames).items()}
@@ -155,7 +145,7 @@ def bench_rvq(config, batch: int, frames: int, steps: int) -> dict:
 
 def main(argv):
   del argv
-  config = _config(FLAGS.preset)
+  config = config_lib.load("rvq_ctc", FLAGS.preset)
   print(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind} "
         f"({jax.default_backend()}); preset {FLAGS.preset}")
   for shape in FLAGS.shapes:

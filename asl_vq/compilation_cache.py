@@ -1,7 +1,7 @@
 """JAX's persistent compilation cache, on by default for the entry points.
 
 A resumed run, a rerun, the four token translators of
-`asl_vq.experiments.table2` (one program, four datasets) and the tokenize
+`asl_vq.experiments.paper_tables` (one program, four datasets) and the tokenize
 runs of its four tokenizers would otherwise compile the same XLA programs
 again: tens of seconds each on a CPU, minutes on a TPU pod.
 """

@@ -1,22 +1,138 @@
-"""`configs/*.py` are files (for `--config=`), not modules: load them by name.
+"""What every config shares: the `arg` parser, the base training block and
+the size presets' common overrides; and loading a config by name.
 
-Used by the downstream configs (which share the tokenizer's data block) and by
-`asl_vq.experiments.table2`.
+The configs live in the repository's top-level `configs/` and install with
+the package as `asl_vq.configs`, so `--config=` takes a file path from a
+checkout (`--config=configs/rvq_ctc.py:cpu`) or a packaged config by name
+from anywhere (`--config=rvq_ctc:cpu`, see `resolve`).
 """
 
+from __future__ import annotations
+
+import importlib
 import importlib.util
 import os
 
 import ml_collections
 
-CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))), "configs")
+SIZES = ("paper", "cpu", "tiny")
+
+
+def parse_arg(arg: str | None, **options: tuple[str, ...]) -> dict[str, str]:
+  """A config's `arg` string -> {'size': ..., option: value}.
+
+  `arg` is comma-separated: at most one size preset (`paper` by default,
+  `cpu`, `tiny`) and `name=value` for each option the config declares;
+  `options` maps an option's name to its allowed values, the first being
+  the default.
+
+  Raises:
+    ValueError: an unknown token, option or value, naming the allowed ones.
+  """
+  out = {"size": SIZES[0], **{k: v[0] for k, v in options.items()}}
+  for token in filter(None, (arg or "").split(",")):
+    name, eq, value = token.partition("=")
+    if not eq:
+      name, value = "size", token
+    allowed = SIZES if name == "size" else options.get(name)
+    if allowed is None:
+      known = ", ".join(f"{k}=" for k in options) or "none"
+      raise ValueError(f"unknown config option {token!r}: a size preset "
+                       f"({', '.join(SIZES)}) or one of {known}")
+    if value not in allowed:
+      raise ValueError(f"unknown {name} {value!r}: {', '.join(allowed)}")
+    out[name] = value
+  return out
+
+
+# The `train` block's fields at the paper's scale; a config gives what
+# differs. Presets: `cpu` logs and saves more often, `tiny` runs in seconds.
+_TRAIN = dict(
+    batch_size=44, eval_batch_size=64, num_epochs=100, learning_rate=1e-3,
+    warmup_steps=500, grad_clip=4.0, weight_decay=0.0, log_every_steps=50,
+    checkpoint_every_steps=500, keep_checkpoints=2, eval_every_epochs=1,
+    max_eval_batches=-1)   # -1 = the whole validation split.
+_CPU_TRAIN = dict(log_every_steps=10, checkpoint_every_steps=100)
+_TINY_TRAIN = dict(batch_size=8, eval_batch_size=8, num_epochs=2,
+                   warmup_steps=2, log_every_steps=2, checkpoint_every_steps=3)
+# Model sizes of the `tiny` preset that every model shares (those it has).
+TINY_MODEL = dict(dim=16, num_heads=2, mlp_dim=32, num_blocks=1,
+                  kernel_size=5)
+
+
+def train_config(size: str, *, cpu: dict | None = None,
+                 **paper) -> ml_collections.ConfigDict:
+  """The `train` block: the base fields, the config's `paper` values, then
+  the preset's (`cpu` adds the config's own `cpu` values; `tiny` is
+  common to all)."""
+  fields = dict(_TRAIN, **paper)
+  if size == "cpu":
+    fields.update(_CPU_TRAIN, **(cpu or {}))
+  elif size == "tiny":
+    fields.update(_TINY_TRAIN)
+  return ml_collections.ConfigDict(fields)
+
+
+def model_config(size: str, *, cpu: dict | None = None,
+                 tiny: dict | None = None, **paper) -> ml_collections.ConfigDict:
+  """The `model` block: the config's `paper` fields, then the preset's:
+  `cpu` the config's own values, `tiny` the sizes every model shares
+  (`TINY_MODEL`, those fields it has) and the config's own `tiny` values."""
+  fields = dict(paper)
+  if size == "cpu":
+    fields.update(cpu or {})
+  elif size == "tiny":
+    fields.update({k: v for k, v in TINY_MODEL.items() if k in fields},
+                  **(tiny or {}))
+  return ml_collections.ConfigDict(fields)
+
+
+def downstream_config(task: str, size: str, inputs: str = "tokens"
+                      ) -> ml_collections.ConfigDict:
+  """The fields every downstream config (seq2seq, probe, lm) shares: its
+  task, the seed, `tokens` (the tokenized dataset, configs/tokenize.py's
+  output; input=tokens) and the tokenizer's data block at the same preset
+  (the same dataset, signer split and lengths: for token inputs they must
+  match the tokenized files). Keypoint inputs are flipped in training as
+  the tokenizer's are; codes never are."""
+  config = ml_collections.ConfigDict()
+  config.task = task
+  config.seed = 0
+  config.tokens = ""
+  config.data = load("rvq_ctc", size).data
+  config.data.flip_prob = 0.25 if inputs == "continuous" else 0.0
+  return config
 
 
 def load(name: str, arg: str | None = None) -> ml_collections.ConfigDict:
-  """`configs/<name>.py`'s `get_config(arg)`."""
-  spec = importlib.util.spec_from_file_location(
-      f"asl_vq_config_{name}", os.path.join(CONFIGS_DIR, f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  """The packaged config `name`'s `get_config(arg)` (e.g. "rvq_ctc")."""
+  return importlib.import_module(f"asl_vq.configs.{name}").get_config(arg)
+
+
+def resolve(spec: str) -> str:
+  """A `--config=` value -> a config file path (with its `:arg`).
+
+  A path to an existing file is kept; `name[:arg]` names a packaged config.
+
+  Raises:
+    ValueError: neither a file nor a packaged config, naming the packaged
+      ones.
+  """
+  path, colon, arg = spec.partition(":")
+  if os.path.isfile(path):
+    return spec
+  name = os.path.splitext(os.path.basename(path))[0]
+  found = importlib.util.find_spec(f"asl_vq.configs.{name}") if (
+      name.isidentifier()) else None
+  if found is None or not found.origin:
+    raise ValueError(f"--config={spec}: no such file and no packaged config "
+                     f"{name!r}; packaged: {', '.join(packaged())}")
+  return found.origin + colon + arg
+
+
+def packaged() -> list[str]:
+  """The names of the packaged configs."""
+  package = importlib.import_module("asl_vq.configs")
+  directory = os.path.dirname(package.__file__)
+  return sorted(f[:-3] for f in os.listdir(directory)
+                if f.endswith(".py") and not f.startswith("_"))

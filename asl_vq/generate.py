@@ -34,24 +34,23 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import pyarrow.parquet as pq
 from absl import app
 from absl import flags
 from absl import logging
 
 from asl_vq import compilation_cache
-from asl_vq import lm as lm_task
-from asl_vq import metric_writers
+from asl_vq import inference
 from asl_vq import metrics as metrics_lib
 from asl_vq import plotting
-from asl_vq import trainer
-from asl_vq import translate
+from asl_vq import provenance
 from asl_vq import vocab
 from asl_vq.data import pipeline
 from asl_vq.data import tokens as tokens_lib
-from asl_vq.models import lm as lm_lib
+from asl_vq.inference import Tokenizer
+from asl_vq.models import code_lm as lm_lib
 from asl_vq.models import translator
-from asl_vq.tokenizer_api import Tokenizer
+from asl_vq.tasks import language_modeling
+from asl_vq.tasks import translation
 
 FPS = 30   # the competition's videos.
 
@@ -74,18 +73,19 @@ class Sample:
 
 def _load_run(path: str, make_task) -> Run:
   """The best checkpoint's schedule-free evaluation variables, on one device."""
-  config, task, variables, _ = trainer.load_for_inference(path, make_task)
+  config, task, variables, _ = inference.load_for_inference(path, make_task)
   return Run(os.path.abspath(path), config, task.model_config, variables)
 
 
 def load_lm(path: str) -> Run:
   """A configs/lm.py run."""
-  return _load_run(path, lm_task.LMTask)
+  return _load_run(path, lambda config: language_modeling.LMTask(
+      config, tokens_lib.code_spec(config.tokens)))
 
 
 def load_recognizer(path: str) -> Run:
   """A configs/seq2seq.py run with input=continuous."""
-  run = _load_run(path, translate.TranslatorTask)
+  run = _load_run(path, translation.TranslatorTask)
   if run.model_config.encoder != "continuous":
     raise ValueError(f"{path}: the recogniser must be a continuous "
                      "translator (configs/seq2seq.py:...,input=continuous)")
@@ -94,17 +94,14 @@ def load_recognizer(path: str) -> Run:
 
 def default_tokenizer(lm: Run) -> str:
   """The tokenizer run that wrote the LM's training tokens."""
-  path = os.path.join(lm.config.tokens, "train.parquet")
-  metadata = json.loads(pq.read_schema(path).metadata[
-      tokens_lib.METADATA_KEY])
-  return metadata["checkpoint"]
+  return tokens_lib.read_metadata(lm.config.tokens)["checkpoint"]
 
 
 def _check_vocab(lm: Run, tokenizer: Tokenizer) -> None:
   c = lm.model_config
-  if (tokenizer.vocab.num_quantizers, tokenizer.vocab.codebook_size) != (
+  if (tokenizer.code_spec.num_quantizers, tokenizer.code_spec.codebook_size) != (
       c.num_quantizers, c.codebook_size):
-    raise ValueError(f"the tokenizer's codes ({tokenizer.vocab}) are not the "
+    raise ValueError(f"the tokenizer's codes ({tokenizer.code_spec}) are not the "
                      f"LM's ({c.num_quantizers} x {c.codebook_size})")
 
 
@@ -129,10 +126,10 @@ def sample_codes(lm: Run, phrases: Sequence[str], *, temperature: float = 1.0,
   for start in range(0, len(phrases), batch_size):
     chunk = list(phrases[start:start + batch_size])
     labels = np.full((batch_size, width), vocab.PAD_ID, np.int32)
-    paddings = np.ones((batch_size, width), np.float32)
+    label_mask = np.zeros((batch_size, width), bool)
     for row, phrase in enumerate(chunk):
-      labels[row], paddings[row] = pipeline.encode_labels(phrase, width)
-    text, text_mask = lm_lib.phrase_inputs(labels, paddings)
+      labels[row], label_mask[row] = pipeline.encode_labels(phrase, width)
+    text, text_mask = lm_lib.phrase_inputs(labels, label_mask)
     key = jax.random.fold_in(jax.random.key(seed), start)
     codes, lengths = jax.device_get(sampler(
         lm.variables, text, text_mask, key, temperature=temperature))
@@ -306,7 +303,7 @@ def main(argv):
   lm = load_lm(FLAGS.lm)
   tokenizer_dir = os.path.abspath(FLAGS.tokenizer or default_tokenizer(lm))
   tokenizer = Tokenizer.load(tokenizer_dir)
-  metric_writers.record_command(FLAGS.out)   # the report's captions.
+  provenance.record_command(FLAGS.out)   # the report's captions.
   sampling = dict(temperature=FLAGS.temperature, top_k=FLAGS.top_k,
                   seed=FLAGS.seed)
   if FLAGS.text:

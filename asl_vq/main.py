@@ -1,11 +1,16 @@
 r"""Entry point: `python -m asl_vq.main --config=configs/rvq_ctc.py --workdir=DIR`.
 
+`--config` takes a config file (`configs/rvq_ctc.py:cpu` in a checkout) or a
+packaged config by name (`rvq_ctc:cpu`, from anywhere), then overrides
+(`--config.train.batch_size=64`).
+
 Runs the task the config names on every device of every host. On a multi-host
 slice or cluster pass `--distributed` (TPU VMs and SLURM are auto-detected by
 `jax.distributed.initialize`), or the explicit coordinator flags.
 """
 
 import importlib
+import sys
 
 import jax
 from absl import app
@@ -14,27 +19,20 @@ from absl import logging
 from ml_collections import config_flags
 
 from asl_vq import compilation_cache
+from asl_vq import config_lib
+from asl_vq.tasks import TASKS
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
-config_flags.DEFINE_config_file("config", None, "A configs/*.py file.",
-                                lock_config=True)
+config_flags.DEFINE_config_file(
+    "config", None, "A config file (configs/rvq_ctc.py[:arg]) or a packaged "
+    "config's name (rvq_ctc[:arg]).", lock_config=True)
 flags.DEFINE_bool("distributed", False,
                   "Call jax.distributed.initialize() (multi-host runs).")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
 flags.DEFINE_integer("num_processes", None, "Number of processes.")
 flags.DEFINE_integer("process_id", None, "This process's index.")
 flags.mark_flags_as_required(["config", "workdir"])
-
-# config.task -> the module whose `run(config, workdir)` does it.
-TASKS = {
-    "tokenizer": "asl_vq.train",
-    "tokenize": "asl_vq.tokenize",
-    "seq2seq": "asl_vq.translate",
-    "probe": "asl_vq.probe",
-    "lm": "asl_vq.lm",
-}
-
 
 def _initialize_distributed():
   if FLAGS.coordinator_address:
@@ -67,5 +65,23 @@ def main(argv):
     jax.distributed.shutdown()
 
 
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's parsing, with `--config=NAME[:arg]` resolved to its file first."""
+  argv = list(argv)
+  for i, a in enumerate(argv):
+    if a.startswith("--config="):
+      argv[i] = "--config=" + _resolve(a[len("--config="):])
+    elif a == "--config" and i + 1 < len(argv):
+      argv[i + 1] = _resolve(argv[i + 1])
+  return app.parse_flags_with_usage(argv)
+
+
+def _resolve(spec: str) -> str:
+  try:
+    return config_lib.resolve(spec)
+  except ValueError as e:
+    sys.exit(f"error: {e}")
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

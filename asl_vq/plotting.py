@@ -3,6 +3,9 @@ diagonals, generated-signing animations), in one place so they all look alike.""
 
 from __future__ import annotations
 
+import math
+import os
+
 import numpy as np
 
 from asl_vq.data import hand_model as hm
@@ -63,3 +66,32 @@ def _finish(ax, title: str, invert_y: bool) -> None:
   ax.set_xticks([])
   ax.set_yticks([])
   ax.set_title(title, fontsize=9)
+
+
+def plot_learning_curves(workdir: str, keys: tuple[str, ...],
+                         out_name: str = "learning_curves.png") -> str:
+  """One panel per metric, train and validation on the same axes."""
+  from asl_vq import metric_writers  # pylint: disable=g-import-not-at-top
+  plt = pyplot()
+  rows = metric_writers.read_metrics(os.path.join(workdir, "metrics.jsonl"))
+  keys = [k for k in keys if any(k in r for r in rows)]
+  cols = min(3, max(1, len(keys)))
+  nrows = max(1, math.ceil(len(keys) / cols))
+  fig, axes = plt.subplots(nrows, cols, figsize=(4.5 * cols, 3.2 * nrows),
+                           squeeze=False)
+  for ax, key in zip(axes.flat, keys):
+    for split, style in (("train", "-"), ("validation", "o-")):
+      pts = sorted({r["step"]: r[key] for r in rows
+                    if r["split"] == split and key in r}.items())
+      if pts:
+        ax.plot(*zip(*pts), style, label=split, markersize=3)
+    ax.set_title(key)
+    ax.set_xlabel("step")
+    ax.legend()
+  for ax in list(axes.flat)[len(keys):]:
+    ax.axis("off")
+  fig.tight_layout()
+  path = os.path.join(workdir, out_name)
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path

@@ -32,6 +32,7 @@ from absl import app
 from absl import flags
 
 from asl_vq import metric_writers
+from asl_vq import provenance
 
 FLAGS = flags.FLAGS
 
@@ -82,7 +83,7 @@ def discover(workdir: str, skip: Sequence[str] = ()) -> list[Artifact]:
                                                   "tensorboard")
                      and os.path.abspath(os.path.join(root, d)) not in skip)
     rel = os.path.relpath(root, workdir)
-    command = metric_writers.first_command(root)
+    command = provenance.first_command(root)
     names = set(files)
     if "config.json" in names:
       config = _load_json(os.path.join(root, "config.json"))

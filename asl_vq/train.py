@@ -1,151 +1,293 @@
-"""The tokenizer experiment: encoder -> RVQ -> CTC head and decoder.
+"""The train loop every experiment shares (tokenizer, translator, probe, LM).
 
-`run(config, workdir)` trains it with the shared loop (`asl_vq.trainer`);
-`TokenizerTask` says what is trained and how it is evaluated.
+One code path for 1 or N devices and hosts: the global batch is sharded on the
+mesh's `data` axis, the state is replicated, and `jax.jit` with shardings does
+the rest. Resuming restores the train state and the grain iterator together,
+so a resumed run sees exactly the batches it would have seen.
+
+An experiment supplies a `asl_vq.tasks.base.Task`: its variables, its loss,
+and its evaluation.
 """
 
 from __future__ import annotations
 
+import functools
+import json
+import os
+import signal
+from typing import TYPE_CHECKING, Any, Sequence
+
+import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
+from absl import logging
+from jax.experimental import multihost_utils
 
-from asl_vq import losses
-from asl_vq import metrics as metrics_lib
-from asl_vq import trainer
-from asl_vq import vocab
-from asl_vq.data import datasets
-from asl_vq.models import tokenizer as tokenizer_lib
+from asl_vq import checkpointing
+from asl_vq import metric_writers
+from asl_vq import plotting
+from asl_vq import progress
+from asl_vq import provenance
+from asl_vq import sharding
+from asl_vq.data import pipeline
 
-DEVICE_KEYS = ("inputs", "input_mask", "labels", "label_paddings",
-               "example_mask")
-CURVES = ("loss", "recon", "ctc", "commit", "score", "perplexity_q0",
-          "usage_q0")
+if TYPE_CHECKING:
+  from asl_vq.tasks.base import Task
 
-
-def model_config(config: ml_collections.ConfigDict
-                 ) -> tokenizer_lib.TokenizerConfig:
-  return tokenizer_lib.TokenizerConfig(**config.model.to_dict())
-
-
-def make_model(config: ml_collections.ConfigDict):
-  return tokenizer_lib.TokenizerModel(model_config(config))
+# Batch entries `Task.eval_host` sees (gathered from every host).
+_HOST_KEYS = ("input_mask", "labels", "label_mask", "example_mask")
 
 
-def sample_num_quantizers(rng, mode: str, num_quantizers: int,
-                          batch_size: int):
-  """Quantizer dropout: n_q ~ U{1..Q} per batch, per example, or all Q."""
-  if mode == "none":
-    return None
-  shape = {"batch": (), "example": (batch_size,)}[mode]
-  return jax.random.randint(rng, shape, 1, num_quantizers + 1)
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  # The model's other variable collections ('batch_stats' of BatchNorm, the
+  # RVQ's 'vq', ...), as `Task.init_variables` returns them; {} when none.
+  collections: dict[str, Any]
+  opt_state: Any
+  # The first step whose loss was not finite (-1: none). Such a step leaves
+  # the state untouched, so nothing broken is ever saved.
+  nonfinite_step: jax.Array
+
+  def variables(self, params=None) -> dict[str, Any]:
+    """For `model.apply`: the params and the model's collections."""
+    return {"params": self.params if params is None else params,
+            **self.collections}
 
 
-def _loss(out, batch, commit_weight):
-  return losses.tokenizer_loss(
-      out, batch["inputs"], batch["input_mask"], labels=batch["labels"],
-      label_mask=batch["label_paddings"] == 0,
-      example_mask=batch["example_mask"], commit_weight=commit_weight)
+def make_optimizer(config: ml_collections.ConfigDict):
+  """Global-norm clipping, then schedule-free AdamW (the paper's section 4; docs/design.md)."""
+  t = config.train
+  return optax.chain(
+      optax.clip_by_global_norm(t.grad_clip),
+      optax.contrib.schedule_free_adamw(
+          learning_rate=t.learning_rate, warmup_steps=t.warmup_steps,
+          weight_decay=t.weight_decay))
 
 
-def code_statistics(counts: np.ndarray) -> dict[str, float]:
-  """Per quantizer: usage (fraction of codes used) and perplexity."""
-  stats = {}
-  for q, c in enumerate(counts):
-    p = c / max(c.sum(), 1)
-    nz = p[p > 0]
-    stats[f"usage_q{q}"] = float((c > 0).mean())
-    stats[f"perplexity_q{q}"] = float(np.exp(-(nz * np.log(nz)).sum()))
-  return stats
+def eval_params(state: TrainState):
+  """The schedule-free evaluation parameters (x, not the gradient point y)."""
+  return optax.contrib.schedule_free_eval_params(state.opt_state[1],
+                                                 state.params)
 
 
-class TokenizerTask:
-  """Reconstruction + CTC + commitment; evaluated by CTC score and usage."""
-
-  device_keys = DEVICE_KEYS
-  curves = CURVES
-
-  def __init__(self, config: ml_collections.ConfigDict):
-    self.config = config
-    self.model = make_model(config)
-
-  def init_variables(self, rng):
-    max_len = self.config.data.max_len
-    inputs = jnp.zeros((2, max_len, 42, 2), jnp.float32)
-    mask = jnp.ones((2, max_len), bool)
-    p_rng, vq_rng, d_rng = jax.random.split(rng, 3)
-    return self.model.init({"params": p_rng, "vq": vq_rng, "dropout": d_rng},
-                           inputs, mask, train=False)
-
-  def loss(self, params, state, batch, rng):
-    config = self.config
-    q_rng, d_rng, vq_rng = jax.random.split(rng, 3)
-    n_q = sample_num_quantizers(q_rng, config.train.quantizer_dropout,
-                                config.model.num_quantizers,
-                                batch["inputs"].shape[0])
-    out, updates = self.model.apply(
-        state.variables(params), batch["inputs"], batch["input_mask"],
-        n_q=n_q, train=True, rngs={"dropout": d_rng, "vq": vq_rng},
-        mutable=["batch_stats", "vq"])
-    total, parts = _loss(out, batch, config.train.commit_weight)
-    metrics = dict(parts)
-    for name in ("perplexity", "used", "replaced"):
-      for q in range(config.model.num_quantizers):
-        metrics[f"{name}_q{q}"] = out[name][q]
-    return total, metrics, updates
-
-  def eval_batch(self, variables, batch):
-    """Loss parts summed over valid examples, code counts, CTC logits."""
-    out = self.model.apply(variables, batch["inputs"], batch["input_mask"],
-                           train=False)
-    total, parts = _loss(out, batch, self.config.train.commit_weight)
-    n = jnp.sum(batch["example_mask"].astype(jnp.float32))
-    sums = {k: v * n for k, v in dict(parts, loss=total).items()}
-    sums["examples"] = n
-    valid = batch["input_mask"] & batch["example_mask"][:, None]
-    sums["code_counts"] = jax.vmap(
-        lambda c: jnp.zeros(self.config.model.codebook_size, jnp.int32).at[
-            c].add(valid.astype(jnp.int32)), in_axes=-1)(out["codes"])
-    logits = out.get("ctc_logits")
-    if logits is None:   # no CTC head: predict nothing, the score says so.
-      logits = jnp.zeros(batch["input_mask"].shape + (vocab.VOCAB_SIZE,)
-                         ).at[..., vocab.BLANK_ID].set(1.0)
-    return sums, {"ctc_logits": logits}
-
-  def eval_host(self, outputs, batch):
-    decoded = losses.ctc_greedy_decode(outputs["ctc_logits"],
-                                       batch["input_mask"])
-    return [(vocab.decode(l[p == 0]), vocab.decode(ids))
-            for ids, l, p, e in zip(decoded, batch["labels"],
-                                    batch["label_paddings"],
-                                    batch["example_mask"]) if e]
-
-  def eval_metrics(self, sums, records):
-    result = trainer.mean_sums(sums)
-    result["score"] = metrics_lib.normalized_levenshtein(*zip(*records)) \
-        if records else 0.0
-    result.update(code_statistics(sums["code_counts"]))
-    return result
-
-  def summary(self):
-    return tokenizer_lib.model_summary(model_config(self.config))
+def init_state(task: Task, tx, rng) -> TrainState:
+  variables = task.init_variables(rng)
+  params = variables["params"]
+  return TrainState(
+      step=jnp.zeros((), jnp.int32), params=params,
+      collections={k: v for k, v in variables.items() if k != "params"},
+      opt_state=tx.init(params),
+      nonfinite_step=jnp.full((), -1, jnp.int32))
 
 
-def format_eval(val: dict[str, float]) -> str:
-  usage = " ".join(f"{val[k]:.2f}" for k in sorted(val) if
-                   k.startswith("usage_q"))
-  ppl = " ".join(f"{val[k]:.0f}" for k in sorted(val) if
-                 k.startswith("perplexity_q"))
-  return (f"loss {val['loss']:.4f} recon "
-          f"{val.get('recon', float('nan')):.4f} ctc "
-          f"{val.get('ctc', float('nan')):.3f} score {val['score']:.3f} "
-          f"usage [{usage}] perplexity [{ppl}]")
+def train_step(state: TrainState, batch, *, task: Task, tx, base_rng):
+  """One update; a non-finite loss or gradient leaves the state as it was."""
+  rng = jax.random.fold_in(base_rng, state.step)
+
+  def loss_fn(params):
+    loss, metrics, updates = task.loss(params, state, batch, rng)
+    return loss, (metrics, updates)
+
+  (loss, (metrics, updates)), grads = jax.value_and_grad(
+      loss_fn, has_aux=True)(state.params)
+  param_updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  grad_norm = optax.tree.norm(grads)
+  new = state.replace(
+      step=state.step + 1,
+      params=optax.apply_updates(state.params, param_updates),
+      collections={k: updates.get(k, v) for k, v in state.collections.items()},
+      opt_state=opt_state)
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new,
+                     state.replace(step=state.step + 1))
+  new = new.replace(nonfinite_step=jnp.where(
+      (~finite) & (state.nonfinite_step < 0), state.step,
+      state.nonfinite_step))
+  return new, dict(metrics, loss=loss, grad_norm=grad_norm)
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Trains the tokenizer; returns the best checkpoint's test metrics."""
-  splits = datasets.load(config)
-  return trainer.fit(config, workdir, TokenizerTask(config), splits["train"],
-                     splits["validation"], splits["test"],
-                     format_eval=format_eval)
+def eval_step(state: TrainState, batch, *, task: Task):
+  return task.eval_batch(state.variables(eval_params(state)), batch)
+
+
+def evaluate(state: TrainState, dataset, *, task: Task, mesh, jit_eval,
+             max_batches: int = -1) -> dict[str, float]:
+  """One pass over `dataset`: summed statistics and host-side records."""
+  sums, records = None, []
+  for i, batch in enumerate(dataset):
+    if 0 <= max_batches <= i:
+      break
+    gbatch = sharding.to_global(batch, mesh, task.device_keys)
+    s, outputs = jit_eval(state, gbatch)
+    s = jax.tree.map(lambda x: np.asarray(sharding.local_value(x),
+                                          np.float64), s)
+    sums = s if sums is None else jax.tree.map(np.add, sums, s)
+    host = {k: sharding.gather(gbatch[k]) for k in _HOST_KEYS
+            if k in gbatch}
+    records.extend(task.eval_host(jax.tree.map(sharding.gather, outputs),
+                                  host))
+  return task.eval_metrics(sums, records)
+
+
+class _Preemption:
+  """SIGTERM -> save and exit cleanly (multi-host: JAX's sync point)."""
+
+  def __init__(self):
+    self.requested = False
+    if jax.process_count() == 1:
+      signal.signal(signal.SIGTERM, self._handler)
+
+  def _handler(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def reached(self, step: int) -> bool:
+    if jax.process_count() > 1:
+      return multihost_utils.reached_preemption_sync_point(step)
+    return self.requested
+
+
+def write_config(config: ml_collections.ConfigDict, workdir: str) -> str:
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+  provenance.record_command(workdir)
+  return workdir
+
+
+def fit(config: ml_collections.ConfigDict, workdir: str, task: Task,
+        train_source: pipeline.Source, val_source: pipeline.Source,
+        test_source: pipeline.Source | None = None,
+        format_eval=None) -> dict[str, float]:
+  """Trains `task` for `config.train.num_epochs`, resuming from `workdir`.
+
+  Returns the last validation metrics; with a `test_source`, the best
+  checkpoint (by validation loss) is then scored on it and the result is
+  returned instead and written to `<workdir>/test_metrics.json`.
+  """
+  format_eval = format_eval or format_metrics
+  workdir = write_config(config, workdir)
+  mesh = sharding.make_mesh()
+  t = config.train
+  sharding.check_batch_size(t.batch_size, mesh)
+  sharding.check_batch_size(t.eval_batch_size, mesh)
+  pcfg = dict(max_len=config.data.max_len,
+              max_label_len=config.data.max_label_len,
+              buckets=tuple(config.data.buckets) or None,
+              process_index=jax.process_index(),
+              process_count=jax.process_count())
+  train_ds = pipeline.make_dataset(
+      train_source, global_batch_size=t.batch_size, seed=config.seed,
+      train=True, flip_prob=config.data.flip_prob,
+      # Absent from configs saved before it existed: their order is kept.
+      length_grouping=config.data.get("length_grouping", 0), **pcfg)
+  eval_ds = functools.partial(
+      pipeline.make_dataset, global_batch_size=t.eval_batch_size,
+      seed=config.seed, train=False, **pcfg)
+  val_ds = eval_ds(val_source)
+  steps_per_epoch = pipeline.steps_per_epoch(train_source, t.batch_size,
+                                             train=True)
+  total_steps = steps_per_epoch * t.num_epochs
+
+  tx = make_optimizer(config)
+  init_rng, step_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+  repl = sharding.replicated(mesh)
+  state = jax.jit(functools.partial(init_state, task, tx),
+                  out_shardings=repl)(init_rng)
+  if jax.process_index() == 0:
+    summary = task.summary()
+    logging.info("parameters: %s", summary)
+    print("parameters:", json.dumps(summary), flush=True)
+
+  ckpts = checkpointing.Checkpoints(workdir, keep_latest=t.keep_checkpoints)
+  train_iter = iter(train_ds)
+  if ckpts.latest_step() is not None:
+    state = ckpts.restore_latest(state, train_iter)
+    if jax.process_index() == 0:
+      print(f"resumed from step {int(sharding.local_value(state.step))}",
+            flush=True)
+  start = int(sharding.local_value(state.step))
+
+  batch_sharding = {k: sharding.data_sharding(mesh) for k in task.device_keys}
+  jit_train = jax.jit(
+      functools.partial(train_step, task=task, tx=tx, base_rng=step_rng),
+      in_shardings=(repl, batch_sharding), out_shardings=(repl, repl),
+      donate_argnums=(0,))
+  jit_eval = jax.jit(functools.partial(eval_step, task=task),
+                     in_shardings=(repl, batch_sharding), out_shardings=repl)
+
+  writer = metric_writers.MetricWriter(workdir)
+  preemption = _Preemption()
+  bar = progress.Progress(total_steps, start)
+  pending, val, preempted = [], {}, False
+  try:
+    for step in range(start, total_steps):
+      batch = sharding.to_global(next(train_iter), mesh, task.device_keys)
+      state, m = jit_train(state, batch)
+      pending.append(m)
+      done = step + 1
+      epoch_end = done % steps_per_epoch == 0
+      log = done % t.log_every_steps == 0 or epoch_end or done == total_steps
+      save = (done % t.checkpoint_every_steps == 0 or epoch_end
+              or done == total_steps)
+      preempted = preemption.reached(done)
+      if log or save or preempted:
+        check_finite(state, ckpts)   # one host sync; nothing broken is saved.
+      if log:
+        pending = jax.tree.map(sharding.local_value, pending)
+        avg = {k: float(np.mean([x[k] for x in pending])) for k in pending[0]}
+        pending = []
+        writer.write(done, "train", avg)
+        bar.update(done, avg["loss"])
+      if epoch_end and (done // steps_per_epoch) % t.eval_every_epochs == 0 \
+          or done == total_steps:
+        val = evaluate(state, val_ds, task=task, mesh=mesh, jit_eval=jit_eval,
+                       max_batches=t.max_eval_batches)
+        writer.write(done, "validation", val)
+        bar.message(f"epoch {done // steps_per_epoch}: val "
+                    + format_eval(val))
+        ckpts.save_best(done, state, {"loss": val["loss"]})
+      if save or preempted:
+        ckpts.save_latest(done, state, train_iter)
+      if preempted:
+        bar.message(f"preempted: saved step {done}; run the same command "
+                    "to resume")
+        break
+    if test_source is not None and not preempted:
+      val = evaluate(ckpts.restore_best(state), eval_ds(test_source),
+                     task=task, mesh=mesh, jit_eval=jit_eval)
+      writer.write(total_steps, "test", val)
+      bar.message("test (best checkpoint): " + format_eval(val))
+      if jax.process_index() == 0:
+        with open(os.path.join(workdir, "test_metrics.json"), "w") as f:
+          json.dump(val, f, indent=2)
+  finally:
+    bar.close()
+    writer.close()
+    ckpts.close()
+  if jax.process_index() == 0:
+    plotting.plot_learning_curves(workdir, task.curves)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices("asl_vq: training done")
+  return val
+
+
+def check_finite(state: TrainState, ckpts: checkpointing.Checkpoints) -> None:
+  bad = int(sharding.local_value(state.nonfinite_step))
+  if bad >= 0:
+    raise FloatingPointError(
+        f"the loss or its gradient was not finite at step {bad}; the update "
+        f"was skipped and nothing after it saved (last checkpoint: step "
+        f"{ckpts.latest_step()}). Lower train.learning_rate or check the data.")
+
+
+def format_metrics(val: dict[str, float],
+                   keys: Sequence[str] = ("loss", "score", "accuracy")) -> str:
+  return " ".join(f"{k} {val[k]:.4g}" for k in keys if k in val)

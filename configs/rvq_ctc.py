@@ -16,33 +16,23 @@
 
 import ml_collections
 
+from asl_vq import config_lib
+
 ROWS = {
     "rvq": dict(use_ctc=False, quantizer_dropout="none"),
     "rvq+qdrop": dict(use_ctc=False, quantizer_dropout="batch"),
     "rvq+ctc": dict(use_ctc=True, quantizer_dropout="none"),
     "rvq+ctc+qdrop": dict(use_ctc=True, quantizer_dropout="batch"),
 }
-
-
-def _parse(arg):
-  size, row = "paper", "rvq+ctc+qdrop"
-  for token in filter(None, (arg or "").split(",")):
-    if token.startswith("row="):
-      row = token[len("row="):]
-    else:
-      size = token
-  if size not in ("paper", "cpu", "tiny"):
-    raise ValueError(f"unknown size preset {size!r}: paper, cpu or tiny")
-  if row not in ROWS:
-    raise ValueError(f"unknown ablation row {row!r}: {', '.join(ROWS)}")
-  return size, row
+PROPOSED = "rvq+ctc+qdrop"
 
 
 def get_config(arg=None):
-  size, row = _parse(arg)
+  args = config_lib.parse_arg(
+      arg, row=(PROPOSED, *(r for r in ROWS if r != PROPOSED)))
+  size, row = args["size"], args["row"]
   config = ml_collections.ConfigDict()
   config.task = "tokenizer"
-  config.preset = size
   config.row = row
   config.seed = 0
 
@@ -63,39 +53,24 @@ def get_config(arg=None):
   data.synthetic = ml_collections.ConfigDict(
       dict(num_sequences=5000, seed=0, num_signers=40))
 
-  config.model = model = ml_collections.ConfigDict()
-  model.dim = 128
-  model.num_heads = 4
-  model.num_blocks = 6
-  model.kernel_size = 51
-  model.dropout = 0.1
-  model.num_quantizers = 4
-  model.codebook_size = 1024
-  model.vq_decay = 0.99
-  model.kmeans_iters = 10
-  model.dead_threshold = 2.0
-  model.use_ctc = ROWS[row]["use_ctc"]
+  config.model = config_lib.model_config(
+      size, dim=128, num_heads=4, num_blocks=6, kernel_size=51, dropout=0.1,
+      num_quantizers=4, codebook_size=1024, vq_decay=0.99, kmeans_iters=10,
+      dead_threshold=2.0, use_ctc=ROWS[row]["use_ctc"],
+      # 3 + 3 blocks at the paper's width: with the shorter sequences below
+      # ~4x less compute per sequence than the paper's setting.
+      cpu=dict(num_blocks=3, kernel_size=31),
+      tiny=dict(codebook_size=32, kmeans_iters=2))
 
-  config.train = train = ml_collections.ConfigDict()
-  train.batch_size = 44          # global; the paper: 2 GPUs x 22.
-  train.eval_batch_size = 64
-  train.num_epochs = 100
-  train.learning_rate = 1e-3
-  train.warmup_steps = 500
-  train.grad_clip = 4.0
-  train.weight_decay = 0.0
+  config.train = train = config_lib.train_config(
+      size, cpu=dict(batch_size=24, num_epochs=7, warmup_steps=100),
+      batch_size=44)          # global; the paper: 2 GPUs x 22.
   train.commit_weight = 1.0 / 16
   train.quantizer_dropout = ROWS[row]["quantizer_dropout"]  # none|batch|example
-  train.log_every_steps = 50
-  train.checkpoint_every_steps = 500
-  train.keep_checkpoints = 2
-  train.eval_every_epochs = 1
-  train.max_eval_batches = -1    # -1 = the whole validation split.
 
   if size == "cpu":
-    # Shorter sequences (6 frames a letter) and 3 + 3 blocks at the paper's
-    # width: ~4x less compute per sequence than the paper's setting. CTC
-    # learns with the number of updates, so smaller batches (100 a epoch).
+    # Shorter sequences (6 frames a letter). CTC learns with the number of
+    # updates, so smaller batches (100 a epoch).
     data.max_len = 192
     # The synthetic phrases are at most 30 characters: half the decoder
     # length (translator, LM) of the paper's 64.
@@ -106,13 +81,6 @@ def get_config(arg=None):
         dict(train=0.7, validation=0.1, test=0.2))
     data.synthetic = ml_collections.ConfigDict(
         dict(num_sequences=3000, seed=0, num_signers=40, frames_per_char=6.0))
-    model.num_blocks = 3
-    model.kernel_size = 31
-    train.batch_size = 24
-    train.num_epochs = 7
-    train.warmup_steps = 100
-    train.log_every_steps = 10
-    train.checkpoint_every_steps = 100
   elif size == "tiny":
     data.max_len = 64
     data.max_label_len = 32
@@ -121,16 +89,4 @@ def get_config(arg=None):
                                # tests compile one training step, not two.
     data.synthetic = ml_collections.ConfigDict(
         dict(num_sequences=48, seed=0, num_signers=8, frames_per_char=2.0))
-    model.dim = 16
-    model.num_heads = 2
-    model.num_blocks = 1
-    model.kernel_size = 5
-    model.codebook_size = 32
-    model.kmeans_iters = 2
-    train.batch_size = 8
-    train.eval_batch_size = 8
-    train.num_epochs = 2
-    train.warmup_steps = 2
-    train.log_every_steps = 2
-    train.checkpoint_every_steps = 3
   return config

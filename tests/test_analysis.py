@@ -182,7 +182,7 @@ def test_frames_are_checked_against_the_code_rows(tokens_dir):
   source.lengths = source.lengths + 1
   with pytest.raises(ValueError, match=f"sequence {source.sequence_ids[0]}"):
     analyze.load_frames(tok, split, source, [0])
-  with pytest.raises(FileNotFoundError, match="asl_vq.tokenize"):
+  with pytest.raises(FileNotFoundError, match="--config=tokenize"):
     analyze.load_tokens(tokens_dir, "nope")
   assert isinstance(tok, asl_vq.Tokenizer)
 

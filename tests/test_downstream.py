@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from asl_vq import config_lib
-from asl_vq import probe
-from asl_vq import translate
 from asl_vq.data import tokens
+from asl_vq.tasks import base
+from asl_vq.tasks import probing
+from asl_vq.tasks import translation
 import train_helpers
 
 # A large test split of many signers: the probe splits it again by signer.
@@ -27,7 +28,7 @@ def token_dir(tmp_path_factory):
   config = _config("seq2seq", "tiny,input=continuous")
   config.data.fractions = FRACTIONS
   config.data.synthetic = SYNTHETIC
-  splits = translate.load_splits(config)
+  splits, _ = base.load_sign_splits(config)
   out = tmp_path_factory.mktemp("tokens")
   rng = np.random.default_rng(0)
   for name, source in splits.items():
@@ -56,15 +57,16 @@ def _downstream_config(name, inputs, token_dir):
 def test_translator_loss_falls_on_a_repeated_batch(inputs, token_dir):
   config = _downstream_config("seq2seq", inputs, token_dir)
   config.train.learning_rate = 1e-2
-  splits = translate.load_splits(config)
-  losses = train_helpers.losses_on_a_repeated_batch(translate.TranslatorTask(config),
-                                       config, splits["train"], 60)
+  splits, code_spec = base.load_sign_splits(config)
+  losses = train_helpers.losses_on_a_repeated_batch(
+      translation.TranslatorTask(config, code_spec), config, splits["train"],
+      60)
   assert losses[-1] < 0.6 * losses[0], losses
 
 
 def test_translation_run_scores_the_test_split(tmp_path, token_dir):
   config = _downstream_config("seq2seq", "tokens", token_dir)
-  result = translate.run(config, str(tmp_path))
+  result = translation.run(config, str(tmp_path))
   with open(tmp_path / "test_metrics.json") as f:
     saved = json.load(f)
   assert saved == pytest.approx(result)
@@ -78,22 +80,22 @@ def test_translation_run_scores_the_test_split(tmp_path, token_dir):
 def test_tokens_input_needs_a_token_directory():
   config = _downstream_config("seq2seq", "tokens", "")
   with pytest.raises(ValueError, match="--config.tokens"):
-    translate.load_splits(config)
+    base.load_sign_splits(config)
 
 
 @pytest.mark.parametrize("inputs", ["tokens", "continuous"])
 def test_probe_loss_falls_on_a_repeated_batch(inputs, token_dir):
   config = _downstream_config("probe", inputs, token_dir)
   config.train.learning_rate = 1e-2
-  splits = probe.probe_splits(config)
-  losses = train_helpers.losses_on_a_repeated_batch(probe.ProbeTask(config), config,
-                                       splits["train"], 40)
+  splits, code_spec = probing.probe_splits(config)
+  losses = train_helpers.losses_on_a_repeated_batch(
+      probing.ProbeTask(config, code_spec), config, splits["train"], 40)
   assert losses[-1] < 0.6 * losses[0], losses
 
 
 def test_probe_splits_the_test_split_by_signer(token_dir):
   config = _downstream_config("probe", "tokens", token_dir)
-  parts = probe.probe_splits(config)
+  parts, _ = probing.probe_splits(config)
   test = tokens.TokenSource(os.path.join(token_dir, "test.parquet"))
   signers = {k: set(v.participant_ids) for k, v in parts.items()}
   assert not signers["train"] & (signers["validation"] | signers["test"])
@@ -104,7 +106,7 @@ def test_probe_splits_the_test_split_by_signer(token_dir):
 
 def test_probe_run_reports_accuracy_per_letter(tmp_path, token_dir):
   config = _downstream_config("probe", "tokens", token_dir)
-  result = probe.run(config, str(tmp_path))
+  result = probing.run(config, str(tmp_path))
   letters = [result[f"accuracy_{c}"] for c in "abcdefghijklmnopqrstuvwxyz"]
   assert all(0.0 <= a <= 1.0 for a in letters)
   assert result["accuracy"] == pytest.approx(np.mean(letters))

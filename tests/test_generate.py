@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from asl_vq import Tokenizer
 from asl_vq import config_lib
 from asl_vq import generate
-from asl_vq import lm
 from asl_vq import metrics
-from asl_vq import translate
+from asl_vq import Tokenizer
 from asl_vq.data import tokens as tokens_lib
+from asl_vq.tasks import language_modeling
+from asl_vq.tasks import translation
 
 import tiny_tokenizer
 
@@ -30,7 +30,7 @@ def recognizer_dir() -> str:
     config = config_lib.load("seq2seq", "tiny,input=continuous")
     config.data.synthetic.num_sequences = tiny_tokenizer.SEQUENCES
     config.train.update(ONE_EPOCH)
-    translate.run(config, out)
+    translation.run(config, out)
   return out
 
 
@@ -41,7 +41,7 @@ def lm_run(tmp_path_factory):
   config.tokens = tiny_tokenizer.tokens_dir()
   config.train.update(ONE_EPOCH)
   workdir = str(tmp_path_factory.mktemp("lm"))
-  return workdir, lm.run(config, workdir)
+  return workdir, language_modeling.run(config, workdir)
 
 
 @pytest.fixture(scope="module")

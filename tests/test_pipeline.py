@@ -16,6 +16,8 @@ PHRASES = ("hello world", "3 main st", "a-b.com/x", "42", "zz top")
 class FakeSource:
   """In-memory stand-in for `asl_vq.data.cache` with empty frames and NaNs."""
 
+  num_quantizers = None
+
   def __init__(self, n, seed=0, min_len=5, max_len=60):
     rng = np.random.default_rng(seed)
     self._items = []
@@ -150,16 +152,16 @@ def test_preprocess_sequence_without_hands():
 
 
 def test_encode_labels():
-  labels, paddings = pipeline.encode_labels("a1 b", 6)
+  labels, label_mask = pipeline.encode_labels("a1 b", 6)
   np.testing.assert_array_equal(labels, [32, 16, 0, 33, vocab.PAD_ID,
                                          vocab.PAD_ID])
-  assert labels.dtype == np.int32 and paddings.dtype == np.float32
-  np.testing.assert_array_equal(paddings, [0, 0, 0, 0, 1, 1])
+  assert labels.dtype == np.int32 and label_mask.dtype == bool
+  np.testing.assert_array_equal(label_mask, [1, 1, 1, 1, 0, 0])
   with pytest.raises(ValueError, match=r"sequence 7.*4 characters.*=3"):
     pipeline.encode_labels("a1 b", 3, sequence_id=7)
-  labels, paddings = pipeline.encode_labels("a1 b", 3, truncate=True)
+  labels, label_mask = pipeline.encode_labels("a1 b", 3, truncate=True)
   np.testing.assert_array_equal(labels, [32, 16, 0])
-  np.testing.assert_array_equal(paddings, 0.)
+  np.testing.assert_array_equal(label_mask, True)
   with pytest.raises(vocab.UnknownCharacterError):
     pipeline.encode_labels("A", 3)
 
@@ -189,7 +191,7 @@ def test_batch_layout_and_buckets(source):
     seen.add(length)
     assert batch["inputs"].shape == (4, length, 42, 2)
     assert batch["input_mask"].shape == (4, length)
-    assert batch["labels"].shape == batch["label_paddings"].shape == (4, 16)
+    assert batch["labels"].shape == batch["label_mask"].shape == (4, 16)
     assert batch["example_mask"].all()
     for row, i in enumerate(ids):
       inputs, mask = pipeline.preprocess(source[i]["hands"], max_len=40,
@@ -199,7 +201,7 @@ def test_batch_layout_and_buckets(source):
       phrase = source[i]["phrase"]
       np.testing.assert_array_equal(
           batch["labels"][row, :len(phrase)], vocab.encode(phrase))
-      assert (batch["label_paddings"][row] == 0).sum() == len(phrase)
+      assert batch["label_mask"][row].sum() == len(phrase)
   assert len(seen) > 1, seen
 
 
@@ -221,7 +223,7 @@ def test_eval_covers_every_example_once_in_order(source):
   np.testing.assert_array_equal(ids[mask], 1000 + np.arange(50))
   last = batches[-1]
   assert not last["input_mask"][2:].any()
-  np.testing.assert_array_equal(last["label_paddings"][2:], 1.)
+  np.testing.assert_array_equal(last["label_mask"][2:], False)
   np.testing.assert_array_equal(last["sequence_id"][2:], -1)
 
 

@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from asl_vq import metric_writers
 from asl_vq import plotting
+from asl_vq import provenance
 from asl_vq import report
 
 
@@ -108,13 +108,13 @@ def test_empty_or_missing_workdir_is_a_clear_error(tmp_path):
 
 def test_command_line_names_the_module(tmp_path, monkeypatch):
   main = os.path.join(os.path.dirname(report.__file__), "main.py")
-  assert (metric_writers.command_line([main, "--workdir=a b"])
+  assert (provenance.command_line([main, "--workdir=a b"])
           == "python -m asl_vq.main '--workdir=a b'")
   monkeypatch.setattr("sys.argv", [main, "--x=1"])
-  metric_writers.record_command(str(tmp_path))
-  metric_writers.record_command(str(tmp_path))
+  provenance.record_command(str(tmp_path))
+  provenance.record_command(str(tmp_path))
   assert (tmp_path / "command.txt").read_text().splitlines() == [
       "python -m asl_vq.main --x=1"] * 2
-  assert metric_writers.first_command(str(tmp_path)) == \
+  assert provenance.first_command(str(tmp_path)) == \
       "python -m asl_vq.main --x=1"
 

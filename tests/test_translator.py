@@ -10,12 +10,35 @@ import pytest
 
 from asl_vq import vocab
 from asl_vq.models.translator import (Translator, TranslatorConfig,
-                                      greedy_decode, greedy_decode_uncached,
-                                      sequence_loss, shift_targets)
+                                      greedy_decode,
+                                      sequence_loss)
+from asl_vq.models import translator
+from asl_vq.models.transformer import shift_targets
 
 B, L, S = 3, 8, 5
 LENGTHS = (8, 5, 3)
 
+
+def greedy_decode_uncached(config: translator.TranslatorConfig, variables,
+                           encoder_inputs, input_mask,
+                           max_len: int | None = None):
+  """`greedy_decode` re-running the whole causal decoder every step.
+
+  max_len times the decoder's work; the reference the cached one is tested
+  against.
+  """
+  max_len = max_len or config.max_target_len + 1
+  model = translator.Translator(config)
+  memory = model.apply(variables, encoder_inputs, input_mask,
+                       method=translator.Translator.encode)
+
+  def next_logits(state, tokens, step):
+    logits = model.apply(variables, memory, input_mask, tokens[:, :-1],
+                         method=translator.Translator.decode_logits)
+    return jax.lax.dynamic_index_in_dim(logits, step, 1, False), state
+
+  return translator._greedy(  # pylint: disable=protected-access
+      next_logits, (), memory.shape[0], max_len)
 
 def tiny_config(encoder):
   return TranslatorConfig(encoder=encoder, num_quantizers=2, codebook_size=16,
@@ -113,8 +136,8 @@ def test_shift_targets():
   a, b, c = (vocab.CHAR_TO_ID[ch] for ch in 'abc')
   p = vocab.PAD_ID
   labels = jnp.array([[a, b, c], [c, p, p], [p, p, p]])
-  paddings = jnp.array([[0, 0, 0], [0, 1, 1], [1, 1, 1]], jnp.float32)
-  inputs_, targets, target_mask = jax.jit(shift_targets)(labels, paddings)
+  label_mask = jnp.array([[1, 1, 1], [1, 0, 0], [0, 0, 0]], bool)
+  inputs_, targets, target_mask = jax.jit(shift_targets)(labels, label_mask)
   s, e = vocab.START_ID, vocab.END_ID
   np.testing.assert_array_equal(inputs_, [[s, a, b, c], [s, c, p, p],
                                           [s, p, p, p]])
@@ -129,9 +152,8 @@ def test_overfits_one_batch(encoder):
   config, variables = tiny_model(encoder)
   x, mask = inputs(encoder)
   labels = jax.random.randint(jax.random.key(3), (B, S - 1), 33, 59)
-  paddings = (jnp.arange(S - 1)[None] >= jnp.array([[4], [2], [3]])).astype(
-      jnp.float32)
-  y, targets, target_mask = shift_targets(labels, paddings)
+  label_mask = jnp.arange(S - 1)[None] < jnp.array([[4], [2], [3]])
+  y, targets, target_mask = shift_targets(labels, label_mask)
   model = Translator(config)
   params, state = variables['params'], {
       k: v for k, v in variables.items() if k != 'params'}

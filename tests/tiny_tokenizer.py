@@ -3,12 +3,12 @@
 import os
 
 from asl_vq import config_lib
-from asl_vq import train
+from asl_vq.tasks import dataset_tokenization
+from asl_vq.tasks import tokenizer_training
 
 # More sequences, a higher learning rate and no evaluation but the last: in
 # ~45 steps, each added quantizer then reconstructs better.
 EPOCHS, SEQUENCES, LEARNING_RATE = 3, 160, 3e-3
-
 
 load_config = config_lib.load
 
@@ -23,17 +23,16 @@ def workdir() -> str:
     config.train.learning_rate = LEARNING_RATE
     config.train.eval_every_epochs = EPOCHS
     config.train.checkpoint_every_steps = 10**6
-    train.run(config, out)
+    tokenizer_training.run(config, out)
   return out
 
 
 def tokens_dir() -> str:
   """The tiny tokenizer's splits tokenized (once per session), next to it."""
-  from asl_vq import tokenize  # pylint: disable=g-import-not-at-top
   run_dir = workdir()
   out = os.path.join(os.environ["ASL_VQ_CACHE"], "tiny_tokens")
   config = load_config("tokenize", "")
   config.checkpoint = run_dir
   config.batch_size = 16
-  tokenize.run(config, out)   # Skips the splits already written.
+  dataset_tokenization.run(config, out)   # Skips the splits already written.
   return out

@@ -5,7 +5,7 @@ import functools
 
 import jax
 
-from asl_vq import trainer
+from asl_vq import train
 from asl_vq.data import pipeline
 
 
@@ -16,9 +16,9 @@ def losses_on_a_repeated_batch(task, config, source, steps):
       buckets=tuple(config.data.buckets), seed=0, train=True, flip_prob=0.)
   batch = next(iter(ds))
   batch = {k: batch[k] for k in task.device_keys}
-  tx = trainer.make_optimizer(config)
-  state = trainer.init_state(task, tx, jax.random.PRNGKey(0))
-  step = jax.jit(functools.partial(trainer.train_step, task=task, tx=tx,
+  tx = train.make_optimizer(config)
+  state = train.init_state(task, tx, jax.random.PRNGKey(0))
+  step = jax.jit(functools.partial(train.train_step, task=task, tx=tx,
                                    base_rng=jax.random.PRNGKey(1)))
   losses = []
   for _ in range(steps):

@@ -4,7 +4,7 @@ r"""The token analyses (see `asl_vq.analysis.analyze`) as a command.
       --tokens=runs/table2/tokens_rvq,runs/table2/tokens_rvq_ctc \
       --names=RVQ,RVQ+CTC --out=runs/analysis
 
-Flags: --tokens, tokenized-split directories (`python -m asl_vq.tokenize`),
+Flags: --tokens, tokenized-split directories (`python -m asl_vq.main --config=tokenize`),
 compared side by side; --tokenizer, their tokenizer workdirs (default: the
 checkpoint recorded in each tokens file); --names, their labels in the tables
 and file names (default: the directories' base names); --split, which split
@@ -20,7 +20,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from asl_vq import metric_writers
+from asl_vq import provenance
 from asl_vq.analysis import analyze
 
 FLAGS = flags.FLAGS
@@ -50,7 +50,7 @@ def main(argv):
   del argv
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)   # Orbax's INFO lines.
-  metric_writers.record_command(FLAGS.out)
+  provenance.record_command(FLAGS.out)
   analyze.run(FLAGS.tokens, FLAGS.out, tokenizers=FLAGS.tokenizer,
               names=FLAGS.names, split=FLAGS.split, min_count=FLAGS.min_count,
               letter=FLAGS.letter, token=FLAGS.token,

@@ -15,9 +15,8 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-from asl_vq import metric_writers
-from asl_vq import probe
-from asl_vq import tokenizer_api
+from asl_vq import inference
+from asl_vq import tables
 from asl_vq import vocab
 from asl_vq.analysis import angles
 from asl_vq.analysis import figures
@@ -32,17 +31,17 @@ def load_tokens(tokens_dir: str, split: str) -> tokens_lib.TokenSource:
   path = os.path.join(tokens_dir, f"{split}.parquet")
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} does not exist; is {tokens_dir!r} a "
-                            "directory written by `python -m asl_vq.tokenize`?")
+                            "directory written by `python -m asl_vq.main --config=tokenize --config.checkpoint=RUN --workdir=DIR`?")
   return tokens_lib.TokenSource(path)
 
 
 def load_tokenizer(workdir: str, token_source: tokens_lib.TokenSource
-                   ) -> tokenizer_api.Tokenizer:
+                   ) -> inference.Tokenizer:
   """The tokenizer run, checked to be the one that wrote the tokens."""
-  tok = tokenizer_api.Tokenizer.load(workdir)
+  tok = inference.Tokenizer.load(workdir)
   meta = token_source.metadata
-  mine = dict(step=tok.step, num_quantizers=tok.vocab.num_quantizers,
-              codebook_size=tok.vocab.codebook_size, max_len=tok.max_len)
+  mine = dict(step=tok.step, num_quantizers=tok.code_spec.num_quantizers,
+              codebook_size=tok.code_spec.codebook_size, max_len=tok.max_len)
   theirs = {k: meta.get(k) for k in mine}
   if mine != theirs:
     raise ValueError(f"{token_source.path} was written by a tokenizer with "
@@ -50,7 +49,7 @@ def load_tokenizer(workdir: str, token_source: tokens_lib.TokenSource
   return tok
 
 
-def load_frames(tok: tokenizer_api.Tokenizer, source,
+def load_frames(tok: inference.Tokenizer, source,
                 token_source: tokens_lib.TokenSource,
                 indices: Sequence[int]) -> dict[int, np.ndarray]:
   """{i: float32 [T', 42, 2]}: sequence i preprocessed as tokenization did,
@@ -115,12 +114,12 @@ def _shared(letters: str, best: np.ndarray) -> list[str]:
 
 
 def analyze(name: str, token_source: tokens_lib.TokenSource,
-            tok: tokenizer_api.Tokenizer, out: str, *, split: str,
+            tok: inference.Tokenizer, out: str, *, split: str,
             min_count: int, letter: str, token: int | None,
             gallery_size: int, seed: int) -> dict[str, Any]:
   """Table 3's columns, Figures 2-4 and Table 4's rows for one tokenizer."""
   data = "real" if tok.config.data.dir else "synthetic"
-  size = tok.vocab.codebook_size
+  size = tok.code_spec.codebook_size
   codes = [token_source[i]["codes"] for i in range(len(token_source))]
   first = [c[:, 0] for c in codes]
   table = mutual_info.table3(first, token_source.phrases, size, min_count)
@@ -145,7 +144,7 @@ def analyze(name: str, token_source: tokens_lib.TokenSource,
   of = lambda t: token_frames(t, codes, frames, token_source.sequence_ids)
   what = f"{data} data, {name}, {split} split"
 
-  codebook = probe.tokenizer_codebooks(token_source)[0]
+  codebook = tok.codebooks[0]
   similarity = figures.cosine_similarity(codebook[letter_tokens])
   order = figures.cluster_order(similarity)
   heatmap = figures.plot_heatmap(
@@ -248,8 +247,8 @@ def run(tokens: Sequence[str], out: str, *, tokenizers: Sequence[str] = (),
       "are considered. mean: over the letters"
       + (f" ({', '.join(missing)}: n/a, in no phrase or in every phrase)."
          if missing else "."))
-  metric_writers.write_table(out, "mi_table", header, rows, mi_note)
-  metric_writers.write_table(
+  tables.write_table(out, "mi_table", header, rows, mi_note)
+  tables.write_table(
       out, "angles_table",
       ["tokenizer", "codes (q1 / q2 / q3)", "frames",
        *(f"{f} PIP" for f in angles.FINGER_NAMES)],

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import operator
 import os
 import shutil
 import sys
@@ -33,8 +32,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import tqdm
 
+from asl_vq import fileio
 from asl_vq import vocab
 from asl_vq.data import layout
+from asl_vq.data import pipeline
 from asl_vq.data import reader
 
 SKIP_REASONS = ("unknown_character", "absent_from_file", "no_hand",
@@ -91,30 +92,6 @@ class Skips:
                                 for r, n in self.counts.items() if n))
 
 
-def atomic_write(path: str, write: Callable[[str], None]) -> None:
-  """Writes via `write(tmp)`, then renames: readers never see half a file."""
-  tmp = f"{path}.tmp"
-  write(tmp)
-  with open(tmp, "rb+") as f:
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-
-
-def _write_json(path: str, obj: object) -> None:
-  def write(tmp):
-    with open(tmp, "w") as f:
-      json.dump(obj, f, indent=1)
-  atomic_write(path, write)
-
-
-def _read_json(path: str) -> dict | None:
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return None
-
-
 def _fingerprint(data_dir: str, source: str, options: dict) -> str:
   """Hash of the input files' names, sizes and mtimes, and the options."""
   csv_path, landmark_dir = reader.source_paths(data_dir, source)
@@ -166,17 +143,7 @@ def _write_part(path: str, arrays: dict[str, object]) -> None:
   def write(tmp):
     with open(tmp, "wb") as f:
       np.savez(f, **arrays)
-  atomic_write(path, write)
-
-
-def start_parts(parts_dir: str, stamp: dict) -> None:
-  """Keeps the parts of an interrupted run of the same work (same `stamp`,
-  any JSON object), else clears them; resumable writers share this."""
-  path = os.path.join(parts_dir, "fingerprint.json")
-  if _read_json(path) != stamp:
-    shutil.rmtree(parts_dir, ignore_errors=True)
-    os.makedirs(parts_dir)
-    _write_json(path, stamp)
+  fileio.atomic_write(path, write)
 
 
 def _assemble(paths: dict[str, str], meta: reader.Metadata, num_parts: int,
@@ -212,7 +179,7 @@ def _assemble(paths: dict[str, str], meta: reader.Metadata, num_parts: int,
     out.flush()
     del out
 
-  atomic_write(paths["frames"], write_frames)
+  fileio.atomic_write(paths["frames"], write_frames)
   index = pa.table({
       "sequence_id": meta.sequence_id[rows],
       "participant_id": meta.participant_id[rows],
@@ -222,7 +189,7 @@ def _assemble(paths: dict[str, str], meta: reader.Metadata, num_parts: int,
       "length": lengths,
       "hand_frames": hand_frames,
   })
-  atomic_write(paths["index"], lambda tmp: pq.write_table(index, tmp))
+  fileio.atomic_write(paths["index"], lambda tmp: pq.write_table(index, tmp))
   report = {
       "source": source,
       "sequences": len(meta),
@@ -236,7 +203,7 @@ def _assemble(paths: dict[str, str], meta: reader.Metadata, num_parts: int,
       "options": options,
       "fingerprint": fingerprint,
   }
-  _write_json(paths["report"], report)
+  fileio.write_json(paths["report"], report)
   skips.log(f"{source} ({meta.csv_path})")
   return report
 
@@ -255,7 +222,7 @@ def _prepare_source(data_dir: str, cache_dir: str, source: str,
                     options: dict, progress: bool) -> dict:
   paths = cache_paths(cache_dir, source)
   fingerprint = _fingerprint(data_dir, source, options)
-  done = _read_json(paths["report"])
+  done = fileio.read_json(paths["report"])
   if (done and done.get("fingerprint") == fingerprint
       and os.path.exists(paths["frames"]) and os.path.exists(paths["index"])):
     logging.info("%s: reusing the prepared cache in %s", source, cache_dir)
@@ -265,7 +232,7 @@ def _prepare_source(data_dir: str, cache_dir: str, source: str,
   meta = reader.read_metadata(data_dir, source)
   if not options["skip_unknown_chars"]:
     _check_phrases(meta)
-  start_parts(paths["parts"], {"fingerprint": fingerprint})
+  fileio.start_parts(paths["parts"], {"fingerprint": fingerprint})
   files = meta.files()
   for i, (rel_path, rows) in enumerate(tqdm.tqdm(
       files, desc=f"prepare {source}", unit="file", file=sys.stderr,
@@ -322,6 +289,8 @@ class SequenceSource:
   plan batches without loading any frames.
   """
 
+  num_quantizers = None   # landmarks, not codes (`pipeline.Source`).
+
   def __init__(self, cache_dir: str | os.PathLike, source: str = "train",
                rows: Iterable[int] | None = None):
     paths = cache_paths(cache_dir, source)
@@ -354,9 +323,7 @@ class SequenceSource:
     return len(self.rows)
 
   def __getitem__(self, i: int) -> dict[str, object]:
-    i = operator.index(i)
-    if not -len(self) <= i < len(self):
-      raise IndexError(f"index {i} out of range for {len(self)} sequences")
+    i = pipeline.source_index(i, len(self))
     if self._frames is None:
       self._frames = np.load(self._frames_path, mmap_mode="r")
     start = self.offsets[i]
@@ -378,6 +345,8 @@ class SequenceSource:
 class ConcatSource:
   """Several sources read as one (train.csv rows plus supplemental)."""
 
+  num_quantizers = None   # landmarks, not codes (`pipeline.Source`).
+
   def __init__(self, sources: Sequence[SequenceSource]):
     self.sources = list(sources)
     self._ends = np.cumsum([len(s) for s in self.sources])
@@ -393,10 +362,7 @@ class ConcatSource:
     return int(self._ends[-1]) if self.sources else 0
 
   def __getitem__(self, i: int) -> dict[str, object]:
-    i = operator.index(i)
-    if not -len(self) <= i < len(self):
-      raise IndexError(f"index {i} out of range for {len(self)} sequences")
-    i %= len(self)
+    i = pipeline.source_index(i, len(self))
     k = int(np.searchsorted(self._ends, i, side="right"))
     return self.sources[k][i - (self._ends[k - 1] if k else 0)]
 

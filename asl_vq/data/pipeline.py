@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 import sys
 from typing import Any, Protocol, Sequence
 
@@ -42,12 +43,26 @@ class Source(Protocol):
   """
 
   hand_frames: np.ndarray  # int64 [len]: frames with a hand (= code rows).
+  # Code sources: the number of code streams Q; landmark sources: None.
+  num_quantizers: int | None
 
   def __len__(self) -> int:
     ...
 
   def __getitem__(self, index: int) -> dict[str, Any]:
     ...
+
+
+def source_index(i: int, size: int) -> int:
+  """A `Source` item index in [0, size) (negative ones count from the end).
+
+  Raises:
+    IndexError: out of range.
+  """
+  i = operator.index(i)
+  if not -size <= i < size:
+    raise IndexError(f"index {i} out of range for {size} sequences")
+  return i % size
 
 
 # ---------------------------------------------------------------------------
@@ -144,9 +159,9 @@ def pad_codes(codes: np.ndarray, pad_to: int
 def encode_labels(phrase: str, max_label_len: int, *,
                   sequence_id: object = None,
                   truncate: bool = False) -> tuple[np.ndarray, np.ndarray]:
-  """Phrase -> (labels i32 [S] padded with PAD_ID, paddings f32 [S]).
+  """Phrase -> (labels i32 [S] padded with PAD_ID, label_mask bool [S]).
 
-  The layout `optax.ctc_loss` takes (padding 1.0). A phrase longer than
+  label_mask is True on the phrase's characters. A phrase longer than
   `max_label_len` is an error unless `truncate`: a cut label silently teaches
   CTC the wrong target.
   """
@@ -160,7 +175,7 @@ def encode_labels(phrase: str, max_label_len: int, *,
     ids = ids[:max_label_len]
   labels = np.full(max_label_len, vocab.PAD_ID, np.int32)
   labels[:len(ids)] = ids
-  return labels, (np.arange(max_label_len) >= len(ids)).astype(np.float32)
+  return labels, np.arange(max_label_len) < len(ids)
 
 
 # ---------------------------------------------------------------------------
@@ -247,10 +262,7 @@ class _BatchLoader:
     self._grouping = length_grouping
     self._epoch = (-1, None)   # (epoch, its batches): computed once.
     self._lengths = np.minimum(np.asarray(source.hand_frames), max_len)
-    # Code sources are recognised by their items; Q sizes the batch.
-    first = source[0] if len(source) else {}
-    self._num_quantizers = (first["codes"].shape[1] if "codes" in first
-                            else None)
+    self._num_quantizers = source.num_quantizers   # None: landmarks.
     self._steps = steps_per_epoch(source, global_batch_size, train)
 
   def global_indices(self, step: int) -> np.ndarray:
@@ -288,8 +300,7 @@ class _BatchLoader:
         "input_mask": np.zeros((self._local, length), bool),
         "labels": np.full((self._local, self._max_label_len), vocab.PAD_ID,
                           np.int32),
-        "label_paddings": np.ones((self._local, self._max_label_len),
-                                  np.float32),
+        "label_mask": np.zeros((self._local, self._max_label_len), bool),
         "example_mask": idx[sl] >= 0,
         "sequence_id": np.full(self._local, -1, np.int64),
     }
@@ -312,7 +323,7 @@ class _BatchLoader:
     except ValueError as e:
       raise ValueError(f"sequence {sid} (index {index}): {e}; does "
                        "source.hand_frames match its frames?") from None
-    batch["labels"][row], batch["label_paddings"][row] = encode_labels(
+    batch["labels"][row], batch["label_mask"][row] = encode_labels(
         ex["phrase"], self._max_label_len, sequence_id=sid,
         truncate=self._truncate)
     batch["sequence_id"][row] = sid
@@ -366,7 +377,7 @@ def make_dataset(source: Source, *, global_batch_size: int, max_len: int = 384,
     batch / process_count, L = bucket length, S = max_label_len):
     inputs f32 [local, L, 42, 2] (or codes i32 [local, L, Q] from a code
     source), input_mask bool [local, L],
-    labels i32 [local, S], label_paddings f32 [local, S],
+    labels i32 [local, S], label_mask bool [local, S],
     example_mask bool [local], sequence_id i64 [local] (-1 on padding).
     Iterator state: `get_state()` -> {'next_index': step}, `set_state(...)`.
   """

@@ -1,4 +1,4 @@
-"""Tokenized splits (written by `asl_vq.tokenize`) as pipeline sources.
+"""Tokenized splits (written by `asl_vq.tasks.dataset_tokenization`) as pipeline sources.
 
 A tokenized split is one parquet file, one row per sequence:
 
@@ -15,6 +15,7 @@ the tokenizer checkpoint it came from.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import operator
 import os
@@ -24,7 +25,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from asl_vq.data import pipeline
+
 METADATA_KEY = b"asl_vq"
+SPLITS = ("train", "validation", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class CodeSpec:
+  """What the codes are: `num_quantizers` streams of ids in
+  [0, codebook_size)."""
+  num_quantizers: int
+  codebook_size: int
 
 
 def codes_type(num_quantizers: int) -> pa.DataType:
@@ -65,7 +77,9 @@ class TokenSource:
     self.path = os.fspath(path)
     table = pq.read_table(self.path)
     self.metadata = json.loads(table.schema.metadata[METADATA_KEY])
-    self.num_quantizers = int(self.metadata["num_quantizers"])
+    self.code_spec = CodeSpec(int(self.metadata["num_quantizers"]),
+                              int(self.metadata["codebook_size"]))
+    self.num_quantizers = self.code_spec.num_quantizers
     self.sequence_ids = table["sequence_id"].to_numpy()
     self.participant_ids = table["participant_id"].to_numpy()
     self.phrases = table["phrase"].to_pylist()
@@ -82,10 +96,7 @@ class TokenSource:
     return len(self.sequence_ids)
 
   def __getitem__(self, i: int) -> dict[str, Any]:
-    i = operator.index(i)
-    if not -len(self) <= i < len(self):
-      raise IndexError(f"index {i} out of range for {len(self)} sequences")
-    i %= len(self)
+    i = pipeline.source_index(i, len(self))
     return {
         "codes": self._codes[self._offsets[i]:self._offsets[i + 1]].astype(
             np.int32),
@@ -115,6 +126,7 @@ class _Subset:
       raise IndexError(f"indices must be 1-D indices into {len(source)} "
                        "sequences")
     self.source, self.indices = source, indices
+    self.num_quantizers = source.num_quantizers
     for name in self._ARRAYS:
       setattr(self, name, np.asarray(getattr(source, name))[indices])
     self.phrases = [source.phrases[i] for i in indices]
@@ -127,3 +139,38 @@ class _Subset:
 
   def __repr__(self) -> str:
     return f"subset({self.source!r}, sequences={len(self)})"
+
+
+def load_splits(tokens_dir: str) -> tuple[dict[str, TokenSource], CodeSpec]:
+  """The train / validation / test splits of a tokenized dataset and its
+  code spec.
+
+  Raises:
+    FileNotFoundError: a split is missing (naming the command that writes it).
+  """
+  if not tokens_dir:
+    raise ValueError("input=tokens needs --config.tokens=DIR, the output of "
+                     "`python -m asl_vq.main --config=tokenize`")
+  splits = {}
+  for split in SPLITS:
+    path = os.path.join(tokens_dir, f"{split}.parquet")
+    if not os.path.exists(path):
+      raise FileNotFoundError(
+          f"{path}: no tokenized {split} split; run `python -m asl_vq.main "
+          f"--config=tokenize --config.checkpoint=RUN --workdir={tokens_dir}` "
+          "first")
+    splits[split] = TokenSource(path)
+  return splits, splits["train"].code_spec
+
+
+def read_metadata(tokens_dir: str, split: str = "train") -> dict[str, Any]:
+  """A tokenized split's metadata (code spec, tokenizer checkpoint and step)
+  without reading its codes."""
+  path = os.path.join(tokens_dir, f"{split}.parquet")
+  return json.loads(pq.read_schema(path).metadata[METADATA_KEY])
+
+
+def code_spec(tokens_dir: str) -> CodeSpec:
+  """The code spec of a tokenized dataset (from its train split)."""
+  meta = read_metadata(tokens_dir)
+  return CodeSpec(int(meta["num_quantizers"]), int(meta["codebook_size"]))

@@ -1,17 +1,21 @@
-"""Layers shared by the downstream models (translator, probe).
+"""Layers shared by the downstream models (translator, probe, LM).
 
 Pre-LN transformer blocks as in Flax's examples/wmt (LayerNorm in front of each
 sub-block, a residual around it, a final LayerNorm after the stack), and
 `SignEncoder`, the two front ends of the paper's experiments: summed code
 stream embeddings + transformer (tokens), or the tokenizer's feature extractor
 + Squeezeformer (continuous keypoints). Masks are [B, L] bool; padded queries
-compute values that nothing downstream reads.
+compute values that nothing downstream reads. Also the two sequence layouts
+those models share: code streams framed BOS, codes, EOS, PAD (`frame_codes`)
+and characters shifted for teacher forcing (`shift_targets`).
 """
 
 from __future__ import annotations
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+from asl_vq import vocab
 
 from asl_vq.models.features import FeatureExtractor
 from asl_vq.models.squeezeformer import Squeezeformer
@@ -180,3 +184,43 @@ class SignEncoder(nn.Module):
       return Squeezeformer(self.num_blocks, self.num_heads, self.kernel_size,
                            self.dropout, name='encoder')(x, mask, train=train)
     raise ValueError(f'unknown encoder {self.kind!r}: one of {ENCODERS}')
+
+
+# Per stream, after the codebook_size codes.
+BOS, EOS, PAD = 0, 1, 2
+NUM_SPECIAL = 3
+
+
+def frame_codes(codes, mask, codebook_size: int):
+  """Codes [B, L, Q] + mask [B, L] -> (tokens [B, L + 2, Q], mask [B, L + 2]).
+
+  Each stream becomes BOS, its codes, EOS, then PAD (ids codebook_size +
+  BOS / EOS / PAD). The valid frames must come first (the pipeline's layout).
+  """
+  length = mask.sum(1)[:, None, None]
+  positions = jnp.arange(codes.shape[1] + 2)[None, :, None]
+  shifted = jnp.pad(codes, ((0, 0), (1, 1), (0, 0)))
+  tokens = jnp.where(positions == 0, codebook_size + BOS,
+                     jnp.where(positions <= length, shifted,
+                               jnp.where(positions == length + 1,
+                                         codebook_size + EOS,
+                                         codebook_size + PAD)))
+  return tokens.astype(jnp.int32), positions[..., 0] <= length[..., 0] + 1
+
+
+def shift_targets(labels, label_mask):
+  """CTC-layout labels -> (decoder_inputs, targets, target_mask), [B, S + 1].
+
+  labels: int32 [B, S] phrase characters, then padding; label_mask: bool
+  [B, S], True on the characters. decoder_inputs = START, chars, PAD...;
+  targets = chars, END, PAD...; target_mask is True up to and including END.
+  """
+  labels = jnp.where(label_mask, labels, vocab.PAD_ID).astype(jnp.int32)
+  length = label_mask.sum(1, keepdims=True)
+  positions = jnp.arange(labels.shape[1] + 1)[None]
+  start = jnp.full_like(labels[:, :1], vocab.START_ID)
+  pad = jnp.full_like(labels[:, :1], vocab.PAD_ID)
+  decoder_inputs = jnp.concatenate([start, labels], axis=1)
+  targets = jnp.concatenate([labels, pad], axis=1)
+  targets = jnp.where(positions == length, vocab.END_ID, targets)
+  return decoder_inputs, targets, positions <= length

@@ -106,25 +106,6 @@ class Translator(nn.Module):
     return self.decode_logits(memory, input_mask, decoder_inputs, train=train)
 
 
-def shift_targets(labels, label_paddings):
-  """CTC-layout labels -> (decoder_inputs, targets, target_mask), [B, S + 1].
-
-  labels: int32 [B, S] phrase characters, then padding; label_paddings: f32
-  [B, S], 1.0 on padding. decoder_inputs = START, chars, PAD...; targets =
-  chars, END, PAD...; target_mask is True up to and including END.
-  """
-  valid = label_paddings < 0.5
-  labels = jnp.where(valid, labels, vocab.PAD_ID).astype(jnp.int32)
-  length = valid.sum(1, keepdims=True)
-  positions = jnp.arange(labels.shape[1] + 1)[None]
-  start = jnp.full_like(labels[:, :1], vocab.START_ID)
-  pad = jnp.full_like(labels[:, :1], vocab.PAD_ID)
-  decoder_inputs = jnp.concatenate([start, labels], axis=1)
-  targets = jnp.concatenate([labels, pad], axis=1)
-  targets = jnp.where(positions == length, vocab.END_ID, targets)
-  return decoder_inputs, targets, positions <= length
-
-
 def sequence_loss(logits, targets, mask, label_smoothing: float = 0.0):
   """Mean token cross-entropy over mask [B, S] (label smoothing optional)."""
   labels = jax.nn.one_hot(targets, logits.shape[-1])
@@ -195,24 +176,3 @@ def greedy_decode(config: TranslatorConfig, variables, encoder_inputs,
 
   return _greedy(next_logits, init_cache(config, batch, max_len), batch,
                  max_len)
-
-
-def greedy_decode_uncached(config: TranslatorConfig, variables,
-                           encoder_inputs, input_mask,
-                           max_len: int | None = None):
-  """`greedy_decode` re-running the whole causal decoder every step.
-
-  max_len times the decoder's work; the reference the cached one is tested
-  against.
-  """
-  max_len = max_len or config.max_target_len + 1
-  model = Translator(config)
-  memory = model.apply(variables, encoder_inputs, input_mask,
-                       method=Translator.encode)
-
-  def next_logits(state, tokens, step):
-    logits = model.apply(variables, memory, input_mask, tokens[:, :-1],
-                         method=Translator.decode_logits)
-    return jax.lax.dynamic_index_in_dim(logits, step, 1, False), state
-
-  return _greedy(next_logits, (), memory.shape[0], max_len)

@@ -9,51 +9,38 @@ test; the accuracy per letter of the best checkpoint on its test part goes to
 
 from __future__ import annotations
 
-import os
-
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from asl_vq import checkpointing
-from asl_vq import trainer
-from asl_vq import translate
+from asl_vq import inference
+from asl_vq import train
 from asl_vq import vocab
 from asl_vq.data import splits as splits_lib
 from asl_vq.data import tokens as tokens_lib
-from asl_vq.models import probe as probe_lib
+from asl_vq.models import classifier as probe_lib
+from asl_vq.tasks import base
 
 
-def tokenizer_codebooks(token_source: tokens_lib.TokenSource
-                        ) -> np.ndarray | None:
-  """The codebooks [Q, K, D] of the tokenizer that wrote the tokens."""
-  checkpoint = token_source.metadata.get("checkpoint")
-  if not checkpoint:
-    return None
-  vq = checkpointing.restore(checkpoint, "best")["vq"]
-  found = [np.asarray(v) for path, v in
-           jax.tree_util.tree_leaves_with_path(vq)
-           if getattr(path[-1], "key", None) == "codebook"]
-  if len(found) != 1:
-    raise ValueError(f"{checkpoint}: expected one RVQ codebook, found "
-                     f"{len(found)}")
-  return found[0]
-
-
-class ProbeTask:
+class ProbeTask(base.Task):
   """26 sigmoid outputs; evaluated by accuracy per letter."""
 
   curves = ("loss", "accuracy")
+  summary_name = "probe"
 
   def __init__(self, config: ml_collections.ConfigDict,
+               code_spec: tokens_lib.CodeSpec | None = None,
                codebooks: np.ndarray | None = None):
+    """code_spec: the token streams' (input=tokens), None for keypoints;
+    codebooks [Q, K, D]: the tokenizer's, to initialise the embeddings."""
     self.config = config
+    self.code_spec = code_spec
     self.model = probe_lib.Probe(probe_lib.ProbeConfig(
-        **config.model.to_dict()))
+        **config.model.to_dict(), **base.code_fields(code_spec)))
     self.codebooks = codebooks
-    self.key = translate.input_key(config)
-    self.device_keys = (self.key, "input_mask", "labels", "label_paddings",
+    self.key = base.sign_input_key(config)
+    self.device_keys = (self.key, "input_mask", "labels", "label_mask",
                         "example_mask")
 
   def init_variables(self, rng):
@@ -61,7 +48,7 @@ class ProbeTask:
     length = self.config.data.max_len
     variables = self.model.init(
         {"params": p_rng, "dropout": d_rng},
-        translate.dummy_inputs(self.config, length),
+        base.dummy_sign_inputs(self.config, length, self.code_spec),
         jnp.ones((2, length), bool), train=False)
     if self.codebooks is not None:
       variables = dict(variables, params=probe_lib.init_from_codebooks(
@@ -69,7 +56,7 @@ class ProbeTask:
     return variables
 
   def _targets(self, batch):
-    return probe_lib.letter_targets(batch["labels"], batch["label_paddings"])
+    return probe_lib.letter_targets(batch["labels"], batch["label_mask"])
 
   def loss(self, params, state, batch, rng):
     logits, updates = self.model.apply(
@@ -92,39 +79,36 @@ class ProbeTask:
                  logits, targets, batch["example_mask"]) * n,
              "examples": n}, {})
 
-  def eval_host(self, outputs, batch):
-    del outputs, batch
-    return []
-
   def eval_metrics(self, sums, records):
     del records
-    result = trainer.mean_sums(sums)
+    result = base.mean_sums(sums)
     per_letter = sums["letters_right"] / max(float(sums["examples"]), 1.0)
     result.update({f"accuracy_{c}": float(a)
                    for c, a in zip(vocab.LETTERS, per_letter)})
     result["accuracy"] = float(per_letter.mean())
     return result
 
-  def summary(self):
-    shapes = jax.eval_shape(self.init_variables, jax.random.PRNGKey(0))
-    return {"probe": sum(x.size for x in jax.tree.leaves(shapes["params"]))}
 
-
-def probe_splits(config: ml_collections.ConfigDict) -> dict:
-  """The tokenizer's test split, split again by signer."""
-  test = translate.load_splits(config)["test"]
+def probe_splits(config: ml_collections.ConfigDict
+                 ) -> tuple[dict, tokens_lib.CodeSpec | None]:
+  """The tokenizer's test split, split again by signer, and the code spec
+  of token inputs (None for keypoints)."""
+  splits, code_spec = base.load_sign_splits(config)
+  test = splits["test"]
   index = splits_lib.split_by_signer(np.asarray(test.participant_ids),
                                      dict(config.probe_fractions),
                                      seed=config.seed)
-  return {name: tokens_lib.subset(test, idx) for name, idx in index.items()}
+  return ({name: tokens_lib.subset(test, idx) for name, idx in index.items()},
+          code_spec)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains the probe; returns its test accuracies (best checkpoint)."""
-  splits = probe_splits(config)
+  splits, code_spec = probe_splits(config)
   codebooks = None
   if config.model.encoder == "tokens" and config.init_from_codebooks:
-    codebooks = tokenizer_codebooks(tokens_lib.TokenSource(
-        os.path.join(config.tokens, "test.parquet")))
-  return trainer.fit(config, workdir, ProbeTask(config, codebooks),
-                     splits["train"], splits["validation"], splits["test"])
+    checkpoint = tokens_lib.read_metadata(config.tokens, "test").get(
+        "checkpoint")
+    codebooks = inference.load_codebooks(checkpoint) if checkpoint else None
+  return train.fit(config, workdir, ProbeTask(config, code_spec, codebooks),
+                   splits["train"], splits["validation"], splits["test"])

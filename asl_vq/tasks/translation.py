@@ -8,37 +8,23 @@ the best checkpoint scored on the test split (`test_metrics.json`).
 
 from __future__ import annotations
 
-import os
-
 import jax
 import jax.numpy as jnp
 import ml_collections
 
 from asl_vq import metrics as metrics_lib
-from asl_vq import trainer
+from asl_vq import train
 from asl_vq import vocab
-from asl_vq.data import datasets
 from asl_vq.data import tokens as tokens_lib
+from asl_vq.models import transformer
 from asl_vq.models import translator
-
-SPLITS = ("train", "validation", "test")
-
-
-def input_key(config: ml_collections.ConfigDict) -> str:
-  """The batch entry the sign encoder reads."""
-  return "codes" if config.model.encoder == "tokens" else "inputs"
-
-
-def dummy_inputs(config: ml_collections.ConfigDict, length: int):
-  if config.model.encoder == "tokens":
-    return jnp.zeros((2, length, config.model.num_quantizers), jnp.int32)
-  return jnp.zeros((2, length, 42, 2), jnp.float32)
+from asl_vq.tasks import base
 
 
 def references(batch) -> list[str]:
   """The phrases of a host batch's valid examples."""
-  return [vocab.decode(l[p == 0]) for l, p, e in zip(
-      batch["labels"], batch["label_paddings"], batch["example_mask"]) if e]
+  return [vocab.decode(l[m]) for l, m, e in zip(
+      batch["labels"], batch["label_mask"], batch["example_mask"]) if e]
 
 
 class TranslatorTask:
@@ -52,14 +38,15 @@ class TranslatorTask:
         **config.model.to_dict(), max_target_len=config.data.max_label_len)
     self.model = translator.Translator(self.model_config)
     self.key = input_key(config)
-    self.device_keys = (self.key, "input_mask", "labels", "label_paddings",
+    self.device_keys = (self.key, "input_mask", "labels", "label_mask",
                         "example_mask")
 
   def init_variables(self, rng):
     p_rng, d_rng = jax.random.split(rng)
     s = self.config.data.max_label_len + 1
     return self.model.init({"params": p_rng, "dropout": d_rng},
-                           dummy_inputs(self.config, self.config.data.max_len),
+                           base.dummy_sign_inputs(self.config, self.config.data.max_len,
+                                                 self.code_spec),
                            jnp.ones((2, self.config.data.max_len), bool),
                            jnp.zeros((2, s), jnp.int32), train=False)
 
@@ -73,8 +60,8 @@ class TranslatorTask:
     return loss, accuracy
 
   def loss(self, params, state, batch, rng):
-    dec_in, targets, tmask = translator.shift_targets(
-        batch["labels"], batch["label_paddings"])
+    dec_in, targets, tmask = transformer.shift_targets(
+        batch["labels"], batch["label_mask"])
     logits, updates = self.model.apply(
         state.variables(params), batch[self.key], batch["input_mask"], dec_in,
         train=True, rngs={"dropout": rng}, mutable=["batch_stats"])
@@ -82,8 +69,8 @@ class TranslatorTask:
     return loss, {"accuracy": accuracy}, updates
 
   def eval_batch(self, variables, batch):
-    dec_in, targets, tmask = translator.shift_targets(
-        batch["labels"], batch["label_paddings"])
+    dec_in, targets, tmask = transformer.shift_targets(
+        batch["labels"], batch["label_mask"])
     logits = self.model.apply(variables, batch[self.key], batch["input_mask"],
                               dec_in, train=False)
     loss, accuracy = self._loss(logits, batch, targets, tmask)
@@ -99,40 +86,13 @@ class TranslatorTask:
     return list(zip(references(batch), hyps))
 
   def eval_metrics(self, sums, records):
-    result = trainer.mean_sums(sums)
+    result = base.mean_sums(sums)
     result["score"] = metrics_lib.normalized_levenshtein(*zip(*records))
     return result
-
-  def summary(self):
-    shapes = jax.eval_shape(self.init_variables, jax.random.PRNGKey(0))
-    return {"translator": sum(x.size for x in jax.tree.leaves(
-        shapes["params"]))}
-
-
-def load_splits(config: ml_collections.ConfigDict) -> dict:
-  """The tokenized splits (input=tokens, or no `model.encoder`: the LM) or
-  the keypoint splits."""
-  if config.model.get("encoder", "tokens") != "tokens":
-    return datasets.load(config)
-  if not config.tokens:
-    raise ValueError("input=tokens needs --config.tokens=DIR, the output of "
-                     "configs/tokenize.py")
-  splits = {}
-  for split in SPLITS:
-    path = os.path.join(config.tokens, f"{split}.parquet")
-    if not os.path.exists(path):
-      raise FileNotFoundError(f"{path}: no tokenized {split} split; run "
-                              "configs/tokenize.py into this directory first")
-    splits[split] = tokens_lib.TokenSource(path)
-  meta = splits["train"].metadata
-  # The code streams are the tokenizer's: adopt its sizes.
-  config.model.num_quantizers = int(meta["num_quantizers"])
-  config.model.codebook_size = int(meta["codebook_size"])
-  return splits
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains the translator; returns the best checkpoint's test metrics."""
-  splits = load_splits(config)
-  return trainer.fit(config, workdir, TranslatorTask(config), splits["train"],
-                     splits["validation"], splits["test"])
+  splits, code_spec = base.load_sign_splits(config)
+  return train.fit(config, workdir, TranslatorTask(config, code_spec),
+                   splits["train"], splits["validation"], splits["test"])

@@ -16,24 +16,31 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from asl_vq import trainer
-from asl_vq import translate
-from asl_vq.models import lm as lm_lib
+from asl_vq import train
+from asl_vq.data import tokens as tokens_lib
+from asl_vq.models import code_lm as lm_lib
+from asl_vq.tasks import base
 
 
-def model_config(config: ml_collections.ConfigDict) -> lm_lib.LMConfig:
-  return lm_lib.LMConfig(**config.model.to_dict())
+def model_config(config: ml_collections.ConfigDict,
+                 code_spec: tokens_lib.CodeSpec) -> lm_lib.LMConfig:
+  return lm_lib.LMConfig(**config.model.to_dict(),
+                         **base.code_fields(code_spec))
 
 
-class LMTask:
+class LMTask(base.Task):
   """Cross-entropy on the next frame's codes; accuracy per quantizer."""
 
-  device_keys = ("codes", "input_mask", "labels", "label_paddings",
+  device_keys = ("codes", "input_mask", "labels", "label_mask",
                  "example_mask")
 
-  def __init__(self, config: ml_collections.ConfigDict):
+  summary_name = "lm"
+
+  def __init__(self, config: ml_collections.ConfigDict,
+               code_spec: tokens_lib.CodeSpec):
+    """code_spec: the token streams' (`tokens.code_spec(config.tokens)`)."""
     self.config = config
-    self.model_config = model_config(config)
+    self.model_config = model_config(config, code_spec)
     self.model = lm_lib.LM(self.model_config)
     q = self.model_config.num_quantizers
     self.curves = ("loss",) + tuple(f"accuracy_q{i}" for i in range(q))
@@ -56,7 +63,7 @@ class LMTask:
     tokens, predicted = lm_lib.build_pattern(
         batch["codes"], batch["input_mask"], c.codebook_size, c.pattern)
     text, text_mask = lm_lib.phrase_inputs(batch["labels"],
-                                           batch["label_paddings"])
+                                           batch["label_mask"])
     logits = self.model.apply(variables, tokens[:, :-1], text, text_mask,
                               **kwargs)
     mask = predicted[:, 1:] & batch["example_mask"][:, None, None]
@@ -82,30 +89,22 @@ class LMTask:
     return {"loss": loss * n, "right": right, "total": total,
             "examples": n}, {}
 
-  def eval_host(self, outputs, batch):
-    del outputs, batch
-    return []
-
   def eval_metrics(self, sums, records):
     del records
-    result = trainer.mean_sums(sums)
+    result = base.mean_sums(sums)
     accuracy = sums["right"] / np.maximum(sums["total"], 1.0)
     result.update({f"accuracy_q{i}": float(a)
                    for i, a in enumerate(accuracy)})
     return result
 
-  def summary(self):
-    shapes = jax.eval_shape(self.init_variables, jax.random.PRNGKey(0))
-    return {"lm": sum(x.size for x in jax.tree.leaves(shapes["params"]))}
-
 
 def format_eval(val: dict[str, float]) -> str:
-  return trainer.format_metrics(val, ("loss",) + tuple(
+  return train.format_metrics(val, ("loss",) + tuple(
       k for k in sorted(val) if k.startswith("accuracy_q")))
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains the LM; returns the best checkpoint's test metrics."""
-  splits = translate.load_splits(config)
-  return trainer.fit(config, workdir, LMTask(config), splits["train"],
-                     splits["validation"], splits["test"], format_eval)
+  splits, code_spec = base.load_sign_splits(config)
+  return train.fit(config, workdir, LMTask(config, code_spec), splits["train"],
+                   splits["validation"], splits["test"], format_eval)

@@ -31,10 +31,9 @@ import numpy as np
 import optax
 
 from asl_vq import vocab
-from asl_vq.models.probe import BOS, EOS, NUM_SPECIAL, PAD, frame_codes
-from asl_vq.models.transformer import (Decoder, Encoder, StreamEmbed,
-                                       decode_positions, sinusoids)
-from asl_vq.models.translator import shift_targets
+from asl_vq.models.transformer import (BOS, EOS, NUM_SPECIAL, PAD, Decoder,
+                                       Encoder, StreamEmbed, decode_positions,
+                                       frame_codes, shift_targets, sinusoids)
 
 PATTERNS = ('parallel', 'delay')
 
@@ -108,12 +107,13 @@ def undo_pattern(tokens, pattern: str):
   return jnp.take_along_axis(tokens, jnp.asarray(index)[None], axis=1)
 
 
-def phrase_inputs(labels, label_paddings):
-  """CTC-layout labels [B, S] -> (text [B, S + 1], mask): START, chars.
+def phrase_inputs(labels, label_mask):
+  """Labels [B, S] + label_mask bool [B, S] -> (text [B, S + 1], mask):
+  START, chars.
 
   The START symbol gives every phrase, even an empty one, a key to attend to.
   """
-  text, _, mask = shift_targets(labels, label_paddings)
+  text, _, mask = shift_targets(labels, label_mask)
   return text, mask
 
 
@@ -304,19 +304,3 @@ def sample(config: LMConfig, variables, text, text_mask, key, *,
 
   return _sample(config, next_logits, init_cache(config, batch, length), key,
                  batch, max_frames, temperature, top_k)
-
-
-def sample_uncached(config: LMConfig, variables, text, text_mask, key, *,
-                    max_frames: int, temperature=0.0, top_k: int = 0):
-  """`sample` re-running the whole causal decoder every step: the reference
-  the cached one is tested against."""
-  model = LM(config)
-  memory = model.apply(variables, text, text_mask, method=LM.encode)
-
-  def next_logits(state, tokens, step):
-    logits = model.apply(variables, memory, text_mask, tokens[:, :-1],
-                         method=LM.decode_logits)
-    return jax.lax.dynamic_index_in_dim(logits, step, 1, False), state
-
-  return _sample(config, next_logits, (), key, memory.shape[0], max_frames,
-                 temperature, top_k)

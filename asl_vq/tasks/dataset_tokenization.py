@@ -27,8 +27,8 @@ import tqdm
 from absl import logging
 from jax.experimental import multihost_utils
 
-from asl_vq import tokenizer_api
-from asl_vq.data import cache
+from asl_vq import fileio
+from asl_vq import inference
 from asl_vq.data import datasets
 from asl_vq.data import pipeline
 from asl_vq.data import tokens
@@ -37,10 +37,10 @@ SPLITS = ("train", "validation", "test")
 
 
 def _write_part(path: str, table: pa.Table) -> None:
-  cache.atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+  fileio.atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
-def tokenize_split(tok: tokenizer_api.Tokenizer, source: pipeline.Source,
+def tokenize_split(tok: inference.Tokenizer, source: pipeline.Source,
                    path: str, *, batch_size: int, part_batches: int,
                    metadata: dict[str, Any], desc: str = "") -> None:
   """Writes `path` (see the module docstring); a no-op if it exists."""
@@ -50,12 +50,12 @@ def tokenize_split(tok: tokenizer_api.Tokenizer, source: pipeline.Source,
   n, part_size = len(source), batch_size * part_batches
   ids = np.asarray(source.sequence_ids, np.int64)
   parts_dir = f"{path}.parts"
-  cache.start_parts(parts_dir, dict(
+  fileio.start_parts(parts_dir, dict(
       metadata, part_size=part_size,
       sequence_ids=hashlib.sha256(ids.tobytes()).hexdigest()))
   part_paths = [os.path.join(parts_dir, f"{p:06d}.parquet")
                 for p in range(math.ceil(n / part_size))]
-  q = tok.vocab.num_quantizers
+  q = tok.code_spec.num_quantizers
   with tqdm.tqdm(total=n, desc=f"tokenize {desc}", unit="seq",
                  file=sys.stderr) as bar:
     for p, part in enumerate(part_paths):
@@ -75,11 +75,11 @@ def tokenize_split(tok: tokenizer_api.Tokenizer, source: pipeline.Source,
   if not np.array_equal(table["sequence_id"].to_numpy(), ids):
     raise RuntimeError(f"{parts_dir}: the parts do not hold the split's "
                        "sequences in order; delete the folder and rerun")
-  cache.atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+  fileio.atomic_write(path, lambda tmp: pq.write_table(table, tmp))
   shutil.rmtree(parts_dir)
 
 
-def verify_split(tok: tokenizer_api.Tokenizer, source: pipeline.Source,
+def verify_split(tok: inference.Tokenizer, source: pipeline.Source,
                  path: str, *, chunk_size: int, atol: float = 1e-5) -> float:
   """Max |decode(stored codes) - decode(encode(raw))|; raises above `atol`.
 
@@ -118,12 +118,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, dict]:
     raise ValueError("config.checkpoint is required: the tokenizer's training "
                      "workdir (--config.checkpoint=RUN)")
   # Every process restores (Orbax restores collectively); one does the work.
-  tok = tokenizer_api.Tokenizer.load(config.checkpoint,
+  tok = inference.Tokenizer.load(config.checkpoint,
                                      batch_size=config.batch_size)
   splits = datasets.load(data_config(tok.config, config))
   metadata = dict(checkpoint=os.path.abspath(config.checkpoint),
-                  step=tok.step, num_quantizers=tok.vocab.num_quantizers,
-                  codebook_size=tok.vocab.codebook_size, max_len=tok.max_len)
+                  step=tok.step, num_quantizers=tok.code_spec.num_quantizers,
+                  codebook_size=tok.code_spec.codebook_size, max_len=tok.max_len)
   report = {}
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)

@@ -9,7 +9,8 @@ import optax
 import pytest
 
 from asl_vq import vocab
-from asl_vq.models.probe import (Probe, ProbeConfig, frame_codes,
+from asl_vq.models.transformer import frame_codes
+from asl_vq.models.classifier import (Probe, ProbeConfig,
                                  init_from_codebooks, letter_accuracy,
                                  letter_targets, probe_loss)
 
@@ -67,11 +68,11 @@ def test_init_from_codebooks_copies_exactly():
 def test_letter_targets():
   phrases = ['hello world', 'zap-1', '']
   labels = np.full((3, 12), vocab.PAD_ID, np.int32)
-  paddings = np.ones((3, 12), np.float32)
+  label_mask = np.zeros((3, 12), bool)
   for i, phrase in enumerate(phrases):
     labels[i, :len(phrase)] = vocab.encode(phrase)
-    paddings[i, :len(phrase)] = 0.0
-  targets = np.asarray(jax.jit(letter_targets)(labels, paddings))
+    label_mask[i, :len(phrase)] = True
+  targets = np.asarray(jax.jit(letter_targets)(labels, label_mask))
   for phrase, row in zip(phrases, targets):
     assert {vocab.LETTERS[j] for j in np.flatnonzero(row)} == (
         set(phrase) & set(vocab.LETTERS))

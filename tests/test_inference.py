@@ -21,8 +21,8 @@ def sequences(tok):
 
 
 def test_vocab(tok):
-  assert (tok.vocab.num_quantizers, tok.vocab.codebook_size) == (4, 32)
-  assert "<a98><b624><c235><d17>" in tok.vocab.text_format
+  assert (tok.code_spec.num_quantizers, tok.code_spec.codebook_size) == (4, 32)
+  assert "<a98><b624><c235><d17>" in asl_vq.inference.TEXT_FORMAT
 
 
 def test_codes_have_one_row_per_kept_frame(tok, sequences):

@@ -7,10 +7,10 @@ import pytest
 
 import asl_vq
 import tiny_tokenizer
-from asl_vq import tokenize
 from asl_vq.data import datasets
 from asl_vq.data import pipeline
 from asl_vq.data import tokens
+from asl_vq.tasks import dataset_tokenization
 
 
 def _config(checkpoint, **overrides):
@@ -40,7 +40,7 @@ def splits(tok):
 @pytest.fixture(scope="module")
 def tokenized(run_dir, tmp_path_factory):
   out = tmp_path_factory.mktemp("tokens")
-  report = tokenize.run(_config(run_dir, verify=True), str(out))
+  report = dataset_tokenization.run(_config(run_dir, verify=True), str(out))
   return out, report
 
 
@@ -69,7 +69,7 @@ def test_files_hold_the_splits_and_the_codes_of_encode(tokenized, splits,
 
 def test_a_killed_run_resumes_without_duplicates_or_gaps(
     run_dir, tokenized, tmp_path, monkeypatch):
-  write, calls = tokenize._write_part, []
+  write, calls = dataset_tokenization._write_part, []
 
   def write_two_then_die(path, table):
     if len(calls) == 2:
@@ -80,10 +80,10 @@ def test_a_killed_run_resumes_without_duplicates_or_gaps(
 
   monkeypatch.setattr(tokenize, "_write_part", write_two_then_die)
   with pytest.raises(KeyboardInterrupt):
-    tokenize.run(_config(run_dir), str(tmp_path))
+    dataset_tokenization.run(_config(run_dir), str(tmp_path))
   assert not (tmp_path / "train.parquet").exists()
   monkeypatch.setattr(tokenize, "_write_part", write)
-  tokenize.run(_config(run_dir), str(tmp_path))
+  dataset_tokenization.run(_config(run_dir), str(tmp_path))
   assert sorted(os.listdir(tmp_path)) == sorted(os.listdir(tokenized[0]))
   for name in ("train", "validation", "test"):
     a = tokens.TokenSource(tmp_path / f"{name}.parquet")
@@ -93,13 +93,13 @@ def test_a_killed_run_resumes_without_duplicates_or_gaps(
       np.testing.assert_array_equal(a[i]["codes"], b[i]["codes"])
   # A finished split is not redone.
   mtime = os.stat(tmp_path / "train.parquet").st_mtime_ns
-  tokenize.run(_config(run_dir), str(tmp_path))
+  dataset_tokenization.run(_config(run_dir), str(tmp_path))
   assert os.stat(tmp_path / "train.parquet").st_mtime_ns == mtime
 
 
 def test_checkpoint_is_required(tmp_path):
   with pytest.raises(ValueError, match="config.checkpoint"):
-    tokenize.run(_config(""), str(tmp_path))
+    dataset_tokenization.run(_config(""), str(tmp_path))
 
 
 def test_pipeline_batches_codes(tokenized, tok):
@@ -124,7 +124,7 @@ def test_pipeline_batches_codes(tokenized, tok):
                                     np.arange(batch["codes"].shape[1]) < n)
       np.testing.assert_array_equal(batch["codes"][row, :n], item["codes"])
       assert not batch["codes"][row, n:].any()
-      assert (batch["label_paddings"][row] == 0).sum() == len(item["phrase"])
+      assert batch["label_mask"][row].sum() == len(item["phrase"])
       seen += 1
   assert seen == len(src)
   # Training never flips codes.

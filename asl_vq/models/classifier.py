@@ -1,6 +1,6 @@
 """The letter probe: which of a-z occur in the phrase, from tokens or keypoints.
 
-One model with 26 binary outputs (DESIGN.md section 5). 'tokens': the code
+One model with 26 binary outputs (docs/design.md; the paper's section 5). 'tokens': the code
 streams framed as BOS, codes..., EOS, PAD... (per stream vocabulary
 codebook_size + 3), summed stream embeddings (initialisable from the
 tokenizer's codebooks), a transformer encoder; 'continuous': the tokenizer's
@@ -20,16 +20,12 @@ import jax.numpy as jnp
 import optax
 
 from asl_vq import vocab
-from asl_vq.models.transformer import SignEncoder, masked_mean
+from asl_vq.models.transformer import (NUM_SPECIAL, SignEncoder, frame_codes,
+                                       masked_mean)
 
 NUM_LETTERS = len(vocab.LETTERS)
 FIRST_LETTER_ID = vocab.CHAR_TO_ID[vocab.LETTERS[0]]
 assert vocab.CHARACTERS[FIRST_LETTER_ID:][:NUM_LETTERS] == vocab.LETTERS
-# Per stream, after the codebook_size codes.
-BOS, EOS, PAD = 0, 1, 2
-NUM_SPECIAL = 3
-
-
 @dataclasses.dataclass(frozen=True)
 class ProbeConfig:
   """Hyperparameters; the defaults are the paper's token probe."""
@@ -43,23 +39,6 @@ class ProbeConfig:
   dropout: float = 0.1
   num_blocks: int = 6         # continuous
   kernel_size: int = 51       # continuous
-
-
-def frame_codes(codes, mask, codebook_size: int):
-  """Codes [B, L, Q] + mask [B, L] -> (tokens [B, L + 2, Q], mask [B, L + 2]).
-
-  Each stream becomes BOS, its codes, EOS, then PAD (ids codebook_size +
-  BOS / EOS / PAD). The valid frames must come first (the pipeline's layout).
-  """
-  length = mask.sum(1)[:, None, None]
-  positions = jnp.arange(codes.shape[1] + 2)[None, :, None]
-  shifted = jnp.pad(codes, ((0, 0), (1, 1), (0, 0)))
-  tokens = jnp.where(positions == 0, codebook_size + BOS,
-                     jnp.where(positions <= length, shifted,
-                               jnp.where(positions == length + 1,
-                                         codebook_size + EOS,
-                                         codebook_size + PAD)))
-  return tokens.astype(jnp.int32), positions[..., 0] <= length[..., 0] + 1
 
 
 class Probe(nn.Module):
@@ -100,13 +79,13 @@ def init_from_codebooks(params, codebooks):
   return {**params, 'encoder': {**params['encoder'], 'embed': embed}}
 
 
-def letter_targets(labels, label_paddings):
-  """CTC-layout labels [B, S] (paddings 1.0) -> f32 [B, 26], 1 if present.
+def letter_targets(labels, label_mask):
+  """Labels [B, S] + label_mask bool [B, S] -> f32 [B, 26], 1 if present.
 
   The vocabulary has lower-case letters only (phrases are lower-case).
   """
   hits = jax.nn.one_hot(labels - FIRST_LETTER_ID, NUM_LETTERS)  # 0 if not.
-  hits = hits * (label_paddings < 0.5)[..., None]
+  hits = hits * label_mask[..., None]
   return hits.max(1)
 
 

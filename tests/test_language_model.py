@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from asl_vq import config_lib
-from asl_vq import lm
-from asl_vq import translate
 from asl_vq import vocab
-from asl_vq.models import lm as lm_lib
-from asl_vq.models.probe import BOS, EOS, PAD
+from asl_vq.models import code_lm as lm_lib
+from asl_vq.models.transformer import BOS, EOS, PAD
+from asl_vq.tasks import base
+from asl_vq.tasks import language_modeling
 
 import train_helpers
 import tiny_tokenizer
@@ -21,6 +21,22 @@ B, L, Q, K = 3, 6, 3, 8
 LENGTHS = (6, 4, 1)
 PHRASES = ("ab c", "hello", "x")
 
+
+def sample_uncached(config: lm_lib.LMConfig, variables, text, text_mask, key, *,
+                    max_frames: int, temperature=0.0, top_k: int = 0):
+  """`sample` re-running the whole causal decoder every step: the reference
+  the cached one is tested against."""
+  model = lm_lib.LM(config)
+  memory = model.apply(variables, text, text_mask, method=lm_lib.LM.encode)
+
+  def next_logits(state, tokens, step):
+    logits = model.apply(variables, memory, text_mask, tokens[:, :-1],
+                         method=lm_lib.LM.decode_logits)
+    return jax.lax.dynamic_index_in_dim(logits, step, 1, False), state
+
+  return lm_lib._sample(  # pylint: disable=protected-access
+      config, next_logits, (), key, memory.shape[0], max_frames,
+                 temperature, top_k)
 
 def tiny_config(pattern):
   return lm_lib.LMConfig(num_quantizers=Q, codebook_size=K, pattern=pattern,
@@ -36,11 +52,11 @@ def codes_and_mask():
 
 def text_inputs(phrases=PHRASES, width=8):
   labels = np.full((len(phrases), width), vocab.PAD_ID, np.int32)
-  paddings = np.ones((len(phrases), width), np.float32)
+  label_mask = np.zeros((len(phrases), width), bool)
   for i, p in enumerate(phrases):
     labels[i, :len(p)] = vocab.encode(p)
-    paddings[i, :len(p)] = 0
-  return lm_lib.phrase_inputs(jnp.asarray(labels), jnp.asarray(paddings))
+    label_mask[i, :len(p)] = True
+  return lm_lib.phrase_inputs(jnp.asarray(labels), jnp.asarray(label_mask))
 
 
 @functools.lru_cache(maxsize=None)
@@ -101,7 +117,7 @@ def test_cached_sampling_equals_uncached_greedy(pattern):
                           static_argnames=("max_frames", "top_k"))
   cached = run(lm_lib.sample)(config, variables, text, text_mask, key,
                               max_frames=7)
-  uncached = run(lm_lib.sample_uncached)(config, variables, text, text_mask,
+  uncached = run(sample_uncached)(config, variables, text, text_mask,
                                          key, max_frames=7)
   codes, lengths = cached
   assert codes.shape == (B, 7, Q) and codes.dtype == jnp.int32
@@ -198,7 +214,8 @@ def test_lm_loss_falls_on_a_repeated_batch():
   config = config_lib.load("lm", "tiny,pattern=delay")
   config.tokens = tiny_tokenizer.tokens_dir()
   config.train.learning_rate = 1e-2
-  splits = translate.load_splits(config)
+  splits, code_spec = base.load_sign_splits(config)
   losses = train_helpers.losses_on_a_repeated_batch(
-      lm.LMTask(config), config, splits["train"], 30)
+      language_modeling.LMTask(config, code_spec), config, splits["train"],
+      30)
   assert losses[-1] < 0.6 * losses[0], losses

@@ -1,6 +1,6 @@
 r"""The paper's Table 2 (translation) and Table 5 (probing) as one command.
 
-  python -m asl_vq.experiments.table2 --workdir=runs/table2 --preset=cpu
+  python -m asl_vq.experiments.paper_tables --workdir=runs/table2 --preset=cpu
 
 For each tokenizer row of the ablation it trains the tokenizer, tokenizes
 every split, trains the translator on the tokens and the letter probe inside
@@ -28,11 +28,12 @@ from absl import logging
 
 from asl_vq import compilation_cache
 from asl_vq import config_lib
-from asl_vq import metric_writers
-from asl_vq import probe
-from asl_vq import tokenize
-from asl_vq import train
-from asl_vq import translate
+from asl_vq import provenance
+from asl_vq import tables
+from asl_vq.tasks import dataset_tokenization
+from asl_vq.tasks import probing
+from asl_vq.tasks import tokenizer_training
+from asl_vq.tasks import translation
 
 FLAGS = flags.FLAGS
 
@@ -122,14 +123,14 @@ def run_all(workdir: str, preset: str, rows: Sequence[str],
     if tokens_dir is not None:
       tok_dir = sub(f"tokenizer_{row}")
       if _done(tok_dir) is None:
-        _timed(timings, os.path.basename(tok_dir), train.run,
+        _timed(timings, os.path.basename(tok_dir), tokenizer_training.run,
                _with(config_lib.load("rvq_ctc", f"{preset},row={row}"), data,
                      epochs.get("tokenizer")), tok_dir)
       config = config_lib.load("tokenize", "")
       config.checkpoint = tok_dir
       if not all(os.path.exists(os.path.join(tokens_dir, f"{s}.parquet"))
-                 for s in tokenize.SPLITS):
-        _timed(timings, os.path.basename(tokens_dir), tokenize.run, config,
+                 for s in dataset_tokenization.SPLITS):
+        _timed(timings, os.path.basename(tokens_dir), dataset_tokenization.run, config,
                tokens_dir)   # resumes the splits already written.
     inputs = "continuous" if tokens_dir is None else "tokens"
     results[row] = {}
@@ -157,11 +158,11 @@ def write_tables(workdir: str, results: dict[str, dict], data: str,
   """`budget`: a line on the epochs and wall time the tables cost."""
   order = ["continuous"] + [r for r in ROW_NAMES if r in results and
                             r != "continuous"]
-  t2 = metric_writers.write_table(workdir, "table2", ["model", "normalised Levenshtein (test)"],
+  t2 = tables.write_table(workdir, "table2", ["model", "normalised Levenshtein (test)"],
               [[ROW_NAMES[r], results[r]["seq2seq"]["score"]] for r in order],
               f"Table 2 equivalent ({data} data): sign-to-text translation."
               + (f"\n\n{budget}" if budget else ""))
-  t5 = metric_writers.write_table(workdir, "table5", ["model", "mean", *LETTERS],
+  t5 = tables.write_table(workdir, "table5", ["model", "mean", *LETTERS],
               [[ROW_NAMES[r], results[r]["probe"]["accuracy"],
                 *(results[r]["probe"][f"accuracy_{c}"] for c in LETTERS)]
                for r in order],
@@ -177,7 +178,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)   # Orbax's INFO lines drown the bars.
   compilation_cache.enable()
   os.makedirs(FLAGS.workdir, exist_ok=True)
-  metric_writers.record_command(FLAGS.workdir)
+  provenance.record_command(FLAGS.workdir)
   data = config_lib.load("rvq_ctc", FLAGS.preset).data
   data.dir = FLAGS.data_dir
   epochs = {"tokenizer": FLAGS.tokenizer_epochs,

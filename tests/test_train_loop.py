@@ -1,7 +1,6 @@
 """The tokenizer's training: loss falls, sharding is exact, resume is exact."""
 
 import functools
-import importlib.util
 import os
 import signal
 import subprocess
@@ -16,11 +15,12 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from asl_vq import checkpointing
+from asl_vq import config_lib
 from asl_vq import metric_writers
 from asl_vq import train
-from asl_vq import trainer
 from asl_vq.data import datasets
 from asl_vq.data import pipeline
+from asl_vq.tasks import tokenizer_training
 
 EPOCHS = ("--config.train.num_epochs=5",)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,10 +28,7 @@ CONFIG = os.path.join(REPO, "configs", "rvq_ctc.py")
 
 
 def _config(arg="tiny"):
-  spec = importlib.util.spec_from_file_location("rvq_ctc_config", CONFIG)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return config_lib.load("rvq_ctc", arg)
 
 
 def _run_main(workdir, *extra, env_devices=8, wait=True, process=None):
@@ -78,16 +75,16 @@ def tiny_batch():
 
 
 def _step_on(mesh, config, batch, steps=2, tx=None):
-  task, tx = train.TokenizerTask(config), tx or trainer.make_optimizer(config)
+  task, tx = tokenizer_training.TokenizerTask(config), tx or train.make_optimizer(config)
   repl = NamedSharding(mesh, P())
   data = NamedSharding(mesh, P("data"))
-  state = jax.jit(functools.partial(trainer.init_state, task, tx),
+  state = jax.jit(functools.partial(train.init_state, task, tx),
                   out_shardings=repl)(jax.random.PRNGKey(0))
-  step = jax.jit(functools.partial(trainer.train_step, task=task, tx=tx,
+  step = jax.jit(functools.partial(train.train_step, task=task, tx=tx,
                                    base_rng=jax.random.PRNGKey(1)),
-                 in_shardings=(repl, {k: data for k in train.DEVICE_KEYS}),
+                 in_shardings=(repl, {k: data for k in tokenizer_training.DEVICE_KEYS}),
                  out_shardings=(repl, repl))
-  gbatch = {k: jax.device_put(batch[k], data) for k in train.DEVICE_KEYS}
+  gbatch = {k: jax.device_put(batch[k], data) for k in tokenizer_training.DEVICE_KEYS}
   losses = []
   for _ in range(steps):
     state, m = step(state, gbatch)
@@ -107,8 +104,9 @@ def test_one_step_on_8_devices_equals_1_device(tiny_batch):
                        batch, tx=sgd)
   np.testing.assert_allclose(l1, l8, rtol=1e-5)
   _assert_trees_close(one.params, eight.params, rtol=1e-4, atol=1e-5)
-  _assert_trees_close(one.vq, eight.vq, rtol=1e-4, atol=1e-5)
-  _assert_trees_close(one.batch_stats, eight.batch_stats, rtol=1e-4,
+  _assert_trees_close(one.collections["vq"], eight.collections["vq"], rtol=1e-4, atol=1e-5)
+  _assert_trees_close(one.collections["batch_stats"],
+                      eight.collections["batch_stats"], rtol=1e-4,
                       atol=1e-5)
 
 
@@ -123,17 +121,17 @@ def test_nonfinite_loss_skips_the_update_and_names_the_step(tiny_batch):
   config, batch = tiny_batch
   bad = dict(batch)
   bad["inputs"] = np.full_like(batch["inputs"], np.nan)
-  task, tx = train.TokenizerTask(config), trainer.make_optimizer(config)
-  state = trainer.init_state(task, tx, jax.random.PRNGKey(0))
-  step = jax.jit(functools.partial(trainer.train_step, task=task, tx=tx,
+  task, tx = tokenizer_training.TokenizerTask(config), train.make_optimizer(config)
+  state = train.init_state(task, tx, jax.random.PRNGKey(0))
+  step = jax.jit(functools.partial(train.train_step, task=task, tx=tx,
                                    base_rng=jax.random.PRNGKey(1)))
-  state, _ = step(state, {k: batch[k] for k in train.DEVICE_KEYS})
+  state, _ = step(state, {k: batch[k] for k in tokenizer_training.DEVICE_KEYS})
   before = jax.device_get(state.params)
-  state, _ = step(state, {k: bad[k] for k in train.DEVICE_KEYS})
+  state, _ = step(state, {k: bad[k] for k in tokenizer_training.DEVICE_KEYS})
   assert int(state.nonfinite_step) == 1
   _assert_trees_close(before, state.params, rtol=0, atol=0)
   with pytest.raises(FloatingPointError, match="not finite at step 1"):
-    trainer.check_finite(state, type("C", (), {"latest_step": lambda s: 0})())
+    train.check_finite(state, type("C", (), {"latest_step": lambda s: 0})())
 
 
 def test_main_trains_writes_outputs_and_resumes_exactly_after_sigkill(

@@ -11,8 +11,8 @@ batch size, so the jitted model compiles once per bucket, not per length.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
+import json
 import os
 import re
 import string
@@ -22,12 +22,14 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from asl_vq import checkpointing
+from asl_vq import sharding
 from asl_vq import train
-from asl_vq import trainer
 from asl_vq.data import layout
 from asl_vq.data import pipeline
+from asl_vq.data import tokens as tokens_lib
+from asl_vq.tasks import tokenizer_training
 
 TEXT_FORMAT = ("one group per frame, frames separated by one space; a group "
                "is <xN> per quantizer in order, x = a, b, c, ... (quantizer "
@@ -37,12 +39,37 @@ _FRAME = re.compile(r"(?:<[a-z]\d+>)+")
 _GROUP = re.compile(r"<([a-z])(\d+)>")
 
 
-@dataclasses.dataclass(frozen=True)
-class Vocab:
-  """What the codes are: `num_quantizers` streams of `codebook_size` ids."""
-  num_quantizers: int
-  codebook_size: int
-  text_format: str = TEXT_FORMAT
+def load_for_inference(path: str, make_task, which: str = "best"):
+  """A training workdir's config, task and `which` checkpoint's schedule-free
+  evaluation variables (as validation uses them), on one local device.
+
+  Returns (config, task, variables, step).
+  """
+  path = os.path.abspath(os.fspath(path))
+  config_path = os.path.join(path, "config.json")
+  if not os.path.exists(config_path):
+    raise FileNotFoundError(f"{path}: no config.json; is it a training "
+                            "workdir?")
+  with open(config_path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  task = make_task(config)
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  abstract = jax.tree.map(
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
+      jax.eval_shape(functools.partial(train.init_state, task,
+                                       train.make_optimizer(config)),
+                     jax.random.PRNGKey(0)))
+  state = checkpointing.restore(path, which, abstract)
+  return config, task, state.variables(train.eval_params(state)), int(
+      state.step)
+
+
+def load_codebooks(path: str | os.PathLike, which: str = "best"
+                   ) -> np.ndarray:
+  """A tokenizer run's RVQ codebooks, float32 [Q, K, D] (its 'vq'
+  collection), without building the model."""
+  state = checkpointing.restore(os.fspath(path), which)
+  return np.asarray(state["collections"]["vq"]["rvq"]["codebook"])
 
 
 def _is_batch(x: Any) -> bool:
@@ -63,18 +90,17 @@ class Tokenizer:
                step: int | None = None):
     self.config = config
     self.step = step   # the training step of the checkpoint, if known.
-    self.model = train.make_model(config)
+    self.model = tokenizer_training.make_model(config)
     self.max_len = int(config.data.max_len)
     self.buckets = (tuple(config.data.buckets)
                     or pipeline.default_buckets(self.max_len))
-    self.vocab = Vocab(int(config.model.num_quantizers),
-                       int(config.model.codebook_size))
+    self.code_spec = tokens_lib.CodeSpec(int(config.model.num_quantizers),
+                                         int(config.model.codebook_size))
     # Batches are split over this process's devices only, so one process can
     # tokenize on its own while the others wait.
-    devices = jax.local_devices()
-    self.batch_size = -(-batch_size // len(devices)) * len(devices)
-    mesh = Mesh(np.array(devices), ("data",))
-    repl, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    mesh = sharding.make_mesh(jax.local_devices())
+    self.batch_size = -(-batch_size // mesh.size) * mesh.size
+    repl, data = sharding.replicated(mesh), sharding.data_sharding(mesh)
     self._variables = jax.device_put(variables, repl)
     self._encode = jax.jit(
         functools.partial(self.model.apply, method="encode"),
@@ -84,6 +110,12 @@ class Tokenizer:
             v, codes, mask, n_q, method="decode_codes"),
         in_shardings=(repl, data, data, None), out_shardings=data)
 
+  @property
+  def codebooks(self) -> np.ndarray:
+    """The RVQ codebooks, float32 [Q, K, D] (quantizer q's code k is row
+    [q, k])."""
+    return np.asarray(self._variables["vq"]["rvq"]["codebook"])
+
   @classmethod
   def load(cls, path: str | os.PathLike, which: str = "best",
            batch_size: int = 16) -> "Tokenizer":
@@ -91,8 +123,8 @@ class Tokenizer:
 
     The schedule-free evaluation parameters are used, as in validation.
     """
-    config, _, variables, step = trainer.load_for_inference(
-        path, train.TokenizerTask, which)
+    config, _, variables, step = load_for_inference(
+        path, tokenizer_training.TokenizerTask, which)
     return cls(config, variables, batch_size, step)
 
   # -------------------------------------------------------------------------
@@ -148,7 +180,7 @@ class Tokenizer:
     """
     if not _is_batch(codes):
       return self.decode([codes], n_q)[0]
-    q, size = self.vocab.num_quantizers, self.vocab.codebook_size
+    q, size = self.code_spec.num_quantizers, self.code_spec.codebook_size
     full = []
     for c in codes:
       c = np.asarray(c)
@@ -217,7 +249,7 @@ class Tokenizer:
     every frame, with codes below the codebook size. "" gives [0, Q].
     """
     if not text:
-      return np.zeros((0, self.vocab.num_quantizers), np.int32)
+      return np.zeros((0, self.code_spec.num_quantizers), np.int32)
     rows = []
     for t, frame in enumerate(text.split(" ")):
       if not _FRAME.fullmatch(frame):
@@ -233,7 +265,7 @@ class Tokenizer:
     if len(k) > 1:
       raise ValueError(f"frames hold different numbers of quantizers {k}")
     codes = np.asarray(rows, np.int64)
-    if codes.shape[1] > self.vocab.num_quantizers or (
-        codes.max() >= self.vocab.codebook_size):
-      raise ValueError(f"codes exceed {self.vocab}")
+    if codes.shape[1] > self.code_spec.num_quantizers or (
+        codes.max() >= self.code_spec.codebook_size):
+      raise ValueError(f"codes exceed {self.code_spec}")
     return codes.astype(np.int32)

@@ -5,7 +5,7 @@ import csv
 import os
 
 from asl_vq import config_lib
-from asl_vq.experiments import table2
+from asl_vq.experiments import paper_tables
 
 
 def test_tables_are_written_and_stages_resume(tmp_path):
@@ -14,8 +14,8 @@ def test_tables_are_written_and_stages_resume(tmp_path):
   data.synthetic.num_signers = 16
   data.fractions = dict(train=0.4, validation=0.1, test=0.5)
   rows = ["rvq+ctc"]
-  results = table2.run_all(str(tmp_path), "tiny", rows, data)
-  text = table2.write_tables(str(tmp_path), results, "synthetic")
+  results = paper_tables.run_all(str(tmp_path), "tiny", rows, data)
+  text = paper_tables.write_tables(str(tmp_path), results, "synthetic")
 
   assert "synthetic" in text
   with open(tmp_path / "table2.csv") as f:
@@ -31,5 +31,5 @@ def test_tables_are_written_and_stages_resume(tmp_path):
   stamps = {p: os.stat(p).st_mtime_ns
             for p in tmp_path.glob("*/test_metrics.json")}
   assert len(stamps) == 5   # tokenizer, 2 x seq2seq, 2 x probe.
-  assert table2.run_all(str(tmp_path), "tiny", rows, data) == results
+  assert paper_tables.run_all(str(tmp_path), "tiny", rows, data) == results
   assert stamps == {p: os.stat(p).st_mtime_ns for p in stamps}

@@ -1,0 +1,40 @@
+"""What made an output: the command of each start of a run (`command.txt`),
+which the report uses to caption figures."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+
+import jax
+
+
+def command_line(argv: list[str] | None = None) -> str:
+  """This process's command as a user would type it (`python -m asl_vq.X`
+  rather than the module file's path)."""
+  argv = list(sys.argv if argv is None else argv)
+  package = os.path.dirname(os.path.abspath(__file__))
+  script = os.path.abspath(argv[0]) if argv else ""
+  if script.startswith(package + os.sep) and script.endswith(".py"):
+    module = os.path.relpath(script[:-3], os.path.dirname(package))
+    module = module.replace(os.sep, ".").removesuffix(".__main__")
+    return shlex.join(["python", "-m", module, *argv[1:]])
+  return shlex.join(["python", *argv])
+
+
+def record_command(workdir: str) -> None:
+  """Appends the command to `<workdir>/command.txt` (one line per start, so
+  a resumed run lists each), for the report's figure captions."""
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "command.txt"), "a") as f:
+      f.write(command_line() + "\n")
+
+
+def first_command(workdir: str) -> str | None:
+  path = os.path.join(workdir, "command.txt")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return f.readline().strip() or None

@@ -1,0 +1,111 @@
+"""What an experiment gives the shared loop (`asl_vq.train.fit`), with the
+defaults most experiments share, and the sign-input helpers of the
+downstream tasks (their encoder reads code streams or keypoints).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from asl_vq.data import datasets
+from asl_vq.data import layout
+from asl_vq.data import tokens as tokens_lib
+
+
+class Task:
+  """An experiment for `asl_vq.train.fit`. Methods marked (jit) are traced.
+
+  Subclasses set `device_keys` (batch entries the device steps read) and
+  `curves` (metrics drawn in learning_curves.png), and define
+  `init_variables`, `loss` and `eval_batch`.
+  """
+
+  device_keys: tuple[str, ...]
+  curves: tuple[str, ...]
+  summary_name: str = "params"
+
+  def init_variables(self, rng) -> dict[str, Any]:
+    """(jit) {'params': ..., and the model's other collections}."""
+    raise NotImplementedError
+
+  def loss(self, params, state, batch, rng
+           ) -> tuple[jax.Array, dict[str, jax.Array], dict[str, Any]]:
+    """(jit) (loss, metrics, updated mutable collections) in training."""
+    raise NotImplementedError
+
+  def eval_batch(self, variables, batch
+                 ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+    """(jit) (sums over the batch's valid examples, incl. 'examples';
+    per-example outputs the host needs)."""
+    raise NotImplementedError
+
+  def eval_host(self, outputs: dict[str, np.ndarray],
+                batch: dict[str, np.ndarray]) -> list[Any]:
+    """Host side, per batch: records (e.g. reference/hypothesis pairs).
+    Default: none."""
+    del outputs, batch
+    return []
+
+  def eval_metrics(self, sums: dict[str, np.ndarray], records: list[Any]
+                   ) -> dict[str, float]:
+    """The validation metrics from the summed `sums` and all records.
+    Default: the scalar sums per example."""
+    del records
+    return mean_sums(sums)
+
+  def summary(self) -> dict[str, Any]:
+    """Parameter counts, printed at start. Default: the model's parameter
+    count under `summary_name`."""
+    shapes = jax.eval_shape(self.init_variables, jax.random.PRNGKey(0))
+    return {self.summary_name: sum(x.size for x in jax.tree.leaves(
+        shapes["params"]))}
+
+
+def mean_sums(sums: dict[str, np.ndarray]) -> dict[str, float]:
+  """Scalar sums divided by the number of examples (kept as 'examples')."""
+  n = max(float(sums["examples"]), 1.0)
+  out = {k: float(v) / n for k, v in sums.items() if np.ndim(v) == 0}
+  out["examples"] = float(sums["examples"])
+  return out
+
+
+def code_fields(code_spec: tokens_lib.CodeSpec | None) -> dict[str, int]:
+  """The model-config fields a code spec sets ({} for keypoint inputs)."""
+  if code_spec is None:
+    return {}
+  return dict(num_quantizers=code_spec.num_quantizers,
+              codebook_size=code_spec.codebook_size)
+
+
+def sign_input_key(config: ml_collections.ConfigDict) -> str:
+  """The batch entry a downstream sign encoder reads: 'codes' (token
+  streams) or 'inputs' (keypoints), by `config.model.encoder`."""
+  return "codes" if config.model.encoder == "tokens" else "inputs"
+
+
+def dummy_sign_inputs(config: ml_collections.ConfigDict, length: int,
+                      code_spec: tokens_lib.CodeSpec | None):
+  """Zeros shaped like a batch of 2 sign inputs (for `init`): int32
+  [2, length, Q] codes or float32 [2, length, 42, 2] keypoints."""
+  if config.model.encoder == "tokens":
+    return jnp.zeros((2, length, code_spec.num_quantizers), jnp.int32)
+  return jnp.zeros((2, length, layout.NUM_POINTS, 2), jnp.float32)
+
+
+def load_sign_splits(config: ml_collections.ConfigDict
+                     ) -> tuple[dict[str, Any], tokens_lib.CodeSpec | None]:
+  """A downstream task's splits and, for token inputs, their code spec.
+
+  Token inputs (`model.encoder == "tokens"`, or a config without an encoder,
+  the LM): the tokenized dataset `config.tokens` (`tokens.load_splits`).
+  Keypoints: the tokenizer's own data and signer split (`datasets.load`),
+  with no code spec.
+  """
+  if config.model.get("encoder", "tokens") != "tokens":
+    return datasets.load(config), None
+  return tokens_lib.load_splits(config.tokens)

@@ -1,0 +1,152 @@
+"""The tokenizer experiment: encoder -> RVQ -> CTC head and decoder.
+
+`run(config, workdir)` trains it with the shared loop (`asl_vq.train`);
+`TokenizerTask` says what is trained and how it is evaluated.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from asl_vq import losses
+from asl_vq import metrics as metrics_lib
+from asl_vq import train
+from asl_vq import vocab
+from asl_vq.data import datasets
+from asl_vq.models import tokenizer as tokenizer_lib
+from asl_vq.tasks import base
+
+DEVICE_KEYS = ("inputs", "input_mask", "labels", "label_mask",
+               "example_mask")
+CURVES = ("loss", "recon", "ctc", "commit", "score", "perplexity_q0",
+          "usage_q0")
+
+
+def model_config(config: ml_collections.ConfigDict
+                 ) -> tokenizer_lib.TokenizerConfig:
+  return tokenizer_lib.TokenizerConfig(**config.model.to_dict())
+
+
+def make_model(config: ml_collections.ConfigDict):
+  return tokenizer_lib.TokenizerModel(model_config(config))
+
+
+def sample_num_quantizers(rng, mode: str, num_quantizers: int,
+                          batch_size: int):
+  """Quantizer dropout: n_q ~ U{1..Q} per batch, per example, or all Q."""
+  if mode == "none":
+    return None
+  shape = {"batch": (), "example": (batch_size,)}[mode]
+  return jax.random.randint(rng, shape, 1, num_quantizers + 1)
+
+
+def _loss(out, batch, commit_weight):
+  return losses.tokenizer_loss(
+      out, batch["inputs"], batch["input_mask"], labels=batch["labels"],
+      label_mask=batch["label_mask"],
+      example_mask=batch["example_mask"], commit_weight=commit_weight)
+
+
+def code_statistics(counts: np.ndarray) -> dict[str, float]:
+  """Per quantizer: usage (fraction of codes used) and perplexity."""
+  stats = {}
+  for q, c in enumerate(counts):
+    p = c / max(c.sum(), 1)
+    nz = p[p > 0]
+    stats[f"usage_q{q}"] = float((c > 0).mean())
+    stats[f"perplexity_q{q}"] = float(np.exp(-(nz * np.log(nz)).sum()))
+  return stats
+
+
+class TokenizerTask(base.Task):
+  """Reconstruction + CTC + commitment; evaluated by CTC score and usage."""
+
+  device_keys = DEVICE_KEYS
+  curves = CURVES
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+    self.model = make_model(config)
+
+  def init_variables(self, rng):
+    max_len = self.config.data.max_len
+    inputs = jnp.zeros((2, max_len, 42, 2), jnp.float32)
+    mask = jnp.ones((2, max_len), bool)
+    p_rng, vq_rng, d_rng = jax.random.split(rng, 3)
+    return self.model.init({"params": p_rng, "vq": vq_rng, "dropout": d_rng},
+                           inputs, mask, train=False)
+
+  def loss(self, params, state, batch, rng):
+    config = self.config
+    q_rng, d_rng, vq_rng = jax.random.split(rng, 3)
+    n_q = sample_num_quantizers(q_rng, config.train.quantizer_dropout,
+                                config.model.num_quantizers,
+                                batch["inputs"].shape[0])
+    out, updates = self.model.apply(
+        state.variables(params), batch["inputs"], batch["input_mask"],
+        n_q=n_q, train=True, rngs={"dropout": d_rng, "vq": vq_rng},
+        mutable=["batch_stats", "vq"])
+    total, parts = _loss(out, batch, config.train.commit_weight)
+    metrics = dict(parts)
+    for name in ("perplexity", "used", "replaced"):
+      for q in range(config.model.num_quantizers):
+        metrics[f"{name}_q{q}"] = out[name][q]
+    return total, metrics, updates
+
+  def eval_batch(self, variables, batch):
+    """Loss parts summed over valid examples, code counts, CTC logits."""
+    out = self.model.apply(variables, batch["inputs"], batch["input_mask"],
+                           train=False)
+    total, parts = _loss(out, batch, self.config.train.commit_weight)
+    n = jnp.sum(batch["example_mask"].astype(jnp.float32))
+    sums = {k: v * n for k, v in dict(parts, loss=total).items()}
+    sums["examples"] = n
+    valid = batch["input_mask"] & batch["example_mask"][:, None]
+    sums["code_counts"] = jax.vmap(
+        lambda c: jnp.zeros(self.config.model.codebook_size, jnp.int32).at[
+            c].add(valid.astype(jnp.int32)), in_axes=-1)(out["codes"])
+    logits = out.get("ctc_logits")
+    if logits is None:   # no CTC head: predict nothing, the score says so.
+      logits = jnp.zeros(batch["input_mask"].shape + (vocab.VOCAB_SIZE,)
+                         ).at[..., vocab.BLANK_ID].set(1.0)
+    return sums, {"ctc_logits": logits}
+
+  def eval_host(self, outputs, batch):
+    decoded = losses.ctc_greedy_decode(outputs["ctc_logits"],
+                                       batch["input_mask"])
+    return [(vocab.decode(l[m]), vocab.decode(ids))
+            for ids, l, m, e in zip(decoded, batch["labels"],
+                                    batch["label_mask"],
+                                    batch["example_mask"]) if e]
+
+  def eval_metrics(self, sums, records):
+    result = base.mean_sums(sums)
+    result["score"] = metrics_lib.normalized_levenshtein(*zip(*records)) \
+        if records else 0.0
+    result.update(code_statistics(sums["code_counts"]))
+    return result
+
+  def summary(self):
+    return tokenizer_lib.model_summary(model_config(self.config))
+
+
+def format_eval(val: dict[str, float]) -> str:
+  usage = " ".join(f"{val[k]:.2f}" for k in sorted(val) if
+                   k.startswith("usage_q"))
+  ppl = " ".join(f"{val[k]:.0f}" for k in sorted(val) if
+                 k.startswith("perplexity_q"))
+  return (f"loss {val['loss']:.4f} recon "
+          f"{val.get('recon', float('nan')):.4f} ctc "
+          f"{val.get('ctc', float('nan')):.3f} score {val['score']:.3f} "
+          f"usage [{usage}] perplexity [{ppl}]")
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Trains the tokenizer; returns the best checkpoint's test metrics."""
+  splits = datasets.load(config)
+  return train.fit(config, workdir, TokenizerTask(config), splits["train"],
+                     splits["validation"], splits["test"],
+                     format_eval=format_eval)
