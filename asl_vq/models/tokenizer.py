@@ -52,9 +52,10 @@ class TokenizerModel(nn.Module):
                               c.kernel_size, c.dropout)
     self.features = FeatureExtractor(c.dim)
     self.encoder = stack()
-    self.rvq = ResidualVQ(c.num_quantizers, c.codebook_size, c.dim,
-                          c.vq_decay, c.vq_eps, c.kmeans_iters,
-                          c.dead_threshold)
+    self.rvq = ResidualVQ(
+        num_quantizers=c.num_quantizers, codebook_size=c.codebook_size,
+        dim=c.dim, decay=c.vq_decay, eps=c.vq_eps,
+        kmeans_iters=c.kmeans_iters, dead_threshold=c.dead_threshold)
     if c.use_ctc:
       self.ctc_head = nn.Dense(c.vocab_size, use_bias=False)
     self.decoder = stack()
