@@ -171,6 +171,11 @@ class ResidualVQ(nn.Module):
     kmeans_iters: k-means iterations of the first training batch.
     dead_threshold: codes whose EMA cluster size falls below it are replaced
       by random frames of the batch, and their EMA state reset to that size.
+    commit_grad: which commitment terms pull the input x. 'first' (the
+      reference): the residual entering quantizer q >= 1 carries no gradient
+      (the reference computes it from the straight-through output), so only
+      quantizer 0's term reaches x. 'all': every active term does. The
+      reported commit_loss is the same either way.
   """
   num_quantizers: int = 4
   codebook_size: int = 1024
@@ -179,6 +184,7 @@ class ResidualVQ(nn.Module):
   eps: float = 1e-5
   kmeans_iters: int = 10
   dead_threshold: float = 2.0
+  commit_grad: str = 'first'
 
   def setup(self):
     q, k, d = self.num_quantizers, self.codebook_size, self.dim
@@ -220,6 +226,9 @@ class ResidualVQ(nn.Module):
     revived this step (0 without an update); an unused quantizer has
     perplexity 1 and used 0.
     """
+    if self.commit_grad not in ('first', 'all'):
+      raise ValueError(f"commit_grad must be 'first' or 'all', not "
+                       f'{self.commit_grad!r}')
     b, t, d = x.shape
     update = (train and self.is_mutable_collection('vq')
               and not self.is_initializing())
@@ -252,7 +261,10 @@ class ResidualVQ(nn.Module):
       outputs = dict(state=state, codes=codes, any_active=n > 0,
                      commit=commit / jnp.maximum(n, 1.0),
                      perplexity=perplexity, used=used, replaced=replaced)
-      carry = (residual - quantized, total + quantized * active_q[:, None])
+      residual = residual - quantized
+      if self.commit_grad == 'first':
+        residual = jax.lax.stop_gradient(residual)
+      carry = (residual, total + quantized * active_q[:, None])
       return carry, outputs
 
     keys = (jax.random.split(self.make_rng('vq'), self.num_quantizers)
