@@ -103,7 +103,8 @@ def test_batch_norm_momentum_per_layer_as_reference():
       jax.tree.leaves(new_shifted['batch_stats'])):
     m = np.unique(np.round((np.float64(b) - np.float64(a)) / 10.0, 4))
     assert len(m) == 1, path
-    momenta.setdefault('/'.join(k.key for k in path[:-1]), set()).add(float(m[0]))
+    layer = '/'.join(k.key for k in path[:-1])
+    momenta.setdefault(layer, set()).add(float(m[0]))
   stem = {'features/proj_bn', 'output_head/bn'}
   conv = {'features/conv_bn', 'output_head/conv_bn',
           'encoder/block_0/conv/bn', 'decoder/block_0/conv/bn'}
