@@ -111,7 +111,8 @@ def bench_rvq(config, batch: int, frames: int, steps: int) -> dict:
   x = np.random.default_rng(0).standard_normal(
       (batch, frames, m.dim)).astype(np.float32)
   mask = np.ones((batch, frames), bool)
-  ours = rvq_lib.ResidualVQ(m.num_quantizers, m.codebook_size, m.dim)
+  ours = rvq_lib.ResidualVQ(num_quantizers=m.num_quantizers,
+                            codebook_size=m.codebook_size, dim=m.dim)
   variables = ours.init(jax.random.PRNGKey(0), x, mask, train=False)
 
   @jax.jit

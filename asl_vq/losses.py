@@ -2,7 +2,11 @@
 
 total = SmoothL1(recon, inputs) + CTC + commitment / 16, each part averaged
 over what is real: valid frames for the reconstruction, valid examples for
-CTC (padded frames and padded evaluation examples count for nothing).
+CTC (padded frames and padded evaluation examples count for nothing). As the
+reference (PyTorch's CTCLoss reduction='mean'), each example's CTC loss is
+divided by its number of label characters before the mean over examples; the
+evaluation loss that picks the best checkpoint is recon + CTC, without the
+commitment term.
 """
 
 from __future__ import annotations
@@ -30,16 +34,27 @@ def smooth_l1(recon, target, mask, beta: float = 1.0):
   return jnp.sum(per_frame * m) / jnp.maximum(m.sum(), 1.0)
 
 
-def ctc_loss(logits, mask, labels, label_mask=None, example_mask=None):
+CTC_REDUCTIONS = ('mean_per_char', 'sum')
+
+
+def ctc_loss(logits, mask, labels, label_mask=None, example_mask=None,
+             reduction: str = 'mean_per_char'):
   """optax CTC (blank = pad id 59), mean over the valid examples.
 
   logits: [B, T, V]; mask: [B, T] valid frames; labels: int32 [B, L] phrase
   characters only, padded; label_mask: [B, L] (default labels != PAD_ID);
   example_mask: [B] real examples (default: those with a valid frame).
+  reduction: 'mean_per_char' (the reference, PyTorch's default 'mean'):
+  each example's negative log-likelihood divided by its number of label
+  characters (at least 1), then the mean over examples; 'sum': the
+  undivided negative log-likelihood, then the mean over examples.
   Examples whose phrase cannot be aligned to their frames (too few frames for
   the characters and the blanks between repeats) are left out, as PyTorch's
   zero_infinity does: their loss would be optax's -log(epsilon) floor.
   """
+  if reduction not in CTC_REDUCTIONS:
+    raise ValueError(f'CTC reduction must be one of {CTC_REDUCTIONS}, not '
+                     f'{reduction!r}')
   if label_mask is None:
     label_mask = labels != vocab.PAD_ID
   if example_mask is None:
@@ -49,27 +64,35 @@ def ctc_loss(logits, mask, labels, label_mask=None, example_mask=None):
       1.0 - label_mask.astype(jnp.float32), blank_id=vocab.BLANK_ID)
   repeats = jnp.sum((labels[:, 1:] == labels[:, :-1])
                     & label_mask[:, 1:] & label_mask[:, :-1], axis=1)
-  feasible = mask.sum(1) >= label_mask.sum(1) + repeats
+  label_lengths = label_mask.sum(1)
+  if reduction == 'mean_per_char':
+    per_example = per_example / jnp.maximum(label_lengths, 1)
+  feasible = mask.sum(1) >= label_lengths + repeats
   keep = (example_mask & feasible).astype(jnp.float32)
   return jnp.sum(per_example * keep) / jnp.maximum(keep.sum(), 1.0)
 
 
 def tokenizer_loss(outputs: Mapping[str, jnp.ndarray], inputs, mask,
                    labels=None, label_mask=None, example_mask=None,
-                   commit_weight: float = COMMIT_WEIGHT):
+                   commit_weight: float = COMMIT_WEIGHT, *,
+                   ctc_reduction: str = 'mean_per_char'):
   """(total, parts) from the TokenizerModel's outputs.
 
   The CTC term is included when the outputs hold 'ctc_logits' (then labels
-  are required). parts: 'recon', 'commit' and, with CTC, 'ctc'.
+  are required); ctc_reduction is `ctc_loss`'s reduction. total = recon + ctc
+  + commit_weight * commit (the training objective). parts (float32
+  scalars): 'recon', 'commit', with CTC 'ctc', and 'eval_loss' = recon + ctc
+  (recon alone without CTC): the reference's evaluation loss, which has no
+  commitment term and picks the best checkpoint.
   """
   parts = dict(recon=smooth_l1(outputs['recon'], inputs, mask),
                commit=outputs['commit_loss'])
-  total = parts['recon'] + commit_weight * parts['commit']
+  parts['eval_loss'] = parts['recon']
   if 'ctc_logits' in outputs:
     parts['ctc'] = ctc_loss(outputs['ctc_logits'], mask, labels, label_mask,
-                            example_mask)
-    total = total + parts['ctc']
-  return total, parts
+                            example_mask, ctc_reduction)
+    parts['eval_loss'] = parts['eval_loss'] + parts['ctc']
+  return parts['eval_loss'] + commit_weight * parts['commit'], parts
 
 
 def ctc_greedy_decode(logits, mask) -> list[list[int]]:

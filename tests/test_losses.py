@@ -56,8 +56,38 @@ def test_ctc_loss_masks_frames_examples_and_infeasible_labels():
   example_mask = np.array([True, True, True, False])  # 3 is eval padding.
   got = losses.ctc_loss(jnp.asarray(logits), jnp.asarray(mask),
                         jnp.asarray(labels), example_mask=jnp.asarray(
-                            example_mask))
+                            example_mask), reduction='sum')
   np.testing.assert_allclose(got, np.mean(expected), rtol=1e-5)
+
+
+def test_ctc_loss_divides_by_target_length_by_default():
+  # Example 0: 1 frame, label "a": the only path is "a".
+  # Example 1: 2 frames, label "ab": the only path is "a", "b".
+  # Example 2: label "b" on 0 frames: infeasible, left out.
+  a, b = vocab.CHAR_TO_ID['a'], vocab.CHAR_TO_ID['b']
+  logits = np.zeros((3, 2, vocab.VOCAB_SIZE), np.float32)
+  logits[0, 0, a] = 2.0
+  logits[1, 0, a] = 1.0
+  logits[1, 1, b] = 3.0
+  labels = np.array([[a, BLANK], [a, b], [b, BLANK]])
+  mask = np.array([[True, False], [True, True], [False, False]])
+  v = vocab.VOCAB_SIZE
+  nll_a = -(2.0 - np.log(np.exp(2.0) + v - 1))
+  nll_ab = (-(1.0 - np.log(np.exp(1.0) + v - 1))
+            - (3.0 - np.log(np.exp(3.0) + v - 1)))
+  args = (jnp.asarray(logits), jnp.asarray(mask), jnp.asarray(labels))
+  np.testing.assert_allclose(losses.ctc_loss(*args),
+                             (nll_a / 1 + nll_ab / 2) / 2, rtol=1e-5)
+  np.testing.assert_allclose(losses.ctc_loss(*args, reduction='sum'),
+                             (nll_a + nll_ab) / 2, rtol=1e-5)
+  outputs = dict(recon=jnp.zeros((3, 2, 42, 2)), commit_loss=jnp.float32(0),
+                 ctc_logits=args[0])
+  _, per_char = losses.tokenizer_loss(outputs, outputs['recon'], *args[1:])
+  _, summed = losses.tokenizer_loss(outputs, outputs['recon'], *args[1:],
+                                    ctc_reduction='sum')
+  np.testing.assert_allclose(per_char['ctc'], (nll_a + nll_ab / 2) / 2,
+                             rtol=1e-5)
+  np.testing.assert_allclose(summed['ctc'], (nll_a + nll_ab) / 2, rtol=1e-5)
 
 
 def test_smooth_l1_sums_coordinates_and_averages_valid_frames():
@@ -85,7 +115,10 @@ def test_tokenizer_loss_weights_the_parts():
   np.testing.assert_allclose(parts['recon'], 84 * 0.005, rtol=1e-4)
   np.testing.assert_allclose(
       total, parts['recon'] + parts['ctc'] + 3.2 / 16, rtol=1e-6)
+  np.testing.assert_allclose(parts['eval_loss'], parts['recon'] + parts['ctc'],
+                             rtol=1e-6)
   del outputs['ctc_logits']
   total, parts = losses.tokenizer_loss(outputs, inputs, mask)
   assert 'ctc' not in parts
   np.testing.assert_allclose(total, parts['recon'] + 0.2, rtol=1e-6)
+  np.testing.assert_allclose(parts['eval_loss'], parts['recon'], rtol=1e-6)

@@ -13,7 +13,11 @@ from asl_vq.models.features import MaskedBatchNorm
 from asl_vq.models.tokenizer import (TokenizerConfig, TokenizerModel,
                                      model_summary)
 
+# The reference's state_dict (../shared/reference/README.md): encoder =
+# feature extractor + 6 blocks, decoder = 6 blocks + transposed extractor.
 REFERENCE_ENCODER_PARAMS = 1_329_536
+REFERENCE_DECODER_PARAMS = 1_336_532
+REFERENCE_CTC_HEAD_PARAMS = 8_064
 TINY = TokenizerConfig(dim=32, num_blocks=1, kernel_size=5, codebook_size=16,
                        num_quantizers=2)
 B, T = 3, 10
@@ -46,12 +50,13 @@ def apply_fn(train):
   return jax.jit(lambda v, x, mask: model.apply(v, x, mask, train=False))
 
 
-def test_encoder_parameter_count():
+def test_parameter_counts_match_reference():
   counts = model_summary(TokenizerConfig())
   print('parameter counts:', counts)
-  assert abs(counts['encoder'] / REFERENCE_ENCODER_PARAMS - 1) < 0.03
+  assert counts['encoder'] == REFERENCE_ENCODER_PARAMS
+  assert counts['decoder'] == REFERENCE_DECODER_PARAMS
+  assert counts['ctc_head'] == REFERENCE_CTC_HEAD_PARAMS
   assert counts['codebooks'] == 4 * 1024 * 128
-  assert counts['ctc_head'] == 128 * vocab.VOCAB_SIZE
   assert counts['total_params'] == (counts['encoder'] + counts['ctc_head']
                                     + counts['decoder'])
 
@@ -80,6 +85,32 @@ def test_masked_batch_norm_uses_valid_frames_only():
   np.testing.assert_allclose(
       np.asarray(y)[mask],
       (x[mask] - valid.mean(0)) / np.sqrt(valid.var(0) + 1e-5), atol=1e-4)
+
+
+def test_batch_norm_momentum_per_layer_as_reference():
+  # Train-mode outputs do not depend on the running statistics, so two
+  # updates from running means A and B differ by exactly momentum * (A - B).
+  model, variables = tiny_model()
+  x, mask = batch()
+  stats = variables['batch_stats']
+  shifted = jax.tree.map(lambda v: v + 10.0, stats)
+  _, new = apply_fn(True)(variables, x, mask)
+  _, new_shifted = apply_fn(True)(dict(variables, batch_stats=shifted), x,
+                                  mask)
+  momenta = {}
+  for (path, a), b in zip(
+      jax.tree_util.tree_flatten_with_path(new['batch_stats'])[0],
+      jax.tree.leaves(new_shifted['batch_stats'])):
+    m = np.unique(np.round((np.float64(b) - np.float64(a)) / 10.0, 4))
+    assert len(m) == 1, path
+    layer = '/'.join(k.key for k in path[:-1])
+    momenta.setdefault(layer, set()).add(float(m[0]))
+  stem = {'features/proj_bn', 'output_head/bn'}
+  conv = {'features/conv_bn', 'output_head/conv_bn',
+          'encoder/block_0/conv/bn', 'decoder/block_0/conv/bn'}
+  assert set(momenta) == stem | conv
+  assert all(momenta[k] == {0.05} for k in stem)
+  assert all(momenta[k] == {0.9} for k in conv)
 
 
 def test_squeezeformer_padded_frames_do_not_leak():
@@ -250,11 +281,9 @@ def test_output_head_conv_matches_conv_transpose():
   from asl_vq.models import features  # pylint: disable=g-import-not-at-top
   x = jax.random.normal(jax.random.key(0), (2, 9, 21, 32))
   conv_t = nn.ConvTranspose(2, (3, 3), strides=(1, 2),
-                            padding=features._CONV_T_PADDING)
+                            padding=features._CONV_T_PADDING, use_bias=False)
   params = conv_t.init(jax.random.key(1), x)['params']
-  params['bias'] = jnp.array([0.3, -0.2])
-  fast = lambda p, x: features.landmark_conv_transpose(x, p['kernel'],
-                                                       p['bias'])
+  fast = lambda p, x: features.landmark_conv_transpose(x, p['kernel'])
   ref = lambda p, x: conv_t.apply({'params': p}, x)
   np.testing.assert_allclose(fast(params, x), ref(params, x), rtol=1e-5,
                              atol=1e-5)
@@ -271,7 +300,7 @@ def test_output_head_keeps_conv_transpose_variables():
   x = jnp.ones((1, 2, 128))
   params = features.OutputHead().init(
       jax.random.key(0), x, jnp.ones((1, 2), bool), train=False)['params']
-  ref = nn.ConvTranspose(2, (3, 3)).init(
+  ref = nn.ConvTranspose(2, (3, 3), use_bias=False).init(
       jax.random.key(0), jnp.ones((1, 2, 21, 32)))['params']
   assert jax.tree.map(jnp.shape, params['conv_t']) == jax.tree.map(
       jnp.shape, ref)

@@ -230,3 +230,29 @@ def test_cluster_stats_match_one_hot_matmul():
   np.testing.assert_allclose(
       sums, jnp.dot(onehot.T, x, precision=jax.lax.Precision.HIGHEST),
       rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('commit_grad', ['first', 'all'])
+def test_commitment_gradient_reaches_input_through_chosen_terms(commit_grad):
+  # commit_loss = mean over the Q quantizers of sum_valid |r_q - c_q|^2 / n,
+  # r_0 = x, r_q = x - c_0 - ... - c_{q-1}. 'first' (the reference): only
+  # quantizer 0's term has a gradient, 2 (x - c_0) / (n Q); 'all': every
+  # term's, 2 sum_q (r_q - c_q) / (n Q).
+  x, mask = batch()
+  variables = trained_vars()
+  vq = ResidualVQ(num_quantizers=Q, codebook_size=K, dim=D,
+                  commit_grad=commit_grad)
+  commit = lambda x: vq.apply(variables, x, mask, train=False)[2][
+      'commit_loss']
+  grad = np.asarray(jax.grad(commit)(x))
+  codes = np.asarray(vq.apply(variables, x, mask, train=False)[1])
+  chosen = np.asarray(variables['vq']['codebook'])[np.arange(Q), codes]
+  r = np.asarray(x)[..., None, :] - np.cumsum(chosen, -2) + chosen
+  terms = 2 * (r - chosen) / (sum(LENGTHS) * Q)  # [B, T, Q, D]
+  expected = terms[..., 0, :] if commit_grad == 'first' else terms.sum(-2)
+  expected = np.where(np.asarray(mask)[..., None], expected, 0.0)
+  np.testing.assert_allclose(grad, expected, rtol=1e-4, atol=1e-6)
+  reference = ResidualVQ(num_quantizers=Q, codebook_size=K, dim=D)
+  np.testing.assert_allclose(
+      commit(x), reference.apply(variables, x, mask, train=False)[2][
+          'commit_loss'], rtol=1e-6)

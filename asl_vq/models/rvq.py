@@ -12,6 +12,8 @@ threefry, so a step gives the same state on 1 device or many.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -75,6 +77,86 @@ def kmeans(key, x, valid, k, iters):
   return centroids, counts
 
 
+class CodebookState(NamedTuple):
+  """One quantizer's codebook and its EMA state.
+
+  codebook: [K, D] float32 code vectors; cluster_size: [K] EMA of the number
+  of frames per code; embed_sum: [K, D] EMA of the sum of those frames
+  (`embed_avg` in the reference), so codebook = embed_sum / cluster_size
+  after Laplace smoothing.
+  """
+  codebook: jnp.ndarray
+  cluster_size: jnp.ndarray
+  embed_sum: jnp.ndarray
+
+
+def kmeans_start(key, state: CodebookState, residual, valid, iters: int,
+                 skip) -> CodebookState:
+  """The codebook's first training batch: k-means on its valid residuals.
+
+  residual: [N, D] float32 (no gradient); valid: [N] bool; skip: bool scalar,
+  True once the codebook is initialized (or when the batch holds no valid
+  frame). The EMA state starts as if every centroid had been seen with its
+  cluster's count. Reference: k-means init with 10 iterations on the first
+  batch (vector_quantize_pytorch), here without the padded frames.
+  """
+  def init():
+    centroids, counts = kmeans(key, residual, valid, state.codebook.shape[0],
+                               iters)
+    return CodebookState(centroids, counts, centroids * counts[:, None])
+
+  return jax.lax.cond(skip, lambda: state, init)
+
+
+def ema_update(state: CodebookState, counts, sums, decay: float, eps: float,
+               any_active) -> CodebookState:
+  """EMA of cluster sizes [K] and sums [K, D], then codebook = sums / sizes.
+
+  counts, sums: this batch's `_cluster_stats`; any_active: bool scalar, False
+  when the quantizer was dropped for the whole batch, which then leaves the
+  state as it is. Sizes are Laplace-smoothed with eps, as the reference.
+  """
+  decay = jnp.where(any_active, decay, 1.0)
+  cluster_size = decay * state.cluster_size + (1 - decay) * counts
+  embed_sum = decay * state.embed_sum + (1 - decay) * sums
+  k = cluster_size.shape[0]
+  total_size = cluster_size.sum()
+  smoothed = (cluster_size + eps) / (total_size + k * eps) * total_size
+  codebook = jnp.where(any_active, embed_sum / smoothed[:, None],
+                       state.codebook)
+  return CodebookState(codebook, cluster_size, embed_sum)
+
+
+def revive_dead_codes(key, state: CodebookState, residual, weights,
+                      threshold: float, any_active):
+  """Replaces codes whose EMA cluster size is below threshold.
+
+  Each dead code becomes a random valid residual of the batch (rows with
+  weights > 0, [N]) and its EMA state is reset to `threshold` frames of that
+  vector, so the same step's EMA cannot overwrite the revival (it runs after
+  `ema_update`). Returns (state, number of codes replaced, int32 scalar).
+  """
+  dead = (state.cluster_size < threshold) & any_active
+  fresh = residual[sample_valid(key, weights > 0, state.codebook.shape[0])]
+  state = CodebookState(
+      jnp.where(dead[:, None], fresh, state.codebook),
+      jnp.where(dead, threshold, state.cluster_size),
+      jnp.where(dead[:, None], fresh * threshold, state.embed_sum))
+  return state, dead.sum(dtype=jnp.int32)
+
+
+def usage_statistics(counts):
+  """Perplexity and used fraction of a batch's code counts [K].
+
+  perplexity = exp(entropy of counts / sum); used = fraction of codes with a
+  count > 0. No count at all gives perplexity 1 and used 0.
+  """
+  probs = counts / jnp.maximum(counts.sum(), 1.0)
+  logp = jnp.log(jnp.where(probs > 0, probs, 1.0))
+  return (jnp.exp(-jnp.sum(probs * logp)),
+          jnp.mean((counts > 0).astype(jnp.float32)))
+
+
 class ResidualVQ(nn.Module):
   """Residual VQ: quantizer q codes what quantizers < q left over.
 
@@ -89,6 +171,11 @@ class ResidualVQ(nn.Module):
     kmeans_iters: k-means iterations of the first training batch.
     dead_threshold: codes whose EMA cluster size falls below it are replaced
       by random frames of the batch, and their EMA state reset to that size.
+    commit_grad: which commitment terms pull the input x. 'first' (the
+      reference): the residual entering quantizer q >= 1 carries no gradient
+      (the reference computes it from the straight-through output), so only
+      quantizer 0's term reaches x. 'all': every active term does. The
+      reported commit_loss is the same either way.
   """
   num_quantizers: int = 4
   codebook_size: int = 1024
@@ -97,6 +184,7 @@ class ResidualVQ(nn.Module):
   eps: float = 1e-5
   kmeans_iters: int = 10
   dead_threshold: float = 2.0
+  commit_grad: str = 'first'
 
   def setup(self):
     q, k, d = self.num_quantizers, self.codebook_size, self.dim
@@ -138,76 +226,57 @@ class ResidualVQ(nn.Module):
     revived this step (0 without an update); an unused quantizer has
     perplexity 1 and used 0.
     """
+    if self.commit_grad not in ('first', 'all'):
+      raise ValueError(f"commit_grad must be 'first' or 'all', not "
+                       f'{self.commit_grad!r}')
     b, t, d = x.shape
-    k = self.codebook_size
     update = (train and self.is_mutable_collection('vq')
               and not self.is_initializing())
     x32 = x.astype(jnp.float32).reshape(b * t, d)
     valid = mask.reshape(b * t)
-    valid_f = valid.astype(jnp.float32)
     active = jnp.repeat(self._active(n_q, b), t, axis=0)  # [N, Q]
     initialized = self.initialized.value
     skip_init = initialized | ~valid.any()  # A batch of padding cannot init.
 
     def quantize(carry, xs):
       residual, total = carry
-      codebook, cluster_size, embed_sum, active_q, key = xs
+      state, active_q, key = xs
       r = jax.lax.stop_gradient(residual)
       if update:
         k_init, k_revive = jax.random.split(key)
-
-        def init():
-          centroids, counts = kmeans(k_init, r, valid, k, self.kmeans_iters)
-          return centroids, counts, centroids * counts[:, None]
-
-        codebook, cluster_size, embed_sum = jax.lax.cond(
-            skip_init, lambda: (codebook, cluster_size, embed_sum), init)
-      codes = nearest_code(r, codebook)
-      quantized = codebook[codes]
-      weights = valid_f * active_q
-      counts, sums = _cluster_stats(r, codes, weights, k)
+        state = kmeans_start(k_init, state, r, valid, self.kmeans_iters,
+                             skip_init)
+      codes = nearest_code(r, state.codebook)
+      quantized = state.codebook[codes]
+      weights = valid.astype(jnp.float32) * active_q
+      counts, sums = _cluster_stats(r, codes, weights, self.codebook_size)
       n = counts.sum()
-      any_active = n > 0
-      commit = jnp.sum(weights * jnp.sum(jnp.square(residual - quantized), -1))
-      probs = counts / jnp.maximum(n, 1.0)
-      logp = jnp.log(jnp.where(probs > 0, probs, 1.0))
       replaced = jnp.zeros((), jnp.int32)
       if update:
-        decay = jnp.where(any_active, self.decay, 1.0)
-        cluster_size = decay * cluster_size + (1 - decay) * counts
-        embed_sum = decay * embed_sum + (1 - decay) * sums
-        total_size = cluster_size.sum()
-        smoothed = ((cluster_size + self.eps) / (total_size + k * self.eps)
-                    * total_size)
-        codebook = jnp.where(any_active, embed_sum / smoothed[:, None],
-                             codebook)
-        # Revive after the EMA update, so the update cannot overwrite it.
-        dead = (cluster_size < self.dead_threshold) & any_active
-        fresh = r[sample_valid(k_revive, weights > 0, k)]
-        codebook = jnp.where(dead[:, None], fresh, codebook)
-        cluster_size = jnp.where(dead, self.dead_threshold, cluster_size)
-        embed_sum = jnp.where(dead[:, None], fresh * self.dead_threshold,
-                              embed_sum)
-        replaced = dead.sum(dtype=jnp.int32)
-      outputs = dict(
-          codes=codes, codebook=codebook, cluster_size=cluster_size,
-          embed_sum=embed_sum, any_active=any_active,
-          commit=commit / jnp.maximum(n, 1.0),
-          perplexity=jnp.exp(-jnp.sum(probs * logp)),
-          used=jnp.mean((counts > 0).astype(jnp.float32)), replaced=replaced)
-      carry = (residual - quantized, total + quantized * active_q[:, None])
+        state = ema_update(state, counts, sums, self.decay, self.eps, n > 0)
+        state, replaced = revive_dead_codes(k_revive, state, r, weights,
+                                            self.dead_threshold, n > 0)
+      commit = jnp.sum(weights * jnp.sum(jnp.square(residual - quantized), -1))
+      perplexity, used = usage_statistics(counts)
+      outputs = dict(state=state, codes=codes, any_active=n > 0,
+                     commit=commit / jnp.maximum(n, 1.0),
+                     perplexity=perplexity, used=used, replaced=replaced)
+      residual = residual - quantized
+      if self.commit_grad == 'first':
+        residual = jax.lax.stop_gradient(residual)
+      carry = (residual, total + quantized * active_q[:, None])
       return carry, outputs
 
     keys = (jax.random.split(self.make_rng('vq'), self.num_quantizers)
             if update else None)
-    xs = (self.codebook.value, self.cluster_size.value, self.embed_sum.value,
-          active.T.astype(jnp.float32), keys)
+    state = CodebookState(self.codebook.value, self.cluster_size.value,
+                          self.embed_sum.value)
+    xs = (state, active.T.astype(jnp.float32), keys)
     (_, total), out = jax.lax.scan(quantize, (x32, jnp.zeros_like(x32)), xs)
 
     if update:
-      self.codebook.value = out['codebook']
-      self.cluster_size.value = out['cluster_size']
-      self.embed_sum.value = out['embed_sum']
+      self.codebook.value, self.cluster_size.value, self.embed_sum.value = (
+          out['state'])
       self.initialized.value = initialized | valid.any()
     codes = jnp.where(active, out['codes'].T, -1).reshape(b, t, -1)
     n_active = out['any_active'].sum()

@@ -26,18 +26,23 @@ from asl_vq.models.squeezeformer import Squeezeformer
 
 @dataclasses.dataclass(frozen=True)
 class TokenizerConfig:
-  """Hyperparameters; the defaults are the paper's proposed model."""
+  """Hyperparameters; the defaults are the paper's proposed model.
+
+  dropout: every Squeezeformer dropout (0.0 in the reference).
+  commit_grad: 'first' (reference) or 'all', see ResidualVQ.
+  """
   dim: int = 128
   num_heads: int = 4
   num_blocks: int = 6
   kernel_size: int = 51
-  dropout: float = 0.1
+  dropout: float = 0.0
   num_quantizers: int = 4
   codebook_size: int = 1024
   vq_decay: float = 0.99
   vq_eps: float = 1e-5
   kmeans_iters: int = 10
   dead_threshold: float = 2.0
+  commit_grad: str = 'first'
   use_ctc: bool = True
   vocab_size: int = vocab.VOCAB_SIZE
 
@@ -52,9 +57,11 @@ class TokenizerModel(nn.Module):
                               c.kernel_size, c.dropout)
     self.features = FeatureExtractor(c.dim)
     self.encoder = stack()
-    self.rvq = ResidualVQ(c.num_quantizers, c.codebook_size, c.dim,
-                          c.vq_decay, c.vq_eps, c.kmeans_iters,
-                          c.dead_threshold)
+    self.rvq = ResidualVQ(
+        num_quantizers=c.num_quantizers, codebook_size=c.codebook_size,
+        dim=c.dim, decay=c.vq_decay, eps=c.vq_eps,
+        kmeans_iters=c.kmeans_iters, dead_threshold=c.dead_threshold,
+        commit_grad=c.commit_grad)
     if c.use_ctc:
       self.ctc_head = nn.Dense(c.vocab_size, use_bias=False)
     self.decoder = stack()

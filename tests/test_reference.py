@@ -1,0 +1,130 @@
+"""The port against the PyTorch reference's own outputs (tests/data).
+
+The reference's weights are imported with asl_vq.import_reference and every
+part is fed the reference's input to it (piece by piece), then the whole
+Tokenizer runs on the raw landmarks (end to end). All at float32 with full
+precision matmuls. Tolerances: the reference's own float32 spread (threads,
+padding) is ~2.6e-6; 1e-4 leaves room for XLA's different summation orders
+while far below the activations' scale (~1). Codes must be equal: every
+reference code is at least 1e-3 from a tie (README, code_margin).
+"""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import asl_vq
+import reference_fixture
+from asl_vq import import_reference
+from asl_vq import trainer
+from asl_vq import train
+from asl_vq.models import tokenizer as tokenizer_lib
+
+ATOL = 1e-4
+SEQUENCES = range(reference_fixture.NUM_SEQUENCES)
+
+
+def test_regenerated_state_dict_has_every_reference_entry():
+  meta = json.loads(str(reference_fixture.arrays()["meta"]))
+  state = reference_fixture.state_dict()
+  assert len(state) == 582
+  assert {n: list(v.shape) for n, v in state.items()} == {
+      n: s for n, s, _ in meta["state_dict"]}
+
+
+def test_import_fills_every_variable_with_its_shape():
+  model = tokenizer_lib.TokenizerModel(reference_fixture.CONFIG)
+  abstract = jax.eval_shape(lambda: model.init(
+      jax.random.key(0), jnp.zeros((1, 2, 42, 2)), jnp.ones((1, 2), bool),
+      train=False))
+  got = reference_fixture.variables()
+  assert (jax.tree.structure(jax.tree.map(np.shape, got))
+          == jax.tree.structure(jax.tree.map(lambda a: a.shape, abstract)))
+  assert jax.tree.map(np.shape, got) == jax.tree.map(lambda a: a.shape,
+                                                     abstract)
+  assert bool(got["vq"]["rvq"]["initialized"])
+
+
+@pytest.mark.parametrize("i", SEQUENCES)
+def test_each_part_matches_the_reference(i):
+  expected = reference_fixture.sequence(i)
+  got = reference_fixture.piecewise_outputs(i)
+  np.testing.assert_array_equal(got["codes"], expected["codes"])
+  for name in ("encoder_out", "quantized", "ctc_logits", "recon", "recon_nq1",
+               "recon_nq2"):
+    np.testing.assert_allclose(got[name], expected[name], rtol=0, atol=ATOL,
+                               err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def imported_workdir(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("reference") / "run")
+  import_reference.write_workdir(reference_fixture.state_dict(), workdir)
+  return workdir
+
+
+def test_workdir_evaluation_params_are_the_imported_weights(imported_workdir):
+  _, _, variables, step = trainer.load_for_inference(
+      imported_workdir, train.TokenizerTask)
+  assert step == 0
+  expected = reference_fixture.variables()
+  for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(variables)[0],
+                          jax.tree.leaves(expected)):
+    np.testing.assert_array_equal(np.asarray(a), b, err_msg=str(path))
+
+
+def test_tokenizer_on_raw_landmarks_gives_reference_codes(imported_workdir):
+  tok = asl_vq.Tokenizer.load(imported_workdir)
+  raws = [reference_fixture.sequence(i)["raw"] for i in SEQUENCES]
+  with jax.default_matmul_precision("highest"):
+    codes = tok.encode(raws)
+    recon = {n: tok.decode(codes, n_q=n) for n in (1, 2, None)}
+  for i in SEQUENCES:
+    expected = reference_fixture.sequence(i)
+    np.testing.assert_array_equal(codes[i], expected["codes"])
+    for n, name in ((None, "recon"), (1, "recon_nq1"), (2, "recon_nq2")):
+      np.testing.assert_allclose(recon[n][i], expected[name], rtol=0,
+                                 atol=ATOL, err_msg=name)
+
+
+def _one_line_error(state):
+  with pytest.raises(import_reference.ReferenceMismatchError) as e:
+    import_reference.to_variables(state, reference_fixture.CONFIG)
+  assert "\n" not in str(e.value)
+  return str(e.value)
+
+
+def test_missing_extra_or_misshaped_entry_is_refused_by_name():
+  full = reference_fixture.state_dict()
+  name = "decoder.blocks.3.mhsa.attention.u_bias"
+  missing = {k: v for k, v in full.items() if k != name}
+  assert name in _one_line_error(missing) and "missing" in _one_line_error(
+      missing)
+  extra = dict(full, **{"decoder.extra_head.weight": np.zeros((2, 2))})
+  assert "'decoder.extra_head.weight'" in _one_line_error(extra)
+  name = "encoder.feature_extractor.stem_linear.weight"
+  misshaped = dict(full, **{name: full[name].T})
+  message = _one_line_error(misshaped)
+  assert name in message and "[672, 128]" in message and "[128, 672]" in (
+      message)
+  cb = "quantizer.vq.layers.2._codebook.embed"
+  assert cb in _one_line_error(dict(full, **{cb: full[cb][:512]}))
+  no_counters = {k: v for k, v in full.items()
+                 if not k.endswith("num_batches_tracked")}
+  import_reference.to_variables(no_counters, reference_fixture.CONFIG)
+
+
+@pytest.mark.parametrize("prefix", ["", "weights/"])
+def test_load_state_dict_reads_npz_bare_or_prefixed(tmp_path, prefix):
+  full = reference_fixture.state_dict()
+  names = sorted(full)[:5]
+  extra = {"seq0/raw": np.zeros(3)} if prefix else {}
+  path = tmp_path / "w.npz"
+  np.savez(path, **{prefix + n: full[n] for n in names}, **extra)
+  got = import_reference.load_state_dict(path)
+  assert sorted(got) == names
+  for n in names:
+    np.testing.assert_array_equal(got[n], full[n])
