@@ -37,7 +37,7 @@ setuptools.setup(
     ],
     extras_require={
         # scikit-learn: the reference AMI that asl_vq.analysis is tested on.
-        # nbclient/nbformat/ipykernel: tests/test_notebook.py runs the Colab
+        # nbclient/nbformat/ipykernel: tests/test_install.py runs the Colab
         # demo end to end.
         "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-learn>=1.3",
                  "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29"],

@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 STATE, DATA = "state", "data"
@@ -106,3 +107,11 @@ def restore(directory: str, which: str = "best", abstract_state: Any = None
         STATE: ocp.args.StandardRestore(abstract_state)}))[STATE]
   raise FileNotFoundError(f"{directory}: no checkpoint under "
                           f"{' or '.join(s + '/' for s in subs)}")
+
+
+def load_codebooks(path: str | os.PathLike, which: str = "best"
+                   ) -> np.ndarray:
+  """A tokenizer run's RVQ codebooks, float32 [Q, K, D] (the 'vq' collection
+  of its train state), without building the model or its task."""
+  state = restore(os.fspath(path), which)
+  return np.asarray(state["collections"]["vq"]["rvq"]["codebook"])

@@ -48,10 +48,16 @@ def parse_arg(arg: str | None, **options: tuple[str, ...]) -> dict[str, str]:
 # The `train` block's fields at the paper's scale; a config gives what
 # differs. Presets: `cpu` logs and saves more often, `tiny` runs in seconds.
 _TRAIN = dict(
+    optimizer="schedule_free_adamw",   # or "adamw" (asl_vq.train).
     batch_size=44, eval_batch_size=64, num_epochs=100, learning_rate=1e-3,
     warmup_steps=500, grad_clip=4.0, weight_decay=0.0, log_every_steps=50,
     checkpoint_every_steps=500, keep_checkpoints=2, eval_every_epochs=1,
-    max_eval_batches=-1)   # -1 = the whole validation split.
+    max_eval_batches=-1,   # -1 = the whole validation split.
+    # BatchNorm statistics recomputed at the schedule-free evaluation point
+    # over this many training batches (at most an epoch) before every
+    # evaluation, as the reference (50); 0 = the training point's running
+    # statistics. Models without BatchNorm ignore it.
+    bn_batches=50)
 _CPU_TRAIN = dict(log_every_steps=10, checkpoint_every_steps=100)
 _TINY_TRAIN = dict(batch_size=8, eval_batch_size=8, num_epochs=2,
                    warmup_steps=2, log_every_steps=2, checkpoint_every_steps=3)

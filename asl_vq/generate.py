@@ -10,7 +10,7 @@ animated GIF of the hand skeleton (`sample_<i>.gif`). The tokenizer defaults
 to the one that wrote the LM's training tokens.
 
   python -m asl_vq.generate --lm=runs/lm --eval_split=test \
-      --recognizer=runs/seq2seq_continuous --limit=50 --out=DIR
+      --recognizer=runs/seq2seq_continuous --num_phrases=100 --out=DIR
 
 is the paper's evaluation: generate for the split's phrases, decode with the
 tokenizer's decoder, recognise the landmarks with the continuous translator,
@@ -254,17 +254,29 @@ def evaluate(lm: Run, tokenizer: Tokenizer, recognizer: Run,
   return result
 
 
+def choose_phrases(num_sequences: int, num_phrases: int, seed: int
+                   ) -> np.ndarray:
+  """The paper's protocol: `num_phrases` sequences of a split drawn at
+  random without replacement (all of them when the split is smaller),
+  int64 indices in drawn order; the same for the same seed."""
+  rng = np.random.default_rng(seed)
+  return rng.permutation(num_sequences)[:num_phrases]
+
+
 def evaluate_split(lm: Run, tokenizer: Tokenizer, recognizer: Run,
-                   split: str = "test", limit: int = 50,
-                   **kwargs) -> dict[str, Any]:
-  """`evaluate` on the first `limit` phrases of a split of the LM's tokens
-  (their real codes give `score_resynthesized`)."""
+                   split: str = "test", num_phrases: int = 100,
+                   phrase_seed: int = 0, **kwargs) -> dict[str, Any]:
+  """`evaluate` on `num_phrases` random phrases of a split of the LM's
+  tokens (`choose_phrases`; the paper: 100 random test phrases); their real
+  codes give `score_resynthesized`."""
   source = tokens_lib.TokenSource(os.path.join(lm.config.tokens,
                                                f"{split}.parquet"))
-  n = min(limit, len(source))
-  result = evaluate(lm, tokenizer, recognizer, source.phrases[:n],
-                    [source[i]["codes"] for i in range(n)], **kwargs)
-  return dict(result, split=split)
+  chosen = choose_phrases(len(source), num_phrases, phrase_seed)
+  result = evaluate(lm, tokenizer, recognizer,
+                    [source.phrases[i] for i in chosen],
+                    [source[i]["codes"] for i in chosen], **kwargs)
+  return dict(result, split=split, sequence_ids=[
+      int(source.sequence_ids[i]) for i in chosen], phrase_seed=phrase_seed)
 
 
 FLAGS = flags.FLAGS
@@ -288,7 +300,9 @@ def _define_flags():
   flags.DEFINE_string("recognizer", "", "The continuous translator's "
                       "workdir (configs/seq2seq.py:...,input=continuous), "
                       "for --eval_split.")
-  flags.DEFINE_integer("limit", 50, "Phrases evaluated (the split's first).")
+  flags.DEFINE_integer("num_phrases", 100, "Phrases evaluated, drawn at "
+                       "random from the split (the paper: 100).")
+  flags.DEFINE_integer("phrase_seed", 0, "Seed of the phrases' draw.")
   flags.mark_flags_as_required(["lm", "out"])
 
 
@@ -316,7 +330,8 @@ def main(argv):
   if not FLAGS.recognizer:
     raise app.UsageError("--eval_split needs --recognizer")
   result = evaluate_split(lm, tokenizer, load_recognizer(FLAGS.recognizer),
-                          FLAGS.eval_split, FLAGS.limit, **sampling)
+                          FLAGS.eval_split, FLAGS.num_phrases,
+                          FLAGS.phrase_seed, **sampling)
   result.update(lm=lm.path, tokenizer=tokenizer_dir,
                 recognizer=os.path.abspath(FLAGS.recognizer),
                 data="real" if tokenizer.config.data.dir else "synthetic")

@@ -6,11 +6,11 @@ The reference (MichiganNLP/discrete_asl) saves its tokenizer as a PyTorch
 `state_dict`: 582 entries for the paper's sizes, under names such as
 `encoder.blocks.0.mhsa.attention.query_proj.weight`. `load_state_dict` reads
 it from a `.pt` file (needs torch) or an `.npz` of the same entries (keys
-bare or prefixed `weights/`, as ../shared/reference/discrete_asl_fixture.npz);
+bare or prefixed `weights/`, as the reference fixture of tests/test_reference.py);
 `to_variables` maps every entry to this project's TokenizerModel variables,
 refusing any missing, extra or mis-shaped entry with one line
 (`ReferenceMismatchError`); `main` writes a workdir that
-`asl_vq.Tokenizer.load` and `trainer.load_for_inference` read.
+`asl_vq.Tokenizer.load` and `inference.load_for_inference` read.
 
 Layouts (PyTorch -> Flax): Linear [out, in] -> Dense kernel W.T; Conv1d k=1
 [out, in, 1] -> Dense W[:, :, 0].T; depthwise Conv1d [d, 1, k] ->
@@ -39,8 +39,8 @@ from absl import flags
 from asl_vq import checkpointing
 from asl_vq import config_lib
 from asl_vq import train
-from asl_vq import trainer
 from asl_vq.models import tokenizer as tokenizer_lib
+from asl_vq.tasks import tokenizer_training
 
 _IGNORED = "num_batches_tracked"
 _NPZ_PREFIX = "weights/"
@@ -264,29 +264,28 @@ def to_variables(state_dict: Mapping[str, Any],
 
 
 def paper_config() -> ml_collections.ConfigDict:
-  """The `rvq_ctc` paper preset, with the reference's Squeezeformer dropout."""
-  config = config_lib.load("rvq_ctc", "paper")
-  config.model.dropout = 0.0
-  return config
+  """The `rvq_ctc` paper preset (the reference's sizes and settings)."""
+  return config_lib.load("rvq_ctc", "paper")
 
 
 def write_workdir(state_dict: Mapping[str, Any], workdir: str,
                   config: ml_collections.ConfigDict | None = None) -> str:
   """Writes config.json and a 'best' checkpoint (step 0) holding the weights.
 
-  The train state is `trainer.init_state`'s with params = the imported
+  The train state is `train.init_state`'s with params = the imported
   weights and the schedule-free state at the same point (z = params, b1 = 1):
-  `trainer.eval_params(state)` then returns the imported weights bit for bit
+  `train.eval_params(state)` then returns the imported weights bit for bit
   (with the optimizer's b1 = 0.9, (y - 0.1 z) / 0.9 moves 1 value in 4 by a
   float32 ulp). The checkpoint's validation loss is recorded as +inf, so a
   training run in the same workdir replaces it with its first evaluation.
   Returns the workdir's absolute path.
   """
   config = paper_config() if config is None else config
-  variables = to_variables(state_dict, train.model_config(config))
-  task = train.TokenizerTask(config)
-  tx = trainer.make_optimizer(config)
-  abstract = jax.eval_shape(lambda: trainer.init_state(
+  variables = to_variables(state_dict,
+                           tokenizer_training.model_config(config))
+  task = tokenizer_training.TokenizerTask(config)
+  tx = train.make_optimizer(config)
+  abstract = jax.eval_shape(lambda: train.init_state(
       task, tx, jax.random.PRNGKey(config.seed)))
   params = jax.tree.map(jnp.asarray, variables["params"])
   clip_state, schedule_free = tx.init(params)
@@ -294,11 +293,11 @@ def write_workdir(state_dict: Mapping[str, Any], workdir: str,
       z=params, b1=jnp.ones_like(schedule_free.b1))
   state = abstract.replace(
       step=jnp.zeros((), jnp.int32), params=params,
-      batch_stats=jax.tree.map(jnp.asarray, variables["batch_stats"]),
-      vq=jax.tree.map(jnp.asarray, variables["vq"]),
+      collections={k: jax.tree.map(jnp.asarray, variables[k])
+                   for k in ("batch_stats", "vq")},
       opt_state=(clip_state, schedule_free),
       nonfinite_step=jnp.full((), -1, jnp.int32))
-  workdir = trainer.write_config(config, workdir)
+  workdir = train.write_config(config, workdir)
   ckpts = checkpointing.Checkpoints(workdir)
   ckpts.save_best(0, state, {ckpts.best_metric: float("inf")})
   ckpts.close()

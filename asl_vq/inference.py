@@ -64,14 +64,6 @@ def load_for_inference(path: str, make_task, which: str = "best"):
       state.step)
 
 
-def load_codebooks(path: str | os.PathLike, which: str = "best"
-                   ) -> np.ndarray:
-  """A tokenizer run's RVQ codebooks, float32 [Q, K, D] (its 'vq'
-  collection), without building the model."""
-  state = checkpointing.restore(os.fspath(path), which)
-  return np.asarray(state["collections"]["vq"]["rvq"]["codebook"])
-
-
 def _is_batch(x: Any) -> bool:
   return isinstance(x, (list, tuple))
 

@@ -49,8 +49,9 @@ def ctc_loss(logits, mask, labels, label_mask=None, example_mask=None,
   characters (at least 1), then the mean over examples; 'sum': the
   undivided negative log-likelihood, then the mean over examples.
   Examples whose phrase cannot be aligned to their frames (too few frames for
-  the characters and the blanks between repeats) are left out, as PyTorch's
-  zero_infinity does: their loss would be optax's -log(epsilon) floor.
+  the characters and the blanks between repeats) count as 0 in the mean, as
+  with the reference's zero_infinity=True (their loss would otherwise be
+  optax's -log(epsilon) floor).
   """
   if reduction not in CTC_REDUCTIONS:
     raise ValueError(f'CTC reduction must be one of {CTC_REDUCTIONS}, not '
@@ -69,7 +70,8 @@ def ctc_loss(logits, mask, labels, label_mask=None, example_mask=None,
     per_example = per_example / jnp.maximum(label_lengths, 1)
   feasible = mask.sum(1) >= label_lengths + repeats
   keep = (example_mask & feasible).astype(jnp.float32)
-  return jnp.sum(per_example * keep) / jnp.maximum(keep.sum(), 1.0)
+  return jnp.sum(per_example * keep) / jnp.maximum(
+      example_mask.astype(jnp.float32).sum(), 1.0)
 
 
 def tokenizer_loss(outputs: Mapping[str, jnp.ndarray], inputs, mask,
@@ -98,9 +100,14 @@ def tokenizer_loss(outputs: Mapping[str, jnp.ndarray], inputs, mask,
 def ctc_greedy_decode(logits, mask) -> list[list[int]]:
   """Best-path decoding: argmax per valid frame, collapse repeats, drop blanks.
 
-  logits: [B, T, V]; mask: [B, T]. Returns one id list per example.
+  logits: [B, T, V]; mask: [B, T]. Returns one id list per example, of
+  character ids only: the special ids after the 59 characters (pad = blank
+  59, start 60, end 61, mask 62) are never CTC targets, so a frame whose
+  argmax is one of them separates characters as a blank does (h, i, <end>,
+  y, o, u -> "hiyou"); it neither ends the hypothesis nor enters it.
   """
   best = np.asarray(logits).argmax(-1)
+  best = np.where(best < len(vocab.CHARACTERS), best, vocab.BLANK_ID)
   mask = np.asarray(mask, bool)
   decoded = []
   for ids in (row[m] for row, m in zip(best, mask)):

@@ -59,7 +59,14 @@ def main(argv):
   config = FLAGS.config
   if config.task not in TASKS:
     raise app.UsageError(f"unknown task {config.task!r}: {', '.join(TASKS)}")
-  importlib.import_module(TASKS[config.task]).run(config, FLAGS.workdir)
+  try:
+    importlib.import_module(TASKS[config.task]).run(config, FLAGS.workdir)
+  except (ValueError, OSError, FloatingPointError) as e:
+    # Bad data, settings or paths: one line naming what and how to fix it
+    # (the traceback with --verbosity=1).
+    if logging.get_verbosity() >= logging.INFO:
+      raise
+    sys.exit(f"error: {e}")
   if jax.process_count() > 1:
     # Leave together: the coordinator (process 0) must not go first.
     jax.distributed.shutdown()
@@ -73,7 +80,14 @@ def _parse_flags(argv: list[str]) -> list[str]:
       argv[i] = "--config=" + _resolve(a[len("--config="):])
     elif a == "--config" and i + 1 < len(argv):
       argv[i + 1] = _resolve(argv[i + 1])
-  return app.parse_flags_with_usage(argv)
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    # One line: a config's own error (e.g. an unknown preset) arrives as the
+    # last line of a traceback that config_flags formats into the message.
+    last = [l for l in str(e).splitlines() if l.strip()][-1]
+    sys.exit(f"error: {last.strip()}\n"
+             "Pass --helpshort or --helpfull to see help on flags.")
 
 
 def _resolve(spec: str) -> str:

@@ -12,12 +12,14 @@ and its evaluation.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import os
 import signal
 from typing import TYPE_CHECKING, Any, Sequence
 
 import flax
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -59,20 +61,38 @@ class TrainState:
             **self.collections}
 
 
+OPTIMIZERS = ("schedule_free_adamw", "adamw")
+
+
 def make_optimizer(config: ml_collections.ConfigDict):
-  """Global-norm clipping, then schedule-free AdamW (the paper's section 4; docs/design.md)."""
+  """Global-norm clipping, then `train.optimizer`: schedule-free AdamW (the
+  tokenizer's, as the reference) or AdamW at a constant rate after a linear
+  warmup (the paper's LM: AdamW at 3e-4).
+
+  Raises:
+    ValueError: an unknown `train.optimizer`.
+  """
   t = config.train
-  return optax.chain(
-      optax.clip_by_global_norm(t.grad_clip),
-      optax.contrib.schedule_free_adamw(
-          learning_rate=t.learning_rate, warmup_steps=t.warmup_steps,
-          weight_decay=t.weight_decay))
+  if t.optimizer == "schedule_free_adamw":
+    update = optax.contrib.schedule_free_adamw(
+        learning_rate=t.learning_rate, warmup_steps=t.warmup_steps,
+        weight_decay=t.weight_decay)
+  elif t.optimizer == "adamw":
+    update = optax.adamw(optax.schedules.warmup_constant_schedule(
+        0.0, t.learning_rate, t.warmup_steps), weight_decay=t.weight_decay)
+  else:
+    raise ValueError(f"train.optimizer={t.optimizer!r}: one of "
+                     f"{', '.join(OPTIMIZERS)}")
+  return optax.chain(optax.clip_by_global_norm(t.grad_clip), update)
 
 
 def eval_params(state: TrainState):
-  """The schedule-free evaluation parameters (x, not the gradient point y)."""
-  return optax.contrib.schedule_free_eval_params(state.opt_state[1],
-                                                 state.params)
+  """The parameters to evaluate: schedule-free's evaluation point x (not the
+  gradient point y), or the parameters themselves for other optimizers."""
+  if isinstance(state.opt_state[1], optax.contrib.ScheduleFreeState):
+    return optax.contrib.schedule_free_eval_params(state.opt_state[1],
+                                                   state.params)
+  return state.params
 
 
 def init_state(task: Task, tx, rng) -> TrainState:
@@ -113,6 +133,57 @@ def train_step(state: TrainState, batch, *, task: Task, tx, base_rng):
 
 def eval_step(state: TrainState, batch, *, task: Task):
   return task.eval_batch(state.variables(eval_params(state)), batch)
+
+
+def recompute_batch_stats(state: TrainState, batches, *, task: Task, mesh,
+                          jit_moments) -> TrainState:
+  """`state` with BatchNorm statistics recomputed at the schedule-free
+  evaluation point: the population mean and variance of training batches.
+
+  The running statistics gathered while training belong to the gradient
+  point y (and, at momentum 0.05, mostly to the last batch); evaluation uses
+  x. As the reference does before every validation, each batch goes through
+  the model in training mode at x (`Task.batch_moments`: no dropout, every
+  quantizer, no codebook update); here the K batches' moments are then
+  pooled with equal weights (mean = mean of the batch means, variance = mean
+  of the batch variances + variance of the batch means) rather than run
+  through each layer's momentum, so the result does not depend on which
+  batch came last. Params, the other collections and the optimizer state
+  are unchanged.
+
+  Raises:
+    ValueError: `batches` is empty, or the layers with moments are not those
+      with statistics.
+  """
+  moments = []
+  for batch in batches:
+    out = jit_moments(state, sharding.to_global(batch, mesh,
+                                                task.device_keys))
+    moments.append(traverse_util.flatten_dict(
+        jax.tree.map(lambda x: np.asarray(sharding.local_value(x),
+                                          np.float64), out)))
+  if not moments:
+    raise ValueError("no batches to recompute the BatchNorm statistics on")
+  old = traverse_util.flatten_dict(state.collections["batch_stats"])
+  if set(old) != set(moments[0]):
+    raise ValueError("BatchNorm layers with moments differ from those with "
+                     f"statistics: {sorted(set(old) ^ set(moments[0]))}")
+  new = {}
+  for path in old:
+    if any(len(m[path]) != 1 for m in moments):
+      raise ValueError(f"BatchNorm layer {'/'.join(path[:-1])} ran more than "
+                       "once in a pass; its statistics are ambiguous")
+    values = np.stack([m[path][0] for m in moments])   # [K, C]
+    if path[-1] == "mean":
+      new[path] = values.mean(0)
+    else:
+      means = np.stack([m[path[:-1] + ("mean",)][0] for m in moments])
+      new[path] = values.mean(0) + means.var(0)
+  new = jax.tree.map(lambda o, n: jnp.asarray(n, o.dtype), state.collections[
+      "batch_stats"], traverse_util.unflatten_dict(new))
+  return state.replace(collections=dict(
+      state.collections, batch_stats=jax.device_put(new,
+                                                    sharding.replicated(mesh))))
 
 
 def evaluate(state: TrainState, dataset, *, task: Task, mesh, jit_eval,
@@ -178,16 +249,11 @@ def fit(config: ml_collections.ConfigDict, workdir: str, task: Task,
   t = config.train
   sharding.check_batch_size(t.batch_size, mesh)
   sharding.check_batch_size(t.eval_batch_size, mesh)
-  pcfg = dict(max_len=config.data.max_len,
-              max_label_len=config.data.max_label_len,
-              buckets=tuple(config.data.buckets) or None,
-              process_index=jax.process_index(),
-              process_count=jax.process_count())
+  pcfg = _pipeline_args(config)
   train_ds = pipeline.make_dataset(
       train_source, global_batch_size=t.batch_size, seed=config.seed,
       train=True, flip_prob=config.data.flip_prob,
-      # Absent from configs saved before it existed: their order is kept.
-      length_grouping=config.data.get("length_grouping", 0), **pcfg)
+      length_grouping=config.data.length_grouping, **pcfg)
   eval_ds = functools.partial(
       pipeline.make_dataset, global_batch_size=t.eval_batch_size,
       seed=config.seed, train=False, **pcfg)
@@ -222,6 +288,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str, task: Task,
       donate_argnums=(0,))
   jit_eval = jax.jit(functools.partial(eval_step, task=task),
                      in_shardings=(repl, batch_sharding), out_shardings=repl)
+  at_eval_point = eval_point(config, task, state, train_source, mesh)
 
   writer = metric_writers.MetricWriter(workdir)
   preemption = _Preemption()
@@ -248,12 +315,16 @@ def fit(config: ml_collections.ConfigDict, workdir: str, task: Task,
         bar.update(done, avg["loss"])
       if epoch_end and (done // steps_per_epoch) % t.eval_every_epochs == 0 \
           or done == total_steps:
-        val = evaluate(state, val_ds, task=task, mesh=mesh, jit_eval=jit_eval,
-                       max_batches=t.max_eval_batches)
+        # Evaluated and kept as `best` with the BatchNorm statistics of the
+        # evaluation point; training goes on from `state`.
+        eval_state = at_eval_point(state)
+        val = evaluate(eval_state, val_ds, task=task, mesh=mesh,
+                       jit_eval=jit_eval, max_batches=t.max_eval_batches)
         writer.write(done, "validation", val)
         bar.message(f"epoch {done // steps_per_epoch}: val "
                     + format_eval(val))
-        ckpts.save_best(done, state, {"loss": val["loss"]})
+        ckpts.save_best(done, eval_state, {"loss": val["loss"]})
+        del eval_state
       if save or preempted:
         ckpts.save_latest(done, state, train_iter)
       if preempted:
@@ -277,6 +348,42 @@ def fit(config: ml_collections.ConfigDict, workdir: str, task: Task,
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices("asl_vq: training done")
   return val
+
+
+def _pipeline_args(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """`pipeline.make_dataset`'s arguments every stream of a run shares."""
+  return dict(max_len=config.data.max_len,
+              max_label_len=config.data.max_label_len,
+              buckets=tuple(config.data.buckets) or None,
+              process_index=jax.process_index(),
+              process_count=jax.process_count())
+
+
+def eval_point(config: ml_collections.ConfigDict, task: Task,
+               state: TrainState, train_source: pipeline.Source, mesh):
+  """state -> state at the evaluation point (`recompute_batch_stats` over
+  the first `train.bn_batches` batches, at most an epoch, of a training
+  stream of its own: the same batches every time, and the training stream
+  and its checkpointed position untouched); the identity when the model has
+  no BatchNorm or `train.bn_batches` is 0 (the training point's running
+  statistics)."""
+  t = config.train
+  if "batch_stats" not in state.collections or t.bn_batches <= 0:
+    return lambda s: s
+  stream = pipeline.make_dataset(
+      train_source, global_batch_size=t.batch_size, seed=config.seed + 1,
+      train=True, flip_prob=config.data.flip_prob,
+      length_grouping=config.data.length_grouping, **_pipeline_args(config))
+  num_batches = min(t.bn_batches, pipeline.steps_per_epoch(
+      train_source, t.batch_size, train=True))
+  batch_sharding = {k: sharding.data_sharding(mesh) for k in task.device_keys}
+  jit_moments = jax.jit(
+      lambda s, batch: task.batch_moments(s.variables(eval_params(s)), batch),
+      in_shardings=(sharding.replicated(mesh), batch_sharding),
+      out_shardings=sharding.replicated(mesh))
+  return lambda s: recompute_batch_stats(
+      s, itertools.islice(iter(stream), num_batches), task=task, mesh=mesh,
+      jit_moments=jit_moments)
 
 
 def check_finite(state: TrainState, ckpts: checkpointing.Checkpoints) -> None:

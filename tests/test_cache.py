@@ -272,3 +272,25 @@ def test_load_splits(prepared):
   last = full["train"][len(full["train"]) - 1]
   assert last["sequence_id"] == 502 and last["phrase"] == "hello, world"
   assert full["train"].hand_frames.shape == (len(full["train"]),)
+
+
+def test_supplemental_sentences_of_held_out_signers_stay_out(prepared,
+                                                              caplog):
+  # Signer 1 signs supplemental sentence 501 and, with this seed, falls in
+  # validation or test: with it in training, a held-out signer leaks in.
+  cache_dir, _ = prepared
+  fractions = {"train": 0.5, "validation": 0.25, "test": 0.25}
+  for seed in range(20):
+    plain = splits.load_splits(cache_dir, fractions=fractions, seed=seed)
+    if 1 not in plain["train"].participant_ids:
+      break
+  full = splits.load_splits(cache_dir, fractions=fractions, seed=seed,
+                            include_supplemental=True)
+  held_out = set(full["validation"].participant_ids) | set(
+      full["test"].participant_ids)
+  assert 1 in held_out
+  assert not held_out & set(full["train"].participant_ids)
+  assert list(full["train"].sequence_ids) == (
+      list(plain["train"].sequence_ids) + [502])
+  assert "1 of 2 sequences are by 1 signers of the validation/test" in (
+      caplog.text)

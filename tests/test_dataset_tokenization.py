@@ -78,11 +78,12 @@ def test_a_killed_run_resumes_without_duplicates_or_gaps(
     calls.append(path)
     write(path, table)
 
-  monkeypatch.setattr(tokenize, "_write_part", write_two_then_die)
+  monkeypatch.setattr(dataset_tokenization, "_write_part",
+                      write_two_then_die)
   with pytest.raises(KeyboardInterrupt):
     dataset_tokenization.run(_config(run_dir), str(tmp_path))
   assert not (tmp_path / "train.parquet").exists()
-  monkeypatch.setattr(tokenize, "_write_part", write)
+  monkeypatch.setattr(dataset_tokenization, "_write_part", write)
   dataset_tokenization.run(_config(run_dir), str(tmp_path))
   assert sorted(os.listdir(tmp_path)) == sorted(os.listdir(tokenized[0]))
   for name in ("train", "validation", "test"):

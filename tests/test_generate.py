@@ -92,15 +92,29 @@ def test_generation_score_of_the_real_recognizer(loaded):
   model, tokenizer = loaded
   recognizer = generate.load_recognizer(recognizer_dir())
   result = generate.evaluate_split(model, tokenizer, recognizer, "test",
-                                   limit=5, temperature=0.0)
+                                   num_phrases=5, phrase_seed=1,
+                                   temperature=0.0)
   records = result["records"]
   assert result["num_phrases"] == len(records) == 5
   refs = [r["reference"] for r in records]
-  assert refs == tokens_lib.TokenSource(os.path.join(
-      tiny_tokenizer.tokens_dir(), "test.parquet")).phrases[:5]
+  test = tokens_lib.TokenSource(os.path.join(tiny_tokenizer.tokens_dir(),
+                                             "test.parquet"))
+  chosen = generate.choose_phrases(len(test), 5, seed=1)
+  assert refs == [test.phrases[i] for i in chosen]
+  assert result["sequence_ids"] == [int(test.sequence_ids[i]) for i in chosen]
   assert result["score"] == pytest.approx(metrics.normalized_levenshtein(
       refs, [r["recognized"] for r in records]))
   assert result["score"] <= 1.0 and result["score_resynthesized"] <= 1.0
+
+
+def test_phrases_are_drawn_at_random_with_a_seed():
+  drawn = generate.choose_phrases(1000, 100, seed=0)
+  assert len(set(drawn.tolist())) == 100          # without replacement
+  assert not np.array_equal(np.sort(drawn), np.arange(100))   # not the first
+  np.testing.assert_array_equal(drawn, generate.choose_phrases(1000, 100, 0))
+  assert not np.array_equal(drawn, generate.choose_phrases(1000, 100, 1))
+  np.testing.assert_array_equal(np.sort(generate.choose_phrases(7, 100, 0)),
+                                np.arange(7))   # a small split: all of it
 
 
 @pytest.mark.parametrize("recognized, score", [("reference", 1.0),

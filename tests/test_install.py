@@ -5,6 +5,7 @@ its tiny size (so neither can rot)."""
 
 import glob
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -23,8 +24,14 @@ def venv(tmp_path_factory):
   this interpreter's site-packages through a .pth line (no download, and no
   editable install of asl_vq leaks in: .pth files there are not run)."""
   root = tmp_path_factory.mktemp("install")
+  # Built from a copy without build outputs, so no stale module of an
+  # earlier build (build/lib) can ship in the wheel.
+  source = root / "source"
+  shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+      ".git", "build", "dist", "*.egg-info", "__pycache__", "runs", "data",
+      ".venv"))
   subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
-                  "-w", str(root / "dist"), REPO], check=True,
+                  "-w", str(root / "dist"), str(source)], check=True,
                  capture_output=True)
   wheel, = glob.glob(str(root / "dist" / "asl_vq-*.whl"))
   env_dir = root / "venv"

@@ -215,7 +215,9 @@ def test_lm_loss_falls_on_a_repeated_batch():
   config.tokens = tiny_tokenizer.tokens_dir()
   config.train.learning_rate = 1e-2
   splits, code_spec = base.load_sign_splits(config)
+  # AdamW at a constant rate (the paper's LM optimiser) needs more steps on
+  # one batch than schedule-free did: 3.93 -> 2.41 in 30.
   losses = train_helpers.losses_on_a_repeated_batch(
       language_modeling.LMTask(config, code_spec), config, splits["train"],
-      30)
+      45)
   assert losses[-1] < 0.6 * losses[0], losses

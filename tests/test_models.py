@@ -6,6 +6,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from asl_vq import losses, vocab
 from asl_vq.models import squeezeformer
@@ -13,7 +14,7 @@ from asl_vq.models.features import MaskedBatchNorm
 from asl_vq.models.tokenizer import (TokenizerConfig, TokenizerModel,
                                      model_summary)
 
-# The reference's state_dict (../shared/reference/README.md): encoder =
+# The reference's state_dict (tests/test_reference.py's fixture): encoder =
 # feature extractor + 6 blocks, decoder = 6 blocks + transposed extractor.
 REFERENCE_ENCODER_PARAMS = 1_329_536
 REFERENCE_DECODER_PARAMS = 1_336_532
@@ -201,6 +202,24 @@ def test_greedy_ctc_decode():
   mask = np.array([[True] * 8, [True] * 5 + [False] * 3])
   assert losses.ctc_greedy_decode(logits, mask) == [[33, 33, 34],
                                                     [40, 41, 40]]
+
+
+@pytest.mark.parametrize('special', [vocab.START_ID, vocab.END_ID,
+                                     vocab.VOCAB_SIZE - 1])
+def test_greedy_ctc_decode_treats_special_ids_as_blanks(special):
+  # h, i, <special>, y, o, u: the special id neither stops the hypothesis
+  # nor enters it; between two equal letters it separates them as a blank.
+  ids = [vocab.CHAR_TO_ID[c] for c in 'hi'] + [special] + [
+      vocab.CHAR_TO_ID[c] for c in 'you']
+  logits = np.full((1, 6, vocab.VOCAB_SIZE), -5.0)
+  logits[0, np.arange(6), ids] = 5.0
+  decoded = losses.ctc_greedy_decode(logits, np.ones((1, 6), bool))
+  assert vocab.decode(decoded[0]) == 'hiyou'
+  ids = [vocab.CHAR_TO_ID['a'], special, vocab.CHAR_TO_ID['a']]
+  logits = np.full((1, 3, vocab.VOCAB_SIZE), -5.0)
+  logits[0, np.arange(3), ids] = 5.0
+  assert vocab.decode(losses.ctc_greedy_decode(
+      logits, np.ones((1, 3), bool))[0]) == 'aa'
 
 
 # Equivalence of the fast formulations with the plain ones they replace.

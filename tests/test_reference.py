@@ -19,9 +19,9 @@ import pytest
 import asl_vq
 import reference_fixture
 from asl_vq import import_reference
-from asl_vq import trainer
-from asl_vq import train
+from asl_vq import inference
 from asl_vq.models import tokenizer as tokenizer_lib
+from asl_vq.tasks import tokenizer_training
 
 ATOL = 1e-4
 SEQUENCES = range(reference_fixture.NUM_SEQUENCES)
@@ -67,8 +67,8 @@ def imported_workdir(tmp_path_factory):
 
 
 def test_workdir_evaluation_params_are_the_imported_weights(imported_workdir):
-  _, _, variables, step = trainer.load_for_inference(
-      imported_workdir, train.TokenizerTask)
+  _, _, variables, step = inference.load_for_inference(
+      imported_workdir, tokenizer_training.TokenizerTask)
   assert step == 0
   expected = reference_fixture.variables()
   for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(variables)[0],

@@ -24,7 +24,7 @@ import json
 import os
 import shutil
 import sys
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 from absl import logging
 import numpy as np

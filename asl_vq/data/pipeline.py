@@ -204,8 +204,9 @@ def steps_per_epoch(source: Source, global_batch_size: int,
   n = len(source)
   if train:
     if n < global_batch_size:
-      raise ValueError(f"{n} training examples cannot fill one global batch "
-                       f"of {global_batch_size}")
+      raise ValueError(f"the training split has {n} sequences, fewer than "
+                       f"one global batch of {global_batch_size}: lower "
+                       "--config.train.batch_size or use more data")
     return n // global_batch_size
   return math.ceil(n / global_batch_size)
 

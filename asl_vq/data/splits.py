@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from typing import Mapping
 
+from absl import logging
 import numpy as np
 
 from asl_vq.data import cache
@@ -84,9 +85,13 @@ def load_splits(cache_dir: str | os.PathLike, *,
                 ) -> dict[str, cache.SequenceSource | cache.ConcatSource]:
   """The prepared `train` source split by signer.
 
-  With `include_supplemental`, every supplemental sentence is added to the
-  `train` split; the split of train.csv does not change (a signer of
-  validation or test may thus also sign supplemental sentences in training).
+  With `include_supplemental`, the supplemental sentences are added to the
+  `train` split, except those of signers in another split: in the
+  competition both files come from one pool of signers, so keeping them
+  would put every validation and test signer into training. The split of
+  train.csv does not change; the sentences left out are counted in a
+  warning. (Splitting the union by signer instead would move train.csv's
+  split with the supplemental file's presence.)
   """
   if include_supplemental and "train" not in fractions:
     raise ValueError("include_supplemental needs a 'train' split, got "
@@ -96,6 +101,15 @@ def load_splits(cache_dir: str | os.PathLike, *,
   out = {n: cache.SequenceSource(cache_dir, "train", r)
          for n, r in rows.items()}
   if include_supplemental:
-    out["train"] = cache.ConcatSource(
-        [out["train"], cache.SequenceSource(cache_dir, "supplemental")])
+    supplemental = cache.SequenceSource(cache_dir, "supplemental")
+    held_out = np.concatenate([s.participant_ids for n, s in out.items()
+                               if n != "train"] or [np.zeros(0, np.int64)])
+    leak = np.isin(supplemental.participant_ids, held_out)
+    if leak.any():
+      logging.warning(
+          "supplemental data: %d of %d sequences are by %d signers of the "
+          "validation/test splits; left out of training", leak.sum(),
+          len(leak), len(np.unique(supplemental.participant_ids[leak])))
+    out["train"] = cache.ConcatSource([out["train"], cache.SequenceSource(
+        cache_dir, "supplemental", np.flatnonzero(~leak))])
   return out

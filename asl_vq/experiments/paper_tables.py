@@ -130,11 +130,12 @@ def run_all(workdir: str, preset: str, rows: Sequence[str],
       config.checkpoint = tok_dir
       if not all(os.path.exists(os.path.join(tokens_dir, f"{s}.parquet"))
                  for s in dataset_tokenization.SPLITS):
-        _timed(timings, os.path.basename(tokens_dir), dataset_tokenization.run, config,
+        _timed(timings, os.path.basename(tokens_dir),
+               dataset_tokenization.run, config,
                tokens_dir)   # resumes the splits already written.
     inputs = "continuous" if tokens_dir is None else "tokens"
     results[row] = {}
-    for name, module in (("seq2seq", translate), ("probe", probe)):
+    for name, module in (("seq2seq", translation), ("probe", probing)):
       out = sub(f"{name}_{row}")
       if _done(out) is None:
         config = _with(config_lib.load(name, f"{preset},input={inputs}"), data,

@@ -46,6 +46,11 @@ class MaskedBatchNorm(nn.Module):
       default: the reference uses 0.05 for the stem BNs and 0.9 elsewhere
       (STEM_BN_MOMENTUM, CONV_BN_MOMENTUM).
     epsilon: added to the variance, as PyTorch's default.
+
+  In training, when the collection 'batch_moments' is mutable, the batch's
+  own mean and variance are also recorded there (sown, under this layer's
+  path), so that `asl_vq.train.recompute_batch_stats` can average them over
+  many batches into population statistics.
   """
   momentum: float
   epsilon: float = 1e-5
@@ -69,6 +74,8 @@ class MaskedBatchNorm(nn.Module):
       mean = x32.sum(axes) / count
       var = (jnp.square(x32 - mean) * m).sum(axes) / count
       if not self.is_initializing():
+        self.sow('batch_moments', 'mean', mean)
+        self.sow('batch_moments', 'var', var)
         keep = self.momentum
         ra_mean.value = keep * ra_mean.value + (1 - keep) * mean
         ra_var.value = keep * ra_var.value + (1 - keep) * var

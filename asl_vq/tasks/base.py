@@ -5,6 +5,7 @@ downstream tasks (their encoder reads code streams or keypoints).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -37,6 +38,22 @@ class Task:
            ) -> tuple[jax.Array, dict[str, jax.Array], dict[str, Any]]:
     """(jit) (loss, metrics, updated mutable collections) in training."""
     raise NotImplementedError
+
+  def model_inputs(self, batch) -> tuple[Any, ...]:
+    """The model's positional inputs from a batch (for `batch_moments`);
+    needed by tasks whose model has BatchNorm."""
+    raise NotImplementedError
+
+  def batch_moments(self, variables, batch) -> dict[str, Any]:
+    """(jit) Every BatchNorm layer's mean and variance over the batch's valid
+    frames, from a training-mode pass at `variables` in which nothing else
+    changes: no dropout, every quantizer, no codebook update, no running
+    statistics kept. {layer path...: {'mean': ([C],), 'var': ([C],)}}."""
+    model = self.model.clone(
+        config=dataclasses.replace(self.model.config, dropout=0.0))
+    _, updates = model.apply(variables, *self.model_inputs(batch), train=True,
+                             mutable=["batch_stats", "batch_moments"])
+    return updates["batch_moments"]
 
   def eval_batch(self, variables, batch
                  ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:

@@ -119,7 +119,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, dict]:
                      "workdir (--config.checkpoint=RUN)")
   # Every process restores (Orbax restores collectively); one does the work.
   tok = inference.Tokenizer.load(config.checkpoint,
-                                     batch_size=config.batch_size)
+                                 batch_size=config.batch_size)
   splits = datasets.load(data_config(tok.config, config))
   metadata = dict(checkpoint=os.path.abspath(config.checkpoint),
                   step=tok.step, num_quantizers=tok.code_spec.num_quantizers,

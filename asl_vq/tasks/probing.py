@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from asl_vq import inference
+from asl_vq import checkpointing
 from asl_vq import train
 from asl_vq import vocab
 from asl_vq.data import splits as splits_lib
@@ -68,6 +68,9 @@ class ProbeTask(base.Task):
                                          batch["example_mask"]).mean()
     return loss, {"accuracy": accuracy}, updates
 
+  def model_inputs(self, batch):
+    return batch[self.key], batch["input_mask"]
+
   def eval_batch(self, variables, batch):
     logits = self.model.apply(variables, batch[self.key], batch["input_mask"],
                               train=False)
@@ -109,6 +112,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   if config.model.encoder == "tokens" and config.init_from_codebooks:
     checkpoint = tokens_lib.read_metadata(config.tokens, "test").get(
         "checkpoint")
-    codebooks = inference.load_codebooks(checkpoint) if checkpoint else None
+    codebooks = (checkpointing.load_codebooks(checkpoint) if checkpoint
+                 else None)
   return train.fit(config, workdir, ProbeTask(config, code_spec, codebooks),
                    splits["train"], splits["validation"], splits["test"])

@@ -43,11 +43,12 @@ def sample_num_quantizers(rng, mode: str, num_quantizers: int,
   return jax.random.randint(rng, shape, 1, num_quantizers + 1)
 
 
-def _loss(out, batch, commit_weight):
+def _loss(out, batch, train_config):
   return losses.tokenizer_loss(
       out, batch["inputs"], batch["input_mask"], labels=batch["labels"],
-      label_mask=batch["label_mask"],
-      example_mask=batch["example_mask"], commit_weight=commit_weight)
+      label_mask=batch["label_mask"], example_mask=batch["example_mask"],
+      commit_weight=train_config.commit_weight,
+      ctc_reduction=train_config.ctc_reduction)
 
 
 def code_statistics(counts: np.ndarray) -> dict[str, float]:
@@ -89,20 +90,26 @@ class TokenizerTask(base.Task):
         state.variables(params), batch["inputs"], batch["input_mask"],
         n_q=n_q, train=True, rngs={"dropout": d_rng, "vq": vq_rng},
         mutable=["batch_stats", "vq"])
-    total, parts = _loss(out, batch, config.train.commit_weight)
-    metrics = dict(parts)
+    total, parts = _loss(out, batch, config.train)
+    metrics = {k: v for k, v in parts.items() if k != "eval_loss"}
     for name in ("perplexity", "used", "replaced"):
       for q in range(config.model.num_quantizers):
         metrics[f"{name}_q{q}"] = out[name][q]
     return total, metrics, updates
 
+  def model_inputs(self, batch):
+    return batch["inputs"], batch["input_mask"]
+
   def eval_batch(self, variables, batch):
     """Loss parts summed over valid examples, code counts, CTC logits."""
     out = self.model.apply(variables, batch["inputs"], batch["input_mask"],
                            train=False)
-    total, parts = _loss(out, batch, self.config.train.commit_weight)
+    _, parts = _loss(out, batch, self.config.train)
+    # The validation loss (the best checkpoint's criterion) is the
+    # reference's: reconstruction + CTC; commitment is reported, not added.
+    parts["loss"] = parts.pop("eval_loss")
     n = jnp.sum(batch["example_mask"].astype(jnp.float32))
-    sums = {k: v * n for k, v in dict(parts, loss=total).items()}
+    sums = {k: v * n for k, v in parts.items()}
     sums["examples"] = n
     valid = batch["input_mask"] & batch["example_mask"][:, None]
     sums["code_counts"] = jax.vmap(

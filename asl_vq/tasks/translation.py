@@ -27,17 +27,22 @@ def references(batch) -> list[str]:
       batch["labels"], batch["label_mask"], batch["example_mask"]) if e]
 
 
-class TranslatorTask:
+class TranslatorTask(base.Task):
   """Character cross-entropy; evaluated by greedy decoding."""
 
   curves = ("loss", "accuracy", "score")
+  summary_name = "translator"
 
-  def __init__(self, config: ml_collections.ConfigDict):
+  def __init__(self, config: ml_collections.ConfigDict,
+               code_spec: tokens_lib.CodeSpec | None = None):
+    """code_spec: the token streams' (input=tokens); None for keypoints."""
     self.config = config
+    self.code_spec = code_spec
     self.model_config = translator.TranslatorConfig(
-        **config.model.to_dict(), max_target_len=config.data.max_label_len)
+        **config.model.to_dict(), **base.code_fields(code_spec),
+        max_target_len=config.data.max_label_len)
     self.model = translator.Translator(self.model_config)
-    self.key = input_key(config)
+    self.key = base.sign_input_key(config)
     self.device_keys = (self.key, "input_mask", "labels", "label_mask",
                         "example_mask")
 
@@ -45,8 +50,9 @@ class TranslatorTask:
     p_rng, d_rng = jax.random.split(rng)
     s = self.config.data.max_label_len + 1
     return self.model.init({"params": p_rng, "dropout": d_rng},
-                           base.dummy_sign_inputs(self.config, self.config.data.max_len,
-                                                 self.code_spec),
+                           base.dummy_sign_inputs(self.config,
+                                                  self.config.data.max_len,
+                                                  self.code_spec),
                            jnp.ones((2, self.config.data.max_len), bool),
                            jnp.zeros((2, s), jnp.int32), train=False)
 
@@ -68,6 +74,11 @@ class TranslatorTask:
     loss, accuracy = self._loss(logits, batch, targets, tmask)
     return loss, {"accuracy": accuracy}, updates
 
+  def model_inputs(self, batch):
+    decoder_inputs, _, _ = transformer.shift_targets(batch["labels"],
+                                                     batch["label_mask"])
+    return batch[self.key], batch["input_mask"], decoder_inputs
+
   def eval_batch(self, variables, batch):
     dec_in, targets, tmask = transformer.shift_targets(
         batch["labels"], batch["label_mask"])
@@ -87,7 +98,8 @@ class TranslatorTask:
 
   def eval_metrics(self, sums, records):
     result = base.mean_sums(sums)
-    result["score"] = metrics_lib.normalized_levenshtein(*zip(*records))
+    result["score"] = (metrics_lib.normalized_levenshtein(*zip(*records))
+                       if records else 0.0)
     return result
 
 
