@@ -57,6 +57,10 @@ class Checkpoints:
         metrics={k: float(v) for k, v in metrics.items()})
     self.best.wait_until_finished()
 
+  def has_best(self, step: int) -> bool:
+    """Whether `step` was evaluated (and saved as a best candidate)."""
+    return step in self.best.all_steps()
+
   def restore_latest(self, abstract_state: Any, data_iter: Any) -> Any:
     """Restores the latest state in place of `abstract_state` and the iterator."""
     step = self.latest.latest_step()

@@ -223,8 +223,51 @@ class _Preemption:
     return self.requested
 
 
+# Fields a resumed run may change: how long it trains and how it logs, saves
+# and evaluates. Any other change would reinterpret the saved state or data
+# position (batch size, model, data, split, optimizer...).
+RESUMABLE_FIELDS = ("train.num_epochs", "train.log_every_steps",
+                    "train.checkpoint_every_steps", "train.keep_checkpoints",
+                    "train.eval_every_epochs", "train.max_eval_batches")
+
+
+def config_changes(saved: dict[str, Any], config: ml_collections.ConfigDict
+                   ) -> dict[str, tuple[Any, Any]]:
+  """{dotted field: (saved value, new value)} of the fields that differ."""
+  old = traverse_util.flatten_dict(saved, sep=".")
+  new = traverse_util.flatten_dict(json.loads(
+      config.to_json_best_effort()), sep=".")
+  return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
+          if old.get(k) != new.get(k)}
+
+
+def check_resume(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Before a run continues the checkpoints in `workdir`: the saved config
+  must equal `config` but for `RESUMABLE_FIELDS` (those changes are said).
+
+  Raises:
+    ValueError: other fields differ, naming them and the way out.
+  """
+  path = os.path.join(workdir, "config.json")
+  if not (os.path.isdir(os.path.join(workdir, "checkpoints"))
+          and os.path.exists(path)):
+    return
+  with open(path) as f:
+    changes = config_changes(json.load(f), config)
+  refused = {k: v for k, v in changes.items() if k not in RESUMABLE_FIELDS}
+  show = lambda d: ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in d.items())
+  if refused:
+    raise ValueError(
+        f"{workdir} holds a run of another configuration ({show(refused)}); "
+        "run the same config to resume it, or give a new --workdir")
+  if changes and jax.process_index() == 0:
+    print(f"resuming with {show(changes)}", flush=True)
+
+
 def write_config(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """`<workdir>/config.json` (after `check_resume`) and the command."""
   workdir = os.path.abspath(workdir)
+  check_resume(config, workdir)
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -294,7 +337,26 @@ def fit(config: ml_collections.ConfigDict, workdir: str, task: Task,
   preemption = _Preemption()
   bar = progress.Progress(total_steps, start)
   pending, val, preempted = [], {}, False
+
+  def evaluates(done: int) -> bool:
+    return (done % steps_per_epoch == 0
+            and (done // steps_per_epoch) % t.eval_every_epochs == 0
+            or done == total_steps)
+
+  def validate(done: int) -> dict[str, float]:
+    """Evaluated and kept as `best` with the BatchNorm statistics of the
+    evaluation point; training goes on from `state`."""
+    eval_state = at_eval_point(state)
+    val = evaluate(eval_state, val_ds, task=task, mesh=mesh,
+                   jit_eval=jit_eval, max_batches=t.max_eval_batches)
+    writer.write(done, "validation", val)
+    bar.message(f"epoch {done // steps_per_epoch}: val " + format_eval(val))
+    ckpts.save_best(done, eval_state, {"loss": val["loss"]})
+    return val
+
   try:
+    if start and evaluates(start) and not ckpts.has_best(start):
+      val = validate(start)   # preempted at this step before evaluating.
     for step in range(start, total_steps):
       batch = sharding.to_global(next(train_iter), mesh, task.device_keys)
       state, m = jit_train(state, batch)
@@ -313,24 +375,15 @@ def fit(config: ml_collections.ConfigDict, workdir: str, task: Task,
         pending = []
         writer.write(done, "train", avg)
         bar.update(done, avg["loss"])
-      if epoch_end and (done // steps_per_epoch) % t.eval_every_epochs == 0 \
-          or done == total_steps:
-        # Evaluated and kept as `best` with the BatchNorm statistics of the
-        # evaluation point; training goes on from `state`.
-        eval_state = at_eval_point(state)
-        val = evaluate(eval_state, val_ds, task=task, mesh=mesh,
-                       jit_eval=jit_eval, max_batches=t.max_eval_batches)
-        writer.write(done, "validation", val)
-        bar.message(f"epoch {done // steps_per_epoch}: val "
-                    + format_eval(val))
-        ckpts.save_best(done, eval_state, {"loss": val["loss"]})
-        del eval_state
-      if save or preempted:
+      if preempted:   # within the notice: no evaluation first.
         ckpts.save_latest(done, state, train_iter)
-      if preempted:
         bar.message(f"preempted: saved step {done}; run the same command "
                     "to resume")
         break
+      if evaluates(done):
+        val = validate(done)
+      if save:
+        ckpts.save_latest(done, state, train_iter)
     if test_source is not None and not preempted:
       val = evaluate(ckpts.restore_best(state), eval_ds(test_source),
                      task=task, mesh=mesh, jit_eval=jit_eval)

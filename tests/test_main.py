@@ -34,3 +34,39 @@ def test_an_unknown_config_option():
   run = _main("--config=rvq_ctc:tiny,pattern=delay", "--workdir=unused")
   assert "unknown config option 'pattern=delay': a size preset (paper, " \
       "cpu, tiny) or one of row=" in run.stderr
+
+
+def _saved_run(tmp_path):
+  """A workdir as a tiny run leaves it: its config and checkpoints."""
+  from asl_vq import config_lib  # pylint: disable=g-import-not-at-top
+  (tmp_path / "checkpoints").mkdir()
+  text = config_lib.load("rvq_ctc", "tiny").to_json_best_effort(indent=2)
+  (tmp_path / "config.json").write_text(text)
+  return text
+
+
+def test_resume_refuses_another_configuration(tmp_path):
+  saved = _saved_run(tmp_path)
+  run = _main("--config=rvq_ctc:tiny", f"--workdir={tmp_path}",
+              "--config.train.batch_size=4", "--config.train.num_epochs=3")
+  assert run.returncode == 1
+  assert run.stderr.strip() == (
+      f"error: {tmp_path} holds a run of another configuration "
+      "(train.batch_size 8 -> 4); run the same config to resume it, or give "
+      "a new --workdir"), run.stderr
+  assert (tmp_path / "config.json").read_text() == saved   # not overwritten
+  run = _main("--config=rvq_ctc:cpu", f"--workdir={tmp_path}")
+  assert "data.max_len 64 -> 192" in run.stderr
+  assert "model.dim 16 -> 128" in run.stderr
+
+
+def test_resume_allows_more_epochs_and_says_so(tmp_path, capsys):
+  from asl_vq import config_lib  # pylint: disable=g-import-not-at-top
+  from asl_vq import train  # pylint: disable=g-import-not-at-top
+  _saved_run(tmp_path)
+  config = config_lib.load("rvq_ctc", "tiny")
+  config.train.num_epochs = 5
+  config.train.log_every_steps = 1
+  train.check_resume(config, str(tmp_path))
+  assert capsys.readouterr().out.strip() == (
+      "resuming with train.log_every_steps 2 -> 1, train.num_epochs 2 -> 5")
