@@ -27,9 +27,12 @@ def venv(tmp_path_factory):
   # Built from a copy without build outputs, so no stale module of an
   # earlier build (build/lib) can ship in the wheel.
   source = root / "source"
-  shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
-      ".git", "build", "dist", "*.egg-info", "__pycache__", "runs", "data",
-      ".venv"))
+  def skip(directory, names):
+    top = (".git", "build", "dist", "runs", "data", ".venv") if (
+        os.path.samefile(directory, REPO)) else ()
+    return [n for n in names if n in top or n == "__pycache__"
+            or n.endswith(".egg-info")]
+  shutil.copytree(REPO, source, ignore=skip)
   subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
                   "-w", str(root / "dist"), str(source)], check=True,
                  capture_output=True)
