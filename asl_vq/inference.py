@@ -113,7 +113,9 @@ class Tokenizer:
            batch_size: int = 16) -> "Tokenizer":
     """From a training workdir (its config.json and `which` checkpoint).
 
-    The schedule-free evaluation parameters are used, as in validation.
+    The schedule-free evaluation parameters are used, as in validation;
+    `which="best"` (the default) also carries the BatchNorm statistics
+    recomputed at them, `"latest"` those of the training point.
     """
     config, _, variables, step = load_for_inference(
         path, tokenizer_training.TokenizerTask, which)

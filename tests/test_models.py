@@ -62,10 +62,25 @@ def test_parameter_counts_match_reference():
                                     + counts['decoder'])
 
 
+# The reference's relative shift (Transformer-XL), which the attention's
+# sin/cos identity replaces; kept here as the reference it is tested on.
+def relative_shift(x):
+  """[..., T, 2T-1] scores per relative position -> [..., T, T] per key.
+
+  Out[i, j] = x[i, (T-1) - i + j], the score of relative position i - j when
+  the last axis runs over positions T-1 ... -(T-1). Pad-and-reshape instead of
+  a gather: it is a pure relayout.
+  """
+  *lead, t, p = x.shape
+  x = jnp.pad(x, [(0, 0)] * len(lead) + [(0, 0), (1, 0)])
+  x = x.reshape(*lead, p + 1, t)[..., 1:, :]
+  return x.reshape(*lead, t, p)[..., :t]
+
+
 def test_relative_shift_picks_relative_positions():
   t = 5
   x = np.random.default_rng(0).normal(size=(2, t, 2 * t - 1))
-  out = np.asarray(squeezeformer.relative_shift(jnp.asarray(x)))
+  out = np.asarray(relative_shift(jnp.asarray(x)))
   i, j = np.meshgrid(np.arange(t), np.arange(t), indexing='ij')
   # Column p holds relative position (t - 1) - p; out[i, j] wants i - j.
   np.testing.assert_allclose(out, x[:, i, (t - 1) - (i - j)])
@@ -236,7 +251,7 @@ def _reference_attention(params, x, mask):
   q, k, v = proj('query', x), proj('key', x), proj('value', x)
   pos = proj('pos', jnp.asarray(squeezeformer.relative_sinusoids(t, d)))
   content = jnp.einsum('bqhd,bkhd->bhqk', q + params['u_bias'], k)
-  position = squeezeformer.relative_shift(
+  position = relative_shift(
       jnp.einsum('bqhd,phd->bhqp', q + params['v_bias'], pos))
   scores = (content + position) / np.sqrt(dh)
   pair = mask[:, None, :, None] & mask[:, None, None, :]

@@ -41,19 +41,6 @@ def relative_sinusoids(length: int, dim: int) -> np.ndarray:
   return pe
 
 
-def relative_shift(x):
-  """[..., T, 2T-1] scores per relative position -> [..., T, T] per key.
-
-  Out[i, j] = x[i, (T-1) - i + j], the score of relative position i - j when
-  the last axis runs over positions T-1 ... -(T-1). Pad-and-reshape instead of
-  a gather: it is a pure relayout.
-  """
-  *lead, t, p = x.shape
-  x = jnp.pad(x, [(0, 0)] * len(lead) + [(0, 0), (1, 0)])
-  x = x.reshape(*lead, p + 1, t)[..., 1:, :]
-  return x.reshape(*lead, t, p)[..., :t]
-
-
 def absolute_sinusoids(length: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
   """sin and cos of position * inv_freq, [length, dim // 2] each (float64)."""
   pos = np.arange(length, dtype=np.float64)[:, None]
