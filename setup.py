@@ -18,7 +18,7 @@ setuptools.setup(
     package_dir={"asl_vq.configs": "configs"},
     python_requires=">=3.10",
     install_requires=[
-        "jax>=0.4.35",
+        "jax>=0.9",            # XLA:CPU collective timeouts (asl_vq/__init__.py).
         "flax>=0.10",
         "optax>=0.2.4",
         "orbax-checkpoint>=0.11",

@@ -16,9 +16,9 @@ import time
 
 import jax
 import numpy as np
-from absl import app
 from absl import flags
 
+from asl_vq import cli
 from asl_vq import config_lib
 from asl_vq import sharding
 from asl_vq import train
@@ -149,7 +149,11 @@ def main(argv):
   print(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind} "
         f"({jax.default_backend()}); preset {FLAGS.preset}")
   for shape in FLAGS.shapes:
-    batch, frames = map(int, shape.split("x"))
+    batch, _, frames = shape.partition("x")
+    if not (batch.isdigit() and frames.isdigit()):
+      raise ValueError(f"--shapes: {shape!r} is not BATCHxFRAMES (e.g. "
+                       "22x196)")
+    batch, frames = int(batch), int(frames)
     r = bench_shape(config, batch, frames, FLAGS.steps)
     print(f"{r['shape']:>8}: train {r['train_frames_s']:8.0f} frames/s "
           f"({r['train_step_ms']:.0f} ms/step), encode "
@@ -164,4 +168,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

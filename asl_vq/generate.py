@@ -38,6 +38,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from asl_vq import cli
 from asl_vq import compilation_cache
 from asl_vq import inference
 from asl_vq import metrics as metrics_lib
@@ -343,4 +344,4 @@ def main(argv):
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  cli.run(main)

@@ -26,7 +26,6 @@ layer q -> vq `codebook` / `cluster_size` / `embed_sum` [q]; `inited` ->
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any, Callable, Mapping
 
 import jax
@@ -36,6 +35,7 @@ import numpy as np
 from absl import app
 from absl import flags
 
+from asl_vq import cli
 from asl_vq import checkpointing
 from asl_vq import config_lib
 from asl_vq import train
@@ -320,9 +320,9 @@ def main(argv) -> None:
     workdir = write_workdir(load_state_dict(_CHECKPOINT.value),
                             _WORKDIR.value)
   except ReferenceMismatchError as e:
-    sys.exit(f"{_CHECKPOINT.value}: {e}")
+    raise ReferenceMismatchError(f"{_CHECKPOINT.value}: {e}") from e
   print(f"wrote {workdir}: asl_vq.Tokenizer.load({workdir!r})")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

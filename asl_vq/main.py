@@ -18,6 +18,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from asl_vq import cli
 from asl_vq import compilation_cache
 from asl_vq import config_lib
 from asl_vq.tasks import TASKS
@@ -59,14 +60,7 @@ def main(argv):
   config = FLAGS.config
   if config.task not in TASKS:
     raise app.UsageError(f"unknown task {config.task!r}: {', '.join(TASKS)}")
-  try:
-    importlib.import_module(TASKS[config.task]).run(config, FLAGS.workdir)
-  except (ValueError, OSError, FloatingPointError) as e:
-    # Bad data, settings or paths: one line naming what and how to fix it
-    # (the traceback with --verbosity=1).
-    if logging.get_verbosity() >= logging.INFO:
-      raise
-    sys.exit(f"error: {e}")
+  importlib.import_module(TASKS[config.task]).run(config, FLAGS.workdir)
   if jax.process_count() > 1:
     # Leave together: the coordinator (process 0) must not go first.
     jax.distributed.shutdown()
@@ -82,6 +76,12 @@ def _parse_flags(argv: list[str]) -> list[str]:
       argv[i + 1] = _resolve(argv[i + 1])
   try:
     return FLAGS(argv)
+  except AttributeError as e:   # ml_collections: an override of no field.
+    name = str(e).strip("\"'")
+    given = [a for a in argv if a.startswith("--config.")
+             and f".{name}" in a.split("=")[0]]
+    sys.exit(f"error: {given[0] if given else name}: the config has no "
+             f"field {name!r}; see the config file for its fields")
   except flags.Error as e:
     # One line: a config's own error (e.g. an unknown preset) arrives as the
     # last line of a traceback that config_flags formats into the message.
@@ -98,4 +98,4 @@ def _resolve(spec: str) -> str:
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=_parse_flags)
+  cli.run(main, flags_parser=_parse_flags)

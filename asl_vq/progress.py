@@ -17,10 +17,13 @@ class Progress:
                        dynamic_ncols=True, file=sys.stderr,
                        mininterval=1.0, smoothing=0.1)
 
-  def update(self, step: int, loss: float) -> None:
+  def update(self, step: int, loss: float | None = None) -> None:
+    """Advances to `step` (every step: steps/s and ETA from the first ones);
+    `loss` at log points (a host value the caller already has)."""
     if self._bar is not None:
       self._bar.update(step - self._bar.n)
-      self._bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+      if loss is not None:
+        self._bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
 
   def message(self, text: str) -> None:
     if self._bar is not None:

@@ -31,6 +31,7 @@ from typing import Any, Sequence
 from absl import app
 from absl import flags
 
+from asl_vq import cli
 from asl_vq import metric_writers
 from asl_vq import provenance
 
@@ -300,4 +301,4 @@ def main(argv):
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  cli.run(main)

@@ -16,6 +16,7 @@ import itertools
 import json
 import os
 import signal
+import time
 from typing import TYPE_CHECKING, Any, Sequence
 
 import flax
@@ -29,6 +30,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from asl_vq import checkpointing
+from asl_vq import fileio
 from asl_vq import metric_writers
 from asl_vq import plotting
 from asl_vq import progress
@@ -136,7 +138,7 @@ def eval_step(state: TrainState, batch, *, task: Task):
 
 
 def recompute_batch_stats(state: TrainState, batches, *, task: Task, mesh,
-                          jit_moments) -> TrainState:
+                          jit_moments, stop=None) -> TrainState:
   """`state` with BatchNorm statistics recomputed at the schedule-free
   evaluation point: the population mean and variance of training batches.
 
@@ -154,9 +156,11 @@ def recompute_batch_stats(state: TrainState, batches, *, task: Task, mesh,
   Raises:
     ValueError: `batches` is empty, or the layers with moments are not those
       with statistics.
+    Preempted: `stop()` became true (checked before each batch).
   """
   moments = []
   for batch in batches:
+    _check_stop(stop)
     out = jit_moments(state, sharding.to_global(batch, mesh,
                                                 task.device_keys))
     moments.append(traverse_util.flatten_dict(
@@ -186,13 +190,27 @@ def recompute_batch_stats(state: TrainState, batches, *, task: Task, mesh,
                                                     sharding.replicated(mesh))))
 
 
+class Preempted(Exception):
+  """Raised inside an evaluation when a SIGTERM asks the run to stop."""
+
+
+def _check_stop(stop) -> None:
+  if stop is not None and stop():
+    raise Preempted()
+
+
 def evaluate(state: TrainState, dataset, *, task: Task, mesh, jit_eval,
-             max_batches: int = -1) -> dict[str, float]:
-  """One pass over `dataset`: summed statistics and host-side records."""
+             max_batches: int = -1, stop=None) -> dict[str, float]:
+  """One pass over `dataset`: summed statistics and host-side records.
+
+  Raises:
+    Preempted: `stop()` became true (checked before each batch).
+  """
   sums, records = None, []
   for i, batch in enumerate(dataset):
     if 0 <= max_batches <= i:
       break
+    _check_stop(stop)
     gbatch = sharding.to_global(batch, mesh, task.device_keys)
     s, outputs = jit_eval(state, gbatch)
     s = jax.tree.map(lambda x: np.asarray(sharding.local_value(x),
@@ -206,16 +224,28 @@ def evaluate(state: TrainState, dataset, *, task: Task, mesh, jit_eval,
 
 
 class _Preemption:
-  """SIGTERM -> save and exit cleanly (multi-host: JAX's sync point)."""
+  """SIGTERM -> save and exit cleanly (multi-host: JAX's sync point).
+
+  One process: the handler only sets a flag, read after every training
+  step and before every evaluation batch, so the run saves within one step
+  (or one evaluation batch) plus one checkpoint write. Several processes:
+  JAX's preemption sync point, read after every step (an evaluation in
+  progress finishes first).
+  """
 
   def __init__(self):
-    self.requested = False
+    self.requested, self.since, self._previous = False, None, None
     if jax.process_count() == 1:
-      signal.signal(signal.SIGTERM, self._handler)
+      self._previous = signal.signal(signal.SIGTERM, self._handler)
+
+  def close(self) -> None:
+    """Gives SIGTERM back to the handler it had before."""
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
 
   def _handler(self, signum, frame):
     del signum, frame
-    self.requested = True
+    self.requested, self.since = True, time.monotonic()
 
   def reached(self, step: int) -> bool:
     if jax.process_count() > 1:
@@ -241,12 +271,21 @@ def config_changes(saved: dict[str, Any], config: ml_collections.ConfigDict
           if old.get(k) != new.get(k)}
 
 
-def check_resume(config: ml_collections.ConfigDict, workdir: str) -> None:
+class StaleInputs(ValueError):
+  """A workdir's run was made from other inputs than it is given now."""
+
+
+def check_resume(config: ml_collections.ConfigDict, workdir: str,
+                 inputs: dict[str, Any] | None = None) -> None:
   """Before a run continues the checkpoints in `workdir`: the saved config
-  must equal `config` but for `RESUMABLE_FIELDS` (those changes are said).
+  must equal `config` but for `RESUMABLE_FIELDS` (those changes are said),
+  and the saved `inputs.json` (the origin of each split, see
+  `pipeline.Source.origin`) must equal `inputs`.
 
   Raises:
     ValueError: other fields differ, naming them and the way out.
+    StaleInputs: the inputs differ (e.g. tokens remade from a later
+      tokenizer step), naming what changed.
   """
   path = os.path.join(workdir, "config.json")
   if not (os.path.isdir(os.path.join(workdir, "checkpoints"))
@@ -260,18 +299,33 @@ def check_resume(config: ml_collections.ConfigDict, workdir: str) -> None:
     raise ValueError(
         f"{workdir} holds a run of another configuration ({show(refused)}); "
         "run the same config to resume it, or give a new --workdir")
+  saved = fileio.read_json(os.path.join(workdir, "inputs.json"))
+  if inputs is not None and saved is not None:
+    flat = lambda d: traverse_util.flatten_dict(d, sep=".")
+    old, new = flat(saved), flat(json.loads(json.dumps(inputs)))
+    stale = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
+             if old.get(k) != new.get(k)}
+    if stale:
+      raise StaleInputs(
+          f"{workdir} was trained on other inputs ({show(stale)}); its "
+          "results would not be this data's: give a new --workdir, or "
+          "delete this one to train again")
   if changes and jax.process_index() == 0:
     print(f"resuming with {show(changes)}", flush=True)
 
 
-def write_config(config: ml_collections.ConfigDict, workdir: str) -> str:
-  """`<workdir>/config.json` (after `check_resume`) and the command."""
+def write_config(config: ml_collections.ConfigDict, workdir: str,
+                 inputs: dict[str, Any] | None = None) -> str:
+  """`<workdir>/config.json` and `inputs.json` (after `check_resume`) and
+  the command."""
   workdir = os.path.abspath(workdir)
-  check_resume(config, workdir)
+  check_resume(config, workdir, inputs)
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
+    if inputs is not None:
+      fileio.write_json(os.path.join(workdir, "inputs.json"), inputs)
   provenance.record_command(workdir)
   return workdir
 
@@ -284,10 +338,19 @@ def fit(config: ml_collections.ConfigDict, workdir: str, task: Task,
 
   Returns the last validation metrics; with a `test_source`, the best
   checkpoint (by validation loss) is then scored on it and the result is
-  returned instead and written to `<workdir>/test_metrics.json`.
+  returned instead and written to `<workdir>/test_metrics.json` (a finished
+  run called again returns that file's metrics without scoring again).
+
+  Raises:
+    ValueError: `workdir` holds a run of another config (`check_resume`).
+    StaleInputs: `workdir` holds a run made from other inputs (each
+      source's `origin`, saved in `<workdir>/inputs.json`).
   """
   format_eval = format_eval or format_metrics
-  workdir = write_config(config, workdir)
+  inputs = {name: source.origin for name, source in (
+      ("train", train_source), ("validation", val_source),
+      ("test", test_source)) if source is not None}
+  workdir = write_config(config, workdir, inputs)
   mesh = sharding.make_mesh()
   t = config.train
   sharding.check_batch_size(t.batch_size, mesh)
@@ -323,6 +386,10 @@ def fit(config: ml_collections.ConfigDict, workdir: str, task: Task,
       print(f"resumed from step {int(sharding.local_value(state.step))}",
             flush=True)
   start = int(sharding.local_value(state.step))
+  finished = fileio.read_json(os.path.join(workdir, "test_metrics.json"))
+  if start >= total_steps and test_source is not None and finished:
+    ckpts.close()   # same config and inputs (`check_resume`): nothing to do.
+    return finished
 
   batch_sharding = {k: sharding.data_sharding(mesh) for k in task.device_keys}
   jit_train = jax.jit(
@@ -331,10 +398,11 @@ def fit(config: ml_collections.ConfigDict, workdir: str, task: Task,
       donate_argnums=(0,))
   jit_eval = jax.jit(functools.partial(eval_step, task=task),
                      in_shardings=(repl, batch_sharding), out_shardings=repl)
-  at_eval_point = eval_point(config, task, state, train_source, mesh)
+  preemption = _Preemption()
+  stop = lambda: preemption.requested
+  at_eval_point = eval_point(config, task, state, train_source, mesh, stop)
 
   writer = metric_writers.MetricWriter(workdir)
-  preemption = _Preemption()
   bar = progress.Progress(total_steps, start)
   pending, val, preempted = [], {}, False
 
@@ -345,14 +413,88 @@ def fit(config: ml_collections.ConfigDict, workdir: str, task: Task,
 
   def validate(done: int) -> dict[str, float]:
     """Evaluated and kept as `best` with the BatchNorm statistics of the
-    evaluation point; training goes on from `state`."""
+    evaluation point; training goes on from `state`. Raises `Preempted`."""
     eval_state = at_eval_point(state)
     val = evaluate(eval_state, val_ds, task=task, mesh=mesh,
-                   jit_eval=jit_eval, max_batches=t.max_eval_batches)
+                   jit_eval=jit_eval, max_batches=t.max_eval_batches,
+                   stop=stop)
     writer.write(done, "validation", val)
     bar.message(f"epoch {done // steps_per_epoch}: val " + format_eval(val))
     ckpts.save_best(done, eval_state, {"loss": val["loss"]})
     return val
+
+  def save_and_stop(done: int) -> None:
+    """Within the notice: the step's state, no evaluation first (a resumed
+    run does it first)."""
+    saving = time.monotonic()
+    check_finite(state, ckpts)
+    ckpts.save_latest(done, state, train_iter)
+    now = time.monotonic()
+    since = f", {now - preemption.since:.1f} s after SIGTERM" if (
+        preemption.since is not None) else ""
+    bar.message(f"preempted: saved step {done} in {now - saving:.1f} s"
+                f"{since}; run the same command to resume")
+
+  try:
+    try:
+      if start and evaluates(start) and not ckpts.has_best(start):
+        val = validate(start)   # preempted at this step before evaluating.
+    except Preempted:
+      preempted = True   # the state at `start` is saved already.
+    for step in range(start, start if preempted else total_steps):
+      batch = sharding.to_global(next(train_iter), mesh, task.device_keys)
+      state, m = jit_train(state, batch)
+      pending.append(m)
+      done = step + 1
+      bar.update(done)   # every step, no host sync: steps/s and ETA.
+      epoch_end = done % steps_per_epoch == 0
+      log = done % t.log_every_steps == 0 or epoch_end or done == total_steps
+      save = (done % t.checkpoint_every_steps == 0 or epoch_end
+              or done == total_steps)
+      preempted = preemption.reached(done)
+      if log or save:
+        check_finite(state, ckpts)   # one host sync; nothing broken is saved.
+      if log:
+        pending = jax.tree.map(sharding.local_value, pending)
+        avg = {k: float(np.mean([x[k] for x in pending])) for k in pending[0]}
+        pending = []
+        writer.write(done, "train", avg)
+        bar.update(done, avg["loss"])
+      if not preempted and evaluates(done):
+        try:
+          val = validate(done)
+        except Preempted:
+          preempted = True
+      if preempted:
+        save_and_stop(done)
+        break
+      if save:
+        ckpts.save_latest(done, state, train_iter)
+    if test_source is not None and not preempted:
+      try:
+        val = evaluate(ckpts.restore_best(state), eval_ds(test_source),
+                       task=task, mesh=mesh, jit_eval=jit_eval, stop=stop)
+      except Preempted:   # every step is saved: a rerun scores the test.
+        preempted = True
+        bar.message("preempted before the test score; run the same command "
+                    "to score it")
+      else:
+        writer.write(total_steps, "test", val)
+        bar.message("test (best checkpoint): " + format_eval(val))
+        if jax.process_index() == 0:
+          fileio.write_json(os.path.join(workdir, "test_metrics.json"), val)
+  finally:
+    preemption.close()
+    bar.close()
+    writer.close()
+    ckpts.close()
+  if preempted:
+    return val   # no figures: the notice is short.
+  if jax.process_index() == 0:
+    plotting.plot_learning_curves(workdir, task.curves)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices("asl_vq: training done")
+  return val
 
   try:
     if start and evaluates(start) and not ckpts.has_best(start):
@@ -413,13 +555,14 @@ def _pipeline_args(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 def eval_point(config: ml_collections.ConfigDict, task: Task,
-               state: TrainState, train_source: pipeline.Source, mesh):
+               state: TrainState, train_source: pipeline.Source, mesh,
+               stop=None):
   """state -> state at the evaluation point (`recompute_batch_stats` over
   the first `train.bn_batches` batches, at most an epoch, of a training
   stream of its own: the same batches every time, and the training stream
   and its checkpointed position untouched); the identity when the model has
   no BatchNorm or `train.bn_batches` is 0 (the training point's running
-  statistics)."""
+  statistics). `stop`: see `recompute_batch_stats`."""
   t = config.train
   if "batch_stats" not in state.collections or t.bn_batches <= 0:
     return lambda s: s
@@ -436,7 +579,7 @@ def eval_point(config: ml_collections.ConfigDict, task: Task,
       out_shardings=sharding.replicated(mesh))
   return lambda s: recompute_batch_stats(
       s, itertools.islice(iter(stream), num_batches), task=task, mesh=mesh,
-      jit_moments=jit_moments)
+      jit_moments=jit_moments, stop=stop)
 
 
 def check_finite(state: TrainState, ckpts: checkpointing.Checkpoints) -> None:

@@ -1,8 +1,12 @@
 """Tokenizing the splits: the files, resuming, and reading them back."""
 
+import json
 import os
+import shutil
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import asl_vq
@@ -96,6 +100,39 @@ def test_a_killed_run_resumes_without_duplicates_or_gaps(
   mtime = os.stat(tmp_path / "train.parquet").st_mtime_ns
   dataset_tokenization.run(_config(run_dir), str(tmp_path))
   assert os.stat(tmp_path / "train.parquet").st_mtime_ns == mtime
+
+
+def test_a_split_made_from_another_tokenizer_step_is_made_again(
+    run_dir, tokenized, tok, splits, tmp_path, capsys):
+  """Issue 12, case 1: tokens of step 8 kept after the tokenizer moved on to
+  step 16 (141 of 145 frames differed). Here the stored split claims an
+  earlier step and holds other codes: the rerun makes it again."""
+  for name in ("train", "validation", "test"):
+    shutil.copy(tokenized[0] / f"{name}.parquet", tmp_path)
+  path = tmp_path / "validation.parquet"
+  table = pq.read_table(path)
+  meta = dict(tokens.TokenSource(path).metadata, step=tok.step - 8)
+  zeros = pa.array([[[0] * 4] * n for n in table["n_frames"].to_pylist()],
+                   tokens.codes_type(4))
+  table = table.set_column(table.schema.get_field_index("codes"), "codes",
+                           zeros).replace_schema_metadata(
+                               {tokens.METADATA_KEY: json.dumps(meta)})
+  pq.write_table(table, path)
+  mtime = os.stat(tmp_path / "train.parquet").st_mtime_ns
+
+  dataset_tokenization.run(_config(run_dir), str(tmp_path))
+  assert f"step {tok.step - 8!r} -> {tok.step!r}" in capsys.readouterr().out
+  src = tokens.TokenSource(path)
+  assert src.metadata["step"] == tok.step
+  codes = tok.encode([splits["validation"][i]["hands"]
+                      for i in range(len(src))])
+  for i, expected in enumerate(codes):
+    np.testing.assert_array_equal(src[i]["codes"], expected)
+  # The splits made from the same inputs are kept.
+  assert os.stat(tmp_path / "train.parquet").st_mtime_ns == mtime
+  # Tokens record their raw split's origin, which a downstream run checks.
+  assert src.origin["data"] == splits["validation"].origin["data"]
+  assert src.origin["step"] == tok.step
 
 
 def test_checkpoint_is_required(tmp_path):

@@ -1,21 +1,35 @@
-"""Table 2 / Table 5 in one command, on tiny data: every stage runs, the
-tables hold every row, and a second call reuses the finished stages."""
+"""Table 2 / Table 5 in one command at the tiny preset: the data is checked
+first, every stage runs, the tables hold every row, a second call reuses the
+finished stages, and a tokenizer trained further remakes what depends on it."""
 
 import csv
+import json
 import os
 
+import pytest
+
 from asl_vq import config_lib
+from asl_vq.data import tokens
 from asl_vq.experiments import paper_tables
 
 
-def test_tables_are_written_and_stages_resume(tmp_path):
-  data = config_lib.load("rvq_ctc", "tiny").data
-  data.synthetic.num_sequences = 96
-  data.synthetic.num_signers = 16
-  data.fractions = dict(train=0.4, validation=0.1, test=0.5)
+def test_too_few_test_signers_for_the_probe_fail_before_training(tmp_path):
+  """Issue 12, case 5: the tiny preset crashed in the probe stage after 90 s
+  of training (`cannot split 1 signers into 3 non-empty splits`)."""
+  data = config_lib.load("rvq_ctc", "tiny").data   # 8 signers, 1 in test.
+  with pytest.raises(ValueError, match=r"^the test split holds 1 signer\(s\), "
+                     r"but the probing study splits it by signer into 3 "):
+    paper_tables.run_all(str(tmp_path), "tiny", ["rvq"], data)
+  assert not os.listdir(tmp_path)   # nothing trained.
+
+
+def test_tables_are_written_and_stages_resume(tmp_path, capsys):
   rows = ["rvq+ctc"]
-  results = paper_tables.run_all(str(tmp_path), "tiny", rows, data)
+  results = paper_tables.run_all(str(tmp_path), "tiny", rows)
   text = paper_tables.write_tables(str(tmp_path), results, "synthetic")
+  out = capsys.readouterr().out
+  assert "[stage 1/6] tokenizer_rvq_ctc" in out
+  assert "[stage 6/6] probe_continuous" in out
 
   assert "synthetic" in text
   with open(tmp_path / "table2.csv") as f:
@@ -27,9 +41,26 @@ def test_tables_are_written_and_stages_resume(tmp_path):
   assert t5[0][:3] == ["model", "mean", "a"] and len(t5[0]) == 28
   assert all(0.0 <= float(v) <= 1.0 for r in t5[1:] for v in r[1:])
 
-  # Finished stages are skipped: nothing is trained again.
+  # Finished stages are reused: nothing is trained or scored again.
   stamps = {p: os.stat(p).st_mtime_ns
             for p in tmp_path.glob("*/test_metrics.json")}
   assert len(stamps) == 5   # tokenizer, 2 x seq2seq, 2 x probe.
-  assert paper_tables.run_all(str(tmp_path), "tiny", rows, data) == results
+  assert paper_tables.run_all(str(tmp_path), "tiny", rows) == results
   assert stamps == {p: os.stat(p).st_mtime_ns for p in stamps}
+
+  # The tokenizer trained further: its tokens are made again, and the
+  # stages trained on the old tokens are set aside and run again; the
+  # continuous stages are kept.
+  step = tokens.read_metadata(tmp_path / "tokens_rvq_ctc")["step"]
+  epochs = config_lib.load("rvq_ctc", "tiny").train.num_epochs
+  paper_tables.run_all(str(tmp_path), "tiny", rows,
+                       epochs={"tokenizer": 2 * epochs})
+  best = tokens.read_metadata(tmp_path / "tokens_rvq_ctc")["step"]
+  assert best > step   # precondition: the best checkpoint moved on.
+  for name in ("seq2seq_rvq_ctc", "probe_rvq_ctc"):
+    assert (tmp_path / f"{name}.stale-1" / "test_metrics.json").exists()
+    inputs = json.loads((tmp_path / name / "inputs.json").read_text())
+    assert inputs["train"]["step"] == best
+  for name in ("seq2seq_continuous", "probe_continuous"):
+    path = tmp_path / name / "test_metrics.json"
+    assert os.stat(path).st_mtime_ns == stamps[path]

@@ -16,10 +16,10 @@ token of the gallery, tree and angle table (default: the best token of
 
 import os
 
-from absl import app
 from absl import flags
 from absl import logging
 
+from asl_vq import cli
 from asl_vq import provenance
 from asl_vq.analysis import analyze
 
@@ -61,4 +61,4 @@ def main(argv):
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  cli.run(main)

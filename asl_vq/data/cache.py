@@ -312,6 +312,9 @@ class SequenceSource:
     self.phrases = index["phrase"].take(pa.array(rows)).to_pylist()
     self._frames_path = paths["frames"]
     self._frames = None
+    report = fileio.read_json(paths["report"]) or {}
+    self.origin = {"data": str(report.get("fingerprint", ""))[:16],
+                   "sequences": pipeline.digest(self.sequence_ids)}
     shape = np.load(self._frames_path, mmap_mode="r").shape
     needed = int((index["offset"].to_numpy() + index["length"].to_numpy())
                  .max(initial=0))
@@ -357,6 +360,8 @@ class ConcatSource:
     self.lengths = join("lengths")
     self.hand_frames = join("hand_frames")
     self.phrases = [p for s in self.sources for p in s.phrases]
+    self.origin = {"data": "+".join(s.origin["data"] for s in self.sources),
+                   "sequences": pipeline.digest(self.sequence_ids)}
 
   def __len__(self) -> int:
     return int(self._ends[-1]) if self.sources else 0

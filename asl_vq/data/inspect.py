@@ -19,6 +19,7 @@ from absl import flags
 import numpy as np
 import tqdm
 
+from asl_vq import cli
 from asl_vq import vocab
 from asl_vq.data import cache
 from asl_vq.data import layout
@@ -138,14 +139,10 @@ def format_table(stats: dict[str, dict[str, object]]) -> str:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError("Too many command-line arguments.")
-  try:
-    stats = summarize(_DATA_DIR.value, min_hand_frames=_MIN_HAND_FRAMES.value)
-  except reader.DataError as e:
-    print(f"error: {e}".replace("\n", " "), file=sys.stderr)
-    sys.exit(1)
+  stats = summarize(_DATA_DIR.value, min_hand_frames=_MIN_HAND_FRAMES.value)
   print(json.dumps(stats) if _JSON.value else format_table(stats))
 
 
 if __name__ == "__main__":
   flags.mark_flag_as_required("data_dir")
-  app.run(main)
+  cli.run(main)

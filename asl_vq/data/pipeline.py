@@ -13,6 +13,8 @@ pool can prepare the next batches in the background without affecting them.
 
 from __future__ import annotations
 
+import hashlib
+
 import functools
 import math
 import operator
@@ -45,12 +47,22 @@ class Source(Protocol):
   hand_frames: np.ndarray  # int64 [len]: frames with a hand (= code rows).
   # Code sources: the number of code streams Q; landmark sources: None.
   num_quantizers: int | None
+  # What the sequences were made from (JSON): the data's fingerprint, the
+  # sequences' digest and, for codes, the tokenizer checkpoint and step.
+  # A run records it; a changed origin makes its outputs stale.
+  origin: dict[str, Any]
 
   def __len__(self) -> int:
     ...
 
   def __getitem__(self, index: int) -> dict[str, Any]:
     ...
+
+
+def digest(ids: np.ndarray) -> str:
+  """A short stable digest of an int array (e.g. a split's sequence ids)."""
+  return hashlib.sha256(np.ascontiguousarray(ids, np.int64).tobytes()
+                        ).hexdigest()[:16]
 
 
 def source_index(i: int, size: int) -> int:

@@ -637,6 +637,9 @@ def main(argv: Sequence[str]) -> None:
     preview(values.preview, seed=values.seed, config=config)
     logging.info("wrote %s", values.preview)
   if values.out:
+    if values.num_sequences < 1:
+      raise ValueError(f"--num_sequences={values.num_sequences}: give at "
+                       "least 1 sequence")
     summary = generate(values.out, values.num_sequences, values.seed,
                        **dataclasses.asdict(config))
     logging.info("synthetic dataset: %s", summary)
@@ -645,6 +648,6 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-  from absl import app  # pylint: disable=g-import-not-at-top
+  from asl_vq import cli  # pylint: disable=g-import-not-at-top
   _define_flags()
-  app.run(main)
+  cli.run(main)

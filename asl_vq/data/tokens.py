@@ -9,8 +9,9 @@ A tokenized split is one parquet file, one row per sequence:
   codes           list<fixed_size_list<int16>[Q]>: [n_frames][Q], frame
                   major: codes[t][q] is quantizer q's code at frame t.
 
-The schema metadata `asl_vq` holds JSON: num_quantizers, codebook_size and
-the tokenizer checkpoint it came from.
+The schema metadata `asl_vq` holds JSON: num_quantizers, codebook_size, the
+tokenizer checkpoint and step it came from, and `data`, the raw split's
+`origin` (data fingerprint and sequence digest).
 """
 
 from __future__ import annotations
@@ -65,6 +66,16 @@ def to_table(rows: Sequence[dict[str, Any]], num_quantizers: int,
   ], schema=schema)
 
 
+def origin(metadata: dict[str, Any], sequence_ids: np.ndarray
+           ) -> dict[str, Any]:
+  """A tokenized split's `pipeline.Source.origin`: the tokenizer checkpoint
+  and step, and the raw split's data fingerprint, from its metadata."""
+  return {"tokenizer": metadata.get("checkpoint"),
+          "step": metadata.get("step"),
+          "data": (metadata.get("data") or {}).get("data"),
+          "sequences": pipeline.digest(sequence_ids)}
+
+
 class TokenSource:
   """Random access to a tokenized split; the attributes of `SequenceSource`.
 
@@ -88,6 +99,7 @@ class TokenSource:
     frames = table["codes"].combine_chunks().flatten()
     self._codes = frames.flatten().to_numpy().reshape(-1, self.num_quantizers)
     self._offsets = np.concatenate([[0], np.cumsum(self.lengths)])
+    self.origin = origin(self.metadata, self.sequence_ids)
     if len(self._codes) != self._offsets[-1]:
       raise ValueError(f"{self.path}: {len(self._codes)} code frames for "
                        f"n_frames summing to {self._offsets[-1]}")
@@ -130,6 +142,8 @@ class _Subset:
     for name in self._ARRAYS:
       setattr(self, name, np.asarray(getattr(source, name))[indices])
     self.phrases = [source.phrases[i] for i in indices]
+    self.origin = dict(source.origin,
+                       sequences=pipeline.digest(self.sequence_ids))
 
   def __len__(self) -> int:
     return len(self.indices)

@@ -5,16 +5,16 @@ r"""The paper's Table 2 (translation) and Table 5 (probing) as one command.
 For each tokenizer row of the ablation it trains the tokenizer, tokenizes
 every split, trains the translator on the tokens and the letter probe inside
 the test split; then the continuous baseline of both. Every stage is a
-sub-workdir that resumes (a finished stage is skipped), so the command can be
-killed and run again. It writes `table2.md`/`.csv` (normalised Levenshtein on
-test) and `table5.md`/`.csv` (probing accuracy per letter and mean) into
-`--workdir`. With no `--data_dir` the embedded synthetic dataset is used and
+sub-workdir that resumes (a finished stage returns its results at once; one
+whose inputs changed is set aside and run again), so the command can be
+killed and run again; each stage is named as it starts. It writes
+`table2.md`/`.csv` (normalised Levenshtein on test) and `table5.md`/`.csv`
+(probing accuracy per letter and mean) into `--workdir`. With no `--data_dir` the embedded synthetic dataset is used and
 the tables say so.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import string
 import time
@@ -22,14 +22,19 @@ from typing import Sequence
 
 import jax
 import ml_collections
-from absl import app
+import numpy as np
 from absl import flags
 from absl import logging
+from jax.experimental import multihost_utils
 
+from asl_vq import cli
 from asl_vq import compilation_cache
 from asl_vq import config_lib
+from asl_vq import fileio
 from asl_vq import provenance
 from asl_vq import tables
+from asl_vq import train
+from asl_vq.data import datasets
 from asl_vq.tasks import dataset_tokenization
 from asl_vq.tasks import probing
 from asl_vq.tasks import tokenizer_training
@@ -76,12 +81,38 @@ def budget(preset: str, epochs: dict[str, int | None] | None = None
           **{k: v for k, v in (epochs or {}).items() if v is not None}}
 
 
-def _done(workdir: str, name: str = "test_metrics.json") -> dict | None:
-  path = os.path.join(workdir, name)
-  if os.path.exists(path):
-    with open(path) as f:
-      return json.load(f)
-  return None
+# The tables' own data at the `tiny` preset: the tokenizer's tiny data has 8
+# signers, one of them in the test split, which the probing study splits
+# again by signer into three.
+DATA = {"tiny": dict(synthetic=dict(num_sequences=96, num_signers=16),
+                     fractions=dict(train=0.4, validation=0.1, test=0.5))}
+
+
+def data_config(preset: str) -> ml_collections.ConfigDict:
+  """The data block every stage of `preset` shares."""
+  data = config_lib.load("rvq_ctc", preset).data
+  data.update(DATA.get(preset, {}))
+  return data
+
+
+def check_data(preset: str, data: ml_collections.ConfigDict) -> None:
+  """Before anything trains: the data splits by signer, and its test split
+  has a signer for each of the probing study's own splits.
+
+  Raises:
+    ValueError: naming the setting to change.
+  """
+  config = config_lib.load("rvq_ctc", preset)
+  config.data = ml_collections.ConfigDict(data.to_dict())
+  test = datasets.load(config)["test"]
+  fractions = dict(config_lib.load("probe", preset).probe_fractions)
+  signers = len(np.unique(test.participant_ids))
+  if signers < len(fractions):
+    raise ValueError(
+        f"the test split holds {signers} signer(s), but the probing study "
+        f"splits it by signer into {len(fractions)} ({fractions}): use data "
+        "with more signers or a larger data.fractions.test "
+        f"(now {dict(config.data.fractions)})")
 
 
 def _with(config, data, epochs: int | None):
@@ -95,10 +126,13 @@ def _with(config, data, epochs: int | None):
   return config
 
 
-def _timed(timings: dict[str, float], name: str, fn, *args) -> None:
-  start = time.time()
-  fn(*args)
-  timings[name] = round(time.time() - start, 1)
+def _set_aside(path: str) -> str:
+  """Renames `path` to the first free `<path>.stale-N`; returns it."""
+  n = 1
+  while os.path.exists(f"{path}.stale-{n}"):
+    n += 1
+  os.rename(path, f"{path}.stale-{n}")
+  return f"{path}.stale-{n}"
 
 
 def run_all(workdir: str, preset: str, rows: Sequence[str],
@@ -106,47 +140,65 @@ def run_all(workdir: str, preset: str, rows: Sequence[str],
             epochs: dict[str, int | None] | None = None) -> dict[str, dict]:
   """Runs (or resumes) every stage; returns {row: {model: test metrics}}.
 
-  `data`: the data block of every config (default: configs/rvq_ctc.py's for
-  `preset`). `epochs`: stage (tokenizer, seq2seq, probe) -> epochs, over
-  `BUDGETS[preset]`. The wall time of each stage run by this call is
+  `data`: the data block of every config (default: `data_config(preset)`).
+  `epochs`: stage (tokenizer, seq2seq, probe) -> epochs, over
+  `BUDGETS[preset]`. Every stage is run in turn and resumes what its
+  sub-workdir holds; a finished one returns its results at once. A stage
+  whose inputs changed (e.g. a tokenizer trained further, so its tokens are
+  made again) is set aside as `<stage>.stale-N` and run again, and so is
+  everything after it. The wall time of each stage run by this call is
   added to `<workdir>/timings.json`.
+
+  Raises:
+    ValueError: the data cannot serve every stage (`check_data`), or a
+      stage's sub-workdir holds a run of another config.
   """
-  data = data or config_lib.load("rvq_ctc", preset).data
+  data = data or data_config(preset)
+  check_data(preset, data)
   epochs = budget(preset, epochs)
   timings_path = os.path.join(workdir, "timings.json")
-  timings = _done(workdir, "timings.json") or {}
+  timings = fileio.read_json(timings_path) or {}
   sub = lambda name: os.path.join(workdir, name.replace("+", "_"))
-  stages = [(row, sub(f"tokens_{row}")) for row in rows]
-  stages.append(("continuous", None))
-  results = {}
-  for row, tokens_dir in stages:
-    if tokens_dir is not None:
-      tok_dir = sub(f"tokenizer_{row}")
-      if _done(tok_dir) is None:
-        _timed(timings, os.path.basename(tok_dir), tokenizer_training.run,
-               _with(config_lib.load("rvq_ctc", f"{preset},row={row}"), data,
-                     epochs.get("tokenizer")), tok_dir)
+  plan = []   # (row, model, sub-workdir, run, config), in order.
+  for row in [*rows, "continuous"]:
+    tokens_dir = None
+    if row != "continuous":
+      tok_dir, tokens_dir = sub(f"tokenizer_{row}"), sub(f"tokens_{row}")
+      plan.append((row, "tokenizer", tok_dir, tokenizer_training.run,
+                   _with(config_lib.load("rvq_ctc", f"{preset},row={row}"),
+                         data, epochs.get("tokenizer"))))
       config = config_lib.load("tokenize", "")
       config.checkpoint = tok_dir
-      if not all(os.path.exists(os.path.join(tokens_dir, f"{s}.parquet"))
-                 for s in dataset_tokenization.SPLITS):
-        _timed(timings, os.path.basename(tokens_dir),
-               dataset_tokenization.run, config,
-               tokens_dir)   # resumes the splits already written.
+      plan.append((row, "tokens", tokens_dir, dataset_tokenization.run,
+                   config))
     inputs = "continuous" if tokens_dir is None else "tokens"
-    results[row] = {}
-    for name, module in (("seq2seq", translation), ("probe", probing)):
-      out = sub(f"{name}_{row}")
-      if _done(out) is None:
-        config = _with(config_lib.load(name, f"{preset},input={inputs}"), data,
-                       epochs.get(name))
-        config.tokens = tokens_dir or ""
-        _timed(timings, os.path.basename(out), module.run, config, out)
-      results[row][name] = _done(out)
+    for model, module in (("seq2seq", translation), ("probe", probing)):
+      config = _with(config_lib.load(model, f"{preset},input={inputs}"), data,
+                     epochs.get(model))
+      config.tokens = tokens_dir or ""
+      plan.append((row, model, sub(f"{model}_{row}"), module.run, config))
+
+  results = {}
+  for k, (row, model, out, run, config) in enumerate(plan, 1):
+    name = os.path.basename(out)
+    if jax.process_index() == 0:
+      print(f"[stage {k}/{len(plan)}] {name}", flush=True)
+    start = time.time()
+    try:
+      result = run(config, out)
+    except train.StaleInputs as e:
       if jax.process_index() == 0:
-        with open(timings_path, "w") as f:
-          json.dump(timings, f, indent=1)
-  return results
+        print(f"{e}\n{name}: set aside as {_set_aside(out)}; running it "
+              "again", flush=True)
+      if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(f"asl_vq: set aside {name}")
+      result = run(config, out)
+    timings[name] = round(time.time() - start, 1)
+    if jax.process_index() == 0:
+      fileio.write_json(timings_path, timings)
+    results.setdefault(row, {})[model] = result
+  return {row: {m: r[m] for m in ("seq2seq", "probe")}
+          for row, r in results.items()}
 
 
 ROW_NAMES = {"continuous": "Continuous", "rvq": "RVQ",
@@ -180,12 +232,12 @@ def main(argv):
   compilation_cache.enable()
   os.makedirs(FLAGS.workdir, exist_ok=True)
   provenance.record_command(FLAGS.workdir)
-  data = config_lib.load("rvq_ctc", FLAGS.preset).data
+  data = data_config(FLAGS.preset)
   data.dir = FLAGS.data_dir
   epochs = {"tokenizer": FLAGS.tokenizer_epochs,
             "seq2seq": FLAGS.seq2seq_epochs, "probe": FLAGS.probe_epochs}
   results = run_all(FLAGS.workdir, FLAGS.preset, FLAGS.rows, data, epochs)
-  timings = _done(FLAGS.workdir, "timings.json") or {}
+  timings = fileio.read_json(os.path.join(FLAGS.workdir, "timings.json")) or {}
   stages = budget(FLAGS.preset, epochs)
   epochs_text = ", ".join(f"{k} {v}" for k, v in stages.items()) or "presets'"
   print(write_tables(
@@ -196,4 +248,4 @@ def main(argv):
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  cli.run(main)

@@ -1,10 +1,11 @@
 """Tokenize the train / validation / test splits into `<workdir>/<split>.parquet`.
 
 The file layout is `asl_vq.data.tokens`'s. The work is resumable: a finished
-split is skipped; within a split, every `part_batches` batches of sequences
-become one part file under `<split>.parquet.parts/`, so a killed run redoes at
-most one part; the parts are then assembled into the split file (written under
-a temporary name and renamed). Only process 0 tokenizes, on its own devices;
+split made from the same inputs is skipped (one made from another tokenizer
+step or other data is made again); within a split, every `part_batches`
+batches of sequences become one part file under `<split>.parquet.parts/`, so
+a killed run redoes at most one part; the parts are then assembled into the
+split file (written under a temporary name and renamed). Only process 0 tokenizes, on its own devices;
 the other processes wait.
 """
 
@@ -40,13 +41,29 @@ def _write_part(path: str, table: pa.Table) -> None:
   fileio.atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
+def stale_fields(path: str, metadata: dict[str, Any]) -> dict[str, tuple]:
+  """{field: (stored, current)} where the split file `path` was made from
+  other inputs than `metadata` says (tokenizer checkpoint or step, code
+  spec, the raw split's origin); {} when it matches."""
+  stored = json.loads(pq.read_schema(path).metadata[tokens.METADATA_KEY])
+  return {k: (stored.get(k), v) for k, v in metadata.items()
+          if stored.get(k) != v}
+
+
 def tokenize_split(tok: inference.Tokenizer, source: pipeline.Source,
                    path: str, *, batch_size: int, part_batches: int,
                    metadata: dict[str, Any], desc: str = "") -> None:
-  """Writes `path` (see the module docstring); a no-op if it exists."""
+  """Writes `path` (see the module docstring). An existing file made from
+  the same inputs (`metadata`) is kept; one made from others (e.g. an
+  earlier step of the tokenizer) is made again, and the change is said."""
   if os.path.exists(path):
-    logging.info("%s exists: skipped", path)
-    return
+    stale = stale_fields(path, metadata)
+    if not stale:
+      logging.info("%s exists: skipped", path)
+      return
+    print(f"{path}: made from other inputs ("
+          + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in stale.items())
+          + "): tokenizing again", flush=True)
   n, part_size = len(source), batch_size * part_batches
   ids = np.asarray(source.sequence_ids, np.int64)
   parts_dir = f"{path}.parts"
@@ -130,7 +147,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, dict]:
     for name in SPLITS:
       path = os.path.join(workdir, f"{name}.parquet")
       tokenize_split(tok, splits[name], path, batch_size=tok.batch_size,
-                     part_batches=config.part_batches, metadata=metadata,
+                     part_batches=config.part_batches,
+                     metadata=dict(metadata, data=splits[name].origin),
                      desc=name)
       stored = tokens.TokenSource(path)
       report[name] = dict(sequences=len(stored),

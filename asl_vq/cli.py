@@ -1,0 +1,40 @@
+"""How every command ends on bad input: one line `error: ...` that names the
+file, sequence or setting and the fix, exit status 1, and no traceback
+(`--verbosity=0` shows it)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable, Sequence
+
+from absl import app
+from absl import flags
+from absl import logging
+
+# What bad data, settings and paths raise (`reader.DataError`, the config
+# checks and `train.StaleInputs` are ValueErrors; missing files OSErrors;
+# a diverged run FloatingPointError). Anything else is a bug: a traceback.
+USER_ERRORS = (ValueError, OSError, FloatingPointError)
+
+
+def one_line(error: BaseException) -> str:
+  """The error's message on one line."""
+  return " ".join(str(error).split()) or type(error).__name__
+
+
+def run(main: Callable[[Sequence[str]], None], flags_parser=None) -> None:
+  """`absl.app.run(main)`, with `USER_ERRORS` ending in one line."""
+
+  def guarded(argv):
+    try:
+      main(argv)
+    except USER_ERRORS as e:
+      if (flags.FLAGS["verbosity"].present
+          and logging.get_verbosity() >= logging.INFO):
+        raise   # asked for: --verbosity=0 or more.
+      sys.exit(f"error: {one_line(e)}")
+
+  if flags_parser is None:
+    app.run(guarded)
+  else:
+    app.run(guarded, flags_parser=flags_parser)

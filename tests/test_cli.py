@@ -1,0 +1,71 @@
+"""Every entry point on bad input: exit status 1 and one line `error: ...`
+that names the file or setting and the fix; never a traceback."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MISSING = "/nonexistent/asl_vq"
+
+# (module, arguments, a part of the expected line).
+CASES = [
+    ("asl_vq.main", ["--config=rvq_ctc:tiny", "--workdir={w}",
+                     f"--config.data.dir={MISSING}"],
+     f"error: {MISSING}: data directory does not exist"),
+    ("asl_vq.main", ["--config=tokenize", "--workdir={w}"],
+     "error: config.checkpoint is required: the tokenizer's training workdir "
+     "(--config.checkpoint=RUN)"),
+    ("asl_vq.main", ["--config=rvq_ctc:tiny", "--workdir={w}",
+                     "--config.train.nope=1"],
+     "error: --config.train.nope=1: the config has no field 'nope'"),
+    ("asl_vq.main", ["--config=nope", "--workdir={w}"],
+     "error: --config=nope: no such file and no packaged config"),
+    ("asl_vq.experiments.paper_tables", ["--workdir={w}", "--preset=tiny",
+                                         f"--data_dir={MISSING}"],
+     f"error: {MISSING}: data directory does not exist"),
+    ("asl_vq.generate", [f"--lm={MISSING}", "--out={w}", "--text=hi"],
+     f"error: {MISSING}: no config.json; is it a training workdir?"),
+    ("asl_vq.analysis", [f"--tokens={MISSING}", "--out={w}"],
+     f"error: {MISSING}/test.parquet does not exist; is '{MISSING}' a "
+     "directory written by `python -m asl_vq.main --config=tokenize"),
+    ("asl_vq.report", [f"--workdir={MISSING}"],
+     f"error: {MISSING}: no such directory"),
+    ("asl_vq.data.inspect", [f"--data_dir={MISSING}"],
+     f"error: {MISSING}: data directory does not exist"),
+    ("asl_vq.data.synthetic", ["--out={w}", "--num_sequences=0"],
+     "error: --num_sequences=0: give at least 1 sequence"),
+    ("asl_vq.bench", ["--shapes=22by196"],
+     "error: --shapes: '22by196' is not BATCHxFRAMES (e.g. 22x196)"),
+    ("asl_vq.import_reference", [f"--checkpoint={MISSING}.npz",
+                                 "--workdir={w}"],
+     f"error: [Errno 2] No such file or directory: '{MISSING}.npz'"),
+]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  """All cases at once (each is mostly interpreter and JAX start-up)."""
+  procs = []
+  for i, (module, args, _) in enumerate(CASES):
+    w = tmp_path_factory.mktemp(f"case{i}")
+    procs.append(subprocess.Popen(
+        [sys.executable, "-m", module, *(a.format(w=w) for a in args)],
+        cwd=w, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, XLA_FLAGS="")))
+  return [(p.returncode, out, err) for p in procs
+          for out, err in [p.communicate(timeout=600)]]
+
+
+@pytest.mark.parametrize("case", range(len(CASES)),
+                         ids=[f"{m.split('.')[-1]}-{i}"
+                              for i, (m, _, _) in enumerate(CASES)])
+def test_bad_input_gives_one_line(runs, case):
+  code, _, err = runs[case]
+  expected = CASES[case][2]
+  lines = [l for l in err.strip().splitlines()
+           if l.startswith("error: ")]
+  assert code == 1 and "Traceback" not in err, err[-3000:]
+  assert len(lines) == 1 and lines[0].startswith(expected), err[-3000:]

@@ -1,0 +1,93 @@
+"""SIGTERM (a preemption notice, ~30 s): the run saves the step it is at and
+exits within one training step (or evaluation batch) plus one checkpoint
+write; never after an evaluation; the resumed run evaluates first."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+
+from asl_vq import checkpointing
+from asl_vq import config_lib
+from asl_vq import metric_writers
+from asl_vq import train
+from asl_vq.tasks import tokenizer_training
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_sigterm_saves_and_exits_within_a_step_and_a_save(tmp_path):
+  metrics = tmp_path / "metrics.jsonl"
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "asl_vq.main", "--config=rvq_ctc:tiny",
+       f"--workdir={tmp_path}", "--config.train.num_epochs=1000",
+       "--config.train.log_every_steps=1",
+       "--config.train.checkpoint_every_steps=1000000",
+       "--config.train.eval_every_epochs=1000"],
+      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+      env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2"))
+  seen, arrivals, deadline = 0, [], time.time() + 300
+  while len(arrivals) < 6:   # steps are running (log every step).
+    assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
+    rows = len(metric_writers.read_metrics(str(metrics)))
+    if rows > seen:
+      seen = rows
+      arrivals.append(time.monotonic())
+    time.sleep(0.01)
+  step_time = max(b - a for a, b in zip(arrivals[1:], arrivals[2:]))
+  sent = time.monotonic()
+  proc.send_signal(signal.SIGTERM)
+  out = proc.communicate(timeout=300)[0]
+  exited = time.monotonic() - sent
+
+  assert proc.returncode == 0, out[-3000:]
+  found = re.search(r"preempted: saved step (\d+) in ([\d.]+) s, ([\d.]+) s "
+                    r"after SIGTERM; run the same command to resume", out)
+  assert found, out[-3000:]
+  step, save, latency = int(found[1]), float(found[2]), float(found[3])
+  print(f"step {step_time:.2f} s, save {save:.2f} s, saved {latency:.2f} s "
+        f"after SIGTERM, exited after {exited:.2f} s")
+  assert checkpointing.Checkpoints(str(tmp_path)).latest_step() == step
+  # The bound: the step in flight and the one dispatched after it (the
+  # loop runs one step ahead of the device), then the write.
+  assert latency <= save + 2 * step_time + 1.0, (latency, save, step_time)
+  # No long tail after the save: no evaluation, no figures.
+  assert exited - latency < 15.0, (exited, latency)
+  assert not (tmp_path / "learning_curves.png").exists()
+  assert "validation" not in out
+
+
+def test_sigterm_during_an_evaluation_saves_and_the_resumed_run_evaluates_first(
+    tmp_path, monkeypatch, capsys):
+  config = config_lib.load("rvq_ctc", "tiny")
+  config.train.num_epochs = 2
+  evaluate = train.evaluate
+  calls = []
+
+  def preempted_evaluate(*args, **kwargs):
+    calls.append(1)
+    os.kill(os.getpid(), signal.SIGTERM)   # arrives during the evaluation.
+    return evaluate(*args, **kwargs)
+
+  monkeypatch.setattr(train, "evaluate", preempted_evaluate)
+  tokenizer_training.run(config, str(tmp_path))
+  ckpts = checkpointing.Checkpoints(str(tmp_path))
+  epoch = ckpts.latest_step()
+  assert calls == [1] and epoch > 0
+  assert not ckpts.has_best(epoch)   # nothing evaluated at that step.
+  assert "preempted: saved step" in capsys.readouterr().err
+  before = metric_writers.read_metrics(str(tmp_path / "metrics.jsonl"))
+  assert all(r["split"] == "train" for r in before)
+  assert not (tmp_path / "test_metrics.json").exists()
+  ckpts.close()
+
+  monkeypatch.setattr(train, "evaluate", evaluate)
+  tokenizer_training.run(config, str(tmp_path))
+  rows = metric_writers.read_metrics(str(tmp_path / "metrics.jsonl"))
+  resumed = [(r["step"], r["split"]) for r in rows[len(before):]]
+  assert resumed[0] == (epoch, "validation"), resumed
+  assert (2 * epoch, "validation") in resumed and resumed[-1][1] == "test"
+  assert (tmp_path / "test_metrics.json").exists()
