@@ -7,6 +7,7 @@ from pose_format import Pose
 from pose_format.pose_header import PoseHeader
 from pose_format.pose_header import PoseHeaderComponent
 from pose_format.pose_header import PoseHeaderDimensions
+from pose_format.pose_visualizer import PoseVisualizer
 
 from asl_vq.data import pose
 
@@ -142,7 +143,6 @@ def test_bad_files_are_clear_errors(tmp_path):
 
 def test_pose_visualizer_draws_a_written_file(tmp_path):
   pytest.importorskip("cv2")
-  from pose_format.pose_visualizer import PoseVisualizer  # pylint: disable=g-import-not-at-top
   path = tmp_path / "a.pose"
   pose.write(path, _hands(), 30., width=W, height=H)
   frames = list(PoseVisualizer(_read_with_pose_format(path)).draw())
