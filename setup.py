@@ -38,9 +38,12 @@ setuptools.setup(
     extras_require={
         # scikit-learn: the reference AMI that asl_vq.analysis is tested on.
         # nbclient/nbformat/ipykernel: tests/test_install.py runs the Colab
-        # demo end to end.
+        # demo end to end. pose-format: tests/test_pose.py.
         "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-learn>=1.3",
-                 "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29"],
+                 "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29",
+                 "pose-format>=0.15"],
+        # .pose files in and out (asl_vq.data.pose, asl_vq.encode/decode).
+        "pose": ["pose-format>=0.15"],
         # `python -m asl_vq.bench --torch_rvq`: the reference RVQ to compare.
         "bench": ["torch>=2.1", "vector-quantize-pytorch>=1.14"],
     },

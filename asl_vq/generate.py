@@ -18,8 +18,8 @@ and score the recognised text with the normalised Levenshtein metric
 (`generation.json`). For scale, it also scores the recogniser on the
 tokenizer's resynthesis of the split's own codes (`score_resynthesized`).
 
-The functions (`load_lm`, `generate`, `save_gif`, `evaluate`, ...) are the
-API a notebook uses.
+The functions (`load_lm`, `generate`, `evaluate`, ...) are the API a notebook
+uses (with `asl_vq.plotting.save_gif` for the animations).
 """
 
 from __future__ import annotations
@@ -52,8 +52,6 @@ from asl_vq.models import code_lm as lm_lib
 from asl_vq.models import translator
 from asl_vq.tasks import language_modeling
 from asl_vq.tasks import translation
-
-FPS = 30   # the competition's videos.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,30 +147,6 @@ def generate(lm: Run, tokenizer: Tokenizer, text: str, *,
   return [Sample(text, c, h) for c, h in zip(codes, tokenizer.decode(codes))]
 
 
-def save_gif(hands: np.ndarray, path: str, *, title: str = "",
-             fps: int = FPS) -> str:
-  """An animated GIF of landmarks [T, 42, 2], one frame per row."""
-  plt = plotting.pyplot()
-  from matplotlib import animation  # pylint: disable=g-import-not-at-top
-  hands = np.asarray(hands)
-  finite = hands[np.isfinite(hands).all(-1)].reshape(-1, 2)
-  lo, hi = (finite.min(0), finite.max(0)) if len(finite) else (
-      -np.ones(2), np.ones(2))
-  margin = 0.05 * np.max(hi - lo) + 1e-3
-  fig, ax = plt.subplots(figsize=(3, 3), dpi=80)
-
-  def draw(t):
-    ax.clear()
-    plotting.draw_hands(ax, hands[t], f"{title} {t + 1}/{len(hands)}".strip())
-    ax.set_xlim(lo[0] - margin, hi[0] + margin)
-    ax.set_ylim(hi[1] + margin, lo[1] - margin)    # y down, as images.
-
-  anim = animation.FuncAnimation(fig, draw, frames=len(hands))
-  anim.save(path, writer=animation.PillowWriter(fps=fps))
-  plt.close(fig)
-  return path
-
-
 def write_samples(samples: Sequence[Sample], tokenizer: Tokenizer,
                   out: str) -> list[str]:
   """Codes (npy, text), landmarks (npy) and a GIF per sample into `out`."""
@@ -184,7 +158,7 @@ def write_samples(samples: Sequence[Sample], tokenizer: Tokenizer,
     with open(f"{stem}_codes.txt", "w") as f:
       f.write(tokenizer.to_text(s.codes) + "\n")
     np.save(f"{stem}_landmarks.npy", s.landmarks)
-    paths.append(save_gif(s.landmarks, f"{stem}.gif", title=s.text))
+    paths.append(plotting.save_gif(s.landmarks, f"{stem}.gif", title=s.text))
   return paths
 
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from asl_vq.data import hand_model as hm
 
+FPS = 30   # the competition's videos.
 SMALL_HAND = 0.25   # Of the other hand's extent: below it, not a hand.
 _FINGER_COLORS = ("tab:red", "tab:orange", "tab:green", "tab:blue",
                   "tab:purple")
@@ -57,6 +58,30 @@ def draw_hands(ax, hands: np.ndarray, title: str = "", lw: float = 2.) -> None:
     if e >= SMALL_HAND * max(extent):
       draw_hand(ax, hands[side], lw=thickness, invert_y=False)
   _finish(ax, title, True)
+
+
+def save_gif(hands: np.ndarray, path: str, *, title: str = "",
+             fps: int = FPS) -> str:
+  """An animated GIF of landmarks [T, 42, 2], one frame per row."""
+  plt = pyplot()
+  from matplotlib import animation  # pylint: disable=g-import-not-at-top
+  hands = np.asarray(hands)
+  finite = hands[np.isfinite(hands).all(-1)].reshape(-1, 2)
+  lo, hi = (finite.min(0), finite.max(0)) if len(finite) else (
+      -np.ones(2), np.ones(2))
+  margin = 0.05 * np.max(hi - lo) + 1e-3
+  fig, ax = plt.subplots(figsize=(3, 3), dpi=80)
+
+  def draw(t):
+    ax.clear()
+    draw_hands(ax, hands[t], f"{title} {t + 1}/{len(hands)}".strip())
+    ax.set_xlim(lo[0] - margin, hi[0] + margin)
+    ax.set_ylim(hi[1] + margin, lo[1] - margin)    # y down, as images.
+
+  anim = animation.FuncAnimation(fig, draw, frames=len(hands))
+  anim.save(path, writer=animation.PillowWriter(fps=fps))
+  plt.close(fig)
+  return path
 
 
 def _finish(ax, title: str, invert_y: bool) -> None:

@@ -1,0 +1,121 @@
+"""Code records: what `asl_vq.encode` writes and `asl_vq.decode` reads.
+
+One record per sequence:
+  id          str: the sequence's name (a file's stem, a Kaggle sequence_id).
+  source      str: the file it was read from.
+  num_frames  int: its input frames, with a hand or not.
+  codes       int [T', Q]: `Tokenizer.encode`'s codes (T' = 0 without a hand).
+  text        str: the same codes in `inference.TEXT_FORMAT`.
+
+The file's extension picks the format: `.jsonl` (codes as nested lists),
+`.csv` (codes as the JSON text of the nested lists) or `.parquet` (codes as
+list<list<int32>>). Files are written under a temporary name and renamed when
+complete.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+FIELDS = ("id", "source", "num_frames", "codes", "text")
+FORMATS = (".jsonl", ".csv", ".parquet")
+_SCHEMA = pa.schema([("id", pa.string()), ("source", pa.string()),
+                     ("num_frames", pa.int64()),
+                     ("codes", pa.list_(pa.list_(pa.int32()))),
+                     ("text", pa.string())])
+
+
+def file_format(path: str | os.PathLike) -> str:
+  """The format of a records file, from its extension (one of `FORMATS`).
+
+  Raises:
+    ValueError: another extension.
+  """
+  ext = os.path.splitext(os.fspath(path))[1].lower()
+  if ext not in FORMATS:
+    raise ValueError(f"{path}: a codes file must end in {', '.join(FORMATS)}")
+  return ext
+
+
+def record(id_: str, source: str, num_frames: int, codes: np.ndarray,
+           text: str) -> dict[str, Any]:
+  """A record with plain Python values (codes int [T', Q] as nested lists)."""
+  return dict(id=id_, source=source, num_frames=int(num_frames),
+              codes=np.asarray(codes).tolist(), text=text)
+
+
+class Writer:
+  """Writes records as they come: `with Writer(path) as w: w.write([...])`.
+
+  Creates the directory of `path`; the file appears there only when the
+  block ends without an exception.
+  """
+
+  def __init__(self, path: str | os.PathLike):
+    self.path = os.fspath(path)
+    self._format = file_format(self.path)
+    self._tmp = f"{self.path}.tmp"
+    self._file = self._csv = self._parquet = None
+
+  def __enter__(self) -> "Writer":
+    os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+    if self._format == ".parquet":
+      self._parquet = pq.ParquetWriter(self._tmp, _SCHEMA)
+    else:
+      self._file = open(self._tmp, "w", newline="", encoding="utf-8")
+      if self._format == ".csv":
+        self._csv = csv.DictWriter(self._file, FIELDS)
+        self._csv.writeheader()
+    return self
+
+  def write(self, records: Sequence[dict[str, Any]]) -> None:
+    if self._parquet:
+      self._parquet.write_table(pa.Table.from_pylist(list(records), _SCHEMA))
+    elif self._csv:
+      self._csv.writerows(dict(r, codes=json.dumps(r["codes"]))
+                          for r in records)
+    else:
+      self._file.writelines(json.dumps(r) + "\n" for r in records)
+
+  def __exit__(self, exc_type, *unused) -> None:
+    (self._parquet or self._file).close()
+    if exc_type is None:
+      os.replace(self._tmp, self.path)
+    else:
+      os.remove(self._tmp)
+
+
+def read(path: str | os.PathLike) -> list[dict[str, Any]]:
+  """All records of a file, as `record` makes them, whatever the format.
+
+  Raises:
+    ValueError: an unknown extension, or not a file of records.
+    OSError: the file cannot be read.
+  """
+  path = os.fspath(path)
+  fmt = file_format(path)
+  try:
+    if fmt == ".parquet":
+      rows = pq.read_table(path).to_pylist()
+    elif fmt == ".csv":
+      with open(path, newline="", encoding="utf-8") as f:
+        rows = [dict(r, codes=json.loads(r["codes"]),
+                     num_frames=int(r["num_frames"]))
+                for r in csv.DictReader(f)]
+    else:
+      with open(path, encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+  except (pa.ArrowException, ValueError, KeyError, TypeError) as e:
+    raise ValueError(f"{path}: not a file of code records ({e})") from None
+  for i, r in enumerate(rows):
+    if not isinstance(r, dict) or set(r) != set(FIELDS):
+      raise ValueError(f"{path}: record {i} does not have the fields "
+                       f"{', '.join(FIELDS)}")
+  return rows

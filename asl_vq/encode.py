@@ -1,0 +1,229 @@
+r"""Hand landmarks -> codes with a trained tokenizer, one record per sequence.
+
+  python -m asl_vq.encode --tokenizer=RUN --input=PATH[,PATH...] \
+      --out=codes.jsonl [--which=best] [--batch_size=16]
+
+Each PATH is a `.pose` file (`asl_vq.data.pose`), a video (its hands from
+`asl_vq.data.video`), a Kaggle-layout dataset directory (one that holds
+train.csv: every sequence its metadata CSVs list), or a directory searched
+recursively for these. `--out` gets one record per sequence
+(`asl_vq.code_records`: id, source, num_frames, codes [T', Q] and their text
+form) as JSONL, CSV or parquet by its extension. Codes are those of
+`Tokenizer.encode` (frames without a hand dropped, long sequences
+resampled); a sequence without a hand gets none. Bad input: one line on
+stderr, exit 1.
+
+`encode` and `sequences` are the API behind the command.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import tqdm
+from absl import app
+from absl import flags
+from absl import logging
+
+from asl_vq import code_records
+from asl_vq import compilation_cache
+from asl_vq.data import layout
+from asl_vq.data import pose as pose_lib
+from asl_vq.data import reader
+from asl_vq.inference import Tokenizer
+
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm")
+_KAGGLE_MARKER = layout.SOURCES["train"][0]   # train.csv
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+  """One input sequence; hands None: listed, but absent from its file."""
+  id: str
+  source: str
+  hands: np.ndarray | None   # float32 [T, 42, 2], NaN: no hand.
+
+
+def _video_hands(path: str) -> np.ndarray:
+  try:
+    from asl_vq.data import video  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ModuleNotFoundError(f"{path}: reading videos needs "
+                              f"asl_vq.data.video, which failed to import "
+                              f"({e})") from None
+  return video.hands(path)[0]
+
+
+def _file_items(path: str, id_: str) -> Iterator[Item]:
+  if path.lower().endswith(".pose"):
+    hands, _ = pose_lib.read(path)
+  else:
+    hands = _video_hands(path)
+  yield Item(id_, path, hands)
+
+
+def _kaggle_items(metadata: Sequence[reader.Metadata]) -> Iterator[Item]:
+  for meta in metadata:
+    data_dir = os.path.dirname(meta.csv_path)
+    for rel_path, rows in meta.files():
+      path = os.path.join(data_dir, rel_path)
+      by_id = reader.read_hands(path)
+      for r in rows:
+        sid = int(meta.sequence_id[r])
+        yield Item(str(sid), path, by_id.get(sid))
+
+
+def _is_input_file(name: str) -> bool:
+  return name.lower().endswith((".pose",) + VIDEO_EXTENSIONS)
+
+
+def _kaggle_metadata(data_dir: str) -> list[reader.Metadata]:
+  reader.check_data_dir(data_dir)
+  return [reader.read_metadata(data_dir, s)
+          for s in reader.available_sources(data_dir)]
+
+
+def sequences(paths: Sequence[str]) -> tuple[Iterator[Item], int]:
+  """(the inputs' sequences, in order, read as iterated; how many there are).
+
+  See the module docstring for what a path may be. Ids: a file's stem (its
+  path under a searched directory, without extension), a Kaggle sequence's
+  `sequence_id`. Metadata is read now, so that a bad path fails early.
+
+  Raises:
+    ValueError: a path that does not exist or holds no input, a bad dataset
+      (`reader.DataError`) or `.pose` file (`pose.PoseFileError`).
+  """
+  parts, count = [], 0
+  for path in paths:
+    path = os.path.normpath(path)
+    if os.path.isfile(path):
+      if not _is_input_file(path):
+        raise ValueError(f"{path}: not a .pose file nor a video "
+                         f"({', '.join(VIDEO_EXTENSIONS)})")
+      parts.append(_file_items(path, os.path.splitext(
+          os.path.basename(path))[0]))
+      count += 1
+      continue
+    if not os.path.isdir(path):
+      raise ValueError(f"{path}: no such file or directory")
+    found = 0
+    for root, dirs, files in os.walk(path):
+      dirs.sort()
+      if _KAGGLE_MARKER in files:
+        metadata = _kaggle_metadata(root)
+        parts.append(_kaggle_items(metadata))
+        found += sum(len(m) for m in metadata)
+        dirs.clear()   # Its landmark directories hold no other inputs.
+        continue
+      for name in sorted(filter(_is_input_file, files)):
+        file_path = os.path.join(root, name)
+        id_ = os.path.splitext(os.path.relpath(file_path, path))[0]
+        parts.append(_file_items(file_path, id_.replace(os.sep, "/")))
+        found += 1
+    if not found:
+      raise ValueError(f"{path}: holds no .pose file, video or Kaggle-layout "
+                       f"dataset ({_KAGGLE_MARKER})")
+    count += found
+  return (item for part in parts for item in part), count
+
+
+def _encode_chunk(tokenizer: Tokenizer, items: Sequence[Item]) -> list[dict]:
+  """Records of items, in order; those with a hand in one encode call."""
+  with_hand = [i for i, item in enumerate(items)
+               if not np.isnan(item.hands).all()]
+  codes = [np.zeros((0, tokenizer.code_spec.num_quantizers), np.int32)
+           ] * len(items)
+  for i, c in zip(with_hand, tokenizer.encode([items[i].hands
+                                               for i in with_hand])):
+    codes[i] = c
+  return [code_records.record(item.id, item.source, len(item.hands), c,
+                              tokenizer.to_text(c))
+          for item, c in zip(items, codes)]
+
+
+def encode(tokenizer: Tokenizer, items: Iterable[Item], out: str, *,
+           total: int | None = None, progress: bool = True) -> int:
+  """Writes the records of `items` (e.g. `sequences`' first) to `out`;
+  returns how many.
+
+  Sequences go to `tokenizer.encode` a few batches at a time; `total` sizes
+  the progress bar. An item without hands (listed in a Kaggle metadata CSV
+  but absent from its landmark file) is left out, with a warning on stderr.
+
+  Raises:
+    ValueError: an unknown output extension, a bad input as the items are
+      read (see `sequences`), or two sequences with the same id.
+  """
+  code_records.file_format(out)
+  chunk = tokenizer.batch_size * len(tokenizer.buckets)
+  sources, absent, pending, written = {}, [], [], 0
+  with code_records.Writer(out) as writer, tqdm.tqdm(
+      total=total, desc="encode", unit="seq", file=sys.stderr,
+      disable=not progress) as bar:
+    for item in items:
+      bar.update()
+      if item.hands is None:
+        absent.append(item.id)
+        continue
+      if item.id in sources:
+        raise ValueError(f"two sequences have the id {item.id!r} (from "
+                         f"{sources[item.id]} and {item.source}); encode "
+                         "them into separate files")
+      sources[item.id] = item.source
+      pending.append(item)
+      if len(pending) == chunk:
+        writer.write(_encode_chunk(tokenizer, pending))
+        written, pending = written + len(pending), []
+    if pending:
+      writer.write(_encode_chunk(tokenizer, pending))
+      written += len(pending)
+  if absent:
+    print(f"warning: left out {len(absent)} sequences listed in a metadata "
+          f"CSV but absent from their landmark file (e.g. {absent[:3]})",
+          file=sys.stderr)
+  return written
+
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  """Only when run as a program, so importing the module defines no flags."""
+  flags.DEFINE_string("tokenizer", None, "The tokenizer's training workdir.")
+  flags.DEFINE_list("input", None, "Comma-separated .pose files, videos, "
+                    "Kaggle-layout dataset directories, or directories of "
+                    "these.")
+  flags.DEFINE_string("out", None, "Output file: .jsonl, .csv or .parquet.")
+  flags.DEFINE_enum("which", "best", ["best", "latest"], "Checkpoint.")
+  flags.DEFINE_integer("batch_size", 16, "Sequences per model call.")
+  flags.mark_flags_as_required(["tokenizer", "input", "out"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError("Too many command-line arguments.")
+  if not FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)   # Orbax's INFO lines.
+  compilation_cache.enable()
+  try:
+    code_records.file_format(FLAGS.out)   # Before the slow model load.
+    items, count = sequences(FLAGS.input)
+    tokenizer = Tokenizer.load(FLAGS.tokenizer, FLAGS.which, FLAGS.batch_size)
+    n = encode(tokenizer, items, FLAGS.out, total=count)
+  except (ValueError, OSError, ImportError) as e:
+    # One line naming what and how to fix it (the traceback with
+    # --verbosity=1).
+    if logging.get_verbosity() >= logging.INFO:
+      raise
+    sys.exit(f"error: {e}".replace("\n", " "))
+  print(f"{FLAGS.out}: {n} sequences")
+
+
+if __name__ == "__main__":
+  _define_flags()
+  app.run(main)

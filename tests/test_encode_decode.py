@@ -1,0 +1,201 @@
+"""`python -m asl_vq.encode` and `asl_vq.decode`: files in, files out."""
+
+import os
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+from pose_format import Pose
+
+import asl_vq
+import kaggle_fixture
+import tiny_tokenizer
+from asl_vq import code_records
+from asl_vq import decode
+from asl_vq import encode
+from asl_vq.data import datasets
+from asl_vq.data import pose
+from asl_vq.data import reader
+
+
+@pytest.fixture(scope="module")
+def tok():
+  return asl_vq.Tokenizer.load(tiny_tokenizer.workdir())
+
+
+@pytest.fixture(scope="module")
+def sequences(tok):
+  split = datasets.load(tok.config)["test"]
+  return [split[i]["hands"] for i in range(4)]
+
+
+def _run(module, *args):
+  return subprocess.run([sys.executable, "-m", module, *args],
+                        capture_output=True, text=True, timeout=300,
+                        env=dict(os.environ, XLA_FLAGS=""))
+
+
+def _encode(tok, paths, out):
+  items, count = encode.sequences([str(p) for p in paths])
+  return encode.encode(tok, items, str(out), total=count, progress=False)
+
+
+def test_pose_files_encode_as_their_landmarks(tok, sequences, tmp_path):
+  (tmp_path / "sub").mkdir()
+  for i, hands in enumerate(sequences[:3]):
+    pose.write(tmp_path / ("sub" if i == 2 else "") / f"s{i}.pose", hands,
+               30., width=640, height=480)
+  pose.write(tmp_path / "empty.pose", np.full((4, 42, 2), np.nan), 30.)
+  out = tmp_path / "codes.jsonl"
+  assert _encode(tok, [tmp_path], out) == 4
+  records = code_records.read(out)
+  assert [r["id"] for r in records] == ["empty", "s0", "s1", "sub/s2"]
+  hands = [pose.read(tmp_path / f"{r['id']}.pose")[0] for r in records[1:]]
+  np.testing.assert_allclose(hands[0], sequences[0], rtol=1e-6)
+  for r, h, codes in zip(records[1:], hands, tok.encode(hands)):
+    np.testing.assert_array_equal(r["codes"], codes)
+    assert r["text"] == tok.to_text(codes)
+    assert r["num_frames"] == len(h)
+    assert r["source"] == str(tmp_path / f"{r['id']}.pose")
+  assert records[0]["codes"] == [] and records[0]["text"] == ""
+  assert records[0]["num_frames"] == 4
+
+
+def test_a_kaggle_directory_in_every_format(tok, tmp_path, capsys):
+  data = kaggle_fixture.write_dataset(tmp_path / "kaggle")
+  listed = kaggle_fixture.LISTED["train"] + kaggle_fixture.LISTED[
+      "supplemental"]
+  kept = [s for s in listed if s in data.hands]   # 204 is not in its file.
+  by_format = {}
+  for ext in code_records.FORMATS:
+    out = tmp_path / f"codes{ext}"
+    assert _encode(tok, [data.root], out) == len(kept)
+    by_format[ext] = code_records.read(out)
+  assert by_format[".csv"] == by_format[".jsonl"] == by_format[".parquet"]
+  records = by_format[".jsonl"]
+  assert [r["id"] for r in records] == [str(s) for s in kept]
+  assert "left out 1 sequences listed in a metadata CSV" in (
+      capsys.readouterr().err)
+  with_hand = [s for s in kept if not np.isnan(data.hands[s]).all()]
+  expected = dict(zip(with_hand, tok.encode([data.hands[s]
+                                             for s in with_hand])))
+  for r in records:
+    sid = int(r["id"])
+    assert r["num_frames"] == len(data.hands[sid])
+    assert r["source"].endswith(".parquet")
+    assert sid in reader.read_hands(r["source"])
+    np.testing.assert_array_equal(
+        np.reshape(r["codes"], (-1, 4)),
+        expected.get(sid, np.zeros((0, 4))))
+  assert records[kept.index(103)]["text"] == ""   # No hand in any frame.
+
+
+def test_videos_go_through_the_video_module(tok, sequences, tmp_path,
+                                            monkeypatch):
+  video = tmp_path / "clip.mp4"
+  video.write_bytes(b"")
+  fake = types.ModuleType("asl_vq.data.video")
+  fake.hands = lambda path: (sequences[0], 30.)
+  monkeypatch.setitem(sys.modules, "asl_vq.data.video", fake)
+  out = tmp_path / "codes.csv"
+  _encode(tok, [video], out)
+  [r] = code_records.read(out)
+  assert r["id"] == "clip"
+  np.testing.assert_array_equal(r["codes"], tok.encode(sequences[0]))
+  monkeypatch.setitem(sys.modules, "asl_vq.data.video", None)
+  with pytest.raises(ImportError, match="clip.mp4: reading videos needs "
+                     "asl_vq.data.video, which failed to import"):
+    _encode(tok, [video], out)
+
+
+def test_bad_inputs(tok, tmp_path):
+  with pytest.raises(ValueError, match="no such file or directory"):
+    encode.sequences([str(tmp_path / "nope")])
+  with pytest.raises(ValueError, match="holds no .pose file, video or"):
+    encode.sequences([str(tmp_path)])
+  with pytest.raises(ValueError, match="must end in .jsonl, .csv, .parquet"):
+    _encode(tok, [], tmp_path / "codes.txt")
+  pose.write(tmp_path / "a.pose", np.zeros((2, 42, 2)), 30.)
+  with pytest.raises(ValueError, match="two sequences have the id 'a'"):
+    _encode(tok, [tmp_path / "a.pose", tmp_path / "a.pose"],
+            tmp_path / "codes.jsonl")
+  assert not os.path.exists(tmp_path / "codes.jsonl")
+  assert not os.path.exists(tmp_path / "codes.jsonl.tmp")
+
+
+def test_decode_outputs(tok, sequences, tmp_path):
+  codes = tok.encode(sequences[1])
+  npy = tmp_path / "a.npy"
+  landmarks = decode.decode(tok, codes, str(npy), n_q=2)
+  np.testing.assert_array_equal(np.load(npy), tok.decode(codes, n_q=2))
+  np.testing.assert_array_equal(landmarks, tok.decode(codes, n_q=2))
+
+  path = tmp_path / "a.pose"
+  decode.decode(tok, codes, str(path), fps=25.)
+  with open(path, "rb") as f:
+    p = Pose.read(f.read())
+  assert p.body.fps == 25. and p.body.data.shape == (len(codes), 1, 42, 2)
+  canvas = decode.to_canvas(tok.decode(codes))
+  np.testing.assert_allclose(p.body.data.data[:, 0],
+                             canvas * decode.CANVAS_PIXELS, rtol=1e-5)
+  np.testing.assert_allclose(pose.read(path)[0], canvas, rtol=1e-5)
+
+  gif = tmp_path / "a.gif"
+  decode.decode(tok, codes[:3], str(gif), title="x")
+  assert gif.read_bytes()[:6] == b"GIF89a"
+
+  with pytest.raises(ValueError, match="n_q=3, but the codes hold 2"):
+    decode.decode(tok, codes[:, :2], str(npy), n_q=3)
+  with pytest.raises(ValueError, match="no frames to decode"):
+    decode.decode(tok, codes[:0], str(npy))
+
+
+def test_decode_reads_text_and_records(tok, sequences, tmp_path):
+  codes = tok.encode(sequences[2])
+  text = tok.to_text(codes)
+  np.testing.assert_array_equal(decode.read_codes(tok, text)[0], codes)
+  (tmp_path / "codes.txt").write_text(text + "\n")
+  np.testing.assert_array_equal(
+      decode.read_codes(tok, str(tmp_path / "codes.txt"))[0], codes)
+  out = tmp_path / "codes.parquet"
+  with code_records.Writer(out) as w:
+    w.write([code_records.record("first", "x", 9, codes[:2],
+                                 tok.to_text(codes[:2])),
+             code_records.record("second", "y", 9, codes,
+                                 tok.to_text(codes))])
+  read, name = decode.read_codes(tok, str(out), "second")
+  assert name == "second"
+  np.testing.assert_array_equal(read, codes)
+  assert decode.read_codes(tok, str(out))[1] == "first"
+  with pytest.raises(ValueError, match="no record has the id 'third'"):
+    decode.read_codes(tok, str(out), "third")
+  with pytest.raises(ValueError, match="--codes: frame 1: 'junk' is not a "
+                     "group"):
+    decode.read_codes(tok, "<a1><b2> junk")
+  with pytest.raises(ValueError, match="neither a file nor codes text"):
+    decode.read_codes(tok, str(tmp_path / "missing.jsonl"))
+
+
+def test_encode_command_line(tok, sequences, tmp_path):
+  pose.write(tmp_path / "sign.pose", sequences[3], 30.)
+  codes = tmp_path / "codes.jsonl"
+  run = _run("asl_vq.encode", f"--tokenizer={tiny_tokenizer.workdir()}",
+             f"--input={tmp_path / 'sign.pose'}", f"--out={codes}")
+  assert run.returncode == 0, run.stderr
+  assert run.stdout.strip() == f"{codes}: 1 sequences"
+  [record] = code_records.read(codes)
+  assert record["id"] == "sign"
+  np.testing.assert_array_equal(
+      record["codes"], tok.encode(pose.read(tmp_path / "sign.pose")[0]))
+
+
+def test_decode_command_line_on_malformed_codes(tmp_path):
+  run = _run("asl_vq.decode", f"--tokenizer={tiny_tokenizer.workdir()}",
+             "--codes=<a1><b2> <a3>", f"--out={tmp_path / 'x.npy'}")
+  assert run.returncode == 1
+  assert run.stderr.strip() == (
+      "error: --codes: frames hold different numbers of quantizers {1, 2}"), \
+      run.stderr
+  assert not (tmp_path / "x.npy").exists()
