@@ -63,7 +63,7 @@ from asl_vq.data import layout
 # with `solutions` declares protobuf<5 (and from 0.10.15 numpy<2), which
 # cannot be installed beside grain (protobuf>=5.28.3) and jax (numpy>=2):
 # pip would downgrade jax, numpy and grain. It runs with numpy 2 and
-# protobuf 5-6 (checked: numpy 2.4.6, protobuf 6.33.6) but not protobuf 7
+# protobuf 6 (checked: numpy 2.4.6, protobuf 6.33.6) but not protobuf 7
 # (FieldDescriptor.label is gone), so the `video` extra installs its other
 # dependencies with protobuf<7 and mediapipe goes in with --no-deps.
 MEDIAPIPE_REQUIREMENT = "mediapipe==0.10.21"
@@ -108,8 +108,10 @@ def holistic_solution():
   _restore_get_prototype()
   try:
     import mediapipe  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    raise SetupError(f"mediapipe is not installed: {INSTALL}") from None
+  except ImportError as e:
+    raise SetupError(
+        f"mediapipe is not installed: {INSTALL}" if e.name == "mediapipe"
+        else f"mediapipe cannot be imported ({e}): {INSTALL}") from None
   try:
     return mediapipe.solutions.holistic
   except AttributeError:
@@ -138,7 +140,8 @@ def _restore_get_prototype() -> None:
   protobuf 5 removed: they print an AttributeError and fall back. Restoring
   it (as the GetMessageClass that replaced it) keeps stderr clean."""
   try:
-    from google.protobuf import message_factory  # pylint: disable=g-import-not-at-top
+    from google.protobuf import (  # pylint: disable=g-import-not-at-top
+        message_factory)
   except ImportError:
     return
   if not hasattr(message_factory.MessageFactory, "GetPrototype"):
@@ -168,8 +171,12 @@ def frames(path: str | os.PathLike) -> tuple[Iterator[np.ndarray], VideoInfo]:
   Raises:
     FileNotFoundError: no such file.
     VideoError: OpenCV cannot open it.
+    SetupError: OpenCV is not installed.
   """
-  import cv2  # pylint: disable=g-import-not-at-top
+  try:
+    import cv2  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise SetupError(f"OpenCV is not installed: {INSTALL}") from None
   path = os.fspath(path)
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{path}: no such video")
