@@ -201,6 +201,8 @@ def test_cli_workers_summary_names_the_unreadable(videos, tmp_path):
   assert "2 videos: 1 written, 0 already there, 1 unreadable" in result.stdout
   assert "unreadable: broken.mp4:" in result.stdout
   assert "Traceback" not in result.stderr
+  assert "videos: 100%" in result.stderr  # The progress bar.
+  assert "inference_feedback_manager" not in result.stderr  # MediaPipe's C++.
   assert len(reader.read_metadata(out, "train")) == 1
 
 

@@ -34,6 +34,7 @@ stderr, exit 1. A video that cannot be read is counted and named at the end.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import functools
@@ -385,6 +386,28 @@ def _convert_one(task: tuple[str, str, int, str]) -> tuple[str, dict | str]:
   return name, meta
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+  """Sends file descriptor 2 to /dev/null, where MediaPipe's C++ code logs
+  some ten lines per video, while Python's sys.stderr (the progress bar,
+  warnings) keeps writing where stderr went before."""
+  sys.stderr.flush()
+  saved = os.dup(2)
+  python_stderr = sys.stderr
+  sys.stderr = open(saved, "w", buffering=1, closefd=False,
+                    errors="backslashreplace")
+  devnull = os.open(os.devnull, os.O_WRONLY)
+  os.dup2(devnull, 2)
+  os.close(devnull)
+  try:
+    yield
+  finally:
+    sys.stderr.flush()
+    sys.stderr = python_stderr
+    os.dup2(saved, 2)
+    os.close(saved)
+
+
 def _run(tasks, workers: int, progress: bool) -> Iterator[tuple[str, object]]:
   """(name, info or why it failed) per task, as they finish.
 
@@ -392,6 +415,11 @@ def _run(tasks, workers: int, progress: bool) -> Iterator[tuple[str, object]]:
     SetupError: from the first video that needs a Holistic, when mediapipe
       cannot run (a worker raises it back to this process).
   """
+  with _native_stderr_silenced():
+    yield from _run_silenced(tasks, workers, progress)
+
+
+def _run_silenced(tasks, workers, progress):
   global _WORKER_MODEL
   bar = functools.partial(tqdm.tqdm, total=len(tasks), desc="videos",
                           unit="video", file=sys.stderr,
