@@ -154,6 +154,10 @@ def test_layout_is_kaggle_and_readers_accept_it(converted, tmp_path):
     assert np.isnan(by_id[sid]).all()
     assert table[layout.FRAME_COLUMN].to_pylist() == list(range(len(
         by_id[sid])))
+  hopper = pq.read_table(out / meta.path[meta.phrase.index("cobol")])
+  for column in layout.landmark_columns():  # Face and pose found, no hand.
+    nan = np.isnan(hopper[column].to_numpy())
+    assert nan.all() if "_hand_" in column else not nan.any(), column
   stats = inspect.summarize(out, progress=False)["train"]
   assert stats["sequences"] == 2 and stats["frames"] == 12
   report = cache.prepare(out, tmp_path / "cache", ("train",), progress=False)
