@@ -2,6 +2,17 @@
 
 import setuptools
 
+# `python -m asl_vq.data.video`: MediaPipe Holistic over your own videos.
+# mediapipe itself is installed apart, with --no-deps (see
+# asl_vq.data.video.MEDIAPIPE_REQUIREMENT): the last release with the legacy
+# Holistic and its models in the wheel (0.10.21) declares protobuf<5 and
+# numpy<2, which would make pip downgrade jax, numpy and grain. These are its
+# run-time dependencies that this project lacks; protobuf<7 because it fails
+# with protobuf 7 (checked: it runs with protobuf 6.33 and numpy 2.4).
+# opencv-contrib-python (cv2) also decodes the videos.
+VIDEO = ["opencv-contrib-python>=4.9", "attrs>=19.1", "flatbuffers>=2.0",
+         "protobuf>=5.28.3,<7"]
+
 setuptools.setup(
     name="asl_vq",
     version="0.1.0",
@@ -38,12 +49,14 @@ setuptools.setup(
     extras_require={
         # scikit-learn: the reference AMI that asl_vq.analysis is tested on.
         # nbclient/nbformat/ipykernel: tests/test_install.py runs the Colab
-        # demo end to end. pose-format: tests/test_pose.py.
+        # demo end to end. pose-format: tests/test_pose.py. VIDEO:
+        # tests/test_video.py (.ci/run adds mediapipe).
         "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-learn>=1.3",
                  "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29",
-                 "pose-format>=0.15"],
+                 "pose-format>=0.15"] + VIDEO,
         # .pose files in and out (asl_vq.data.pose, asl_vq.encode/decode).
         "pose": ["pose-format>=0.15"],
+        "video": VIDEO,
         # `python -m asl_vq.bench --torch_rvq`: the reference RVQ to compare.
         "bench": ["torch>=2.1", "vector-quantize-pytorch>=1.14"],
     },

@@ -94,21 +94,6 @@ def _hands(rng: np.random.Generator, seq: Seq) -> np.ndarray:
   return hands
 
 
-def _pandas_metadata(names: list[str], types: list[pa.DataType]) -> bytes:
-  """What pandas stores when the index `sequence_id` is written to parquet."""
-  columns = [{"name": n, "field_name": n, "pandas_type": str(t),
-              "numpy_type": str(t), "metadata": None}
-             for n, t in zip(names, types)]
-  return json.dumps({
-      "index_columns": [layout.INDEX_COLUMN],
-      "column_indexes": [{"name": None, "field_name": None,
-                          "pandas_type": "unicode", "numpy_type": "object",
-                          "metadata": {"encoding": "UTF-8"}}],
-      "columns": columns,
-      "creator": {"library": "pyarrow", "version": pa.__version__},
-      "pandas_version": "2.1.4"}).encode()
-
-
 def write_landmarks(path: str, seqs: list[Seq], pandas_index: bool,
                     rng: np.random.Generator) -> dict[int, np.ndarray]:
   """One landmark file with rows shuffled; returns the hands by sequence."""
@@ -136,7 +121,7 @@ def write_landmarks(path: str, seqs: list[Seq], pandas_index: bool,
   arrays = {**arrays, **index} if pandas_index else {**index, **arrays}
   table = pa.table(arrays).take(order)
   if pandas_index:
-    table = table.replace_schema_metadata({b"pandas": _pandas_metadata(
+    table = table.replace_schema_metadata({b"pandas": layout.pandas_metadata(
         table.column_names, table.schema.types)})
   pq.write_table(table, path)
   return expected

@@ -24,7 +24,6 @@ import time
 from typing import NamedTuple, Sequence
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from asl_vq import plotting
@@ -455,30 +454,6 @@ def _observe(world: np.ndarray, signer: Signer,
 # --------------------------------------------------------------------- files
 
 
-def _landmark_table(sequence_ids: np.ndarray, frames: np.ndarray,
-                    hands: np.ndarray, nan_as_null: bool) -> pa.Table:
-  """The real files' columns: sequence_id, frame, then the 1629 landmarks.
-
-  All face and pose columns share one all-missing array, so a file costs
-  memory for its 126 hand columns only.
-  """
-  n = len(frames)
-  coords = np.ascontiguousarray(hands.transpose(3, 1, 2, 0))  # xyz, side, i.
-  hand = {}
-  for a, axis in enumerate("xyz"):
-    for s, side in enumerate(("left", "right")):
-      for i in range(layout.NUM_HAND_POINTS):
-        hand[f"{axis}_{side}_hand_{i}"] = pa.array(coords[a, s, i],
-                                                   from_pandas=nan_as_null)
-  missing = (pa.nulls(n, pa.float32()) if nan_as_null
-             else pa.array(np.full(n, np.nan, np.float32)))
-  names = layout.landmark_columns()
-  arrays = [pa.array(sequence_ids, pa.int64()), pa.array(frames, pa.int16())]
-  arrays += [hand.get(name, missing) for name in names]
-  return pa.Table.from_arrays(
-      arrays, names=[layout.INDEX_COLUMN, layout.FRAME_COLUMN] + names)
-
-
 # Dictionaries shrink the all-missing columns to nothing; noisy hand
 # coordinates compress better split by byte.
 _MISSING_COLUMNS = [c for c in layout.landmark_columns() if "_hand_" not in c]
@@ -495,7 +470,10 @@ def _write_file(path: str, rows: list[tuple[int, int, SyntheticSequence]],
   frames = np.concatenate([np.arange(f0, f0 + n)
                            for (_, f0, _), n in zip(rows, lengths)])
   hands = np.concatenate([seq.hands for _, _, seq in rows])
-  pq.write_table(_landmark_table(ids, frames, hands, nan_as_null), path,
+  table = layout.landmark_table(
+      ids, frames, {"left_hand": hands[:, _LEFT],
+                    "right_hand": hands[:, _RIGHT]}, nan_as_null=nan_as_null)
+  pq.write_table(table, path,
                  compression="zstd", use_dictionary=_MISSING_COLUMNS,
                  column_encoding=_HAND_ENCODING)
   return len(frames)
