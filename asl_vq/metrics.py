@@ -12,8 +12,13 @@ def normalized_levenshtein(references: Sequence[str],
   """(N - D) / N over a whole set, not a mean of per-phrase scores.
 
   N is the total number of reference characters and D the summed plain
-  (not Damerau) Levenshtein distance; a prediction much longer than its
-  reference can make the score negative, as in the competition.
+  (not Damerau) Levenshtein distance (edits, in characters). The score is at
+  most 1 (every prediction exact); 0 when D = N, e.g. every prediction
+  empty; and below 0, without bound, when the predictions need more edits
+  than the references hold characters (predictions longer than their
+  references and wrong, as an untrained decoder's often are), as in the
+  competition. So a negative score means worse than predicting nothing, not
+  a diverged run.
   """
   if len(references) != len(predictions):
     raise ValueError(f"{len(references)} references but "

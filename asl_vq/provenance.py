@@ -32,9 +32,13 @@ def record_command(workdir: str) -> None:
       f.write(command_line() + "\n")
 
 
-def first_command(workdir: str) -> str | None:
+def last_command(workdir: str) -> str | None:
+  """The command of the run's last start (`command.txt`'s last line), the one
+  that made its outputs as they are: an earlier start may have failed, or
+  the run been resumed with other flags. None when nothing was recorded."""
   path = os.path.join(workdir, "command.txt")
   if not os.path.exists(path):
     return None
   with open(path) as f:
-    return f.readline().strip() or None
+    lines = [line.strip() for line in f if line.strip()]
+  return lines[-1] if lines else None

@@ -12,9 +12,10 @@ Walks `--workdir` for what the commands wrote and gathers it into
   * the token analyses' `analysis.json` (MI table, heatmap, galleries, trees,
     finger angles);
   * generation evaluations' `generation.json`.
-Every figure is captioned with the command that made it (the run's
-`command.txt`), and every section says whether its data is real or the
-embedded synthetic dataset.
+Every figure is captioned with the command that made it: the last start
+recorded in its directory's `command.txt` (one line per start: an earlier
+start may have failed, or the run been resumed with other flags), and every
+section says whether its data is real or the embedded synthetic dataset.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class Artifact:
   path: str             # relative to the report's workdir.
   kind: str             # tokenizer|seq2seq|probe|lm|tables|analysis|generation
   data: str             # SYNTHETIC or REAL
-  command: str | None   # the first command that wrote it, if recorded.
+  command: str | None   # its last start's command, if recorded.
   info: dict[str, Any]  # the kind's own files, parsed.
 
 
@@ -84,7 +85,7 @@ def discover(workdir: str, skip: Sequence[str] = ()) -> list[Artifact]:
                                                   "tensorboard")
                      and os.path.abspath(os.path.join(root, d)) not in skip)
     rel = os.path.relpath(root, workdir)
-    command = provenance.first_command(root)
+    command = provenance.last_command(root)
     names = set(files)
     if "config.json" in names:
       config = _load_json(os.path.join(root, "config.json"))
@@ -122,9 +123,12 @@ def _last(metrics: list[dict], split: str) -> dict[str, float]:
 
 
 def _fmt(v: Any) -> str:
+  """A cell: "—" for what was not computed (None, NaN), never "nan"."""
+  if v is None or isinstance(v, float) and v != v:
+    return "—"
   if isinstance(v, float):
     return f"{v:.3f}" if abs(v) < 1e4 else f"{v:.3g}"
-  return "—" if v is None else str(v)
+  return str(v)
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
@@ -172,7 +176,8 @@ def _tokenizers(arts: list[Artifact]) -> list[str]:
     val, test = _last(a.info["metrics"], "validation"), a.info.get("test", {})
     usage = _per_quantizer(test or val, "usage")
     ppl = _per_quantizer(test or val, "perplexity")
-    # A tokenizer without the CTC head has no score (it logs 0).
+    # A tokenizer without the CTC head has no score (runs trained before it
+    # was left out logged 0).
     ctc = a.info["config"].get("model", {}).get("use_ctc", True)
     score = lambda d: d.get("score") if ctc else None
     rows.append([a.path, a.info["config"].get("row", "—"), a.data,

@@ -7,22 +7,24 @@ import os
 from typing import Any, Sequence
 
 
-def _cell(v: Any) -> str:
-  if isinstance(v, float):
-    return "n/a" if v != v else f"{v:.3f}"
-  return str(v)
+def _cell(v: Any, absent: str) -> str:
+  """Floats to 3 decimals; `absent` for a value not computed (None, NaN)."""
+  if v is None or isinstance(v, float) and v != v:
+    return absent
+  return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
 def write_table(out_dir: str, name: str, header: Sequence[str],
                 rows: Sequence[Sequence[Any]], note: str) -> str:
   """`<out_dir>/<name>.csv` and `.md` (the note above a markdown table);
-  returns the markdown. Floats to 3 decimals, NaN as n/a."""
-  cells = [[_cell(v) for v in r] for r in rows]
+  returns the markdown. Floats to 3 decimals; a value not computed (None or
+  NaN) is an empty CSV cell and "—" in markdown, never "nan"."""
   with open(os.path.join(out_dir, f"{name}.csv"), "w", newline="") as f:
-    csv.writer(f).writerows([header, *cells])
+    csv.writer(f).writerows([header, *[[_cell(v, "") for v in r]
+                                       for r in rows]])
   lines = [note, "", "| " + " | ".join(header) + " |",
            "|" + "---|" * len(header)]
-  lines += ["| " + " | ".join(r) + " |" for r in cells]
+  lines += ["| " + " | ".join(_cell(v, "—") for v in r) + " |" for r in rows]
   text = "\n".join(lines) + "\n"
   with open(os.path.join(out_dir, f"{name}.md"), "w") as f:
     f.write(text)

@@ -10,6 +10,8 @@ import pytest
 from asl_vq import plotting
 from asl_vq import provenance
 from asl_vq import report
+from asl_vq import tables
+from asl_vq.tasks import tokenizer_training
 
 
 def _png(path, size=(3, 2)):
@@ -29,8 +31,9 @@ def _run(root, name, config, test=None, metrics=(), command=None):
   with open(d / "metrics.jsonl", "w") as f:
     for row in metrics:
       f.write(json.dumps(row) + "\n")
-  if command:
-    (d / "command.txt").write_text(command + "\nsecond start\n")
+  if command:   # a failed first start, then the one that made the run.
+    (d / "command.txt").write_text(
+        "python -m asl_vq.main --config=nope\n" + command + "\n")
   return d
 
 
@@ -86,14 +89,14 @@ def test_report_gathers_numbers_tables_and_figures(workdir):
   assert "| lm | delay | synthetic | 0.444 / 0.222 | 0.432 / 0.211 |" in text
   assert "| gen | synthetic | 7 | 0.278 |" in text
   assert "| Continuous | 0.5555 |" in text and "| q | 7 |" in text
-  # Figures are copied, and captioned with the first recorded command.
+  # Figures are copied, and captioned with the last start's command.
   figures = sorted(os.listdir(workdir / "report" / "figures"))
   assert figures == ["analysis__heatmap.png", "tok__learning_curves.png"]
   assert "(figures/tok__learning_curves.png)" in text
   assert ("made by `python -m asl_vq.main --config=configs/rvq_ctc.py:cpu`"
           in text)
   assert "made by `python -m asl_vq.analysis --out=x`" in text
-  assert "second start" not in text
+  assert "--config=nope" not in text
   # A second report replaces the first, and does not report itself.
   assert report.write_report(str(workdir)) == path
   assert sorted(os.listdir(workdir / "report" / "figures")) == figures
@@ -113,8 +116,28 @@ def test_command_line_names_the_module(tmp_path, monkeypatch):
   monkeypatch.setattr("sys.argv", [main, "--x=1"])
   provenance.record_command(str(tmp_path))
   provenance.record_command(str(tmp_path))
+  monkeypatch.setattr("sys.argv", [main, "--x=2"])
+  provenance.record_command(str(tmp_path))
   assert (tmp_path / "command.txt").read_text().splitlines() == [
-      "python -m asl_vq.main --x=1"] * 2
-  assert provenance.first_command(str(tmp_path)) == \
-      "python -m asl_vq.main --x=1"
+      "python -m asl_vq.main --x=1"] * 2 + ["python -m asl_vq.main --x=2"]
+  assert provenance.last_command(str(tmp_path)) == \
+      "python -m asl_vq.main --x=2"
+  assert provenance.last_command(str(tmp_path / "absent")) is None
+
+
+def test_values_not_computed_are_absent_not_nan(tmp_path):
+  """A tokenizer without the CTC head has no 'ctc' or 'score': its lines,
+  tables and report show "—" (CSV: empty), never nan."""
+  line = tokenizer_training.format_eval(
+      {"loss": 2.5, "recon": 2.5, "usage_q0": 0.5, "perplexity_q0": 9.0})
+  assert line.startswith("loss 2.5000 recon 2.5000 ctc — score — usage")
+  assert "nan" not in line
+  text = tables.write_table(str(tmp_path), "t", ["model", "score"],
+                            [["RVQ", float("nan")], ["CTC", 0.25],
+                             ["none", None]], "note")
+  assert "| RVQ | — |" in text and "| CTC | 0.250 |" in text
+  assert "| none | — |" in text
+  assert (tmp_path / "t.csv").read_text().splitlines() == [
+      "model,score", "RVQ,", "CTC,0.250", "none,"]
+  assert report._fmt(float("nan")) == "—" and report._fmt(None) == "—"
 

@@ -101,7 +101,8 @@ class TokenizerTask(base.Task):
     return batch["inputs"], batch["input_mask"]
 
   def eval_batch(self, variables, batch):
-    """Loss parts summed over valid examples, code counts, CTC logits."""
+    """Loss parts summed over valid examples, code counts, CTC logits (none
+    without a CTC head)."""
     out = self.model.apply(variables, batch["inputs"], batch["input_mask"],
                            train=False)
     _, parts = _loss(out, batch, self.config.train)
@@ -115,13 +116,14 @@ class TokenizerTask(base.Task):
     sums["code_counts"] = jax.vmap(
         lambda c: jnp.zeros(self.config.model.codebook_size, jnp.int32).at[
             c].add(valid.astype(jnp.int32)), in_axes=-1)(out["codes"])
-    logits = out.get("ctc_logits")
-    if logits is None:   # no CTC head: predict nothing, the score says so.
-      logits = jnp.zeros(batch["input_mask"].shape + (vocab.VOCAB_SIZE,)
-                         ).at[..., vocab.BLANK_ID].set(1.0)
-    return sums, {"ctc_logits": logits}
+    return sums, ({"ctc_logits": out["ctc_logits"]} if "ctc_logits" in out
+                  else {})
 
   def eval_host(self, outputs, batch):
+    """(reference, greedy CTC decoding) per valid example; none without a
+    CTC head."""
+    if "ctc_logits" not in outputs:
+      return []
     decoded = losses.ctc_greedy_decode(outputs["ctc_logits"],
                                        batch["input_mask"])
     return [(vocab.decode(l[m]), vocab.decode(ids))
@@ -130,9 +132,15 @@ class TokenizerTask(base.Task):
                                     batch["example_mask"]) if e]
 
   def eval_metrics(self, sums, records):
+    """Loss parts per example, code usage and perplexity and, with a CTC
+    head, 'score': the normalised Levenshtein of its greedy decoding (<= 1;
+    below 0 when its edits outnumber the references' characters, see
+    `metrics.normalized_levenshtein`). Without a CTC head neither 'ctc' nor
+    'score' is computed, so neither is reported."""
     result = base.mean_sums(sums)
-    result["score"] = metrics_lib.normalized_levenshtein(*zip(*records)) \
-        if records else 0.0
+    if self.config.model.use_ctc:
+      result["score"] = (metrics_lib.normalized_levenshtein(*zip(*records))
+                         if records else 0.0)
     result.update(code_statistics(sums["code_counts"]))
     return result
 
@@ -141,14 +149,15 @@ class TokenizerTask(base.Task):
 
 
 def format_eval(val: dict[str, float]) -> str:
+  """The validation / test line; a part not computed (no CTC head: 'ctc',
+  'score') shows as "—"."""
+  part = lambda k, f: f"{k} {val[k]:{f}}" if k in val else f"{k} —"
   usage = " ".join(f"{val[k]:.2f}" for k in sorted(val) if
                    k.startswith("usage_q"))
   ppl = " ".join(f"{val[k]:.0f}" for k in sorted(val) if
                  k.startswith("perplexity_q"))
-  return (f"loss {val['loss']:.4f} recon "
-          f"{val.get('recon', float('nan')):.4f} ctc "
-          f"{val.get('ctc', float('nan')):.3f} score {val['score']:.3f} "
-          f"usage [{usage}] perplexity [{ppl}]")
+  return (f"{part('loss', '.4f')} {part('recon', '.4f')} {part('ctc', '.3f')} "
+          f"{part('score', '.3f')} usage [{usage}] perplexity [{ppl}]")
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
