@@ -57,6 +57,9 @@ setuptools.setup(
         # .pose files in and out (asl_vq.data.pose, asl_vq.encode/decode).
         "pose": ["pose-format>=0.15"],
         "video": VIDEO,
+        # `tensorboard --logdir runs`: the viewer of the event files that
+        # tensorboardX writes; not needed to write them, so not required.
+        "tensorboard": ["tensorboard>=2.16"],
         # `python -m asl_vq.bench --torch_rvq`: the reference RVQ to compare.
         "bench": ["torch>=2.1", "vector-quantize-pytorch>=1.14"],
     },
