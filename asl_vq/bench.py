@@ -7,15 +7,19 @@ random: throughput does not depend on the values. The k-means figure is the
 extra time of the first training step (which initialises the codebooks) over
 an ordinary step. `--torch_rvq` also times `vector_quantize_pytorch`'s
 ResidualVQ (extra `bench`) against our RVQ alone at the same shapes.
+While a shape runs, a progress bar on stderr counts its calls and names the
+phase (compile, k-means step, train, encode); its line follows on stdout.
 """
 
 from __future__ import annotations
 
 import functools
+import sys
 import time
 
 import jax
 import numpy as np
+import tqdm
 from absl import flags
 
 from asl_vq import cli
@@ -49,12 +53,20 @@ def random_batch(batch: int, frames: int, label_len: int = 64, seed: int = 0):
   }
 
 
-def _median_time(fn, steps):
+def _bar(shape: str, total: int) -> tqdm.tqdm:
+  """One shape's progress in calls (compiles included); gone when done."""
+  return tqdm.tqdm(total=total, desc=shape, unit="call", file=sys.stderr,
+                   leave=False, dynamic_ncols=True)
+
+
+def _median_time(fn, steps: int, bar: tqdm.tqdm) -> float:
+  """The median seconds of `steps` calls of fn; each advances `bar`."""
   times = []
   for _ in range(steps):
     t0 = time.perf_counter()
     jax.block_until_ready(fn())
     times.append(time.perf_counter() - t0)
+    bar.update()
   return float(np.median(times))
 
 
@@ -71,30 +83,40 @@ def bench_shape(config, batch: int, frames: int, steps: int) -> dict:
   gbatch = {k: jax.device_put(v, data)
             for k, v in random_batch(batch, frames).items()}
 
-  t0 = time.perf_counter()
-  state = jax.block_until_ready(step(init(jax.random.PRNGKey(0)), gbatch)[0])
-  compile_s = time.perf_counter() - t0
-  # The first step of a fresh state runs k-means; later ones do not.
-  fresh = init(jax.random.PRNGKey(2))
-  t0 = time.perf_counter()
-  jax.block_until_ready(step(fresh, gbatch))
-  first_step_s = time.perf_counter() - t0
+  with _bar(f"{batch}x{frames}", 2 * steps + 3) as bar:
+    bar.set_postfix_str("compile train step")
+    t0 = time.perf_counter()
+    state = jax.block_until_ready(
+        step(init(jax.random.PRNGKey(0)), gbatch)[0])
+    compile_s = time.perf_counter() - t0
+    bar.update()
+    # The first step of a fresh state runs k-means; later ones do not.
+    bar.set_postfix_str("k-means step")
+    fresh = init(jax.random.PRNGKey(2))
+    t0 = time.perf_counter()
+    jax.block_until_ready(step(fresh, gbatch))
+    first_step_s = time.perf_counter() - t0
+    bar.update()
 
-  holder = [state]
+    holder = [state]
 
-  def one_step():
-    holder[0], m = step(holder[0], gbatch)
-    return m["loss"]
+    def one_step():
+      holder[0], m = step(holder[0], gbatch)
+      return m["loss"]
 
-  train_s = _median_time(one_step, steps)
-  variables = holder[0].variables()
-  model = task.model
-  encode = jax.jit(lambda v, x, m: model.apply(v, x, m, method=model.encode),
-                   in_shardings=(repl, data, data), out_shardings=data)
-  jax.block_until_ready(encode(variables, gbatch["inputs"],
-                               gbatch["input_mask"]))
-  encode_s = _median_time(lambda: encode(variables, gbatch["inputs"],
-                                         gbatch["input_mask"]), steps)
+    bar.set_postfix_str("train steps")
+    train_s = _median_time(one_step, steps, bar)
+    variables = holder[0].variables()
+    model = task.model
+    encode = jax.jit(lambda v, x, m: model.apply(v, x, m, method=model.encode),
+                     in_shardings=(repl, data, data), out_shardings=data)
+    bar.set_postfix_str("compile encode")
+    jax.block_until_ready(encode(variables, gbatch["inputs"],
+                                 gbatch["input_mask"]))
+    bar.update()
+    bar.set_postfix_str("encode")
+    encode_s = _median_time(lambda: encode(variables, gbatch["inputs"],
+                                           gbatch["input_mask"]), steps, bar)
   return dict(shape=f"{batch}x{frames}", train_frames_s=batch * frames / train_s,
               train_step_ms=1e3 * train_s,
               encode_frames_s=batch * frames / encode_s,
@@ -120,24 +142,24 @@ def bench_rvq(config, batch: int, frames: int, steps: int) -> dict:
                                       rngs={"vq": rng}, mutable=["vq"])
     return q, codes, dict(variables, **upd)
 
-  _, _, variables = fwd(variables, x, mask, jax.random.PRNGKey(1))
-  ours_s = _median_time(lambda: fwd(variables, x, mask,
-                                    jax.random.PRNGKey(1))[0], steps)
-  theirs = ResidualVQ(dim=m.dim, num_quantizers=m.num_quantizers,
-                      codebook_size=m.codebook_size, decay=m.vq_decay,
-                      kmeans_init=True, kmeans_iters=m.kmeans_iters,
-                      threshold_ema_dead_code=int(m.dead_threshold),
-                      rotation_trick=False)
-  theirs.train()
-  tx = torch.from_numpy(x)
-  with torch.no_grad():
-    theirs(tx)
-    times = []
-    for _ in range(steps):
-      t0 = time.perf_counter()
+  with _bar(f"{batch}x{frames} RVQ", 2 * steps + 2) as bar:
+    bar.set_postfix_str("ours")
+    _, _, variables = fwd(variables, x, mask, jax.random.PRNGKey(1))
+    bar.update()
+    ours_s = _median_time(lambda: fwd(variables, x, mask,
+                                      jax.random.PRNGKey(1))[0], steps, bar)
+    bar.set_postfix_str("vector_quantize_pytorch")
+    theirs = ResidualVQ(dim=m.dim, num_quantizers=m.num_quantizers,
+                        codebook_size=m.codebook_size, decay=m.vq_decay,
+                        kmeans_init=True, kmeans_iters=m.kmeans_iters,
+                        threshold_ema_dead_code=int(m.dead_threshold),
+                        rotation_trick=False)
+    theirs.train()
+    tx = torch.from_numpy(x)
+    with torch.no_grad():
       theirs(tx)
-      times.append(time.perf_counter() - t0)
-  theirs_s = float(np.median(times))
+      bar.update()
+      theirs_s = _median_time(lambda: theirs(tx), steps, bar)
   return dict(shape=f"{batch}x{frames}", ours_frames_s=batch * frames / ours_s,
               torch_frames_s=batch * frames / theirs_s,
               speedup=theirs_s / ours_s)

@@ -17,6 +17,7 @@ tokenizer's decoder, recognise the landmarks with the continuous translator,
 and score the recognised text with the normalised Levenshtein metric
 (`generation.json`). For scale, it also scores the recogniser on the
 tokenizer's resynthesis of the split's own codes (`score_resynthesized`).
+Each stage (sample, decode, recognise) shows a progress bar on stderr.
 
 The functions (`load_lm`, `generate`, `evaluate`, ...) are the API a notebook
 uses (with `asl_vq.plotting.save_gif` for the animations).
@@ -28,12 +29,14 @@ import dataclasses
 import functools
 import json
 import os
-from typing import Any, Sequence
+import sys
+from typing import Any, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import tqdm
 from absl import app
 from absl import flags
 from absl import logging
@@ -104,6 +107,16 @@ def _check_vocab(lm: Run, tokenizer: Tokenizer) -> None:
                      f"LM's ({c.num_quantizers} x {c.codebook_size})")
 
 
+def _batch_starts(n: int, batch_size: int, progress: str) -> Iterator[int]:
+  """range(0, n, batch_size), with a progress bar over the n phrases on
+  stderr labelled `progress` ('' = none)."""
+  with tqdm.tqdm(total=n, desc=progress, unit="phrase", file=sys.stderr,
+                 disable=not progress) as bar:
+    for start in range(0, n, batch_size):
+      yield start
+      bar.update(min(batch_size, n - start))
+
+
 @functools.lru_cache(maxsize=8)
 def _sampler(config: lm_lib.LMConfig, max_frames: int, top_k: int):
   return jax.jit(functools.partial(lm_lib.sample, config,
@@ -112,17 +125,18 @@ def _sampler(config: lm_lib.LMConfig, max_frames: int, top_k: int):
 
 def sample_codes(lm: Run, phrases: Sequence[str], *, temperature: float = 1.0,
                  top_k: int = 250, seed: int = 0, max_frames: int = 0,
-                 batch_size: int = 16) -> list[np.ndarray]:
+                 batch_size: int = 16, progress: str = "") -> list[np.ndarray]:
   """Phrases -> one code sequence int32 [T, Q] each (T <= max_frames).
 
   max_frames 0: the LM's data.max_len. Batches are padded to batch_size,
-  so the sampler compiles once.
+  so the sampler compiles once. `progress`: a progress bar's label ('' =
+  none).
   """
   max_frames = max_frames or int(lm.config.data.max_len)
   width = int(lm.config.data.max_label_len)
   sampler = _sampler(lm.model_config, max_frames, top_k)
   out = []
-  for start in range(0, len(phrases), batch_size):
+  for start in _batch_starts(len(phrases), batch_size, progress):
     chunk = list(phrases[start:start + batch_size])
     labels = np.full((batch_size, width), vocab.PAD_ID, np.int32)
     label_mask = np.zeros((batch_size, width), bool)
@@ -168,11 +182,12 @@ def _greedy_decoder(config: translator.TranslatorConfig):
 
 
 def recognize(recognizer: Run, landmarks: Sequence[np.ndarray],
-              batch_size: int = 16) -> list[str]:
+              batch_size: int = 16, progress: str = "") -> list[str]:
   """Normalised landmarks [T, 42, 2] -> the continuous translator's text.
 
   Longer sequences than its max_len are resampled, as its pipeline does;
   each batch is padded to the smallest of its buckets that holds it.
+  `progress`: a progress bar's label ('' = none).
   """
   max_len = int(recognizer.config.data.max_len)
   buckets = (tuple(recognizer.config.data.buckets)
@@ -182,7 +197,7 @@ def recognize(recognizer: Run, landmarks: Sequence[np.ndarray],
            if len(x) > max_len else np.asarray(x, np.float32)
            for x in landmarks]
   out = []
-  for start in range(0, len(items), batch_size):
+  for start in _batch_starts(len(items), batch_size, progress):
     chunk = items[start:start + batch_size]
     length = pipeline.choose_bucket(max(len(x) for x in chunk), buckets)
     inputs = np.zeros((batch_size, length, 42, 2), np.float32)
@@ -195,22 +210,38 @@ def recognize(recognizer: Run, landmarks: Sequence[np.ndarray],
   return out
 
 
+def _decode(tokenizer: Tokenizer, codes: Sequence[np.ndarray],
+            batch_size: int, progress: str) -> list[np.ndarray]:
+  """`tokenizer.decode` by batches, for the progress bar (the same result:
+  each sequence decodes on its own)."""
+  out = []
+  for start in _batch_starts(len(codes), batch_size, progress):
+    out += tokenizer.decode(list(codes[start:start + batch_size]))
+  return out
+
+
 def evaluate(lm: Run, tokenizer: Tokenizer, recognizer: Run,
              phrases: Sequence[str],
              reference_codes: Sequence[np.ndarray] | None = None, *,
              temperature: float = 1.0, top_k: int = 250, seed: int = 0,
-             batch_size: int = 16) -> dict[str, Any]:
+             batch_size: int = 16, progress: bool = False) -> dict[str, Any]:
   """The paper's generation score: generate, decode, recognise, score.
 
   Returns {'score': normalised Levenshtein of the recognised text against
-  the phrases, 'records': per phrase the reference, the recognised text and
-  the frames generated}; with `reference_codes` (the phrases' real codes)
-  also 'score_resynthesized', the recogniser on their decoded landmarks.
+  the phrases (<= 1; below 0 when the recognised text needs more edits than
+  the phrases hold characters), 'records': per phrase the reference, the
+  recognised text and the frames generated}; with `reference_codes` (the
+  phrases' real codes) also 'score_resynthesized', the recogniser on their
+  decoded landmarks. `progress`: a progress bar per stage on stderr.
   """
   _check_vocab(lm, tokenizer)
+  label = lambda stage: stage if progress else ""
   codes = sample_codes(lm, phrases, temperature=temperature, top_k=top_k,
-                       seed=seed, batch_size=batch_size)
-  hyps = recognize(recognizer, tokenizer.decode(codes), batch_size)
+                       seed=seed, batch_size=batch_size,
+                       progress=label("sample"))
+  hyps = recognize(recognizer,
+                   _decode(tokenizer, codes, batch_size, label("decode")),
+                   batch_size, progress=label("recognise"))
   result = {
       "score": metrics_lib.normalized_levenshtein(phrases, hyps),
       "num_phrases": len(phrases),
@@ -218,8 +249,10 @@ def evaluate(lm: Run, tokenizer: Tokenizer, recognizer: Run,
       "temperature": temperature, "top_k": top_k, "seed": seed,
   }
   if reference_codes is not None:
-    resynth = recognize(recognizer, tokenizer.decode(list(reference_codes)),
-                        batch_size)
+    resynth = recognize(
+        recognizer, _decode(tokenizer, list(reference_codes), batch_size,
+                            label("decode real codes")),
+        batch_size, progress=label("recognise real codes"))
     result["score_resynthesized"] = metrics_lib.normalized_levenshtein(
         phrases, resynth)
     result["mean_frames_real"] = float(np.mean([len(c)
@@ -306,7 +339,7 @@ def main(argv):
     raise app.UsageError("--eval_split needs --recognizer")
   result = evaluate_split(lm, tokenizer, load_recognizer(FLAGS.recognizer),
                           FLAGS.eval_split, FLAGS.num_phrases,
-                          FLAGS.phrase_seed, **sampling)
+                          FLAGS.phrase_seed, progress=True, **sampling)
   result.update(lm=lm.path, tokenizer=tokenizer_dir,
                 recognizer=os.path.abspath(FLAGS.recognizer),
                 data="real" if tokenizer.config.data.dir else "synthetic")

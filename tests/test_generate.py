@@ -126,8 +126,8 @@ def test_generation_score_is_of_the_recognized_text(loaded, monkeypatch,
 
   hyps = list(phrases) if recognized == "reference" else ["", ""]
 
-  def stub(recognizer, landmarks, batch_size=16):
-    del recognizer, batch_size
+  def stub(recognizer, landmarks, batch_size=16, progress=""):
+    del recognizer, batch_size, progress
     assert len(landmarks) == 2 and landmarks[0].shape[1:] == (42, 2)
     return hyps
 

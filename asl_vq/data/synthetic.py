@@ -11,7 +11,7 @@ project reads the 42 hand points only, and a modelled body would make the
 files ~10x larger and slower to write for no use.
 
   python -m asl_vq.data.synthetic --out=DIR --num_sequences=N --seed=S
-  python -m asl_vq.data.synthetic --preview=hands.png
+  python -m asl_vq.data.synthetic --preview=data/handshapes.png
 """
 
 from __future__ import annotations
@@ -20,11 +20,13 @@ import csv
 import dataclasses
 import json
 import os
+import sys
 import time
 from typing import NamedTuple, Sequence
 
 import numpy as np
 import pyarrow.parquet as pq
+import tqdm
 
 from asl_vq import plotting
 from asl_vq import vocab
@@ -485,7 +487,7 @@ def _unique_ids(rng: np.random.Generator, n: int, low: int,
 
 
 def generate(out_dir: str, num_sequences: int, seed: int = 0,
-             **knobs) -> dict:
+             progress: bool = True, **knobs) -> dict:
   """Writes a synthetic dataset in the Kaggle layout; returns a summary.
 
   Sequence i depends only on (seed, i) and the knobs, so datasets of
@@ -493,6 +495,7 @@ def generate(out_dir: str, num_sequences: int, seed: int = 0,
   arguments give byte-identical metadata and identical landmarks.
   Besides the real layout it writes `synthetic.json` (the knobs and the
   signers, e.g. who is left-handed) to mark the data as synthetic.
+  `progress` shows a progress bar over the sequences on stderr.
   """
   start = time.time()
   config = SyntheticConfig(**knobs)
@@ -505,22 +508,25 @@ def generate(out_dir: str, num_sequences: int, seed: int = 0,
   _, directory = layout.SOURCES["train"]
   os.makedirs(os.path.join(out_dir, directory), exist_ok=True)
   metadata, num_frames, num_chars = [], 0, 0
-  for f, file_id in enumerate(file_ids):
-    rel_path = f"{directory}/{file_id}.parquet"
-    rows = []
-    first = f * config.sequences_per_file
-    for i in range(first, min(first + config.sequences_per_file,
-                              num_sequences)):
-      rng = np.random.default_rng([seed, _SEQUENCES, i])
-      signer = signers[rng.choice(len(signers), p=share)]
-      phrase = random_phrase(rng, config.min_chars, config.max_chars)
-      seq = synthesize_sequence(phrase, signer, rng)
-      rows.append((int(sequence_ids[i]), int(rng.integers(0, 300)), seq))
-      metadata.append((rel_path, int(file_id), int(sequence_ids[i]),
-                       signer.participant_id, phrase))
-      num_chars += len(phrase)
-    num_frames += _write_file(os.path.join(out_dir, rel_path), rows,
-                              config.nan_as_null)
+  with tqdm.tqdm(total=num_sequences, desc="synthetic sequences",
+                 unit="seq", file=sys.stderr, disable=not progress) as bar:
+    for f, file_id in enumerate(file_ids):
+      rel_path = f"{directory}/{file_id}.parquet"
+      rows = []
+      first = f * config.sequences_per_file
+      for i in range(first, min(first + config.sequences_per_file,
+                                num_sequences)):
+        rng = np.random.default_rng([seed, _SEQUENCES, i])
+        signer = signers[rng.choice(len(signers), p=share)]
+        phrase = random_phrase(rng, config.min_chars, config.max_chars)
+        seq = synthesize_sequence(phrase, signer, rng)
+        rows.append((int(sequence_ids[i]), int(rng.integers(0, 300)), seq))
+        metadata.append((rel_path, int(file_id), int(sequence_ids[i]),
+                         signer.participant_id, phrase))
+        num_chars += len(phrase)
+        bar.update()
+      num_frames += _write_file(os.path.join(out_dir, rel_path), rows,
+                                config.nan_as_null)
   _write_metadata(out_dir, metadata, config, seed, signers)
   return dict(
       out_dir=out_dir, num_sequences=num_sequences, num_files=num_files,
@@ -564,7 +570,8 @@ PREVIEW_SYMBOLS = "aseghvkyl5"
 def preview(path: str, symbols: str = PREVIEW_SYMBOLS, seed: int = 0,
             config: SyntheticConfig = SyntheticConfig()) -> None:
   """Draws each symbol's canonical shape and two signers' versions (one
-  right-, one left-handed, as their cameras see them) to a PNG."""
+  right-, one left-handed, as their cameras see them) to a PNG (its
+  directory made if absent)."""
   plt = plotting.pyplot()
   population = make_signers(dataclasses.replace(config, num_signers=50), seed)
   chosen = [next(s for s in population if not s.left_handed),
@@ -585,6 +592,7 @@ def preview(path: str, symbols: str = PREVIEW_SYMBOLS, seed: int = 0,
       plotting.draw_hand(axes[row, k], image, f"signer {signer.participant_id} ({hand})")
   fig.suptitle("Synthetic fingerspelling handshapes (stand-in data)")
   fig.tight_layout()
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   fig.savefig(path, dpi=80)
   plt.close(fig)
 
