@@ -141,18 +141,25 @@ def test_readme_command_parses(parse_errors, i):
 
 def test_readme_commands_run_in_order():
   """What a command reads under runs/ or data/ (a run, tokens, a dataset, a
-  file) is what an earlier command wrote, or lies below it."""
-  written, missing = [], []
+  file) is what an earlier command wrote, or lies below it; a training
+  workdir used again is the same run resumed (the same arguments), since
+  another config is refused there."""
+  written, problems, runs = [], [], {}
   for module, args in COMMANDS:
+    command = f"python -m {module} {shlex.join(args)}"
     values = _flag_values(args)
+    if module == "asl_vq.main":
+      first = runs.setdefault(dict(values)["workdir"], args)
+      if sorted(first) != sorted(args):
+        problems.append(f"{command}: the workdir of {shlex.join(first)}")
     for flag, value in values:
-      paths = [] if flag in _OUTPUT_FLAGS else [
-          p for p in value.split(",") if p.startswith(_MADE_HERE)]
-      missing += [f"python -m {module} {shlex.join(args)}: {p}"
-                  for p in paths
-                  if not any(p == w or p.startswith(w + "/") for w in written)]
+      if flag not in _OUTPUT_FLAGS:
+        problems += [f"{command}: nothing before writes {p}"
+                     for p in value.split(",") if p.startswith(_MADE_HERE)
+                     and not any(p == w or p.startswith(w + "/")
+                                 for w in written)]
     written += [v for f, v in values if f in _OUTPUT_FLAGS]
-  assert not missing, "nothing before writes:\n" + "\n".join(missing)
+  assert not problems, "\n".join(problems)
 
 
 def test_commands_named_in_the_package_run():
