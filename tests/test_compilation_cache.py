@@ -46,7 +46,6 @@ def test_a_compiled_program_lands_in_the_cache(tmp_path):
       "jax.jit(lambda x: jnp.tanh(x @ x.T)).lower(jnp.ones((8, 8))).compile()\n")
   env = dict(os.environ, ASL_VQ_CACHE=str(tmp_path))
   env.pop("JAX_COMPILATION_CACHE_DIR", None)
-  env.pop("JAX_ENABLE_COMPILATION_CACHE", None)   # conftest turns it off.
   result = subprocess.run([sys.executable, "-c", script], env=env,
                           capture_output=True, text=True, timeout=120)
   assert result.returncode == 0, result.stderr

@@ -78,7 +78,7 @@ def test_sigterm_during_an_evaluation_saves_and_the_resumed_run_evaluates_first(
   epoch = ckpts.latest_step()
   assert calls == [1] and epoch > 0
   assert not ckpts.has_best(epoch)   # nothing evaluated at that step.
-  assert "preempted: saved step" in capsys.readouterr().err
+  assert "preempted: saved step" in capsys.readouterr().out
   before = metric_writers.read_metrics(str(tmp_path / "metrics.jsonl"))
   assert all(r["split"] == "train" for r in before)
   assert not (tmp_path / "test_metrics.json").exists()

@@ -152,8 +152,7 @@ def test_main_trains_writes_outputs_and_resumes_exactly_after_sigkills(
   # Each start resumes what the last left; nothing half-written is ever
   # read; the end equals the uninterrupted run.
   killed = tmp_path / "killed"
-  env = {"ASL_VQ_CACHE": str(tmp_path / "cache"),
-         "JAX_ENABLE_COMPILATION_CACHE": "true"}
+  env = {"ASL_VQ_CACHE": str(tmp_path / "cache")}
   extra = (*EPOCHS, "--config.train.checkpoint_every_steps=1")
   rng = np.random.default_rng(0)
   saved = lambda: max((int(p.name) for p in (killed / "checkpoints").iterdir()
