@@ -207,5 +207,6 @@ def test_two_processes_agree_with_one(tmp_path):
     assert a.keys() == b.keys()
     for k in set(a) - {"split"}:
       np.testing.assert_allclose(a[k], b[k], rtol=2e-4, atol=1e-5, err_msg=k)
-  vq = [checkpointing.restore(str(d), "latest")["vq"] for d in (single, multi)]
+  vq = [checkpointing.restore(str(d), "latest")["collections"]["vq"]
+        for d in (single, multi)]
   _assert_trees_close(*vq, rtol=1e-4, atol=1e-5)
