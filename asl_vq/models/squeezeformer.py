@@ -63,8 +63,8 @@ class RelativeSelfAttention(nn.Module):
   one [B*T*H, d] x [d, T] matmul against constant sinusoids. It equals the
   shifted form to float rounding (tests/test_models.py checks it).
 
-  Padded keys get no weight; padded query rows get all-zero weights, so a
-  fully padded sequence yields zeros rather than NaN.
+  Padded keys get no weight; padded query rows output zeros, so a fully
+  padded sequence yields zeros rather than NaN.
   """
   num_heads: int
   dropout: float = 0.0
@@ -96,13 +96,18 @@ class RelativeSelfAttention(nn.Module):
     query_pos = jnp.concatenate([a * sin + b * cos, b * sin - a * cos], -1)
     key_pos = jnp.concatenate([cos, sin], -1)
     position = jnp.einsum('bhqc,kc->bhqk', query_pos, key_pos)
-    scores = content + position
-    pair = mask[:, None, :, None] & mask[:, None, None, :]
-    scores = jnp.where(pair, scores, jnp.finfo(scores.dtype).min)
+    # Padded keys: their exp underflows to exactly 0. Padded queries: zeroed
+    # on the [B, T, H, dh] output rather than on the [B, H, T, T] weights
+    # (the same values; a multiply fused into the weights' dot is slow).
+    scores = jnp.where(mask[:, None, None, :], content + position,
+                       jnp.finfo(content.dtype).min)
     # No dropout on the [B, H, T, T] weights: its random bits cost more than
     # the attention itself on CPU; the output dropout below regularises.
-    weights = nn.softmax(scores, axis=-1) * pair
-    out = jnp.einsum('bhqk,bkhd->bqhd', weights, v)
+    weights = nn.softmax(scores, axis=-1)
+    # Head-major v and output: a dot over [B, H] batches of row-major
+    # matrices (2x faster than reading v as [B, T, H, dh]).
+    out = jnp.einsum('bhqk,bhkd->bhqd', weights, v.transpose(0, 2, 1, 3))
+    out = out.transpose(0, 2, 1, 3) * mask[:, :, None, None]
     out = nn.DenseGeneral(d, axis=(-2, -1), name='out')(out)
     return nn.Dropout(self.dropout)(out, deterministic=not train)
 
