@@ -1,11 +1,16 @@
 r"""Throughput of the paper-size tokenizer: train step, encode, k-means init.
 
-  python -m asl_vq.bench [--shapes=22x196,32x256] [--steps=10] [--torch_rvq]
+  python -m asl_vq.bench [--shapes=22x196,32x256] [--steps=10] \
+      [--dtype=float32|bfloat16] [--epoch_steps=N] [--torch_rvq]
 
 Frames/s = batch x frames / median step time (compile excluded). Inputs are
 random: throughput does not depend on the values. The k-means figure is the
 extra time of the first training step (which initialises the codebooks) over
-an ordinary step. `--torch_rvq` also times `vector_quantize_pytorch`'s
+an ordinary step. `--dtype` is the compute dtype (`config.model.dtype`).
+`--epoch_steps=N` also times N consecutive training steps at the last shape,
+each on a new host batch put on the devices as the train loop does, and
+prints the sustained frames/s (an epoch-equivalent when N is the number of
+steps in an epoch). `--torch_rvq` also times `vector_quantize_pytorch`'s
 ResidualVQ (extra `bench`) against our RVQ alone at the same shapes.
 While a shape runs, a progress bar on stderr counts its calls and names the
 phase (compile, k-means step, train, encode); its line follows on stdout.
@@ -34,6 +39,10 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("shapes", ["22x196", "32x256"], "batch x frames to time.")
 flags.DEFINE_integer("steps", 10, "Timed steps per shape (median reported).")
 flags.DEFINE_string("preset", "paper", "Size preset of configs/rvq_ctc.py.")
+flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
+                  "Compute dtype (config.model.dtype).")
+flags.DEFINE_integer("epoch_steps", 0, "Consecutive training steps to time "
+                     "at the last shape (0: none).")
 flags.DEFINE_bool("torch_rvq", False, "Also time vector_quantize_pytorch.")
 
 
@@ -70,7 +79,8 @@ def _median_time(fn, steps: int, bar: tqdm.tqdm) -> float:
   return float(np.median(times))
 
 
-def bench_shape(config, batch: int, frames: int, steps: int) -> dict:
+def bench_shape(config, batch: int, frames: int, steps: int,
+                epoch_steps: int = 0) -> dict:
   mesh = sharding.make_mesh()
   repl, data = sharding.replicated(mesh), sharding.data_sharding(mesh)
   task, tx = tokenizer_training.TokenizerTask(config), train.make_optimizer(config)
@@ -106,6 +116,18 @@ def bench_shape(config, batch: int, frames: int, steps: int) -> dict:
 
     bar.set_postfix_str("train steps")
     train_s = _median_time(one_step, steps, bar)
+    epoch_s = 0.0
+    if epoch_steps:
+      # A few distinct host batches, each transferred when its step needs
+      # it; dispatch runs ahead as in the train loop, one wait at the end.
+      bar.set_postfix_str(f"{epoch_steps} consecutive train steps")
+      host = [random_batch(batch, frames, seed=i) for i in range(4)]
+      t0 = time.perf_counter()
+      for i in range(epoch_steps):
+        holder[0], m = step(holder[0], {k: jax.device_put(v, data)
+                                        for k, v in host[i % 4].items()})
+      jax.block_until_ready(m["loss"])
+      epoch_s = time.perf_counter() - t0
     variables = holder[0].variables()
     model = task.model
     encode = jax.jit(lambda v, x, m: model.apply(v, x, m, method=model.encode),
@@ -121,7 +143,8 @@ def bench_shape(config, batch: int, frames: int, steps: int) -> dict:
               train_step_ms=1e3 * train_s,
               encode_frames_s=batch * frames / encode_s,
               kmeans_init_s=max(first_step_s - train_s, 0.0),
-              compile_s=compile_s)
+              compile_s=compile_s, epoch_s=epoch_s,
+              epoch_frames_s=epoch_steps * batch * frames / max(epoch_s, 1e-9))
 
 
 def bench_rvq(config, batch: int, frames: int, steps: int) -> dict:
@@ -168,20 +191,26 @@ def bench_rvq(config, batch: int, frames: int, steps: int) -> dict:
 def main(argv):
   del argv
   config = config_lib.load("rvq_ctc", FLAGS.preset)
+  config.model.dtype = FLAGS.dtype
   print(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind} "
-        f"({jax.default_backend()}); preset {FLAGS.preset}")
-  for shape in FLAGS.shapes:
+        f"({jax.default_backend()}); preset {FLAGS.preset}; {FLAGS.dtype}")
+  for i, shape in enumerate(FLAGS.shapes):
     batch, _, frames = shape.partition("x")
     if not (batch.isdigit() and frames.isdigit()):
       raise ValueError(f"--shapes: {shape!r} is not BATCHxFRAMES (e.g. "
                        "22x196)")
     batch, frames = int(batch), int(frames)
-    r = bench_shape(config, batch, frames, FLAGS.steps)
+    epoch_steps = FLAGS.epoch_steps if i == len(FLAGS.shapes) - 1 else 0
+    r = bench_shape(config, batch, frames, FLAGS.steps, epoch_steps)
     print(f"{r['shape']:>8}: train {r['train_frames_s']:8.0f} frames/s "
           f"({r['train_step_ms']:.0f} ms/step), encode "
           f"{r['encode_frames_s']:8.0f} frames/s, k-means init "
           f"{r['kmeans_init_s']:.2f} s, compile {r['compile_s']:.1f} s",
           flush=True)
+    if epoch_steps:
+      print(f"{r['shape']:>8}: {epoch_steps} consecutive train steps in "
+            f"{r['epoch_s']:.1f} s, {r['epoch_frames_s']:8.0f} frames/s",
+            flush=True)
     if FLAGS.torch_rvq:
       r = bench_rvq(config, batch, frames, FLAGS.steps)
       print(f"{r['shape']:>8}: RVQ alone: ours {r['ours_frames_s']:8.0f} "

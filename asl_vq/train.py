@@ -253,12 +253,14 @@ class _Preemption:
     return self.requested
 
 
-# Fields a resumed run may change: how long it trains and how it logs, saves
-# and evaluates. Any other change would reinterpret the saved state or data
-# position (batch size, model, data, split, optimizer...).
+# Fields a resumed run may change: how long it trains, how it logs, saves
+# and evaluates, and the compute dtype (the saved state is float32 either
+# way). Any other change would reinterpret the saved state or data position
+# (batch size, model, data, split, optimizer...).
 RESUMABLE_FIELDS = ("train.num_epochs", "train.log_every_steps",
                     "train.checkpoint_every_steps", "train.keep_checkpoints",
-                    "train.eval_every_epochs", "train.max_eval_batches")
+                    "train.eval_every_epochs", "train.max_eval_batches",
+                    "model.dtype")
 
 
 def config_changes(saved: dict[str, Any], config: ml_collections.ConfigDict

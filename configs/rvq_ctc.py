@@ -60,6 +60,9 @@ def get_config(arg=None):
       dead_threshold=2.0, use_ctc=ROWS[row]["use_ctc"],
       commit_grad="first",      # the reference's: only quantizer 1's commitment
                                 # term reaches the encoder ("all": every term).
+      dtype="float32",          # compute dtype; "bfloat16" on GPU / TPU (the
+                                # parameters, codebooks and statistics stay
+                                # float32).
       # 3 + 3 blocks at the paper's width: with the shorter sequences below
       # ~4x less compute per sequence than the paper's setting. The dead-code
       # threshold (an EMA count of frames per step) scaled with the frames

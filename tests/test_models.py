@@ -338,3 +338,54 @@ def test_output_head_keeps_conv_transpose_variables():
       jax.random.key(0), jnp.ones((1, 2, 21, 32)))['params']
   assert jax.tree.map(jnp.shape, params['conv_t']) == jax.tree.map(
       jnp.shape, ref)
+
+
+def test_bfloat16_compute_agrees_with_float32():
+  """config.model.dtype='bfloat16': the same training step and decoding to
+  bf16 rounding, with every parameter, optimizer, BN and codebook leaf kept
+  float32. Measured on this tiny model: loss and gradient norm within 0.1%,
+  decoding the same codes within 1% of the landmarks' scale, 98% of codes
+  equal (a near tie may flip)."""
+  from asl_vq import bench, config_lib, train  # pylint: disable=g-import-not-at-top
+  from asl_vq.tasks import tokenizer_training  # pylint: disable=g-import-not-at-top
+
+  def task_and_step(dtype):
+    config = config_lib.load('rvq_ctc', 'tiny')
+    config.model.dtype = dtype
+    task = tokenizer_training.TokenizerTask(config)
+    tx = train.make_optimizer(config)
+    step = jax.jit(functools.partial(train.train_step, task=task, tx=tx,
+                                     base_rng=jax.random.key(1)))
+    return task, tx, step
+
+  batch = {k: jnp.asarray(v) for k, v in bench.random_batch(4, 64).items()}
+  task32, tx, step32 = task_and_step('float32')
+  task16, _, step16 = task_and_step('bfloat16')
+  abstract = jax.eval_shape(functools.partial(train.init_state, task16, tx),
+                            jax.random.key(0))
+  state = jax.jit(functools.partial(train.init_state, task32, tx))(
+      jax.random.key(0))
+  state, _ = step32(state, batch)  # Both continue from the same codebooks.
+  new32, metrics32 = step32(state, batch)
+  new16, metrics16 = step16(state, batch)
+  for tree in (abstract, new16):
+    assert {l.dtype for l in jax.tree.leaves(tree)} <= {
+        jnp.dtype(jnp.float32), jnp.dtype(jnp.int32), jnp.dtype(bool)}
+  assert new16.collections['vq']['rvq']['codebook'].dtype == jnp.float32
+  for name in ('loss', 'recon', 'ctc', 'grad_norm'):
+    np.testing.assert_allclose(metrics16[name], metrics32[name], rtol=1e-2,
+                               err_msg=name)
+
+  x, mask = batch['inputs'], batch['input_mask']
+  variables = new32.variables()
+  encode = lambda task: jax.jit(functools.partial(
+      task.model.apply, method=TokenizerModel.encode))(variables, x, mask)
+  codes = encode(task32)
+  assert np.mean(np.asarray(codes) == np.asarray(encode(task16))) > 0.9
+  decode = lambda task: jax.jit(functools.partial(
+      task.model.apply, method=TokenizerModel.decode_codes))(variables,
+                                                             codes, mask)
+  recon32, recon16 = decode(task32), decode(task16)
+  assert recon16.dtype == jnp.float32
+  scale = float(jnp.max(jnp.abs(recon32)))
+  np.testing.assert_allclose(recon16, recon32, rtol=0, atol=3e-2 * scale)

@@ -14,6 +14,8 @@ width -> 672 one) keep 5% of the old running value per step (PyTorch momentum
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -127,8 +129,12 @@ def landmark_conv_transpose(x, kernel):
 
 
 class FeatureExtractor(nn.Module):
-  """[B, T, 42, 2] landmarks -> [B, T, dim] frame features."""
+  """[B, T, 42, 2] float32 landmarks -> [B, T, dim] features of `dtype`.
+
+  `dtype` is the compute dtype; parameters and BN statistics stay float32.
+  """
   dim: int = 128
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, inputs, mask, *, train: bool):
@@ -136,11 +142,11 @@ class FeatureExtractor(nn.Module):
     x = jnp.where(_frame_mask(mask, inputs.ndim), inputs, 0.0)
     # (An einsum over 3 x 3 x 2 patches was no faster than XLA's conv here.)
     x = nn.Conv(CONV_FEATURES, (3, 3), strides=(1, 2), padding=_CONV_PADDING,
-                use_bias=False, name='conv')(x)
+                use_bias=False, dtype=self.dtype, name='conv')(x)
     x = nn.silu(MaskedBatchNorm(CONV_BN_MOMENTUM, name='conv_bn')(
         x, mask, train=train))
     x = x.reshape(x.shape[:2] + (-1,))
-    x = nn.Dense(self.dim, use_bias=False, name='proj')(x)
+    x = nn.Dense(self.dim, use_bias=False, dtype=self.dtype, name='proj')(x)
     return MaskedBatchNorm(STEM_BN_MOMENTUM, name='proj_bn')(x, mask,
                                                              train=train)
 
@@ -152,20 +158,21 @@ class OutputHead(nn.Module):
   zeroed -> Dense dim -> 672 (no bias) -> [21, 32] -> transposed conv 32 -> 2
   (no bias) -> BN + SiLU over the 2 channels -> flatten 84 (index landmark * 2
   + channel) -> Dense 84 -> 84 (no bias) -> [42, 2]. 93,908 parameters at
-  dim 128.
+  dim 128. Computed in `dtype`; the landmarks are returned in float32.
   """
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, mask, *, train: bool):
     x = MaskedBatchNorm(STEM_BN_MOMENTUM, name='bn')(x, mask, train=train)
     x = jnp.where(_frame_mask(mask, x.ndim), x, 0.0)
     x = nn.Dense(CONV_FEATURES * NUM_POINTS // 2, use_bias=False,
-                 name='proj')(x)
+                 dtype=self.dtype, name='proj')(x)
     x = x.reshape(x.shape[:2] + (NUM_POINTS // 2, CONV_FEATURES))
     kernel = _Kernel((3, 3, CONV_FEATURES, 2), name='conv_t')()
     x = landmark_conv_transpose(x, kernel.astype(x.dtype))
     x = nn.silu(MaskedBatchNorm(CONV_BN_MOMENTUM, name='conv_bn')(
         x, mask, train=train))
-    x = nn.Dense(2 * NUM_POINTS, use_bias=False, name='out')(
-        x.reshape(x.shape[:2] + (2 * NUM_POINTS,)))
-    return x.reshape(x.shape[:2] + (NUM_POINTS, 2))
+    x = nn.Dense(2 * NUM_POINTS, use_bias=False, dtype=self.dtype,
+                 name='out')(x.reshape(x.shape[:2] + (2 * NUM_POINTS,)))
+    return x.reshape(x.shape[:2] + (NUM_POINTS, 2)).astype(jnp.float32)

@@ -30,6 +30,10 @@ class TokenizerConfig:
 
   dropout: every Squeezeformer dropout (0.0 in the reference).
   commit_grad: 'first' (reference) or 'all', see ResidualVQ.
+  dtype: the compute dtype, 'float32' (the reference) or 'bfloat16'.
+    Parameters, BN statistics, the codebooks and their EMA stay float32, and
+    the nearest-code search, the softmax, the FFT convolution, the losses and
+    the returned logits and landmarks are float32 either way.
   """
   dim: int = 128
   num_heads: int = 4
@@ -45,6 +49,7 @@ class TokenizerConfig:
   commit_grad: str = 'first'
   use_ctc: bool = True
   vocab_size: int = vocab.VOCAB_SIZE
+  dtype: str = 'float32'
 
 
 class TokenizerModel(nn.Module):
@@ -53,9 +58,10 @@ class TokenizerModel(nn.Module):
 
   def setup(self):
     c = self.config
+    dtype = jnp.dtype(c.dtype)
     stack = functools.partial(Squeezeformer, c.num_blocks, c.num_heads,
-                              c.kernel_size, c.dropout)
-    self.features = FeatureExtractor(c.dim)
+                              c.kernel_size, c.dropout, dtype)
+    self.features = FeatureExtractor(c.dim, dtype)
     self.encoder = stack()
     self.rvq = ResidualVQ(
         num_quantizers=c.num_quantizers, codebook_size=c.codebook_size,
@@ -63,9 +69,9 @@ class TokenizerModel(nn.Module):
         kmeans_iters=c.kmeans_iters, dead_threshold=c.dead_threshold,
         commit_grad=c.commit_grad)
     if c.use_ctc:
-      self.ctc_head = nn.Dense(c.vocab_size, use_bias=False)
+      self.ctc_head = nn.Dense(c.vocab_size, use_bias=False, dtype=dtype)
     self.decoder = stack()
-    self.output_head = OutputHead()
+    self.output_head = OutputHead(dtype)
 
   def _encode(self, inputs, mask, train):
     x = self.features(inputs, mask, train=train)
@@ -86,7 +92,7 @@ class TokenizerModel(nn.Module):
     quantized, codes, aux = self.rvq(x, mask, n_q=n_q, train=train)
     out = dict(codes=codes, **aux)
     if self.config.use_ctc:
-      out['ctc_logits'] = self.ctc_head(quantized)
+      out['ctc_logits'] = self.ctc_head(quantized).astype(jnp.float32)
     out['recon'] = self._decode(quantized, mask, train)
     return out
 
