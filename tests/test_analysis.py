@@ -194,7 +194,7 @@ def test_cli_writes_tables_figures_and_summary(tokens_dir, tmp_path):
        f"--tokens={tokens_dir},{tokens_dir}", "--names=one,two",
        f"--tokenizer={tiny_tokenizer.workdir()},", f"--out={out}",
        "--min_count=2", "--letter=a", "--gallery_size=4"],
-      capture_output=True, text=True, timeout=300, check=False)
+      capture_output=True, text=True, timeout=900, check=False)
   assert result.returncode == 0, result.stderr[-3000:]
   summary = json.loads((out / "analysis.json").read_text())
   assert summary["data"] == "synthetic"

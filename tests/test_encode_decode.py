@@ -33,7 +33,7 @@ def sequences(tok):
 
 def _run(module, *args):
   return subprocess.run([sys.executable, "-m", module, *args],
-                        capture_output=True, text=True, timeout=300,
+                        capture_output=True, text=True, timeout=900,
                         env=dict(os.environ, XLA_FLAGS=""))
 
 

@@ -19,7 +19,7 @@ def dataset(tmp_path_factory):
 def _run(*args):
   return subprocess.run(
       [sys.executable, "-m", "asl_vq.data.inspect", *args],
-      capture_output=True, text=True, timeout=60, check=False)
+      capture_output=True, text=True, timeout=900, check=False)
 
 
 def test_json_on_the_fixture(dataset):

@@ -40,7 +40,7 @@ def test_sigterm_saves_and_exits_within_a_step_and_a_save(tmp_path):
   step_time = max(b - a for a, b in zip(arrivals[1:], arrivals[2:]))
   sent = time.monotonic()
   proc.send_signal(signal.SIGTERM)
-  out = proc.communicate(timeout=300)[0]
+  out = proc.communicate(timeout=900)[0]
   exited = time.monotonic() - sent
 
   assert proc.returncode == 0, out[-3000:]

@@ -117,7 +117,7 @@ def parse_errors():
   proc = subprocess.run(
       [sys.executable, os.path.abspath(__file__)], cwd=REPO,
       input=json.dumps(COMMANDS), capture_output=True, text=True,
-      timeout=300, check=False)
+      timeout=900, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return json.loads(proc.stdout.splitlines()[-1])
 

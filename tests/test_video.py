@@ -95,7 +95,7 @@ def converted(videos, tmp_path_factory):
 def run_cli(*args, env=None):
   return subprocess.run(
       [sys.executable, "-m", "asl_vq.data.video", *args], capture_output=True,
-      text=True, cwd=_ROOT, env=env, timeout=300)
+      text=True, cwd=_ROOT, env=env, timeout=900)
 
 
 @needs_mediapipe
