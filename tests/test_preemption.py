@@ -29,7 +29,7 @@ def test_sigterm_saves_and_exits_within_a_step_and_a_save(tmp_path):
        "--config.train.eval_every_epochs=1000"],
       cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
       env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2"))
-  seen, arrivals, deadline = 0, [], time.time() + 300
+  seen, arrivals, deadline = 0, [], time.time() + 900
   while len(arrivals) < 6:   # steps are running (log every step).
     assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
     rows = len(metric_writers.read_metrics(str(metrics)))

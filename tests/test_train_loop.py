@@ -40,7 +40,7 @@ def _run_main(workdir, *extra, env_devices=8, wait=True, env=None):
                           stderr=subprocess.STDOUT, text=True)
   if not wait:
     return proc
-  out, _ = proc.communicate(timeout=600)
+  out, _ = proc.communicate(timeout=900)
   assert proc.returncode == 0, out[-4000:]
   return out
 
@@ -192,7 +192,7 @@ def test_two_processes_agree_with_one(tmp_path):
       _run_main(str(multi), f"--coordinator_address=127.0.0.1:{port}",
                 "--num_processes=2", f"--process_id={i}", env_devices=2,
                 wait=False) for i in range(2)]
-  outs = [p.communicate(timeout=600)[0] for p in procs]
+  outs = [p.communicate(timeout=900)[0] for p in procs]
   assert [p.returncode for p in procs] == [0, 0], "\n".join(
       f"--- process {i} (exit {p.returncode}):\n{o[-3000:]}"
       for i, (p, o) in enumerate(zip(procs, outs)))
