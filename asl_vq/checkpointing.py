@@ -9,20 +9,24 @@ from __future__ import annotations
 import os
 from typing import Any, Optional
 
+from etils import epath
 import grain
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from asl_vq import fileio
+
 STATE, DATA = "state", "data"
 
 
 class Checkpoints:
-  """`<workdir>/checkpoints` (latest, with data state) and `<workdir>/best`."""
+  """`<workdir>/checkpoints` (latest, with data state) and `<workdir>/best`;
+  `workdir` is local or an object store URL (`gs://bucket/run`)."""
 
   def __init__(self, workdir: str, keep_latest: int = 2,
                best_metric: str = "loss"):
-    workdir = os.path.abspath(workdir)
+    workdir = fileio.abspath(workdir)
     self.best_metric = best_metric
     self.latest = ocp.CheckpointManager(
         os.path.join(workdir, "checkpoints"),
@@ -90,12 +94,13 @@ def _on_this_host(metadata: Any) -> Any:
 
 def restore(directory: str, which: str = "best", abstract_state: Any = None
             ) -> Any:
-  """A run's best state (or, with no validation yet, its latest) or latest."""
-  directory = os.path.abspath(directory)
+  """A run's best state (or, with no validation yet, its latest) or latest;
+  `directory` is local or an object store URL (`gs://bucket/run`)."""
+  directory = fileio.abspath(directory)
   subs = {"best": ("best", "checkpoints"), "latest": ("checkpoints",)}[which]
   for sub in subs:
     path = os.path.join(directory, sub)
-    if not os.path.isdir(path):
+    if not epath.Path(path).is_dir():
       continue
     handlers = {STATE: ocp.StandardCheckpointHandler()}
     if sub == "checkpoints":

@@ -1,47 +1,105 @@
-"""Files that are never seen half-written, and resumable part directories.
+"""Paths local or remote, files never seen half-written, resumable parts.
+
+Every path this package writes or reads may be local (`runs/x`) or an object
+store URL that `etils.epath` opens (`gs://bucket/runs/x`; gcsfs, from the
+`gcs` extra). `os.path.join` builds both; the helpers here do what `os`
+cannot do for a URL.
 
 Every derived output (the data cache, token splits, checkpoint side files)
-is written under a temporary name and renamed into place, so a reader never
-sees a partial file even when the writer is killed.
+is written so that a reader never sees a partial file, even when the writer
+is killed: locally under a temporary name, fsynced, then renamed into place;
+on an object store an object only appears, whole, when its upload ends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import shutil
-from typing import Callable
+import tempfile
+from typing import IO, Callable, Iterator
+
+from etils import epath
 
 
-def atomic_write(path: str, write: Callable[[str], None]) -> None:
-  """Writes via `write(tmp)`, then renames: readers never see half a file."""
-  tmp = f"{path}.tmp"
-  write(tmp)
-  with open(tmp, "rb+") as f:
+def is_remote(path: str | os.PathLike) -> bool:
+  """Whether `path` is an object store URL (`gs://...`), not a local path."""
+  return "://" in os.fspath(path)
+
+
+def abspath(path: str | os.PathLike) -> str:
+  """`os.path.abspath` of a local path; an object store URL as it is."""
+  path = os.fspath(path)
+  return path if is_remote(path) else os.path.abspath(path)
+
+
+def atomic_write(path: str | os.PathLike,
+                 write: Callable[[IO[bytes]], None]) -> None:
+  """Calls `write(f)` on a binary file that appears at `path` only whole."""
+  if is_remote(path):
+    with epath.Path(path).open("wb") as f:
+      write(f)
+    return
+  tmp = f"{os.fspath(path)}.tmp"
+  with open(tmp, "wb") as f:
+    write(f)
+    f.flush()
     os.fsync(f.fileno())
   os.replace(tmp, path)
 
 
-def write_json(path: str, obj: object) -> None:
-  def write(tmp):
-    with open(tmp, "w") as f:
-      json.dump(obj, f, indent=1)
-  atomic_write(path, write)
+@contextlib.contextmanager
+def reading(path: str | os.PathLike) -> Iterator[str | IO[bytes]]:
+  """What to hand a reader that takes a name or a binary file (pyarrow,
+  numpy): a local `path` itself, else the object open for reading."""
+  if not is_remote(path):
+    yield os.fspath(path)
+    return
+  with epath.Path(path).open("rb") as f:
+    yield f
 
 
-def read_json(path: str) -> dict | None:
+@contextlib.contextmanager
+def writing(path: str | os.PathLike) -> Iterator[str]:
+  """A local file name through which to write `path`, for writers that take
+  only names (matplotlib's figures and animations): `path` itself if local,
+  else a temporary file, uploaded to `path` when the block ends."""
+  if not is_remote(path):
+    yield os.fspath(path)
+    return
+  with tempfile.TemporaryDirectory() as tmp:
+    local = os.path.join(tmp, os.path.basename(path))
+    yield local
+    epath.Path(local).copy(path, overwrite=True)
+
+
+def append_text(path: str | os.PathLike, text: str) -> None:
+  """Appends `text` to a file (made if missing). An object store has no
+  append: there the object is read and written again whole."""
+  path = epath.Path(path)
+  if is_remote(path):
+    path.write_text((path.read_text() if path.exists() else "") + text)
+  else:
+    with path.open("a") as f:
+      f.write(text)
+
+
+def write_json(path: str | os.PathLike, obj: object) -> None:
+  atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1).encode()))
+
+
+def read_json(path: str | os.PathLike) -> dict | None:
   try:
-    with open(path) as f:
-      return json.load(f)
+    return json.loads(epath.Path(path).read_text())
   except (OSError, ValueError):
     return None
 
 
-def start_parts(parts_dir: str, stamp: dict) -> None:
+def start_parts(parts_dir: str | os.PathLike, stamp: dict) -> None:
   """Keeps the parts of an interrupted run of the same work (same `stamp`,
   any JSON object), else clears them; resumable writers share this."""
   path = os.path.join(parts_dir, "fingerprint.json")
   if read_json(path) != stamp:
-    shutil.rmtree(parts_dir, ignore_errors=True)
-    os.makedirs(parts_dir)
+    epath.Path(parts_dir).rmtree(missing_ok=True)
+    epath.Path(parts_dir).mkdir(parents=True)
     write_json(path, stamp)

@@ -40,9 +40,11 @@ import tqdm
 from absl import app
 from absl import flags
 from absl import logging
+from etils import epath
 
 from asl_vq import cli
 from asl_vq import compilation_cache
+from asl_vq import fileio
 from asl_vq import inference
 from asl_vq import metrics as metrics_lib
 from asl_vq import plotting
@@ -76,7 +78,7 @@ class Sample:
 def _load_run(path: str, make_task) -> Run:
   """The best checkpoint's schedule-free evaluation variables, on one device."""
   config, task, variables, _ = inference.load_for_inference(path, make_task)
-  return Run(os.path.abspath(path), config, task.model_config, variables)
+  return Run(fileio.abspath(path), config, task.model_config, variables)
 
 
 def load_lm(path: str) -> Run:
@@ -163,15 +165,18 @@ def generate(lm: Run, tokenizer: Tokenizer, text: str, *,
 
 def write_samples(samples: Sequence[Sample], tokenizer: Tokenizer,
                   out: str) -> list[str]:
-  """Codes (npy, text), landmarks (npy) and a GIF per sample into `out`."""
-  os.makedirs(out, exist_ok=True)
+  """Codes (npy, text), landmarks (npy) and a GIF per sample into `out`
+  (local or an object store URL)."""
+  epath.Path(out).mkdir(parents=True, exist_ok=True)
   paths = []
   for i, s in enumerate(samples):
     stem = os.path.join(out, f"sample_{i}")
-    np.save(f"{stem}_codes.npy", s.codes)
-    with open(f"{stem}_codes.txt", "w") as f:
-      f.write(tokenizer.to_text(s.codes) + "\n")
-    np.save(f"{stem}_landmarks.npy", s.landmarks)
+    with epath.Path(f"{stem}_codes.npy").open("wb") as f:
+      np.save(f, s.codes)
+    epath.Path(f"{stem}_codes.txt").write_text(
+        tokenizer.to_text(s.codes) + "\n")
+    with epath.Path(f"{stem}_landmarks.npy").open("wb") as f:
+      np.save(f, s.landmarks)
     paths.append(plotting.save_gif(s.landmarks, f"{stem}.gif", title=s.text))
   return paths
 
@@ -295,7 +300,7 @@ def _define_flags():
   flags.DEFINE_string("lm", None, "The LM's workdir (configs/lm.py).")
   flags.DEFINE_string("tokenizer", "", "The tokenizer's workdir; default: "
                       "the one that wrote the LM's tokens.")
-  flags.DEFINE_string("out", None, "Output directory.")
+  flags.DEFINE_string("out", None, "Output directory (local or gs://...).")
   flags.DEFINE_string("text", "", "A phrase to sign.")
   flags.DEFINE_float("temperature", 1.0, "Sampling temperature; 0 = greedy.")
   flags.DEFINE_integer("top_k", 250, "Sample among the k likeliest codes "
@@ -323,7 +328,7 @@ def main(argv):
     raise app.UsageError("pass one of --text or --eval_split")
   compilation_cache.enable()
   lm = load_lm(FLAGS.lm)
-  tokenizer_dir = os.path.abspath(FLAGS.tokenizer or default_tokenizer(lm))
+  tokenizer_dir = fileio.abspath(FLAGS.tokenizer or default_tokenizer(lm))
   tokenizer = Tokenizer.load(tokenizer_dir)
   provenance.record_command(FLAGS.out)   # the report's captions.
   sampling = dict(temperature=FLAGS.temperature, top_k=FLAGS.top_k,
@@ -341,11 +346,10 @@ def main(argv):
                           FLAGS.eval_split, FLAGS.num_phrases,
                           FLAGS.phrase_seed, progress=True, **sampling)
   result.update(lm=lm.path, tokenizer=tokenizer_dir,
-                recognizer=os.path.abspath(FLAGS.recognizer),
+                recognizer=fileio.abspath(FLAGS.recognizer),
                 data="real" if tokenizer.config.data.dir else "synthetic")
-  path = os.path.join(FLAGS.out, "generation.json")
-  with open(path, "w") as f:
-    json.dump(result, f, indent=2)
+  epath.Path(os.path.join(FLAGS.out, "generation.json")).write_text(
+      json.dumps(result, indent=2))
   print(json.dumps({k: v for k, v in result.items() if k != "records"}))
 
 

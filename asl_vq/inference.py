@@ -18,12 +18,14 @@ import re
 import string
 from typing import Any, Sequence
 
+from etils import epath
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from asl_vq import checkpointing
+from asl_vq import fileio
 from asl_vq import sharding
 from asl_vq import train
 from asl_vq.data import layout
@@ -42,16 +44,16 @@ _GROUP = re.compile(r"<([a-z])(\d+)>")
 def load_for_inference(path: str, make_task, which: str = "best"):
   """A training workdir's config, task and `which` checkpoint's schedule-free
   evaluation variables (as validation uses them), on one local device.
+  `path` is local or an object store URL (`gs://bucket/run`).
 
   Returns (config, task, variables, step).
   """
-  path = os.path.abspath(os.fspath(path))
-  config_path = os.path.join(path, "config.json")
-  if not os.path.exists(config_path):
+  path = fileio.abspath(path)
+  config_path = epath.Path(path) / "config.json"
+  if not config_path.exists():
     raise FileNotFoundError(f"{path}: no config.json; is it a training "
                             "workdir?")
-  with open(config_path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+  config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
   task = make_task(config)
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   abstract = jax.tree.map(

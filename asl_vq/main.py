@@ -24,7 +24,8 @@ from asl_vq import config_lib
 from asl_vq.tasks import TASKS
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
+flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics "
+                    "(local or gs://...).")
 config_flags.DEFINE_config_file(
     "config", None, "A config file (configs/rvq_ctc.py[:arg]) or a packaged "
     "config's name (rvq_ctc[:arg]).", lock_config=True)

@@ -7,18 +7,25 @@ import json
 import os
 from typing import Mapping
 
+from etils import epath
 import jax
+
+from asl_vq import fileio
 
 
 class MetricWriter:
-  """Writes scalars from process 0 only; other processes are silent."""
+  """Writes scalars from process 0 only; other processes are silent.
+
+  `workdir` is local or a `gs://` URL (tensorboardX writes its event files
+  there itself, through google-cloud-storage).
+  """
 
   def __init__(self, workdir: str):
     self.active = jax.process_index() == 0
     self.path = os.path.join(workdir, "metrics.jsonl")
     self._tb = None
     if self.active:
-      os.makedirs(workdir, exist_ok=True)
+      epath.Path(workdir).mkdir(parents=True, exist_ok=True)
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
@@ -27,8 +34,7 @@ class MetricWriter:
       return
     row = {"step": int(step), "split": split}
     row.update({k: float(v) for k, v in scalars.items()})
-    with open(self.path, "a") as f:
-      f.write(json.dumps(row) + "\n")
+    fileio.append_text(self.path, json.dumps(row) + "\n")
     for k, v in scalars.items():
       self._tb.add_scalar(f"{split}/{k}", float(v), int(step))
     self._tb.flush()
@@ -39,7 +45,9 @@ class MetricWriter:
 
 
 def read_metrics(path: str) -> list[dict]:
-  if not os.path.exists(path):
+  """The rows of a metrics.jsonl, local or remote; [] if there is none."""
+  path = epath.Path(path)
+  if not path.exists():
     return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return [json.loads(line) for line in path.read_text().splitlines()
+          if line.strip()]

@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 
+from asl_vq import fileio
 from asl_vq.data import hand_model as hm
 
 FPS = 30   # the competition's videos.
@@ -62,7 +63,8 @@ def draw_hands(ax, hands: np.ndarray, title: str = "", lw: float = 2.) -> None:
 
 def save_gif(hands: np.ndarray, path: str, *, title: str = "",
              fps: int = FPS) -> str:
-  """An animated GIF of landmarks [T, 42, 2], one frame per row."""
+  """An animated GIF of landmarks [T, 42, 2], one frame per row, to a local
+  path or an object store URL."""
   plt = pyplot()
   from matplotlib import animation  # pylint: disable=g-import-not-at-top
   hands = np.asarray(hands)
@@ -79,7 +81,8 @@ def save_gif(hands: np.ndarray, path: str, *, title: str = "",
     ax.set_ylim(hi[1] + margin, lo[1] - margin)    # y down, as images.
 
   anim = animation.FuncAnimation(fig, draw, frames=len(hands))
-  anim.save(path, writer=animation.PillowWriter(fps=fps))
+  with fileio.writing(path) as local:
+    anim.save(local, writer=animation.PillowWriter(fps=fps))
   plt.close(fig)
   return path
 
@@ -95,7 +98,8 @@ def _finish(ax, title: str, invert_y: bool) -> None:
 
 def plot_learning_curves(workdir: str, keys: tuple[str, ...],
                          out_name: str = "learning_curves.png") -> str:
-  """One panel per metric, train and validation on the same axes."""
+  """One panel per metric, train and validation on the same axes, into
+  `workdir` (local or an object store URL)."""
   from asl_vq import metric_writers  # pylint: disable=g-import-not-at-top
   plt = pyplot()
   rows = metric_writers.read_metrics(os.path.join(workdir, "metrics.jsonl"))
@@ -117,6 +121,7 @@ def plot_learning_curves(workdir: str, keys: tuple[str, ...],
     ax.axis("off")
   fig.tight_layout()
   path = os.path.join(workdir, out_name)
-  fig.savefig(path, dpi=100)
+  with fileio.writing(path) as local:
+    fig.savefig(local, dpi=100)
   plt.close(fig)
   return path

@@ -7,7 +7,10 @@ import os
 import shlex
 import sys
 
+from etils import epath
 import jax
+
+from asl_vq import fileio
 
 
 def command_line(argv: list[str] | None = None) -> str:
@@ -25,20 +28,21 @@ def command_line(argv: list[str] | None = None) -> str:
 
 def record_command(workdir: str) -> None:
   """Appends the command to `<workdir>/command.txt` (one line per start, so
-  a resumed run lists each), for the report's figure captions."""
+  a resumed run lists each), for the report's figure captions. `workdir`
+  is local or an object store URL (`gs://bucket/run`)."""
   if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "command.txt"), "a") as f:
-      f.write(command_line() + "\n")
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+    fileio.append_text(os.path.join(workdir, "command.txt"),
+                       command_line() + "\n")
 
 
 def last_command(workdir: str) -> str | None:
   """The command of the run's last start (`command.txt`'s last line), the one
   that made its outputs as they are: an earlier start may have failed, or
   the run been resumed with other flags. None when nothing was recorded."""
-  path = os.path.join(workdir, "command.txt")
-  if not os.path.exists(path):
+  path = epath.Path(workdir) / "command.txt"
+  if not path.exists():
     return None
-  with open(path) as f:
-    lines = [line.strip() for line in f if line.strip()]
+  lines = [line.strip() for line in path.read_text().splitlines()
+           if line.strip()]
   return lines[-1] if lines else None

@@ -22,17 +22,17 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import glob
 import json
 import os
 import re
-import shutil
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from absl import app
 from absl import flags
+from etils import epath
 
 from asl_vq import cli
+from asl_vq import fileio
 from asl_vq import metric_writers
 from asl_vq import provenance
 
@@ -47,15 +47,15 @@ _SYNTHETIC_NOTE = ("*Synthetic data*: the procedural hand model of "
 
 
 def _define_flags():
-  flags.DEFINE_string("workdir", None, "Directory holding the runs.")
+  flags.DEFINE_string("workdir", None, "Directory holding the runs (local "
+                      "or gs://...).")
   flags.DEFINE_string("out", None, "Where report.md goes ('' = "
                       "<workdir>/report).")
   flags.mark_flags_as_required(["workdir"])
 
 
 def _load_json(path: str) -> Any:
-  with open(path) as f:
-    return json.load(f)
+  return json.loads(epath.Path(path).read_text())
 
 
 @dataclasses.dataclass
@@ -76,17 +76,27 @@ def _data_of_text(text: str) -> str:
   return SYNTHETIC if "synthetic" in text.split("\n", 1)[0].lower() else REAL
 
 
+def _walk(root: str, skip: Sequence[str]) -> Iterator[tuple[str, set[str]]]:
+  """(directory, its file names), top-down in name order, from `root` down
+  but for `skip` and the runs' checkpoints and event files."""
+  children = list(epath.Path(root).iterdir())
+  dirs = sorted(c.name for c in children if c.is_dir())
+  yield root, {c.name for c in children} - set(dirs)
+  for d in dirs:
+    path = os.path.join(root, d)
+    if (d not in ("checkpoints", "best", "tensorboard")
+        and fileio.abspath(path) not in skip):
+      yield from _walk(path, skip)
+
+
 def discover(workdir: str, skip: Sequence[str] = ()) -> list[Artifact]:
-  """Every artifact directory under `workdir`, in path order."""
+  """Every artifact directory under `workdir` (local or an object store
+  URL), in path order."""
   found = []
-  skip = [os.path.abspath(s) for s in skip]
-  for root, dirs, files in os.walk(workdir):
-    dirs[:] = sorted(d for d in dirs if d not in ("checkpoints", "best",
-                                                  "tensorboard")
-                     and os.path.abspath(os.path.join(root, d)) not in skip)
+  skip = [fileio.abspath(s) for s in skip]
+  for root, names in _walk(workdir, skip):
     rel = os.path.relpath(root, workdir)
     command = provenance.last_command(root)
-    names = set(files)
     if "config.json" in names:
       config = _load_json(os.path.join(root, "config.json"))
       task = config.get("task")
@@ -102,8 +112,7 @@ def discover(workdir: str, skip: Sequence[str] = ()) -> list[Artifact]:
       info = {}
       for name in ("table2.md", "table5.md"):
         if name in names:
-          with open(os.path.join(root, name)) as f:
-            info[name] = f.read()
+          info[name] = epath.Path(root, name).read_text()
       found.append(Artifact(rel, "tables", _data_of_text(
           next(iter(info.values()))), command, info))
     if "analysis.json" in names:
@@ -154,10 +163,10 @@ class _Figures:
     self.count = 0
 
   def add(self, artifact: Artifact, png: str, what: str) -> list[str]:
-    os.makedirs(self.dir, exist_ok=True)
+    epath.Path(self.dir).mkdir(parents=True, exist_ok=True)
     rel = os.path.relpath(png, self.workdir)
     name = re.sub(r"[^A-Za-z0-9_.-]+", "__", rel)
-    shutil.copyfile(png, os.path.join(self.dir, name))
+    epath.Path(png).copy(os.path.join(self.dir, name), overwrite=True)
     self.count += 1
     made_by = (f"made by `{artifact.command}`" if artifact.command else
                f"from `{artifact.path}` (command not recorded)")
@@ -167,7 +176,8 @@ class _Figures:
 
 
 def _pngs(workdir: str, artifact: Artifact) -> list[str]:
-  return sorted(glob.glob(os.path.join(workdir, artifact.path, "*.png")))
+  return sorted(os.fspath(p) for p in
+                epath.Path(workdir, artifact.path).glob("*.png"))
 
 
 def _tokenizers(arts: list[Artifact]) -> list[str]:
@@ -239,10 +249,9 @@ def _analyses(arts: list[Artifact], figs: _Figures, workdir: str
     if a.data == SYNTHETIC:
       lines += [_SYNTHETIC_NOTE, ""]
     for name in ("mi_table.md", "angles_table.md"):
-      path = os.path.join(workdir, a.path, name)
-      if os.path.exists(path):
-        with open(path) as f:
-          lines += [f.read().strip(), ""]
+      path = epath.Path(workdir, a.path, name)
+      if path.exists():
+        lines += [path.read_text().strip(), ""]
     for png in _pngs(workdir, a):
       what = os.path.splitext(os.path.basename(png))[0].replace("_", " ")
       lines += figs.add(a, png, what)
@@ -251,22 +260,23 @@ def _analyses(arts: list[Artifact], figs: _Figures, workdir: str
 
 def write_report(workdir: str, out: str | None = None) -> str:
   """Writes `<out>/report.md` (default out: `<workdir>/report`); returns its
-  path. Raises FileNotFoundError when `workdir` holds nothing to report."""
+  path. Both are local or object store URLs (`gs://bucket/runs`). Raises
+  FileNotFoundError when `workdir` holds nothing to report."""
   out = out or os.path.join(workdir, "report")
-  if not os.path.isdir(workdir):
+  if not epath.Path(workdir).is_dir():
     raise FileNotFoundError(f"{workdir}: no such directory")
   arts = discover(workdir, skip=[out])
   if not arts:
     raise FileNotFoundError(
         f"{workdir}: no runs found (no config.json, table2.md, analysis.json "
         "or generation.json below it)")
-  if os.path.isdir(os.path.join(out, "figures")):
-    shutil.rmtree(os.path.join(out, "figures"))   # no stale figures.
+  # No stale figures.
+  epath.Path(out, "figures").rmtree(missing_ok=True)
   figs = _Figures(workdir, out)
   of = lambda *kinds: [a for a in arts if a.kind in kinds]
   data = sorted({a.data for a in arts})
   lines = ["# asl_vq report", "",
-           f"Gathered {datetime.date.today()} from `{os.path.abspath(workdir)}` "
+           f"Gathered {datetime.date.today()} from `{fileio.abspath(workdir)}` "
            f"by `python -m asl_vq.report`. Data: {', '.join(data)}.", ""]
   if SYNTHETIC in data:
     lines += [_SYNTHETIC_NOTE, ""]
@@ -291,10 +301,9 @@ def write_report(workdir: str, out: str | None = None) -> str:
       for png in _pngs(workdir, a):
         name = os.path.splitext(os.path.basename(png))[0].replace("_", " ")
         lines += figs.add(a, png, f"{a.kind} `{a.path}`: {name}")
-  os.makedirs(out, exist_ok=True)
+  epath.Path(out).mkdir(parents=True, exist_ok=True)
   path = os.path.join(out, "report.md")
-  with open(path, "w") as f:
-    f.write("\n".join(lines))
+  epath.Path(path).write_text("\n".join(lines))
   return path
 
 

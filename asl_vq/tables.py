@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
-import os
+import io
 from typing import Any, Sequence
+
+from etils import epath
 
 
 def _cell(v: Any, absent: str) -> str:
@@ -18,14 +20,15 @@ def write_table(out_dir: str, name: str, header: Sequence[str],
                 rows: Sequence[Sequence[Any]], note: str) -> str:
   """`<out_dir>/<name>.csv` and `.md` (the note above a markdown table);
   returns the markdown. Floats to 3 decimals; a value not computed (None or
-  NaN) is an empty CSV cell and "—" in markdown, never "nan"."""
-  with open(os.path.join(out_dir, f"{name}.csv"), "w", newline="") as f:
-    csv.writer(f).writerows([header, *[[_cell(v, "") for v in r]
-                                       for r in rows]])
+  NaN) is an empty CSV cell and "—" in markdown, never "nan". `out_dir` is
+  local or an object store URL (`gs://bucket/runs/table2`)."""
+  csv_text = io.StringIO()
+  csv.writer(csv_text).writerows([header, *[[_cell(v, "") for v in r]
+                                            for r in rows]])
+  epath.Path(out_dir, f"{name}.csv").write_text(csv_text.getvalue())
   lines = [note, "", "| " + " | ".join(header) + " |",
            "|" + "---|" * len(header)]
   lines += ["| " + " | ".join(_cell(v, "—") for v in r) + " |" for r in rows]
   text = "\n".join(lines) + "\n"
-  with open(os.path.join(out_dir, f"{name}.md"), "w") as f:
-    f.write(text)
+  epath.Path(out_dir, f"{name}.md").write_text(text)
   return text

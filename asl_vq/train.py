@@ -19,6 +19,7 @@ import signal
 import time
 from typing import TYPE_CHECKING, Any, Sequence
 
+from etils import epath
 import flax
 from flax import traverse_util
 import jax
@@ -289,12 +290,10 @@ def check_resume(config: ml_collections.ConfigDict, workdir: str,
     StaleInputs: the inputs differ (e.g. tokens remade from a later
       tokenizer step), naming what changed.
   """
-  path = os.path.join(workdir, "config.json")
-  if not (os.path.isdir(os.path.join(workdir, "checkpoints"))
-          and os.path.exists(path)):
+  path = epath.Path(workdir) / "config.json"
+  if not ((epath.Path(workdir) / "checkpoints").is_dir() and path.exists()):
     return
-  with open(path) as f:
-    changes = config_changes(json.load(f), config)
+  changes = config_changes(json.loads(path.read_text()), config)
   refused = {k: v for k, v in changes.items() if k not in RESUMABLE_FIELDS}
   show = lambda d: ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in d.items())
   if refused:
@@ -319,13 +318,13 @@ def check_resume(config: ml_collections.ConfigDict, workdir: str,
 def write_config(config: ml_collections.ConfigDict, workdir: str,
                  inputs: dict[str, Any] | None = None) -> str:
   """`<workdir>/config.json` and `inputs.json` (after `check_resume`) and
-  the command."""
-  workdir = os.path.abspath(workdir)
+  the command; `workdir` is local or an object store URL (`gs://b/run`)."""
+  workdir = fileio.abspath(workdir)
   check_resume(config, workdir, inputs)
-  os.makedirs(workdir, exist_ok=True)
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
+    (epath.Path(workdir) / "config.json").write_text(
+        config.to_json_best_effort(indent=2))
     if inputs is not None:
       fileio.write_json(os.path.join(workdir, "inputs.json"), inputs)
   provenance.record_command(workdir)
@@ -534,8 +533,8 @@ def fit(config: ml_collections.ConfigDict, workdir: str, task: Task,
       writer.write(total_steps, "test", val)
       bar.message("test (best checkpoint): " + format_eval(val))
       if jax.process_index() == 0:
-        with open(os.path.join(workdir, "test_metrics.json"), "w") as f:
-          json.dump(val, f, indent=2)
+        (epath.Path(workdir) / "test_metrics.json").write_text(
+            json.dumps(val, indent=2))
   finally:
     bar.close()
     writer.close()

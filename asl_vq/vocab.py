@@ -11,6 +11,7 @@ import os
 from typing import Iterable, Sequence
 
 import numpy as np
+from etils import epath
 
 CHARACTERS = " !#$%&'()*+,-./0123456789:;=?@[_abcdefghijklmnopqrstuvwxyz~"
 assert len(CHARACTERS) == 59, len(CHARACTERS)
@@ -64,8 +65,7 @@ def as_json_dict() -> dict[str, int]:
 def check_json(path: str | os.PathLike) -> None:
   """Checks a dataset's `character_to_prediction_index.json` against ours."""
   try:
-    with open(path) as f:
-      theirs = json.load(f)
+    theirs = json.loads(epath.Path(path).read_text())
   except (OSError, json.JSONDecodeError) as e:
     raise ValueError(f"{path}: cannot read the character map: {e}") from None
   if theirs != CHAR_TO_ID:

@@ -37,6 +37,7 @@ def get_config(arg=None):
   config.seed = 0
 
   config.data = data = ml_collections.ConfigDict()
+  # Paths, here and in every config: local or gs:// URLs.
   data.dir = ""            # a Kaggle-layout directory; "" = embedded synthetic.
   data.cache_dir = ""      # "" = <dir>/.asl_vq_cache (or the embedded cache).
   data.include_supplemental = False

@@ -14,10 +14,9 @@ token of the gallery, tree and angle table (default: the best token of
 --letter); --gallery_size; --seed, for the gallery's random frames.
 """
 
-import os
-
 from absl import flags
 from absl import logging
+from etils import epath
 
 from asl_vq import cli
 from asl_vq import provenance
@@ -33,7 +32,8 @@ def _define_flags():
                     "checkpoint recorded in each tokens file).")
   flags.DEFINE_list("names", [], "Their names (default: the directories' base "
                     "names).")
-  flags.DEFINE_string("out", None, "Where the tables and figures go.")
+  flags.DEFINE_string("out", None, "Where the tables and figures go "
+                      "(local or gs://...).")
   flags.DEFINE_enum("split", "test", ["train", "validation", "test"],
                     "The split analysed.")
   flags.DEFINE_integer("min_count", 5, "A token or bigram must occur in, and "
@@ -55,8 +55,7 @@ def main(argv):
               names=FLAGS.names, split=FLAGS.split, min_count=FLAGS.min_count,
               letter=FLAGS.letter, token=FLAGS.token,
               gallery_size=FLAGS.gallery_size, seed=FLAGS.seed)
-  with open(os.path.join(FLAGS.out, "mi_table.md")) as f:
-    print(f.read())
+  print(epath.Path(FLAGS.out, "mi_table.md").read_text())
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import json
 import os
 from typing import Any, NamedTuple, Sequence
 
+from etils import epath
 import numpy as np
 
 from asl_vq import inference
@@ -29,7 +30,7 @@ _CLOSEST_PAIRS = 10   # Most similar letter pairs kept in analysis.json.
 
 def load_tokens(tokens_dir: str, split: str) -> tokens_lib.TokenSource:
   path = os.path.join(tokens_dir, f"{split}.parquet")
-  if not os.path.exists(path):
+  if not epath.Path(path).exists():
     raise FileNotFoundError(f"{path} does not exist; is {tokens_dir!r} a "
                             "directory written by `python -m asl_vq.main --config=tokenize --config.checkpoint=RUN --workdir=DIR`?")
   return tokens_lib.TokenSource(path)
@@ -211,7 +212,7 @@ def run(tokens: Sequence[str], out: str, *, tokenizers: Sequence[str] = (),
                      f"tokenizers and {len(names)} names: give one each")
   if len(set(names)) != len(names):
     raise ValueError(f"names must differ, got {names}")
-  os.makedirs(out, exist_ok=True)
+  epath.Path(out).mkdir(parents=True, exist_ok=True)
   results = {}
   for name, tokens_dir, tokenizer_dir in zip(names, tokens, tokenizers):
     source = load_tokens(tokens_dir, split)
@@ -266,6 +267,5 @@ def run(tokens: Sequence[str], out: str, *, tokenizers: Sequence[str] = (),
       files=["mi_table.md", "mi_table.csv", "angles_table.md",
              "angles_table.csv"]
       + [f for r in results.values() for f in r["files"]])
-  with open(os.path.join(out, "analysis.json"), "w") as f:
-    json.dump(summary, f, indent=1)
+  epath.Path(out, "analysis.json").write_text(json.dumps(summary, indent=1))
   return summary

@@ -19,6 +19,7 @@ import numpy as np
 from scipy.cluster import hierarchy
 from scipy.spatial import distance
 
+from asl_vq import fileio
 from asl_vq import plotting
 from asl_vq.analysis import angles
 from asl_vq.data import layout
@@ -69,7 +70,8 @@ def _wrap(title: str, inches: float) -> str:
 
 
 def _save(fig, path: str) -> str:
-  fig.savefig(path, dpi=DPI)
+  with fileio.writing(path) as local:
+    fig.savefig(local, dpi=DPI)
   plotting.pyplot().close(fig)
   return path
 

@@ -19,14 +19,15 @@ Every file is written under a temporary name and then renamed into place.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-import shutil
 import sys
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from absl import logging
+from etils import epath
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -92,17 +93,26 @@ class Skips:
                                 for r, n in self.counts.items() if n))
 
 
+def _size_and_mtime(path: str) -> tuple[int, int]:
+  """A local file's size and mtime in ns; what an object store gives."""
+  if fileio.is_remote(path):
+    st = epath.Path(path).stat()
+    return st.length, st.mtime
+  st = os.stat(path)
+  return st.st_size, st.st_mtime_ns
+
+
 def _fingerprint(data_dir: str, source: str, options: dict) -> str:
   """Hash of the input files' names, sizes and mtimes, and the options."""
   csv_path, landmark_dir = reader.source_paths(data_dir, source)
   files = [csv_path, os.path.join(data_dir, layout.CHARACTER_MAP)]
-  files += sorted(e.path for e in os.scandir(landmark_dir)
-                  if e.name.endswith(".parquet"))
+  files += sorted(os.path.join(landmark_dir, p.name)
+                  for p in epath.Path(landmark_dir).iterdir()
+                  if p.name.endswith(".parquet"))
   entries = []
   for f in files:
-    if os.path.exists(f):
-      st = os.stat(f)
-      entries.append((os.path.relpath(f, data_dir), st.st_size, st.st_mtime_ns))
+    if epath.Path(f).exists():
+      entries.append((os.path.relpath(f, data_dir), *_size_and_mtime(f)))
   payload = json.dumps({"version": _VERSION, "source": source,
                         "options": options, "files": entries}, sort_keys=True)
   return hashlib.sha256(payload.encode()).hexdigest()
@@ -140,10 +150,14 @@ def _convert_file(data_dir: str, meta: reader.Metadata, rel_path: str,
 
 
 def _write_part(path: str, arrays: dict[str, object]) -> None:
-  def write(tmp):
-    with open(tmp, "wb") as f:
-      np.savez(f, **arrays)
-  fileio.atomic_write(path, write)
+  fileio.atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+@contextlib.contextmanager
+def _open_part(path: str) -> Iterator[np.lib.npyio.NpzFile]:
+  """A part's arrays, each read when first indexed."""
+  with fileio.reading(path) as f, np.load(f) as part:
+    yield part
 
 
 def _assemble(paths: dict[str, str], meta: reader.Metadata, num_parts: int,
@@ -154,7 +168,7 @@ def _assemble(paths: dict[str, str], meta: reader.Metadata, num_parts: int,
   rows, lengths, hand_frames = [], [], []
   skips, unlisted = Skips(), 0
   for p in part_paths:
-    with np.load(p) as part:
+    with _open_part(p) as part:
       rows.append(part["row"])
       lengths.append(part["length"])
       hand_frames.append(part["hand_frames"])
@@ -166,18 +180,15 @@ def _assemble(paths: dict[str, str], meta: reader.Metadata, num_parts: int,
   hand_frames = np.concatenate(hand_frames or [np.zeros(0, np.int64)])
   offsets = np.cumsum(lengths) - lengths
 
-  def write_frames(tmp):
-    out = np.lib.format.open_memmap(
-        tmp, mode="w+", dtype=np.float32,
-        shape=(int(lengths.sum()), layout.NUM_POINTS, 2))
-    start = 0
+  def write_frames(f):
+    # The .npy header, then each part's frames: one part in memory at a time.
+    np.lib.format.write_array_header_1_0(f, {
+        "descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+        "fortran_order": False,
+        "shape": (int(lengths.sum()), layout.NUM_POINTS, 2)})
     for p in part_paths:
-      with np.load(p) as part:
-        frames = part["frames"]
-        out[start:start + len(frames)] = frames
-        start += len(frames)
-    out.flush()
-    del out
+      with _open_part(p) as part:
+        f.write(part["frames"].astype(np.float32, copy=False).tobytes())
 
   fileio.atomic_write(paths["frames"], write_frames)
   index = pa.table({
@@ -189,7 +200,7 @@ def _assemble(paths: dict[str, str], meta: reader.Metadata, num_parts: int,
       "length": lengths,
       "hand_frames": hand_frames,
   })
-  fileio.atomic_write(paths["index"], lambda tmp: pq.write_table(index, tmp))
+  fileio.atomic_write(paths["index"], lambda f: pq.write_table(index, f))
   report = {
       "source": source,
       "sequences": len(meta),
@@ -224,11 +235,12 @@ def _prepare_source(data_dir: str, cache_dir: str, source: str,
   fingerprint = _fingerprint(data_dir, source, options)
   done = fileio.read_json(paths["report"])
   if (done and done.get("fingerprint") == fingerprint
-      and os.path.exists(paths["frames"]) and os.path.exists(paths["index"])):
+      and epath.Path(paths["frames"]).exists()
+      and epath.Path(paths["index"]).exists()):
     logging.info("%s: reusing the prepared cache in %s", source, cache_dir)
     return dict(done, reused=True)
-  if os.path.exists(paths["report"]):
-    os.remove(paths["report"])  # Incomplete until the new report is written.
+  # Incomplete until the new report is written.
+  epath.Path(paths["report"]).unlink(missing_ok=True)
   meta = reader.read_metadata(data_dir, source)
   if not options["skip_unknown_chars"]:
     _check_phrases(meta)
@@ -238,11 +250,11 @@ def _prepare_source(data_dir: str, cache_dir: str, source: str,
       files, desc=f"prepare {source}", unit="file", file=sys.stderr,
       disable=not progress)):
     part = os.path.join(paths["parts"], f"{i:06d}.npz")
-    if not os.path.exists(part):
+    if not epath.Path(part).exists():
       _write_part(part, _convert_file(data_dir, meta, rel_path, rows,
                                       options["min_hand_frames"]))
   report = _assemble(paths, meta, len(files), source, fingerprint, options)
-  shutil.rmtree(paths["parts"])
+  epath.Path(paths["parts"]).rmtree()
   return dict(report, reused=False)
 
 
@@ -253,8 +265,11 @@ def prepare(data_dir: str | os.PathLike, cache_dir: str | os.PathLike,
   """Converts each source of a Kaggle-layout dataset into the cache.
 
   Args:
-    data_dir: the dataset directory (train.csv, train_landmarks/, ...).
-    cache_dir: where the cache goes (created if needed).
+    data_dir: the dataset directory (train.csv, train_landmarks/, ...),
+      local or an object store URL (`gs://bucket/asl`).
+    cache_dir: where the cache goes (created if needed), local or an object
+      store URL (then each process reads the frames whole into memory, where
+      a local cache is memory-mapped).
     sources: `train` and/or `supplemental`.
     skip_unknown_chars: skip (and count) phrases with a character outside the
       vocabulary instead of raising `vocab.UnknownCharacterError`.
@@ -273,11 +288,19 @@ def prepare(data_dir: str | os.PathLike, cache_dir: str | os.PathLike,
   if min_hand_frames < 1:
     raise ValueError(f"min_hand_frames must be >= 1, got {min_hand_frames}")
   reader.check_data_dir(data_dir)
-  os.makedirs(cache_dir, exist_ok=True)
+  epath.Path(cache_dir).mkdir(parents=True, exist_ok=True)
   options = {"skip_unknown_chars": bool(skip_unknown_chars),
              "min_hand_frames": int(min_hand_frames)}
   return {s: _prepare_source(data_dir, cache_dir, s, options, progress)
           for s in sources}
+
+
+def _load_frames(path: str) -> np.ndarray:
+  """Memory-mapped if local; read whole from an object store."""
+  if fileio.is_remote(path):
+    with fileio.reading(path) as f:
+      return np.load(f)
+  return np.load(path, mmap_mode="r")
 
 
 class SequenceSource:
@@ -294,10 +317,11 @@ class SequenceSource:
   def __init__(self, cache_dir: str | os.PathLike, source: str = "train",
                rows: Iterable[int] | None = None):
     paths = cache_paths(cache_dir, source)
-    if not os.path.exists(paths["report"]):
+    if not epath.Path(paths["report"]).exists():
       raise reader.DataError(
           f"{cache_dir}: no complete {source!r} cache (run prepare first)")
-    index = pq.read_table(paths["index"])
+    with fileio.reading(paths["index"]) as f:
+      index = pq.read_table(f)
     n = index.num_rows
     rows = np.arange(n) if rows is None else np.asarray(rows, np.int64)
     if rows.ndim != 1 or (rows.size and (rows.min() < 0 or rows.max() >= n)):
@@ -311,11 +335,11 @@ class SequenceSource:
     self.hand_frames = column("hand_frames")
     self.phrases = index["phrase"].take(pa.array(rows)).to_pylist()
     self._frames_path = paths["frames"]
-    self._frames = None
+    self._frames = _load_frames(self._frames_path)
     report = fileio.read_json(paths["report"]) or {}
     self.origin = {"data": str(report.get("fingerprint", ""))[:16],
                    "sequences": pipeline.digest(self.sequence_ids)}
-    shape = np.load(self._frames_path, mmap_mode="r").shape
+    shape = self._frames.shape
     needed = int((index["offset"].to_numpy() + index["length"].to_numpy())
                  .max(initial=0))
     if shape[1:] != (layout.NUM_POINTS, 2) or shape[0] < needed:
@@ -328,7 +352,7 @@ class SequenceSource:
   def __getitem__(self, i: int) -> dict[str, object]:
     i = pipeline.source_index(i, len(self))
     if self._frames is None:
-      self._frames = np.load(self._frames_path, mmap_mode="r")
+      self._frames = _load_frames(self._frames_path)
     start = self.offsets[i]
     return {
         "hands": np.array(self._frames[start:start + self.lengths[i]]),

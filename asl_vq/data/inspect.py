@@ -25,7 +25,8 @@ from asl_vq.data import cache
 from asl_vq.data import layout
 from asl_vq.data import reader
 
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Kaggle-layout dataset.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Kaggle-layout dataset "
+                                "(local or gs://...).")
 _JSON = flags.DEFINE_bool("json", False, "Print one JSON object on stdout.")
 _MIN_HAND_FRAMES = flags.DEFINE_integer(
     "min_hand_frames", 2, "As in prepare: fewer hand frames are skipped.")

@@ -15,7 +15,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
+from etils import epath
 
+from asl_vq import fileio
 from asl_vq import vocab
 from asl_vq.data import layout
 
@@ -50,10 +52,10 @@ class Metadata:
 
 def check_data_dir(data_dir: str | os.PathLike) -> None:
   """Fails early on a missing directory or a foreign character map."""
-  if not os.path.isdir(data_dir):
+  if not epath.Path(data_dir).is_dir():
     raise DataError(f"{data_dir}: data directory does not exist")
   char_map = os.path.join(data_dir, layout.CHARACTER_MAP)
-  if os.path.exists(char_map):
+  if epath.Path(char_map).exists():
     try:
       vocab.check_json(char_map)
     except ValueError as e:
@@ -68,9 +70,9 @@ def source_paths(data_dir: str | os.PathLike, source: str) -> tuple[str, str]:
   csv_name, landmark_dir = layout.SOURCES[source]
   csv_path = os.path.join(data_dir, csv_name)
   landmark_dir = os.path.join(data_dir, landmark_dir)
-  if not os.path.isfile(csv_path):
+  if not _is_file(csv_path):
     raise DataError(f"{csv_path}: metadata CSV does not exist")
-  if not os.path.isdir(landmark_dir):
+  if not epath.Path(landmark_dir).is_dir():
     raise DataError(f"{landmark_dir}: landmark directory does not exist")
   return csv_path, landmark_dir
 
@@ -78,7 +80,7 @@ def source_paths(data_dir: str | os.PathLike, source: str) -> tuple[str, str]:
 def available_sources(data_dir: str | os.PathLike) -> list[str]:
   """`train` (required) and the other sources whose metadata CSV exists."""
   return [s for s, (csv_name, _) in layout.SOURCES.items()
-          if s == "train" or os.path.isfile(os.path.join(data_dir, csv_name))]
+          if s == "train" or _is_file(os.path.join(data_dir, csv_name))]
 
 
 def read_metadata(data_dir: str | os.PathLike, source: str) -> Metadata:
@@ -87,11 +89,11 @@ def read_metadata(data_dir: str | os.PathLike, source: str) -> Metadata:
   types = {c: pa.int64() for c in _INT_COLUMNS}
   types.update(path=pa.string(), phrase=pa.string())
   try:
-    table = pa_csv.read_csv(
-        csv_path,
-        parse_options=pa_csv.ParseOptions(newlines_in_values=True),
-        convert_options=pa_csv.ConvertOptions(
-            column_types=types, strings_can_be_null=False))
+    with fileio.reading(csv_path) as f:
+      table = pa_csv.read_csv(
+          f, parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+          convert_options=pa_csv.ConvertOptions(
+              column_types=types, strings_can_be_null=False))
   except (pa.ArrowException, OSError) as e:
     raise DataError(f"{csv_path}: cannot parse the CSV: {e}") from None
   for column in layout.METADATA_COLUMNS:
@@ -115,11 +117,17 @@ def read_metadata(data_dir: str | os.PathLike, source: str) -> Metadata:
       phrase=table["phrase"].to_pylist())
 
 
-def _open_parquet(path: str) -> pq.ParquetFile:
-  if not os.path.isfile(path):
+def _is_file(path: str) -> bool:
+  path = epath.Path(path)
+  return path.exists() and not path.is_dir()
+
+
+def _open_parquet(path: str, f) -> pq.ParquetFile:
+  """`f`: `path` as `fileio.reading` gives it."""
+  if not _is_file(path):
     raise DataError(f"{path}: landmark file does not exist")
   try:
-    return pq.ParquetFile(path)
+    return pq.ParquetFile(f)
   except (pa.ArrowException, OSError) as e:
     raise DataError(f"{path}: not a readable parquet file: {e}") from None
 
@@ -131,22 +139,23 @@ def read_hands(path: str | os.PathLike) -> dict[int, np.ndarray]:
   with pandas metadata); both read the same. NaN marks a missing detection.
   """
   path = os.fspath(path)
-  parquet = _open_parquet(path)
   columns = [layout.INDEX_COLUMN, layout.FRAME_COLUMN] + HAND_COLUMNS
-  schema = parquet.schema_arrow
-  missing = [c for c in columns if c not in schema.names]
-  if missing:
-    raise DataError(f"{path}: missing column {missing[0]!r}"
-                    + (f" and {len(missing) - 1} more" if missing[1:] else ""))
-  wrong = [c for c in HAND_COLUMNS
-           if not pa.types.is_floating(schema.field(c).type)]
-  if wrong:
-    raise DataError(f"{path}: column {wrong[0]!r} must be floating point, got "
-                    f"{schema.field(wrong[0]).type}")
-  try:
-    table = parquet.read(columns=columns, use_pandas_metadata=False)
-  except (pa.ArrowException, OSError) as e:
-    raise DataError(f"{path}: cannot read the landmarks: {e}") from None
+  with fileio.reading(path) as f:
+    parquet = _open_parquet(path, f)
+    schema = parquet.schema_arrow
+    missing = [c for c in columns if c not in schema.names]
+    if missing:
+      raise DataError(f"{path}: missing column {missing[0]!r}" + (
+          f" and {len(missing) - 1} more" if missing[1:] else ""))
+    wrong = [c for c in HAND_COLUMNS
+             if not pa.types.is_floating(schema.field(c).type)]
+    if wrong:
+      raise DataError(f"{path}: column {wrong[0]!r} must be floating point, "
+                      f"got {schema.field(wrong[0]).type}")
+    try:
+      table = parquet.read(columns=columns, use_pandas_metadata=False)
+    except (pa.ArrowException, OSError) as e:
+      raise DataError(f"{path}: cannot read the landmarks: {e}") from None
   for column in (layout.INDEX_COLUMN, layout.FRAME_COLUMN):
     if not pa.types.is_integer(table[column].type) or table[column].null_count:
       raise DataError(f"{path}: column {column!r} must be integers without "

@@ -25,7 +25,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from etils import epath
 
+from asl_vq import fileio
 from asl_vq.data import pipeline
 
 METADATA_KEY = b"asl_vq"
@@ -86,7 +88,8 @@ class TokenSource:
 
   def __init__(self, path: str | os.PathLike):
     self.path = os.fspath(path)
-    table = pq.read_table(self.path)
+    with fileio.reading(self.path) as f:
+      table = pq.read_table(f)
     self.metadata = json.loads(table.schema.metadata[METADATA_KEY])
     self.code_spec = CodeSpec(int(self.metadata["num_quantizers"]),
                               int(self.metadata["codebook_size"]))
@@ -156,8 +159,8 @@ class _Subset:
 
 
 def load_splits(tokens_dir: str) -> tuple[dict[str, TokenSource], CodeSpec]:
-  """The train / validation / test splits of a tokenized dataset and its
-  code spec.
+  """The train / validation / test splits of a tokenized dataset (local or
+  an object store URL, `gs://bucket/tokens`) and its code spec.
 
   Raises:
     FileNotFoundError: a split is missing (naming the command that writes it).
@@ -168,7 +171,7 @@ def load_splits(tokens_dir: str) -> tuple[dict[str, TokenSource], CodeSpec]:
   splits = {}
   for split in SPLITS:
     path = os.path.join(tokens_dir, f"{split}.parquet")
-    if not os.path.exists(path):
+    if not epath.Path(path).exists():
       raise FileNotFoundError(
           f"{path}: no tokenized {split} split; run `python -m asl_vq.main "
           f"--config=tokenize --config.checkpoint=RUN --workdir={tokens_dir}` "
@@ -181,7 +184,8 @@ def read_metadata(tokens_dir: str, split: str = "train") -> dict[str, Any]:
   """A tokenized split's metadata (code spec, tokenizer checkpoint and step)
   without reading its codes."""
   path = os.path.join(tokens_dir, f"{split}.parquet")
-  return json.loads(pq.read_schema(path).metadata[METADATA_KEY])
+  with fileio.reading(path) as f:
+    return json.loads(pq.read_schema(f).metadata[METADATA_KEY])
 
 
 def code_spec(tokens_dir: str) -> CodeSpec:

@@ -26,6 +26,7 @@ import numpy as np
 from absl import flags
 from absl import logging
 from jax.experimental import multihost_utils
+from etils import epath
 
 from asl_vq import cli
 from asl_vq import compilation_cache
@@ -45,7 +46,8 @@ FLAGS = flags.FLAGS
 
 def _define_flags():
   """Only when run as a program, so importing the module defines no flags."""
-  flags.DEFINE_string("workdir", None, "Where the runs and tables go.")
+  flags.DEFINE_string("workdir", None, "Where the runs and tables go (local "
+                      "or gs://...).")
   flags.DEFINE_enum("preset", "cpu", ["paper", "cpu", "tiny"],
                     "Size preset of every config.")
   flags.DEFINE_list("rows", ["rvq", "rvq+qdrop", "rvq+ctc", "rvq+ctc+qdrop"],
@@ -129,9 +131,9 @@ def _with(config, data, epochs: int | None):
 def _set_aside(path: str) -> str:
   """Renames `path` to the first free `<path>.stale-N`; returns it."""
   n = 1
-  while os.path.exists(f"{path}.stale-{n}"):
+  while epath.Path(f"{path}.stale-{n}").exists():
     n += 1
-  os.rename(path, f"{path}.stale-{n}")
+  epath.Path(path).rename(f"{path}.stale-{n}")
   return f"{path}.stale-{n}"
 
 
@@ -230,7 +232,7 @@ def main(argv):
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)   # Orbax's INFO lines drown the bars.
   compilation_cache.enable()
-  os.makedirs(FLAGS.workdir, exist_ok=True)
+  epath.Path(FLAGS.workdir).mkdir(parents=True, exist_ok=True)
   provenance.record_command(FLAGS.workdir)
   data = data_config(FLAGS.preset)
   data.dir = FLAGS.data_dir

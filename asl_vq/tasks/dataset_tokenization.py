@@ -15,10 +15,10 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import sys
 from typing import Any
 
+from etils import epath
 import jax
 import ml_collections
 import numpy as np
@@ -38,14 +38,20 @@ SPLITS = ("train", "validation", "test")
 
 
 def _write_part(path: str, table: pa.Table) -> None:
-  fileio.atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+  fileio.atomic_write(path, lambda f: pq.write_table(table, f))
+
+
+def _read_part(path: str) -> pa.Table:
+  with fileio.reading(path) as f:
+    return pq.read_table(f)
 
 
 def stale_fields(path: str, metadata: dict[str, Any]) -> dict[str, tuple]:
   """{field: (stored, current)} where the split file `path` was made from
   other inputs than `metadata` says (tokenizer checkpoint or step, code
   spec, the raw split's origin); {} when it matches."""
-  stored = json.loads(pq.read_schema(path).metadata[tokens.METADATA_KEY])
+  with fileio.reading(path) as f:
+    stored = json.loads(pq.read_schema(f).metadata[tokens.METADATA_KEY])
   return {k: (stored.get(k), v) for k, v in metadata.items()
           if stored.get(k) != v}
 
@@ -56,7 +62,7 @@ def tokenize_split(tok: inference.Tokenizer, source: pipeline.Source,
   """Writes `path` (see the module docstring). An existing file made from
   the same inputs (`metadata`) is kept; one made from others (e.g. an
   earlier step of the tokenizer) is made again, and the change is said."""
-  if os.path.exists(path):
+  if epath.Path(path).exists():
     stale = stale_fields(path, metadata)
     if not stale:
       logging.info("%s exists: skipped", path)
@@ -77,7 +83,7 @@ def tokenize_split(tok: inference.Tokenizer, source: pipeline.Source,
                  file=sys.stderr) as bar:
     for p, part in enumerate(part_paths):
       stop = min((p + 1) * part_size, n)
-      if os.path.exists(part):
+      if epath.Path(part).exists():
         bar.update(stop - p * part_size)
         continue
       # One call per part: the Tokenizer groups the part's sequences by
@@ -87,13 +93,13 @@ def tokenize_split(tok: inference.Tokenizer, source: pipeline.Source,
       _write_part(part, tokens.to_table(
           [dict(ex, codes=c) for ex, c in zip(items, codes)], q, metadata))
       bar.update(len(items))
-  table = pa.concat_tables([pq.read_table(p) for p in part_paths]
+  table = pa.concat_tables([_read_part(p) for p in part_paths]
                            or [tokens.to_table([], q, metadata)])
   if not np.array_equal(table["sequence_id"].to_numpy(), ids):
     raise RuntimeError(f"{parts_dir}: the parts do not hold the split's "
                        "sequences in order; delete the folder and rerun")
-  fileio.atomic_write(path, lambda tmp: pq.write_table(table, tmp))
-  shutil.rmtree(parts_dir)
+  fileio.atomic_write(path, lambda f: pq.write_table(table, f))
+  epath.Path(parts_dir).rmtree()
 
 
 def verify_split(tok: inference.Tokenizer, source: pipeline.Source,
@@ -138,12 +144,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, dict]:
   tok = inference.Tokenizer.load(config.checkpoint,
                                  batch_size=config.batch_size)
   splits = datasets.load(data_config(tok.config, config))
-  metadata = dict(checkpoint=os.path.abspath(config.checkpoint),
+  metadata = dict(checkpoint=fileio.abspath(config.checkpoint),
                   step=tok.step, num_quantizers=tok.code_spec.num_quantizers,
                   codebook_size=tok.code_spec.codebook_size, max_len=tok.max_len)
   report = {}
   if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
     for name in SPLITS:
       path = os.path.join(workdir, f"{name}.parquet")
       tokenize_split(tok, splits[name], path, batch_size=tok.batch_size,

