@@ -113,3 +113,30 @@ def test_a_gs_run_trains_and_resumes(tmp_path):
            for line in (run / "metrics.jsonl").read_text().splitlines()]
   assert steps == sorted(steps) and len(set(steps)) > 1
   assert epath.Path(data, ".asl_vq_cache", "train.report.json").exists()
+
+
+@pytest.mark.usefixtures("gcs")
+def test_fileio_on_the_store():
+  from asl_vq import fileio  # pylint: disable=g-import-not-at-top
+  base = f"gs://{BUCKET}/fileio"
+  assert fileio.is_remote(base) and fileio.abspath(base) == base
+  fileio.write_json(f"{base}/a.json", {"x": 1})
+  assert fileio.read_json(f"{base}/a.json") == {"x": 1}
+  assert fileio.read_json(f"{base}/absent.json") is None
+  for line in ("1\n", "2\n"):
+    fileio.append_text(f"{base}/log.txt", line)
+  assert epath.Path(base, "log.txt").read_text() == "1\n2\n"
+  with fileio.writing(f"{base}/w.bin") as local:
+    with open(local, "wb") as f:
+      f.write(b"by name")
+  with fileio.reading(f"{base}/w.bin") as f:
+    assert f.read() == b"by name"
+  fileio.start_parts(f"{base}/parts", {"k": 1})
+  fileio.atomic_write(f"{base}/parts/0", lambda f: f.write(b"0"))
+  fileio.start_parts(f"{base}/parts", {"k": 1})    # same work: kept.
+  assert epath.Path(base, "parts", "0").exists()
+  fileio.start_parts(f"{base}/parts", {"k": 2})    # other work: cleared.
+  assert {p.name for p in epath.Path(base, "parts").iterdir()} == {
+      "fingerprint.json"}
+  assert sorted(p.name for p in epath.Path(base).iterdir()) == [
+      "a.json", "log.txt", "parts", "w.bin"]    # no temporary names left.
