@@ -1,8 +1,8 @@
 """Paths local or remote, files never seen half-written, resumable parts.
 
-Every path this package writes or reads may be local (`runs/x`) or an object
-store URL that `etils.epath` opens (`gs://bucket/runs/x`; gcsfs, from the
-`gcs` extra). `os.path.join` builds both; the helpers here do what `os`
+The paths of runs and of what they read and write (workdirs, data, caches,
+tokens, reports) may be local (`runs/x`) or object store URLs that
+`etils.epath` opens (`gs://bucket/runs/x`; gcsfs, from the `gcs` extra). `os.path.join` builds both; the helpers here do what `os`
 cannot do for a URL.
 
 Every derived output (the data cache, token splits, checkpoint side files)
@@ -35,9 +35,12 @@ def abspath(path: str | os.PathLike) -> str:
 
 def atomic_write(path: str | os.PathLike,
                  write: Callable[[IO[bytes]], None]) -> None:
-  """Calls `write(f)` on a binary file that appears at `path` only whole."""
+  """Calls `write(f)` on a binary file that appears at `path` only whole,
+  and not at all if `write` fails."""
   if is_remote(path):
-    with epath.Path(path).open("wb") as f:
+    # Not through an object store file: closing one, even on an error,
+    # uploads what was written.
+    with writing(path) as local, open(local, "wb") as f:
       write(f)
     return
   tmp = f"{os.fspath(path)}.tmp"
@@ -63,7 +66,8 @@ def reading(path: str | os.PathLike) -> Iterator[str | IO[bytes]]:
 def writing(path: str | os.PathLike) -> Iterator[str]:
   """A local file name through which to write `path`, for writers that take
   only names (matplotlib's figures and animations): `path` itself if local,
-  else a temporary file, uploaded to `path` when the block ends."""
+  else a temporary file, uploaded to `path` when the block ends without an
+  error."""
   if not is_remote(path):
     yield os.fspath(path)
     return

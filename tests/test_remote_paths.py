@@ -131,6 +131,14 @@ def test_fileio_on_the_store():
       f.write(b"by name")
   with fileio.reading(f"{base}/w.bin") as f:
     assert f.read() == b"by name"
+
+  def half(f):
+    f.write(b"half")
+    raise RuntimeError("killed")
+
+  with pytest.raises(RuntimeError, match="killed"):
+    fileio.atomic_write(f"{base}/half.bin", half)
+  assert not epath.Path(base, "half.bin").exists()
   fileio.start_parts(f"{base}/parts", {"k": 1})
   fileio.atomic_write(f"{base}/parts/0", lambda f: f.write(b"0"))
   fileio.start_parts(f"{base}/parts", {"k": 1})    # same work: kept.
