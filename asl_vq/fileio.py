@@ -2,8 +2,9 @@
 
 The paths of runs and of what they read and write (workdirs, data, caches,
 tokens, reports) may be local (`runs/x`) or object store URLs that
-`etils.epath` opens (`gs://bucket/runs/x`; gcsfs, from the `gcs` extra). `os.path.join` builds both; the helpers here do what `os`
-cannot do for a URL.
+`etils.epath` opens (`gs://bucket/runs/x`; gcsfs, from the `gcs` extra).
+`os.path.join` builds both; the helpers here do what `os` cannot do for a
+URL.
 
 Every derived output (the data cache, token splits, checkpoint side files)
 is written so that a reader never sees a partial file, even when the writer
