@@ -71,7 +71,7 @@ def gcs(tmp_path_factory):
 def _main(cwd, *args):
   run = subprocess.run(
       [sys.executable, "-m", "asl_vq.main", "--config=rvq_ctc:tiny", *args],
-      cwd=cwd, capture_output=True, text=True, timeout=600,
+      cwd=cwd, capture_output=True, text=True, timeout=900,
       env=dict(os.environ, XLA_FLAGS=""))   # one device: compiles faster.
   assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
   return run.stdout
