@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from pose_format import Pose
 
+import asl_vq.data
 import asl_vq
 import kaggle_fixture
 import tiny_tokenizer
@@ -99,6 +100,9 @@ def test_videos_go_through_the_video_module(tok, sequences, tmp_path,
   fake = types.ModuleType("asl_vq.data.video")
   fake.hands = lambda path: (sequences[0], 30.)
   monkeypatch.setitem(sys.modules, "asl_vq.data.video", fake)
+  # `from asl_vq.data import video` reads the package's attribute first,
+  # which an earlier import of the real module set.
+  monkeypatch.delattr(asl_vq.data, "video", raising=False)
   out = tmp_path / "codes.csv"
   _encode(tok, [video], out)
   [r] = code_records.read(out)

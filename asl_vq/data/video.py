@@ -39,6 +39,7 @@ import csv
 import dataclasses
 import functools
 import hashlib
+import io
 import json
 import math
 import multiprocessing
@@ -500,14 +501,16 @@ def convert(input_path: str | os.PathLike, out_dir: str | os.PathLike, *,
 def _write_metadata(out_dir: str, rows, unreadable: dict[str, str]) -> None:
   csv_name, _ = layout.SOURCES["train"]
 
-  def write_csv(tmp):
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-      writer = csv.writer(f, lineterminator="\n")
-      writer.writerow(layout.METADATA_COLUMNS)
-      for _, info, (phrase, participant) in rows:
-        rel, _ = _landmark_path(out_dir, info["file_id"])
-        writer.writerow([rel, info["file_id"], info["sequence_id"],
-                         participant, phrase])
+  def write_csv(binary):
+    f = io.TextIOWrapper(binary, newline="", encoding="utf-8")
+    writer = csv.writer(f, lineterminator="\n")
+    writer.writerow(layout.METADATA_COLUMNS)
+    for _, info, (phrase, participant) in rows:
+      rel, _ = _landmark_path(out_dir, info["file_id"])
+      writer.writerow([rel, info["file_id"], info["sequence_id"],
+                       participant, phrase])
+    f.flush()
+    f.detach()   # `atomic_write` syncs and closes the file.
   fileio.atomic_write(os.path.join(out_dir, csv_name), write_csv)
   fileio.write_json(os.path.join(out_dir, layout.CHARACTER_MAP),
                     vocab.as_json_dict())
