@@ -497,54 +497,6 @@ def fit(config: ml_collections.ConfigDict, workdir: str, task: Task,
     multihost_utils.sync_global_devices("asl_vq: training done")
   return val
 
-  try:
-    if start and evaluates(start) and not ckpts.has_best(start):
-      val = validate(start)   # preempted at this step before evaluating.
-    for step in range(start, total_steps):
-      batch = sharding.to_global(next(train_iter), mesh, task.device_keys)
-      state, m = jit_train(state, batch)
-      pending.append(m)
-      done = step + 1
-      epoch_end = done % steps_per_epoch == 0
-      log = done % t.log_every_steps == 0 or epoch_end or done == total_steps
-      save = (done % t.checkpoint_every_steps == 0 or epoch_end
-              or done == total_steps)
-      preempted = preemption.reached(done)
-      if log or save or preempted:
-        check_finite(state, ckpts)   # one host sync; nothing broken is saved.
-      if log:
-        pending = jax.tree.map(sharding.local_value, pending)
-        avg = {k: float(np.mean([x[k] for x in pending])) for k in pending[0]}
-        pending = []
-        writer.write(done, "train", avg)
-        bar.update(done, avg["loss"])
-      if preempted:   # within the notice: no evaluation first.
-        ckpts.save_latest(done, state, train_iter)
-        bar.message(f"preempted: saved step {done}; run the same command "
-                    "to resume")
-        break
-      if evaluates(done):
-        val = validate(done)
-      if save:
-        ckpts.save_latest(done, state, train_iter)
-    if test_source is not None and not preempted:
-      val = evaluate(ckpts.restore_best(state), eval_ds(test_source),
-                     task=task, mesh=mesh, jit_eval=jit_eval)
-      writer.write(total_steps, "test", val)
-      bar.message("test (best checkpoint): " + format_eval(val))
-      if jax.process_index() == 0:
-        (epath.Path(workdir) / "test_metrics.json").write_text(
-            json.dumps(val, indent=2))
-  finally:
-    bar.close()
-    writer.close()
-    ckpts.close()
-  if jax.process_index() == 0:
-    plotting.plot_learning_curves(workdir, task.curves)
-  if jax.process_count() > 1:
-    multihost_utils.sync_global_devices("asl_vq: training done")
-  return val
-
 
 def _pipeline_args(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """`pipeline.make_dataset`'s arguments every stream of a run shares."""
