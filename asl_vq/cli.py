@@ -13,8 +13,9 @@ from absl import logging
 
 # What bad data, settings and paths raise (`reader.DataError`, the config
 # checks and `train.StaleInputs` are ValueErrors; missing files OSErrors;
-# a diverged run FloatingPointError). Anything else is a bug: a traceback.
-USER_ERRORS = (ValueError, OSError, FloatingPointError)
+# a diverged run FloatingPointError; a missing optional extra, e.g. the
+# `video` one, ImportError). Anything else is a bug: a traceback.
+USER_ERRORS = (ValueError, OSError, FloatingPointError, ImportError)
 
 
 def one_line(error: BaseException) -> str:

@@ -26,13 +26,13 @@ Bad input: one line on stderr, exit 1.
 from __future__ import annotations
 
 import os
-import sys
 
 import numpy as np
 from absl import app
 from absl import flags
 from absl import logging
 
+from asl_vq import cli
 from asl_vq import code_records
 from asl_vq import compilation_cache
 from asl_vq import plotting
@@ -150,21 +150,14 @@ def main(argv):
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)   # Orbax's INFO lines.
   compilation_cache.enable()
-  try:
-    output_format(FLAGS.out)   # Before the slow model load.
-    tokenizer = Tokenizer.load(FLAGS.tokenizer, FLAGS.which)
-    codes, name = read_codes(tokenizer, FLAGS.codes, FLAGS.id)
-    landmarks = decode(tokenizer, codes, FLAGS.out, n_q=FLAGS.n_q,
-                       fps=FLAGS.fps, title=name)
-  except (ValueError, OSError, ImportError) as e:
-    # One line naming what and how to fix it (the traceback with
-    # --verbosity=1).
-    if logging.get_verbosity() >= logging.INFO:
-      raise
-    sys.exit(f"error: {e}".replace("\n", " "))
+  output_format(FLAGS.out)   # Before the slow model load.
+  tokenizer = Tokenizer.load(FLAGS.tokenizer, FLAGS.which)
+  codes, name = read_codes(tokenizer, FLAGS.codes, FLAGS.id)
+  landmarks = decode(tokenizer, codes, FLAGS.out, n_q=FLAGS.n_q,
+                     fps=FLAGS.fps, title=name)
   print(f"{FLAGS.out}: {len(landmarks)} frames")
 
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  cli.run(main)

@@ -29,6 +29,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from asl_vq import cli
 from asl_vq import code_records
 from asl_vq import compilation_cache
 from asl_vq.data import layout
@@ -210,20 +211,13 @@ def main(argv):
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)   # Orbax's INFO lines.
   compilation_cache.enable()
-  try:
-    code_records.file_format(FLAGS.out)   # Before the slow model load.
-    items, count = sequences(FLAGS.input)
-    tokenizer = Tokenizer.load(FLAGS.tokenizer, FLAGS.which, FLAGS.batch_size)
-    n = encode(tokenizer, items, FLAGS.out, total=count)
-  except (ValueError, OSError, ImportError) as e:
-    # One line naming what and how to fix it (the traceback with
-    # --verbosity=1).
-    if logging.get_verbosity() >= logging.INFO:
-      raise
-    sys.exit(f"error: {e}".replace("\n", " "))
+  code_records.file_format(FLAGS.out)   # Before the slow model load.
+  items, count = sequences(FLAGS.input)
+  tokenizer = Tokenizer.load(FLAGS.tokenizer, FLAGS.which, FLAGS.batch_size)
+  n = encode(tokenizer, items, FLAGS.out, total=count)
   print(f"{FLAGS.out}: {n} sequences")
 
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  cli.run(main)
