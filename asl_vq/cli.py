@@ -18,6 +18,11 @@ from absl import logging
 USER_ERRORS = (ValueError, OSError, FloatingPointError, ImportError)
 
 
+class Stopped(Exception):
+  """A command stopped on request (a preemption notice) with its work saved
+  and said so: `run` exits with status 0 and prints nothing more."""
+
+
 def one_line(error: BaseException) -> str:
   """The error's message on one line."""
   return " ".join(str(error).split()) or type(error).__name__
@@ -29,6 +34,8 @@ def run(main: Callable[[Sequence[str]], None], flags_parser=None) -> None:
   def guarded(argv):
     try:
       main(argv)
+    except Stopped:
+      sys.exit(0)
     except USER_ERRORS as e:
       if (flags.FLAGS["verbosity"].present
           and logging.get_verbosity() >= logging.INFO):

@@ -52,6 +52,9 @@ _TRAIN = dict(
     batch_size=44, eval_batch_size=64, num_epochs=100, learning_rate=1e-3,
     warmup_steps=500, grad_clip=4.0, weight_decay=0.0, log_every_steps=50,
     checkpoint_every_steps=500, keep_checkpoints=2, eval_every_epochs=1,
+    # Checkpoints are written in the background while training goes on
+    # (asl_vq.checkpointing); False writes them before the next step.
+    async_checkpoints=True,
     max_eval_batches=-1,   # -1 = the whole validation split.
     # BatchNorm statistics recomputed at the schedule-free evaluation point
     # over this many training batches (at most an epoch) before every

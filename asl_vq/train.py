@@ -31,6 +31,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from asl_vq import checkpointing
+from asl_vq import cli
 from asl_vq import fileio
 from asl_vq import metric_writers
 from asl_vq import plotting
@@ -191,8 +192,11 @@ def recompute_batch_stats(state: TrainState, batches, *, task: Task, mesh,
                                                     sharding.replicated(mesh))))
 
 
-class Preempted(Exception):
-  """Raised inside an evaluation when a SIGTERM asks the run to stop."""
+class Preempted(cli.Stopped):
+  """A SIGTERM asked the run to stop: raised inside an evaluation, and by
+  `fit` once the step is saved, so that a caller running several stages
+  (`asl_vq.experiments.paper_tables`) stops too instead of going on from a
+  part-trained stage; a command then exits 0 (`cli.run`)."""
 
 
 def _check_stop(stop) -> None:
@@ -260,6 +264,7 @@ class _Preemption:
 # (batch size, model, data, split, optimizer...).
 RESUMABLE_FIELDS = ("train.num_epochs", "train.log_every_steps",
                     "train.checkpoint_every_steps", "train.keep_checkpoints",
+                    "train.async_checkpoints",
                     "train.eval_every_epochs", "train.max_eval_batches",
                     "model.dtype")
 
@@ -346,6 +351,8 @@ def fit(config: ml_collections.ConfigDict, workdir: str, task: Task,
     ValueError: `workdir` holds a run of another config (`check_resume`).
     StaleInputs: `workdir` holds a run made from other inputs (each
       source's `origin`, saved in `<workdir>/inputs.json`).
+    Preempted: a SIGTERM arrived; the step reached is saved (the same call
+      resumes from it).
   """
   format_eval = format_eval or format_metrics
   inputs = {name: source.origin for name, source in (
@@ -356,14 +363,10 @@ def fit(config: ml_collections.ConfigDict, workdir: str, task: Task,
   t = config.train
   sharding.check_batch_size(t.batch_size, mesh)
   sharding.check_batch_size(t.eval_batch_size, mesh)
-  pcfg = _pipeline_args(config)
-  train_ds = pipeline.make_dataset(
-      train_source, global_batch_size=t.batch_size, seed=config.seed,
-      train=True, flip_prob=config.data.flip_prob,
-      length_grouping=config.data.length_grouping, **pcfg)
+  train_ds = _training_stream(config, train_source, seed=config.seed)
   eval_ds = functools.partial(
       pipeline.make_dataset, global_batch_size=t.eval_batch_size,
-      seed=config.seed, train=False, **pcfg)
+      seed=config.seed, train=False, **_pipeline_args(config))
   val_ds = eval_ds(val_source)
   steps_per_epoch = pipeline.steps_per_epoch(train_source, t.batch_size,
                                              train=True)
@@ -379,7 +382,8 @@ def fit(config: ml_collections.ConfigDict, workdir: str, task: Task,
     logging.info("parameters: %s", summary)
     print("parameters:", json.dumps(summary), flush=True)
 
-  ckpts = checkpointing.Checkpoints(workdir, keep_latest=t.keep_checkpoints)
+  ckpts = checkpointing.Checkpoints(workdir, keep_latest=t.keep_checkpoints,
+                                    async_saves=t.async_checkpoints)
   train_iter = iter(train_ds)
   if ckpts.latest_step() is not None:
     state = ckpts.restore_latest(state, train_iter)
@@ -429,7 +433,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str, task: Task,
     run does it first)."""
     saving = time.monotonic()
     check_finite(state, ckpts)
-    ckpts.save_latest(done, state, train_iter)
+    ckpts.save_latest(done, state, train_iter, wait=True)
     now = time.monotonic()
     since = f", {now - preemption.since:.1f} s after SIGTERM" if (
         preemption.since is not None) else ""
@@ -489,8 +493,8 @@ def fit(config: ml_collections.ConfigDict, workdir: str, task: Task,
     bar.close()
     writer.close()
     ckpts.close()
-  if preempted:
-    return val   # no figures: the notice is short.
+  if preempted:   # no figures: the notice is short.
+    raise Preempted(f"{workdir}: preempted; run the same command to resume")
   if jax.process_index() == 0:
     plotting.plot_learning_curves(workdir, task.curves)
   if jax.process_count() > 1:
@@ -507,6 +511,16 @@ def _pipeline_args(config: ml_collections.ConfigDict) -> dict[str, Any]:
               process_count=jax.process_count())
 
 
+def _training_stream(config: ml_collections.ConfigDict,
+                     source: pipeline.Source, seed: int):
+  """Shuffled, augmented training batches of `source` (`pipeline.make_dataset`
+  with `train=True`)."""
+  return pipeline.make_dataset(
+      source, global_batch_size=config.train.batch_size, seed=seed,
+      train=True, flip_prob=config.data.flip_prob,
+      length_grouping=config.data.length_grouping, **_pipeline_args(config))
+
+
 def eval_point(config: ml_collections.ConfigDict, task: Task,
                state: TrainState, train_source: pipeline.Source, mesh,
                stop=None):
@@ -519,10 +533,7 @@ def eval_point(config: ml_collections.ConfigDict, task: Task,
   t = config.train
   if "batch_stats" not in state.collections or t.bn_batches <= 0:
     return lambda s: s
-  stream = pipeline.make_dataset(
-      train_source, global_batch_size=t.batch_size, seed=config.seed + 1,
-      train=True, flip_prob=config.data.flip_prob,
-      length_grouping=config.data.length_grouping, **_pipeline_args(config))
+  stream = _training_stream(config, train_source, seed=config.seed + 1)
   num_batches = min(t.bn_batches, pipeline.steps_per_epoch(
       train_source, t.batch_size, train=True))
   batch_sharding = {k: sharding.data_sharding(mesh) for k in task.device_keys}

@@ -9,11 +9,13 @@ import subprocess
 import sys
 import time
 
+import pytest
 
 from asl_vq import checkpointing
 from asl_vq import config_lib
 from asl_vq import metric_writers
 from asl_vq import train
+from asl_vq.experiments import paper_tables
 from asl_vq.tasks import tokenizer_training
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -73,7 +75,8 @@ def test_sigterm_during_an_evaluation_saves_and_the_resumed_run_evaluates_first(
     return evaluate(*args, **kwargs)
 
   monkeypatch.setattr(train, "evaluate", preempted_evaluate)
-  tokenizer_training.run(config, str(tmp_path))
+  with pytest.raises(train.Preempted):   # callers stop too (paper_tables).
+    tokenizer_training.run(config, str(tmp_path))
   ckpts = checkpointing.Checkpoints(str(tmp_path))
   epoch = ckpts.latest_step()
   assert calls == [1] and epoch > 0
@@ -91,3 +94,23 @@ def test_sigterm_during_an_evaluation_saves_and_the_resumed_run_evaluates_first(
   assert resumed[0] == (epoch, "validation"), resumed
   assert (2 * epoch, "validation") in resumed and resumed[-1][1] == "test"
   assert (tmp_path / "test_metrics.json").exists()
+
+
+def test_sigterm_stops_the_paper_tables_at_the_stage_it_reached(
+    tmp_path, monkeypatch):
+  """A preempted stage ends the whole command: the next stage never starts
+  from a part-trained tokenizer (it once went on to tokenize with it)."""
+  evaluate = train.evaluate
+
+  def preempted_evaluate(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGTERM)
+    return evaluate(*args, **kwargs)
+
+  monkeypatch.setattr(train, "evaluate", preempted_evaluate)
+  with pytest.raises(train.Preempted):
+    paper_tables.run_all(str(tmp_path), "tiny", ["rvq"])
+  assert sorted(p.name for p in tmp_path.iterdir()
+                if not p.name.startswith(".")) == ["tokenizer_rvq"], list(
+                    tmp_path.iterdir())
+  assert checkpointing.Checkpoints(
+      str(tmp_path / "tokenizer_rvq")).latest_step() > 0

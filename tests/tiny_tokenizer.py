@@ -1,6 +1,10 @@
-"""A tiny trained tokenizer, trained once per test session and shared."""
+"""A tiny trained tokenizer, trained once per test session and shared (by
+every test process: the first makes it, under a file lock, the others wait
+for it)."""
 
 import os
+
+import filelock
 
 from asl_vq import config_lib
 from asl_vq.tasks import dataset_tokenization
@@ -18,14 +22,15 @@ load_config = config_lib.load
 def workdir() -> str:
   """The run's workdir under the session's private $ASL_VQ_CACHE."""
   out = os.path.join(os.environ["ASL_VQ_CACHE"], "tiny_tokenizer")
-  if not os.path.exists(os.path.join(out, "test_metrics.json")):
-    config = load_config("rvq_ctc", "tiny")
-    config.data.synthetic.num_sequences = SEQUENCES
-    config.train.num_epochs = EPOCHS
-    config.train.learning_rate = LEARNING_RATE
-    config.train.eval_every_epochs = EPOCHS
-    config.train.checkpoint_every_steps = 10**6
-    tokenizer_training.run(config, out)
+  with filelock.FileLock(out + ".lock"):
+    if not os.path.exists(os.path.join(out, "test_metrics.json")):
+      config = load_config("rvq_ctc", "tiny")
+      config.data.synthetic.num_sequences = SEQUENCES
+      config.train.num_epochs = EPOCHS
+      config.train.learning_rate = LEARNING_RATE
+      config.train.eval_every_epochs = EPOCHS
+      config.train.checkpoint_every_steps = 10**6
+      tokenizer_training.run(config, out)
   return out
 
 
@@ -36,5 +41,6 @@ def tokens_dir() -> str:
   config = load_config("tokenize", "")
   config.checkpoint = run_dir
   config.batch_size = 16
-  dataset_tokenization.run(config, out)   # Skips the splits already written.
+  with filelock.FileLock(out + ".lock"):
+    dataset_tokenization.run(config, out)   # Skips the splits already made.
   return out
