@@ -61,10 +61,11 @@ class Checkpoints:
                best_metric: str = "loss", async_saves: bool = True):
     workdir = fileio.abspath(workdir)
     _whole_arrays_on_cpu()
-    # Several processes on XLA:CPU: Orbax's save thread synchronises them
-    # with a device all-reduce, which interleaves with the training step's
-    # gloo collectives in a different order on each process (the run then
-    # aborts: "Gloo context initialization failed"). There, saves wait.
+    # Several processes on XLA:CPU: with asynchronous saves the 2-host run
+    # aborted ("Gloo context initialization failed", or a shutdown barrier
+    # timeout while a save was in flight), likely Orbax's save thread syncing
+    # processes beside the training step's gloo collectives (not proven:
+    # coordination-service barriers did not cure it). There, saves wait.
     async_saves = async_saves and not (jax.process_count() > 1
                                        and jax.default_backend() == "cpu")
     self.best_metric = best_metric
