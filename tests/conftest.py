@@ -3,8 +3,11 @@
 import os
 import tempfile
 
-# Before JAX is imported anywhere: the sharded code paths run on 8 devices.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+import xla_env
+
+# Before JAX is imported anywhere: the sharded code paths run on 8 devices
+# (and kernels compile at -O0: see xla_env).
+os.environ.setdefault("XLA_FLAGS", xla_env.flags(8))
 os.environ.setdefault("ASL_VQ_CACHE", tempfile.mkdtemp(prefix="asl_vq_test_"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Every test process and the entry points' subprocesses share one persistent
@@ -14,3 +17,27 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # asl_vq/__init__.py raises; not the cache).
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(os.environ["ASL_VQ_CACHE"], "jax"))
+
+
+def pytest_configure(config):
+  config.addinivalue_line(
+      "markers", "slow: takes a minute or more on a 2-core CPU; its file is "
+      "scheduled first")
+  # pytest-xdist's --dist loadfile hands out files with the most tests first
+  # by default, which sent the longest (few-test) files last and left one
+  # worker idle for their tail; the order below is the one to keep.
+  if hasattr(config.option, "loadscopereorder"):
+    config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(config, items):
+  """Files holding `slow` tests first (most slow tests first), the rest in
+  collection order: with `-n 2 --dist loadfile` the long files start early
+  and the short ones fill in around them."""
+  del config
+  slow = {}
+  for item in items:
+    slow.setdefault(item.path, 0)
+    slow[item.path] += item.get_closest_marker("slow") is not None
+  rank = {path: i for i, path in enumerate(slow)}
+  items.sort(key=lambda item: (-slow[item.path], rank[item.path]))

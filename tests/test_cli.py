@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+import xla_env
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MISSING = "/nonexistent/asl_vq"
 
@@ -54,7 +56,7 @@ def runs(tmp_path_factory):
     procs.append(subprocess.Popen(
         [sys.executable, "-m", module, *(a.format(w=w) for a in args)],
         cwd=w, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=dict(os.environ, XLA_FLAGS="")))
+        env=xla_env.env(os.environ, devices=1)))
   return [(p.returncode, out, err) for p in procs
           for out, err in [p.communicate(timeout=600)]]
 

@@ -64,6 +64,7 @@ def test_translator_loss_falls_on_a_repeated_batch(inputs, token_dir):
   assert losses[-1] < 0.6 * losses[0], losses
 
 
+@pytest.mark.slow
 def test_translation_run_scores_the_test_split(tmp_path, token_dir):
   config = _downstream_config("seq2seq", "tokens", token_dir)
   result = translation.run(config, str(tmp_path))

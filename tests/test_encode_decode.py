@@ -19,6 +19,7 @@ from asl_vq import encode
 from asl_vq.data import datasets
 from asl_vq.data import pose
 from asl_vq.data import reader
+import xla_env
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ def sequences(tok):
 def _run(module, *args):
   return subprocess.run([sys.executable, "-m", module, *args],
                         capture_output=True, text=True, timeout=900,
-                        env=dict(os.environ, XLA_FLAGS=""))
+                        env=xla_env.env(os.environ, devices=1))
 
 
 def _encode(tok, paths, out):

@@ -66,6 +66,7 @@ def _recompute(task, state, batches):
       mesh=mesh, jit_moments=jit_moments)
 
 
+@pytest.mark.slow
 def test_recomputed_statistics_do_not_depend_on_the_last_batch(trained):
   _, task, tx, state, batches, val = trained
   step = jax.jit(functools.partial(train.train_step, task=task, tx=tx,

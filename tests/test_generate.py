@@ -88,6 +88,7 @@ def test_sampling_is_seeded(loaded):
   assert not np.array_equal(draw(3), draw(4))
 
 
+@pytest.mark.slow
 def test_generation_score_of_the_real_recognizer(loaded):
   model, tokenizer = loaded
   recognizer = generate.load_recognizer(recognizer_dir())

@@ -14,6 +14,8 @@ import textwrap
 import nbformat
 import pytest
 
+import xla_env
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(REPO, "launch", "colab_demo.ipynb")
 
@@ -52,12 +54,12 @@ def venv(tmp_path_factory):
 
 
 def _env(root):
-  env = dict(os.environ, ASL_VQ_CACHE=str(root / "cache"),
-             XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env = xla_env.env(os.environ, devices=1, ASL_VQ_CACHE=str(root / "cache"))
   env.pop("PYTHONPATH", None)
   return env
 
 
+@pytest.mark.slow
 def test_wheel_runs_main_by_config_name_outside_the_checkout(venv):
   python, root = venv
   where = subprocess.run(
@@ -78,6 +80,7 @@ def test_wheel_runs_main_by_config_name_outside_the_checkout(venv):
   assert "no packaged config 'nope'; packaged: continuous, lm" in bad.stderr
 
 
+@pytest.mark.slow
 def test_colab_demo_runs_end_to_end_from_the_wheel(venv):
   python, root = venv
   out = root / "executed.ipynb"

@@ -4,13 +4,15 @@ import os
 import subprocess
 import sys
 
+import xla_env
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _main(*args):
   return subprocess.run([sys.executable, "-m", "asl_vq.main", *args],
                         cwd=REPO, capture_output=True, text=True, timeout=600,
-                        env=dict(os.environ, XLA_FLAGS=""))
+                        env=xla_env.env(os.environ, devices=1))
 
 
 def test_a_dataset_smaller_than_one_batch(tmp_path):

@@ -340,6 +340,7 @@ def test_output_head_keeps_conv_transpose_variables():
       jnp.shape, ref)
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_agrees_with_float32():
   """config.model.dtype='bfloat16': the same training step and decoding to
   bf16 rounding, with every parameter, optimizer, BN and codebook leaf kept

@@ -23,6 +23,7 @@ def test_too_few_test_signers_for_the_probe_fail_before_training(tmp_path):
   assert not os.listdir(tmp_path)   # nothing trained.
 
 
+@pytest.mark.slow
 def test_tables_are_written_and_stages_resume(tmp_path, capsys):
   rows = ["rvq+ctc"]
   results = paper_tables.run_all(str(tmp_path), "tiny", rows)

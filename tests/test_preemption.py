@@ -17,10 +17,12 @@ from asl_vq import metric_writers
 from asl_vq import train
 from asl_vq.experiments import paper_tables
 from asl_vq.tasks import tokenizer_training
+import xla_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_exits_within_a_step_and_a_save(tmp_path):
   metrics = tmp_path / "metrics.jsonl"
   proc = subprocess.Popen(
@@ -30,7 +32,7 @@ def test_sigterm_saves_and_exits_within_a_step_and_a_save(tmp_path):
        "--config.train.checkpoint_every_steps=1000000",
        "--config.train.eval_every_epochs=1000"],
       cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-      env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2"))
+      env=xla_env.env(os.environ, devices=2))
   seen, arrivals, deadline = 0, [], time.time() + 900
   while len(arrivals) < 6:   # steps are running (log every step).
     assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
@@ -62,6 +64,7 @@ def test_sigterm_saves_and_exits_within_a_step_and_a_save(tmp_path):
   assert "validation" not in out
 
 
+@pytest.mark.slow
 def test_sigterm_during_an_evaluation_saves_and_the_resumed_run_evaluates_first(
     tmp_path, monkeypatch, capsys):
   config = config_lib.load("rvq_ctc", "tiny")

@@ -18,6 +18,8 @@ import urllib.request
 from etils import epath
 import pytest
 
+import xla_env
+
 BUCKET = "bucket"
 
 
@@ -72,7 +74,7 @@ def _main(cwd, *args):
   run = subprocess.run(
       [sys.executable, "-m", "asl_vq.main", "--config=rvq_ctc:tiny", *args],
       cwd=cwd, capture_output=True, text=True, timeout=900,
-      env=dict(os.environ, XLA_FLAGS=""))   # one device: compiles faster.
+      env=xla_env.env(os.environ, devices=1))   # one device: compiles faster.
   assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
   return run.stdout
 
@@ -87,6 +89,7 @@ def _upload(local, url):
       epath.Path(path).copy(os.path.join(url, os.path.relpath(path, local)))
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("gcs")
 def test_a_gs_run_trains_and_resumes(tmp_path):
   """Workdir and dataset on the store; no local `gs:` folder appears."""

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from asl_vq.models.rvq import ResidualVQ, nearest_code
+import xla_env
 
 Q, K, D = 3, 8, 4
 B, T = 2, 16
@@ -209,8 +210,7 @@ def test_sharded_step_matches_single_device():
                                  rtol=1e-5, atol=1e-5)
     print(len(jax.devices()), 'ok')
   """)
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4',
-             JAX_PLATFORMS='cpu')
+  env = xla_env.env(os.environ, devices=4, JAX_PLATFORMS='cpu')
   result = subprocess.run([sys.executable, '-c', script], env=env,
                           capture_output=True, text=True, timeout=900)
   assert result.returncode == 0, result.stderr

@@ -1,9 +1,10 @@
-"""A task's losses over training steps on one repeated batch (the trainers'
-"it learns" tests)."""
+"""The trainers' tests' helpers: a task's losses over training steps on one
+repeated batch ("it learns"), and parameter trees compared leaf by leaf."""
 
 import functools
 
 import jax
+import numpy as np
 
 from asl_vq import train
 from asl_vq.data import pipeline
@@ -17,7 +18,8 @@ def losses_on_a_repeated_batch(task, config, source, steps):
   batch = next(iter(ds))
   batch = {k: batch[k] for k in task.device_keys}
   tx = train.make_optimizer(config)
-  state = train.init_state(task, tx, jax.random.PRNGKey(0))
+  state = jax.jit(functools.partial(train.init_state, task, tx))(
+      jax.random.PRNGKey(0))
   step = jax.jit(functools.partial(train.train_step, task=task, tx=tx,
                                    base_rng=jax.random.PRNGKey(1)))
   losses = []
@@ -25,3 +27,11 @@ def losses_on_a_repeated_batch(task, config, source, steps):
     state, m = step(state, batch)
     losses.append(float(m["loss"]))
   return losses
+
+
+def assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
+  la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+  assert len(la) == len(lb)
+  for x, y in zip(la, lb):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol,
+                               atol=atol)
