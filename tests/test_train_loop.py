@@ -17,6 +17,7 @@ from asl_vq.data import pipeline
 from asl_vq.tasks import tokenizer_training
 from train_helpers import assert_trees_close
 
+
 def _config(arg="tiny"):
   return config_lib.load("rvq_ctc", arg)
 
