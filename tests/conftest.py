@@ -25,16 +25,17 @@ def pytest_configure(config):
       "scheduled first")
   # pytest-xdist's --dist loadfile hands out files with the most tests first
   # by default, which sent the longest (few-test) files last and left one
-  # worker idle for their tail; the order below is the one to keep.
+  # worker idle for their tail; the order below is the one to keep (this
+  # overrides an explicit --loadscope-reorder).
   if hasattr(config.option, "loadscopereorder"):
     config.option.loadscopereorder = False
 
 
-def pytest_collection_modifyitems(config, items):
+def pytest_collection_modifyitems(items):
   """Files holding `slow` tests first (most slow tests first), the rest in
   collection order: with `-n 2 --dist loadfile` the long files start early
-  and the short ones fill in around them."""
-  del config
+  (roughly: xdist gives a worker its next file while the last is still
+  running) and the short ones fill in around them."""
   slow = {}
   for item in items:
     slow.setdefault(item.path, 0)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import main_runs
-from train_helpers import assert_trees_close
+import train_helpers
 
 EPOCHS = ("--config.train.num_epochs=8",)
 KILLS = 10   # SIGKILLs of one run, at random points.
@@ -62,4 +62,6 @@ def test_main_trains_writes_outputs_and_resumes_exactly_after_sigkills(
   out = main_runs.run_main(str(killed), *extra, env=env)
   assert f"resumed from step {log[-1]}" in out
   assert int(main_runs.last_step(killed)) == total
-  assert_trees_close(main_runs.params(full), main_runs.params(killed), rtol=1e-6, atol=1e-7)
+  train_helpers.assert_trees_close(main_runs.params(full),
+                                   main_runs.params(killed), rtol=1e-6,
+                                   atol=1e-7)

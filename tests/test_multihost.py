@@ -9,7 +9,7 @@ import pytest
 from asl_vq import checkpointing
 from asl_vq import metric_writers
 import main_runs
-from train_helpers import assert_trees_close
+import train_helpers
 
 
 @pytest.mark.slow
@@ -41,4 +41,4 @@ def test_two_processes_agree_with_one(tmp_path):
       np.testing.assert_allclose(a[k], b[k], rtol=2e-4, atol=1e-5, err_msg=k)
   vq = [checkpointing.restore(str(d), "latest")["collections"]["vq"]
         for d in (single, multi)]
-  assert_trees_close(*vq, rtol=1e-4, atol=1e-5)
+  train_helpers.assert_trees_close(*vq, rtol=1e-4, atol=1e-5)

@@ -15,7 +15,7 @@ from asl_vq import train
 from asl_vq.data import datasets
 from asl_vq.data import pipeline
 from asl_vq.tasks import tokenizer_training
-from train_helpers import assert_trees_close
+import train_helpers
 
 
 def _config(arg="tiny"):
@@ -63,11 +63,11 @@ def test_one_step_on_8_devices_equals_1_device(tiny_batch):
   eight, l8 = _step_on(Mesh(np.array(jax.devices()), ("data",)), config,
                        batch, tx=sgd)
   np.testing.assert_allclose(l1, l8, rtol=1e-5)
-  assert_trees_close(one.params, eight.params, rtol=1e-4, atol=1e-5)
-  assert_trees_close(one.collections["vq"], eight.collections["vq"], rtol=1e-4, atol=1e-5)
-  assert_trees_close(one.collections["batch_stats"],
-                      eight.collections["batch_stats"], rtol=1e-4,
-                      atol=1e-5)
+  close = functools.partial(train_helpers.assert_trees_close, rtol=1e-4,
+                            atol=1e-5)
+  close(one.params, eight.params)
+  close(one.collections["vq"], eight.collections["vq"])
+  close(one.collections["batch_stats"], eight.collections["batch_stats"])
 
 
 def test_loss_falls_on_a_repeated_batch(tiny_batch):
@@ -90,6 +90,6 @@ def test_nonfinite_loss_skips_the_update_and_names_the_step(tiny_batch):
   before = jax.device_get(state.params)
   state, _ = step(state, {k: bad[k] for k in tokenizer_training.DEVICE_KEYS})
   assert int(state.nonfinite_step) == 1
-  assert_trees_close(before, state.params, rtol=0, atol=0)
+  train_helpers.assert_trees_close(before, state.params, rtol=0, atol=0)
   with pytest.raises(FloatingPointError, match="not finite at step 1"):
     train.check_finite(state, type("C", (), {"latest_step": lambda s: 0})())
