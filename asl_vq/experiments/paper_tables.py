@@ -148,10 +148,8 @@ def run_all(workdir: str, preset: str, rows: Sequence[str],
   sub-workdir holds; a finished one returns its results at once. A stage
   whose inputs changed (e.g. a tokenizer trained further, so its tokens are
   made again) is set aside as `<stage>.stale-N` and run again, and so is
-  everything after it. `<workdir>/timings.json` holds each stage's wall
-  seconds summed over the calls that ran it (a stage stopped and resumed
-  counts both parts; one only read back adds the seconds to read it; one set
-  aside starts again from 0).
+  everything after it. The wall time of each stage run by this call is
+  added to `<workdir>/timings.json`.
 
   Raises:
     ValueError: the data cannot serve every stage (`check_data`), or a
@@ -187,22 +185,19 @@ def run_all(workdir: str, preset: str, rows: Sequence[str],
     name = os.path.basename(out)
     if jax.process_index() == 0:
       print(f"[stage {k}/{len(plan)}] {name}", flush=True)
-    spent, start = timings.get(name, 0.0), time.time()
+    start = time.time()
     try:
-      try:
-        result = run(config, out)
-      except train.StaleInputs as e:
-        if jax.process_index() == 0:
-          print(f"{e}\n{name}: set aside as {_set_aside(out)}; running it "
-                "again", flush=True)
-        if jax.process_count() > 1:
-          multihost_utils.sync_global_devices(f"asl_vq: set aside {name}")
-        spent, start = 0.0, time.time()   # the stage starts over.
-        result = run(config, out)
-    finally:   # also when stopped (SIGTERM) or failed: resumed, it adds on.
-      timings[name] = round(spent + time.time() - start, 1)
+      result = run(config, out)
+    except train.StaleInputs as e:
       if jax.process_index() == 0:
-        fileio.write_json(timings_path, timings)
+        print(f"{e}\n{name}: set aside as {_set_aside(out)}; running it "
+              "again", flush=True)
+      if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(f"asl_vq: set aside {name}")
+      result = run(config, out)
+    timings[name] = round(time.time() - start, 1)
+    if jax.process_index() == 0:
+      fileio.write_json(timings_path, timings)
     results.setdefault(row, {})[model] = result
   return {row: {m: r[m] for m in ("seq2seq", "probe")}
           for row, r in results.items()}
