@@ -42,12 +42,18 @@ def test_tables_are_written_and_stages_resume(tmp_path, capsys):
   assert t5[0][:3] == ["model", "mean", "a"] and len(t5[0]) == 28
   assert all(0.0 <= float(v) <= 1.0 for r in t5[1:] for v in r[1:])
 
-  # Finished stages are reused: nothing is trained or scored again.
+  # Finished stages are reused: nothing is trained or scored again, and the
+  # stages' wall times add up over the calls (they were overwritten by the
+  # seconds a reused stage takes to read back).
   stamps = {p: os.stat(p).st_mtime_ns
             for p in tmp_path.glob("*/test_metrics.json")}
   assert len(stamps) == 5   # tokenizer, 2 x seq2seq, 2 x probe.
+  timings = json.loads((tmp_path / "timings.json").read_text())
+  assert len(timings) == 6 and min(timings.values()) > 0
   assert paper_tables.run_all(str(tmp_path), "tiny", rows) == results
   assert stamps == {p: os.stat(p).st_mtime_ns for p in stamps}
+  again = json.loads((tmp_path / "timings.json").read_text())
+  assert all(again[k] >= timings[k] for k in timings), (timings, again)
 
   # The tokenizer trained further: its tokens are made again, and the
   # stages trained on the old tokens are set aside and run again; the

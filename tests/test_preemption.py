@@ -2,6 +2,7 @@
 exits within one training step (or evaluation batch) plus one checkpoint
 write; never after an evaluation; the resumed run evaluates first."""
 
+import json
 import os
 import re
 import signal
@@ -113,7 +114,10 @@ def test_sigterm_stops_the_paper_tables_at_the_stage_it_reached(
   with pytest.raises(train.Preempted):
     paper_tables.run_all(str(tmp_path), "tiny", ["rvq"])
   assert sorted(p.name for p in tmp_path.iterdir()
-                if not p.name.startswith(".")) == ["tokenizer_rvq"], list(
-                    tmp_path.iterdir())
+                if not p.name.startswith(".")) == [
+                    "timings.json", "tokenizer_rvq"], list(tmp_path.iterdir())
+  # The stopped stage's time so far is kept; the resumed call adds to it.
+  timings = json.loads((tmp_path / "timings.json").read_text())
+  assert list(timings) == ["tokenizer_rvq"] and timings["tokenizer_rvq"] > 0
   assert checkpointing.Checkpoints(
       str(tmp_path / "tokenizer_rvq")).latest_step() > 0

@@ -148,8 +148,10 @@ def run_all(workdir: str, preset: str, rows: Sequence[str],
   sub-workdir holds; a finished one returns its results at once. A stage
   whose inputs changed (e.g. a tokenizer trained further, so its tokens are
   made again) is set aside as `<stage>.stale-N` and run again, and so is
-  everything after it. The wall time of each stage run by this call is
-  added to `<workdir>/timings.json`.
+  everything after it. `<workdir>/timings.json` holds each stage's wall
+  seconds summed over the calls that ran it (a stage stopped and resumed
+  counts both parts; one only read back adds the seconds to read it; one set
+  aside or removed starts again from 0).
 
   Raises:
     ValueError: the data cannot serve every stage (`check_data`), or a
@@ -185,19 +187,24 @@ def run_all(workdir: str, preset: str, rows: Sequence[str],
     name = os.path.basename(out)
     if jax.process_index() == 0:
       print(f"[stage {k}/{len(plan)}] {name}", flush=True)
+    # A stage whose folder is gone (removed by hand) starts again from 0.
+    spent = timings.get(name, 0.0) if epath.Path(out).exists() else 0.0
     start = time.time()
     try:
-      result = run(config, out)
-    except train.StaleInputs as e:
+      try:
+        result = run(config, out)
+      except train.StaleInputs as e:
+        if jax.process_index() == 0:
+          print(f"{e}\n{name}: set aside as {_set_aside(out)}; running it "
+                "again", flush=True)
+        if jax.process_count() > 1:
+          multihost_utils.sync_global_devices(f"asl_vq: set aside {name}")
+        spent, start = 0.0, time.time()   # the stage starts over.
+        result = run(config, out)
+    finally:   # also when stopped (SIGTERM) or failed: resumed, it adds on.
+      timings[name] = round(spent + time.time() - start, 1)
       if jax.process_index() == 0:
-        print(f"{e}\n{name}: set aside as {_set_aside(out)}; running it "
-              "again", flush=True)
-      if jax.process_count() > 1:
-        multihost_utils.sync_global_devices(f"asl_vq: set aside {name}")
-      result = run(config, out)
-    timings[name] = round(time.time() - start, 1)
-    if jax.process_index() == 0:
-      fileio.write_json(timings_path, timings)
+        fileio.write_json(timings_path, timings)
     results.setdefault(row, {})[model] = result
   return {row: {m: r[m] for m in ("seq2seq", "probe")}
           for row, r in results.items()}
