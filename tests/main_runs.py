@@ -36,8 +36,3 @@ def params(workdir, which="latest"):
   state = checkpointing.restore(str(workdir), which)
   return jax.tree.map(np.asarray, state["params"])
 
-
-def last_step(workdir):
-  """The step of the newest checkpoint in a workdir (a pathlib.Path)."""
-  return max(int(p.name) for p in (workdir / "checkpoints").iterdir()
-             if p.name.isdigit())

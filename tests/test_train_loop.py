@@ -33,7 +33,9 @@ def tiny_batch():
   return config, next(iter(ds))
 
 
-def _step_on(mesh, config, batch, steps=2, tx=None):
+def _init_and_step(mesh, config, tx=None):
+  """The initial state and the jit-ed step on `mesh`, and a function that
+  places a batch there (the tests on one device share these programs)."""
   task, tx = tokenizer_training.TokenizerTask(config), tx or train.make_optimizer(config)
   repl = NamedSharding(mesh, P())
   data = NamedSharding(mesh, P("data"))
@@ -43,7 +45,14 @@ def _step_on(mesh, config, batch, steps=2, tx=None):
                                    base_rng=jax.random.PRNGKey(1)),
                  in_shardings=(repl, {k: data for k in tokenizer_training.DEVICE_KEYS}),
                  out_shardings=(repl, repl))
-  gbatch = {k: jax.device_put(batch[k], data) for k in tokenizer_training.DEVICE_KEYS}
+  place = lambda batch: {k: jax.device_put(batch[k], data)
+                         for k in tokenizer_training.DEVICE_KEYS}
+  return state, step, place
+
+
+def _step_on(mesh, config, batch, steps=2, tx=None):
+  state, step, place = _init_and_step(mesh, config, tx)
+  gbatch = place(batch)
   losses = []
   for _ in range(steps):
     state, m = step(state, gbatch)
@@ -81,14 +90,11 @@ def test_nonfinite_loss_skips_the_update_and_names_the_step(tiny_batch):
   config, batch = tiny_batch
   bad = dict(batch)
   bad["inputs"] = np.full_like(batch["inputs"], np.nan)
-  task, tx = tokenizer_training.TokenizerTask(config), train.make_optimizer(config)
-  state = jax.jit(functools.partial(train.init_state, task, tx))(
-      jax.random.PRNGKey(0))
-  step = jax.jit(functools.partial(train.train_step, task=task, tx=tx,
-                                   base_rng=jax.random.PRNGKey(1)))
-  state, _ = step(state, {k: batch[k] for k in tokenizer_training.DEVICE_KEYS})
+  state, step, place = _init_and_step(
+      Mesh(np.array(jax.devices()[:1]), ("data",)), config)
+  state, _ = step(state, place(batch))
   before = jax.device_get(state.params)
-  state, _ = step(state, {k: bad[k] for k in tokenizer_training.DEVICE_KEYS})
+  state, _ = step(state, place(bad))
   assert int(state.nonfinite_step) == 1
   train_helpers.assert_trees_close(before, state.params, rtol=0, atol=0)
   with pytest.raises(FloatingPointError, match="not finite at step 1"):
