@@ -21,6 +21,8 @@ from ml_collections import config_flags
 from asl_vq import cli
 from asl_vq import compilation_cache
 from asl_vq import config_lib
+from asl_vq import fileio
+from asl_vq import train
 from asl_vq.tasks import TASKS
 
 FLAGS = flags.FLAGS
@@ -61,6 +63,9 @@ def main(argv):
   config = FLAGS.config
   if config.task not in TASKS:
     raise app.UsageError(f"unknown task {config.task!r}: {', '.join(TASKS)}")
+  # A workdir of another run is refused before any data is made or loaded
+  # (the task checks the inputs too, once it has them).
+  train.check_config(config, fileio.abspath(FLAGS.workdir))
   importlib.import_module(TASKS[config.task]).run(config, FLAGS.workdir)
   if jax.process_count() > 1:
     # Leave together: the coordinator (process 0) must not go first.

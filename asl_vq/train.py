@@ -283,6 +283,36 @@ class StaleInputs(ValueError):
   """A workdir's run was made from other inputs than it is given now."""
 
 
+def check_config(config: ml_collections.ConfigDict, workdir: str
+                 ) -> dict[str, tuple[Any, Any]]:
+  """The config half of `check_resume`, cheap enough to run before any data
+  is made (`asl_vq.main` does): `{}` when `workdir` holds no checkpoints,
+  else the changes to `RESUMABLE_FIELDS`.
+
+  Raises:
+    ValueError: other fields differ, naming them and the way out.
+  """
+  if not _holds_run(workdir):
+    return {}
+  changes = config_changes(json.loads(
+      (epath.Path(workdir) / "config.json").read_text()), config)
+  refused = {k: v for k, v in changes.items() if k not in RESUMABLE_FIELDS}
+  if refused:
+    raise ValueError(
+        f"{workdir} holds a run of another configuration ({_show(refused)}); "
+        "run the same config to resume it, or give a new --workdir")
+  return changes
+
+
+def _holds_run(workdir: str) -> bool:
+  return ((epath.Path(workdir) / "checkpoints").is_dir()
+          and (epath.Path(workdir) / "config.json").exists())
+
+
+def _show(changes: dict[str, tuple[Any, Any]]) -> str:
+  return ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items())
+
+
 def check_resume(config: ml_collections.ConfigDict, workdir: str,
                  inputs: dict[str, Any] | None = None) -> None:
   """Before a run continues the checkpoints in `workdir`: the saved config
@@ -295,16 +325,9 @@ def check_resume(config: ml_collections.ConfigDict, workdir: str,
     StaleInputs: the inputs differ (e.g. tokens remade from a later
       tokenizer step), naming what changed.
   """
-  path = epath.Path(workdir) / "config.json"
-  if not ((epath.Path(workdir) / "checkpoints").is_dir() and path.exists()):
+  if not _holds_run(workdir):
     return
-  changes = config_changes(json.loads(path.read_text()), config)
-  refused = {k: v for k, v in changes.items() if k not in RESUMABLE_FIELDS}
-  show = lambda d: ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in d.items())
-  if refused:
-    raise ValueError(
-        f"{workdir} holds a run of another configuration ({show(refused)}); "
-        "run the same config to resume it, or give a new --workdir")
+  changes = check_config(config, workdir)
   saved = fileio.read_json(os.path.join(workdir, "inputs.json"))
   if inputs is not None and saved is not None:
     flat = lambda d: traverse_util.flatten_dict(d, sep=".")
@@ -313,11 +336,11 @@ def check_resume(config: ml_collections.ConfigDict, workdir: str,
              if old.get(k) != new.get(k)}
     if stale:
       raise StaleInputs(
-          f"{workdir} was trained on other inputs ({show(stale)}); its "
+          f"{workdir} was trained on other inputs ({_show(stale)}); its "
           "results would not be this data's: give a new --workdir, or "
           "delete this one to train again")
   if changes and jax.process_index() == 0:
-    print(f"resuming with {show(changes)}", flush=True)
+    print(f"resuming with {_show(changes)}", flush=True)
 
 
 def write_config(config: ml_collections.ConfigDict, workdir: str,

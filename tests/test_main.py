@@ -9,10 +9,10 @@ import xla_env
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _main(*args):
+def _main(*args, **env):
   return subprocess.run([sys.executable, "-m", "asl_vq.main", *args],
                         cwd=REPO, capture_output=True, text=True, timeout=600,
-                        env=xla_env.env(os.environ, devices=1))
+                        env=xla_env.env(os.environ, devices=1, **env))
 
 
 def test_a_dataset_smaller_than_one_batch(tmp_path):
@@ -57,9 +57,13 @@ def test_resume_refuses_another_configuration(tmp_path):
       "(train.batch_size 8 -> 4); run the same config to resume it, or give "
       "a new --workdir"), run.stderr
   assert (tmp_path / "config.json").read_text() == saved   # not overwritten
-  run = _main("--config=rvq_ctc:cpu", f"--workdir={tmp_path}")
+  # Refused before any data is made (the cpu preset's 3,000 sequences).
+  cache = tmp_path.parent / f"{tmp_path.name}_cache"
+  run = _main("--config=rvq_ctc:cpu", f"--workdir={tmp_path}",
+              ASL_VQ_CACHE=str(cache))
   assert "data.max_len 64 -> 192" in run.stderr
   assert "model.dim 16 -> 128" in run.stderr
+  assert not cache.exists()
 
 
 def test_resume_allows_more_epochs_and_says_so(tmp_path, capsys):
