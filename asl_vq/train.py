@@ -284,16 +284,17 @@ class StaleInputs(ValueError):
 
 
 def check_config(config: ml_collections.ConfigDict, workdir: str
-                 ) -> dict[str, tuple[Any, Any]]:
+                 ) -> dict[str, tuple[Any, Any]] | None:
   """The config half of `check_resume`, cheap enough to run before any data
-  is made (`asl_vq.main` does): `{}` when `workdir` holds no checkpoints,
-  else the changes to `RESUMABLE_FIELDS`.
+  is made (`asl_vq.main` does): None when `workdir` holds no run (no
+  checkpoints or no config.json), else the changes to `RESUMABLE_FIELDS`.
 
   Raises:
     ValueError: other fields differ, naming them and the way out.
   """
-  if not _holds_run(workdir):
-    return {}
+  if not ((epath.Path(workdir) / "checkpoints").is_dir()
+          and (epath.Path(workdir) / "config.json").exists()):
+    return None
   changes = config_changes(json.loads(
       (epath.Path(workdir) / "config.json").read_text()), config)
   refused = {k: v for k, v in changes.items() if k not in RESUMABLE_FIELDS}
@@ -302,11 +303,6 @@ def check_config(config: ml_collections.ConfigDict, workdir: str
         f"{workdir} holds a run of another configuration ({_show(refused)}); "
         "run the same config to resume it, or give a new --workdir")
   return changes
-
-
-def _holds_run(workdir: str) -> bool:
-  return ((epath.Path(workdir) / "checkpoints").is_dir()
-          and (epath.Path(workdir) / "config.json").exists())
 
 
 def _show(changes: dict[str, tuple[Any, Any]]) -> str:
@@ -325,9 +321,9 @@ def check_resume(config: ml_collections.ConfigDict, workdir: str,
     StaleInputs: the inputs differ (e.g. tokens remade from a later
       tokenizer step), naming what changed.
   """
-  if not _holds_run(workdir):
-    return
   changes = check_config(config, workdir)
+  if changes is None:
+    return
   saved = fileio.read_json(os.path.join(workdir, "inputs.json"))
   if inputs is not None and saved is not None:
     flat = lambda d: traverse_util.flatten_dict(d, sep=".")

@@ -116,7 +116,7 @@ def test_sigterm_stops_the_paper_tables_at_the_stage_it_reached(
   assert sorted(p.name for p in tmp_path.iterdir()
                 if not p.name.startswith(".")) == [
                     "timings.json", "tokenizer_rvq"], list(tmp_path.iterdir())
-  # The stopped stage's time so far is kept; the resumed call adds to it.
+  # The stopped stage's time so far is kept (a resumed call adds to it).
   timings = json.loads((tmp_path / "timings.json").read_text())
   assert list(timings) == ["tokenizer_rvq"] and timings["tokenizer_rvq"] > 0
   assert checkpointing.Checkpoints(
