@@ -415,13 +415,10 @@ def fit(config: ml_collections.ConfigDict, workdir: str, task: Task,
     ckpts.close()   # same config and inputs (`check_resume`): nothing to do.
     return finished
 
-  batch_sharding = {k: sharding.data_sharding(mesh) for k in task.device_keys}
-  jit_train = jax.jit(
-      functools.partial(train_step, task=task, tx=tx, base_rng=step_rng),
-      in_shardings=(repl, batch_sharding), out_shardings=(repl, repl),
-      donate_argnums=(0,))
+  jit_train = jit_train_step(task, tx, mesh, step_rng)
   jit_eval = jax.jit(functools.partial(eval_step, task=task),
-                     in_shardings=(repl, batch_sharding), out_shardings=repl)
+                     in_shardings=(repl, _batch_sharding(task, mesh)),
+                     out_shardings=repl)
   preemption = _Preemption()
   stop = lambda: preemption.requested
   at_eval_point = eval_point(config, task, state, train_source, mesh, stop)
@@ -555,14 +552,37 @@ def eval_point(config: ml_collections.ConfigDict, task: Task,
   stream = _training_stream(config, train_source, seed=config.seed + 1)
   num_batches = min(t.bn_batches, pipeline.steps_per_epoch(
       train_source, t.batch_size, train=True))
-  batch_sharding = {k: sharding.data_sharding(mesh) for k in task.device_keys}
-  jit_moments = jax.jit(
-      lambda s, batch: task.batch_moments(s.variables(eval_params(s)), batch),
-      in_shardings=(sharding.replicated(mesh), batch_sharding),
-      out_shardings=sharding.replicated(mesh))
+  jit_moments = jit_batch_moments(task, mesh)
   return lambda s: recompute_batch_stats(
       s, itertools.islice(iter(stream), num_batches), task=task, mesh=mesh,
       jit_moments=jit_moments, stop=stop)
+
+
+def _batch_sharding(task: Task, mesh) -> dict[str, Any]:
+  return {k: sharding.data_sharding(mesh) for k in task.device_keys}
+
+
+def jit_train_step(task: Task, tx, mesh, base_rng):
+  """`train_step` jit-ed as `fit` runs it: (state, batch) -> (state,
+  metrics), the state replicated over `mesh` and donated (the input state's
+  buffers are invalid after the call), the batch's `task.device_keys` split
+  over its `data` axis (`sharding.to_global`)."""
+  repl = sharding.replicated(mesh)
+  return jax.jit(
+      functools.partial(train_step, task=task, tx=tx, base_rng=base_rng),
+      in_shardings=(repl, _batch_sharding(task, mesh)),
+      out_shardings=(repl, repl), donate_argnums=(0,))
+
+
+def jit_batch_moments(task: Task, mesh):
+  """(state, batch) -> `task.batch_moments` at the evaluation point
+  (`eval_params`), jit-ed as `eval_point` runs it (shardings as
+  `jit_train_step`'s, nothing donated): `recompute_batch_stats`'s
+  `jit_moments`."""
+  repl = sharding.replicated(mesh)
+  return jax.jit(
+      lambda s, batch: task.batch_moments(s.variables(eval_params(s)), batch),
+      in_shardings=(repl, _batch_sharding(task, mesh)), out_shardings=repl)
 
 
 def check_finite(state: TrainState, ckpts: checkpointing.Checkpoints) -> None:

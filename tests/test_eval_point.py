@@ -11,6 +11,7 @@ import json
 import os
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
@@ -57,22 +58,28 @@ def _first_codes(task, state, val):
           b["input_mask"] & b["example_mask"][:, None]] for b in val])
 
 
+# The programs of the tiny run's `fit` (its mesh, shardings and step key),
+# which the persistent compilation cache holds.
 def _recompute(task, state, batches):
   mesh = sharding.make_mesh()
-  jit_moments = jax.jit(lambda s, b: task.batch_moments(
-      s.variables(train.eval_params(s)), b))
   return train.recompute_batch_stats(
       jax.device_put(state, sharding.replicated(mesh)), batches, task=task,
-      mesh=mesh, jit_moments=jit_moments)
+      mesh=mesh, jit_moments=train.jit_batch_moments(task, mesh))
 
 
 @pytest.mark.slow
 def test_recomputed_statistics_do_not_depend_on_the_last_batch(trained):
-  _, task, tx, state, batches, val = trained
-  step = jax.jit(functools.partial(train.train_step, task=task, tx=tx,
-                                   base_rng=jax.random.PRNGKey(1)))
-  last_a, _ = step(state, batches[0])
-  last_b, _ = step(state, batches[1])
+  config, task, tx, state, batches, val = trained
+  mesh = sharding.make_mesh()
+  step = train.jit_train_step(
+      task, tx, mesh, jax.random.split(jax.random.PRNGKey(config.seed))[1])
+  # A copy per call: the step donates its input state's buffers.
+  placed = jax.device_put(state, sharding.replicated(mesh))
+  last = lambda batch: step(
+      jax.tree.map(jnp.copy, placed),
+      sharding.to_global(batch, mesh, task.device_keys))[0]
+  last_a, last_b = last(batches[0]), last(batches[1])
+  assert int(last_a.step) == int(last_b.step) == int(state.step) + 1
   agree = lambda a, b: float(np.mean(_first_codes(task, a, val)
                                      == _first_codes(task, b, val)))
   before = agree(last_a, last_b)
@@ -104,10 +111,12 @@ def test_pooled_moments_are_the_population_statistics(trained):
   # batches pool to the mean of the means and mean variance + variance of
   # the means, per channel.
   _, task, _, state, batches, _ = trained
-  moments = jax.jit(lambda s, b: task.batch_moments(
-      s.variables(train.eval_params(s)), b))
-  one = jax.device_get(moments(state, batches[0]))
-  two = jax.device_get(moments(state, batches[1]))
+  mesh = sharding.make_mesh()
+  jit_moments = train.jit_batch_moments(task, mesh)
+  moments = lambda batch: jax.device_get(jit_moments(
+      jax.device_put(state, sharding.replicated(mesh)),
+      sharding.to_global(batch, mesh, task.device_keys)))
+  one, two = moments(batches[0]), moments(batches[1])
   pooled = _recompute(task, state, [batches[0], batches[1]])
   stats = jax.device_get(pooled.collections["batch_stats"])
   layer = stats["features"]["proj_bn"]
