@@ -1,6 +1,6 @@
 """The tokenizer's training step: loss falls, 8 devices equal 1, a non-finite
-loss skips the update (resume: test_kill_anywhere; two processes:
-test_multihost)."""
+loss skips the update (resume after SIGKILL and two processes:
+test_main_run)."""
 
 import functools
 
