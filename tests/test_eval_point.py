@@ -59,12 +59,18 @@ def _first_codes(task, state, val):
 
 
 # The programs of the tiny run's `fit` (its mesh, shardings and step key),
-# which the persistent compilation cache holds.
+# which the persistent compilation cache holds; built once per task, so the
+# calls below trace them once.
+@functools.lru_cache(maxsize=None)
+def _jit_moments(task):
+  return train.jit_batch_moments(task, sharding.make_mesh())
+
+
 def _recompute(task, state, batches):
   mesh = sharding.make_mesh()
   return train.recompute_batch_stats(
       jax.device_put(state, sharding.replicated(mesh)), batches, task=task,
-      mesh=mesh, jit_moments=train.jit_batch_moments(task, mesh))
+      mesh=mesh, jit_moments=_jit_moments(task))
 
 
 @pytest.mark.slow
@@ -112,10 +118,9 @@ def test_pooled_moments_are_the_population_statistics(trained):
   # the means, per channel.
   _, task, _, state, batches, _ = trained
   mesh = sharding.make_mesh()
-  jit_moments = train.jit_batch_moments(task, mesh)
-  moments = lambda batch: jax.device_get(jit_moments(
-      jax.device_put(state, sharding.replicated(mesh)),
-      sharding.to_global(batch, mesh, task.device_keys)))
+  placed = jax.device_put(state, sharding.replicated(mesh))
+  moments = lambda batch: jax.device_get(_jit_moments(task)(
+      placed, sharding.to_global(batch, mesh, task.device_keys)))
   one, two = moments(batches[0]), moments(batches[1])
   pooled = _recompute(task, state, [batches[0], batches[1]])
   stats = jax.device_get(pooled.collections["batch_stats"])
