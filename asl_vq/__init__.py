@@ -5,32 +5,76 @@
 """
 
 import os as _os
+import re as _re
 
 __version__ = "0.1.0"
 
-# XLA:CPU's collectives give up on a late participant: in one process (the
-# simulated devices of `--xla_force_host_platform_device_count`) the
-# all-reduce ends the process with SIGABRT once a device thread is 40 s late
-# ("Termination timeout ... Exiting to ensure a consistent program state");
-# between processes (gloo) a collective fails after 30 s. On a loaded CPU
-# (8 simulated devices on 2 busy cores), or while process 0 alone prepares
-# the data, writes figures or compiles slower, a participant is that late
-# without anything being wrong. Set here, before JAX starts its backend;
-# a value the user put in XLA_FLAGS is kept. GPUs and TPUs ignore them.
+# XLA:CPU runs the simulated devices of `--xla_force_host_platform_device_count`
+# (or `JAX_NUM_CPU_DEVICES`) on thread pools of max(cores, devices) threads,
+# sized for one collective in flight per device ("Need at least
+# CpuDeviceCount threads to launch one collective", xla/pjrt/cpu/
+# cpu_client.cc). But each collective blocks its thread until every device
+# has joined, and the thunk executor releases a device's next collective
+# while a loop or conditional holding collectives is still running (the
+# collectives share a resource that gives only a scheduling edge). Our train
+# step has such loops (the RVQ's loop over quantizers, the k-means start in
+# it) and a conditional, so a device can hold several threads: the devices
+# ahead then took all 8 threads of an 8-device run, and the others' turn of
+# the same all-reduce waited in the pool queue for ever (seen in the test
+# suite under load: all 8 pool threads in AllReduce rendezvous, nothing
+# running). With THREADS_PER_DEVICE threads per simulated device, up to that
+# many collectives per device may be in flight. A value the user set
+# (PJRT_NPROC, or Google's NPROC, which XLA also reads) is kept.
+THREADS_PER_DEVICE = 8
+
+# A participant late for a collective ends the run: in one process the
+# all-reduce ends it with SIGABRT after 40 s ("Termination timeout ...
+# Exiting to ensure a consistent program state"); between processes (gloo) a
+# collective fails after 30 s. A process is that late without anything being
+# wrong when process 0 alone prepares the data, writes figures, or compiles
+# slower on a busy CPU. Set before JAX starts its backend; a value the user
+# put in XLA_FLAGS is kept. GPUs and TPUs ignore both settings.
 _CPU_COLLECTIVE_TIMEOUTS = {
     "xla_cpu_collective_call_terminate_timeout_seconds": 1800,
     "xla_cpu_collective_timeout_seconds": 1800,
 }
 
 
-def _patient_cpu_collectives() -> None:
+def _simulated_cpu_devices(flags: str) -> int:
+  found = _re.findall(r"--xla_force_host_platform_device_count=(\d+)", flags)
+  count = int(found[-1]) if found else 1
+  return max(count, int(_os.environ.get("JAX_NUM_CPU_DEVICES") or 1))
+
+
+def _configure_cpu_collectives() -> None:
   flags = _os.environ.get("XLA_FLAGS", "")
   extra = [f"--{k}={v}" for k, v in _CPU_COLLECTIVE_TIMEOUTS.items()
            if f"--{k}=" not in flags]
   _os.environ["XLA_FLAGS"] = " ".join([flags, *extra]).strip()
+  devices = _simulated_cpu_devices(flags)
+  if devices > 1 and not {"PJRT_NPROC", "NPROC"} & set(_os.environ):
+    global _pjrt_nproc
+    _pjrt_nproc = str(max(_os.cpu_count() or 1, THREADS_PER_DEVICE * devices))
+    _os.environ["PJRT_NPROC"] = _pjrt_nproc
 
 
-_patient_cpu_collectives()
+_pjrt_nproc = None   # What _configure_cpu_collectives set, if anything.
+_configure_cpu_collectives()
+
+
+def default_cpu_threads_for_gloo() -> None:
+  """XLA's own thread pool sizes again, for a run whose collectives go
+  between processes over gloo; call before JAX starts its backend.
+
+  Gloo needs every process to issue its collectives in the same order. With
+  THREADS_PER_DEVICE threads a device can have several in flight, and their
+  order then differs between processes: both processes of the 2-host test
+  aborted ("Received data size doesn't match expected size. Is there a
+  distributed collective mismatch"), where with XLA's max(cores, devices)
+  threads it had passed 10 times in a row. A PJRT_NPROC the user set is kept.
+  """
+  if _pjrt_nproc is not None and _os.environ.get("PJRT_NPROC") == _pjrt_nproc:
+    del _os.environ["PJRT_NPROC"]
 
 
 def __getattr__(name):

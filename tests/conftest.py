@@ -1,5 +1,6 @@
 """Test-wide setup: 8 simulated CPU devices, and a private data cache."""
 
+import importlib
 import os
 import tempfile
 
@@ -13,10 +14,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Every test process and the entry points' subprocesses share one persistent
 # compilation cache, under the session's $ASL_VQ_CACHE: the many tiny runs
 # compile the same programs (the in-process all-reduce abort once seen with
-# it on was XLA:CPU's 40 s rendezvous timeout under load, which
-# asl_vq/__init__.py raises; not the cache).
+# it on was not the cache: XLA:CPU's pool threads ran out, all blocked in
+# collectives; see asl_vq/__init__.py).
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(os.environ["ASL_VQ_CACHE"], "jax"))
+# Before any test module starts JAX: XLA:CPU's pools sized for the 8 devices'
+# collectives (every test process and subprocess imports asl_vq first).
+importlib.import_module("asl_vq")
 
 
 def pytest_configure(config):

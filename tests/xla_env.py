@@ -19,5 +19,8 @@ def flags(devices: int = 8) -> str:
 
 
 def env(os_environ, devices: int = 8, **extra) -> dict[str, str]:
-  """A copy of `os_environ` with XLA_FLAGS for `devices` and `extra`."""
-  return dict(os_environ, XLA_FLAGS=flags(devices), **extra)
+  """A copy of `os_environ` with XLA_FLAGS for `devices` and `extra`, and
+  without the PJRT_NPROC `import asl_vq` set for this process's devices
+  (the subprocess's `import asl_vq` sizes its own)."""
+  out = {k: v for k, v in os_environ.items() if k != "PJRT_NPROC"}
+  return dict(out, XLA_FLAGS=flags(devices), **extra)
