@@ -53,6 +53,24 @@ def _whole_arrays_on_cpu() -> None:
       logging.set_verbosity(level)
 
 
+def _one_copy(state: Any) -> Any:
+  """In one process, each replicated array as its copy on one device.
+
+  Orbax walks every device's shard of every array to pick the one to write
+  (`get_replica_slices`), in Python, on the training thread: with 8
+  simulated devices and the tokenizer's ~300 small arrays, an 8-epoch tiny
+  run spent 19.2 s in `save_latest`, ~11 s of it there (py-spy); 12.2 s
+  with one copy. Restoring places the arrays by the target's shardings, so
+  the checkpoint is the same. With several processes each would write its
+  own copy: left to Orbax."""
+  if jax.process_count() > 1:
+    return state
+  return jax.tree.map(
+      lambda x: x.addressable_data(0) if isinstance(x, jax.Array)
+      and len(x.sharding.device_set) > 1 and x.sharding.is_fully_replicated
+      else x, state)
+
+
 class Checkpoints:
   """`<workdir>/checkpoints` (latest, with data state) and `<workdir>/best`;
   `workdir` is local or an object store URL (`gs://bucket/run`)."""
@@ -91,7 +109,7 @@ class Checkpoints:
     `wait`, returns once it is on disk (a preempted run's last save)."""
     if step not in self.latest.all_steps():
       self.latest.save(step, args=ocp.args.Composite(**{
-          STATE: ocp.args.StandardSave(state),
+          STATE: ocp.args.StandardSave(_one_copy(state)),
           DATA: grain.checkpoint.CheckpointSave(data_iter)}))
     if wait:
       self.latest.wait_until_finished()
@@ -101,7 +119,7 @@ class Checkpoints:
     if step in self.best.all_steps():
       return
     self.best.save(step, args=ocp.args.Composite(
-        **{STATE: ocp.args.StandardSave(state)}),
+        **{STATE: ocp.args.StandardSave(_one_copy(state))}),
         metrics={k: float(v) for k, v in metrics.items()})
 
   def has_best(self, step: int) -> bool:
