@@ -54,16 +54,19 @@ def _whole_arrays_on_cpu() -> None:
 
 
 def _one_copy(state: Any) -> Any:
-  """In one process, each replicated array as its copy on one device.
+  """On the CPU backend in one process, each replicated array as its copy
+  on one device.
 
   Orbax walks every device's shard of every array to pick the one to write
   (`get_replica_slices`), in Python, on the training thread: with 8
   simulated devices and the tokenizer's ~300 small arrays, an 8-epoch tiny
-  run spent 19.2 s in `save_latest`, ~11 s of it there (py-spy); 12.2 s
-  with one copy. Restoring places the arrays by the target's shardings, so
-  the checkpoint is the same. With several processes each would write its
-  own copy: left to Orbax."""
-  if jax.process_count() > 1:
+  run spent 19.2 s in `save_latest`, ~11 s of it in that walk (py-spy);
+  12.2 s with one copy. The values written are the same and restores place
+  them by the target's shardings (the checkpoint's metadata now names device
+  0's sharding). Other backends keep Orbax's replica-parallel writes (see
+  `_whole_arrays_on_cpu`); with several processes each would write its own
+  copy."""
+  if jax.process_count() > 1 or jax.default_backend() != "cpu":
     return state
   return jax.tree.map(
       lambda x: x.addressable_data(0) if isinstance(x, jax.Array)

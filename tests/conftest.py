@@ -14,8 +14,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Every test process and the entry points' subprocesses share one persistent
 # compilation cache, under the session's $ASL_VQ_CACHE: the many tiny runs
 # compile the same programs (the in-process all-reduce abort once seen with
-# it on was not the cache: XLA:CPU's pool threads ran out, all blocked in
-# collectives; see asl_vq/__init__.py).
+# it on was not the cache: most likely XLA:CPU's pool threads running out,
+# all blocked in collectives, as in a hang seen since; asl_vq/__init__.py).
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(os.environ["ASL_VQ_CACHE"], "jax"))
 # Before any test module starts JAX: XLA:CPU's pools sized for the 8 devices'
