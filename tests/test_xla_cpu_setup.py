@@ -22,7 +22,7 @@ names = []
 for t in os.listdir("/proc/self/task"):
   try:
     names.append(open(f"/proc/self/task/{t}/comm").read().strip())
-  except FileNotFoundError:   # a short-lived thread, gone since.
+  except OSError:   # a short-lived thread, gone (or going) since.
     pass
 print(sum(n == "tf_XLAEigen" for n in names))
 """
