@@ -12,30 +12,39 @@ import pytest
 import xla_env
 
 # The threads of XLA:CPU's intra-op pool (TSL names them tf_XLAEigen), the
-# one collective thunks block on.
+# one collective thunks block on. A new thread names itself once it runs, so
+# the count is read until it reaches the expected one (or 60 s pass).
 COUNT_POOL = """
-import asl_vq, jax, os, sys
-if sys.argv[1:] == ["gloo"]:
+import asl_vq, jax, os, sys, time
+expected, mode = int(sys.argv[1]), sys.argv[2:]
+if mode == ["gloo"]:
   asl_vq.default_cpu_threads_for_gloo()
 jax.devices()
-names = []
-for t in os.listdir("/proc/self/task"):
-  try:
-    names.append(open(f"/proc/self/task/{t}/comm").read().strip())
-  except OSError:   # a short-lived thread, gone (or going) since.
-    pass
-print(sum(n == "tf_XLAEigen" for n in names))
+
+def count():
+  names = []
+  for t in os.listdir("/proc/self/task"):
+    try:
+      names.append(open(f"/proc/self/task/{t}/comm").read().strip())
+    except OSError:   # a short-lived thread, gone (or going) since.
+      pass
+  return sum(n == "tf_XLAEigen" for n in names)
+
+end = time.monotonic() + 60
+while count() != expected and time.monotonic() < end:
+  time.sleep(0.05)
+print(count())
 """
 
 
-def _pool_threads(devices, *args, **env):
+def _assert_pool_threads(expected, devices, *mode, **env):
   environ = {k: v for k, v in xla_env.env(os.environ, devices=devices).items()
              if k != "NPROC"}
-  run = subprocess.run([sys.executable, "-c", COUNT_POOL, *args],
-                       capture_output=True, text=True,
-                       env={**environ, **env}, timeout=300)
+  run = subprocess.run(
+      [sys.executable, "-c", COUNT_POOL, str(expected), *mode],
+      capture_output=True, text=True, env={**environ, **env}, timeout=300)
   assert run.returncode == 0, run.stderr[-2000:]
-  return int(run.stdout.split()[-1])
+  assert int(run.stdout.split()[-1]) == expected, (devices, mode, env)
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"),
@@ -44,12 +53,12 @@ def test_simulated_devices_get_threads_for_several_collectives_each():
   import asl_vq   # pylint: disable=g-import-not-at-top
   per_device = asl_vq.THREADS_PER_DEVICE
   cores = len(os.sched_getaffinity(0))   # what XLA's default counts.
-  assert _pool_threads(8) == max(os.cpu_count(), 8 * per_device)
-  assert _pool_threads(4) == max(os.cpu_count(), 4 * per_device)
+  _assert_pool_threads(max(os.cpu_count(), 8 * per_device), 8)
+  _assert_pool_threads(max(os.cpu_count(), 4 * per_device), 4)
   # One device runs no in-process collective: XLA's default pool.
-  assert _pool_threads(1) == cores
+  _assert_pool_threads(cores, 1)
   # The user's setting is kept.
-  assert _pool_threads(8, PJRT_NPROC="12") == 12
+  _assert_pool_threads(12, 8, PJRT_NPROC="12")
   # Collectives between processes over gloo: XLA's own pools.
-  assert _pool_threads(4, "gloo") == max(cores, 4)
-  assert _pool_threads(4, "gloo", PJRT_NPROC="12") == 12
+  _assert_pool_threads(max(cores, 4), 4, "gloo")
+  _assert_pool_threads(12, 4, "gloo", PJRT_NPROC="12")
