@@ -289,6 +289,48 @@ def test_relative_attention_matches_shifted_formulation():
                                err_msg=jax.tree_util.keystr(path))
 
 
+def test_attention_in_passes_equals_one_pass():
+  b, t, d = 4, 37, 64
+  x = jax.random.normal(jax.random.key(0), (b, t, d))
+  mask = jnp.arange(t)[None] < jnp.array([37, 20, 0, 5])[:, None]
+  one_pass = squeezeformer.RelativeSelfAttention(num_heads=4,
+                                                 sequences_per_pass=0)
+  params = one_pass.init(jax.random.key(1), x, mask, train=False)['params']
+  params = jax.tree.map(lambda p: 3 * p, params)
+
+  def value_and_grads(module):
+    f = lambda p, x: jnp.sum(jnp.sin(module.apply({'params': p}, x, mask,
+                                                  train=True)))
+    return module.apply({'params': params}, x, mask, train=True), jax.grad(
+        f, argnums=(0, 1))(params, x)
+
+  want_out, want_grads = value_and_grads(one_pass)
+  for per_pass in (1, 2):
+    module = squeezeformer.RelativeSelfAttention(
+        num_heads=4, sequences_per_pass=per_pass)
+    out, grads = value_and_grads(module)
+    np.testing.assert_allclose(
+        out, want_out, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(want_out))))
+    assert np.all(np.asarray(out[2]) == 0)  # the fully padded sequence
+    for (path, g), want in zip(jax.tree_util.tree_leaves_with_path(grads),
+                               jax.tree_util.tree_leaves(want_grads)):
+      if jax.tree_util.keystr(path) == "[0]['key']['bias']":
+        continue  # Softmax-invariant: zero up to rounding either way.
+      np.testing.assert_allclose(
+          g, want, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(want))),
+          err_msg=f'{per_pass} per pass: {jax.tree_util.keystr(path)}')
+
+
+def test_attention_passes_keep_each_device_share_whole():
+  passes = squeezeformer.attention_passes
+  assert passes(22, 2, 1) == 11
+  assert passes(22, 0, 1) == 1  # one pass
+  assert passes(16, 2, 8) == 1  # 2 sequences per device: one pass
+  assert passes(64, 2, 8) == 4  # 8 per device, 2 at a time
+  assert passes(22, 2, 8) == 11  # unsharded (22 % 8): the whole batch
+  assert passes(21, 2, 1) == 21  # odd: one sequence per pass
+
+
 def test_depthwise_conv_matches_grouped_conv():
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   for t, k in [(196, 51), (10, 5), (7, 51), (33, 4)]:
