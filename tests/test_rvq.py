@@ -83,6 +83,25 @@ def test_nearest_code_matches_brute_force():
       ((pts[:, None] - cb[None]) ** 2).sum(-1).argmin(1))
 
 
+def test_nearest_code_two_stage_argmin_is_argmin_with_ties_and_nan():
+  rng = np.random.default_rng(1)
+  codebook = rng.normal(size=(1024, 8)).astype(np.float32)
+  codebook[700] = codebook[5]  # a tie across groups: the first (5) wins
+  codebook[6] = codebook[5]  # and within a group
+  codebook[40] = codebook[33]  # a tie within a later group
+  x = rng.normal(size=(300, 8)).astype(np.float32)
+  x[:4] = codebook[5]
+  x[4:8] = codebook[33]
+  x[8, 0] = np.nan
+  highest = jax.lax.Precision.HIGHEST
+  dist = (jnp.sum(jnp.square(codebook), -1)
+          - 2.0 * jnp.dot(x, codebook.T, precision=highest))
+  got = np.asarray(nearest_code(jnp.asarray(x), jnp.asarray(codebook)))
+  np.testing.assert_array_equal(got, np.asarray(jnp.argmin(dist, axis=-1)))
+  assert list(got[:8]) == [5] * 4 + [33] * 4
+  assert got[8] == 0  # a NaN row: argmin's first NaN
+
+
 def test_straight_through_gradient_is_identity():
   x, mask = batch()
   variables, vq = trained_vars(), make_vq()
