@@ -329,6 +329,7 @@ def test_attention_passes_keep_each_device_share_whole():
   assert passes(64, 2, 8) == 4  # 8 per device, 2 at a time
   assert passes(22, 2, 8) == 11  # unsharded (22 % 8): the whole batch
   assert passes(21, 2, 1) == 21  # odd: one sequence per pass
+  assert passes(0, 2, 1) == 1  # an empty batch
 
 
 def test_depthwise_conv_matches_grouped_conv():

@@ -100,6 +100,9 @@ def test_nearest_code_two_stage_argmin_is_argmin_with_ties_and_nan():
   np.testing.assert_array_equal(got, np.asarray(jnp.argmin(dist, axis=-1)))
   assert list(got[:8]) == [5] * 4 + [33] * 4
   assert got[8] == 0  # a NaN row: argmin's first NaN
+  codebook[100] = np.nan  # a NaN code in a later group wins every row
+  got = np.asarray(nearest_code(jnp.asarray(x), jnp.asarray(codebook)))
+  np.testing.assert_array_equal(got[9:], 100)
 
 
 def test_straight_through_gradient_is_identity():

@@ -94,9 +94,9 @@ def attention_passes(batch: int, sequences_per_pass: int, devices: int) -> int:
   when that does not divide the share, so that a batch sharded over
   `devices` keeps each device's sequences on it and the loop runs over an
   unsharded axis. Returns 1 (one pass over the whole batch) when
-  `sequences_per_pass` <= 0.
+  `sequences_per_pass` <= 0 or the batch is empty.
   """
-  if sequences_per_pass <= 0:
+  if sequences_per_pass <= 0 or batch == 0:
     return 1
   local = batch // devices if batch % devices == 0 else batch
   if local % sequences_per_pass == 0:
@@ -105,8 +105,17 @@ def attention_passes(batch: int, sequences_per_pass: int, devices: int) -> int:
 
 
 def _default_sequences_per_pass() -> int:
-  """2 on the CPU backend (cache-sized [2, H, T, T] scores), else 0."""
-  return 2 if jax.default_backend() == 'cpu' else 0
+  """2 (cache-sized [2, H, T, T] scores) when JAX's default backend is the
+  CPU with a single device, else 0.
+
+  Only one device: `attention_passes` needs the devices a batch is sharded
+  over, and a mesh need not span `jax.device_count()` (inference uses the
+  local devices), so several devices keep one pass; a wrong guess would only
+  move data between devices, never change a value.
+  """
+  if jax.default_backend() == 'cpu' and jax.device_count() == 1:
+    return 2
+  return 0
 
 
 class RelativeSelfAttention(nn.Module):
@@ -129,8 +138,9 @@ class RelativeSelfAttention(nn.Module):
   in the backward pass (`jax.checkpoint`) instead of keeping them: each
   pass's scores stay in cache, where the whole batch's (13.5 MB at
   22 x 196, 33.5 MB at 32 x 256) go through memory several times. The
-  values are the same to float rounding. None (the default) is 2 on the CPU
-  backend and 0 (one pass) on GPU / TPU. On a 2-core CPU, 2 against 0
+  values are the same to float rounding. None (the default) is 2 when JAX's
+  default backend is a single CPU device and 0 (one pass) otherwise
+  (`_default_sequences_per_pass`). On a 2-core CPU, 2 against 0
   (`python -m asl_vq.bench`, alternating runs, paper model): training
   1.06x at 22 x 196 and 1.14x at 32 x 256, encoding 0.96x and 1.17x.
 
