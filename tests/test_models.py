@@ -321,7 +321,7 @@ def test_attention_in_passes_equals_one_pass():
           err_msg=f'{per_pass} per pass: {jax.tree_util.keystr(path)}')
 
 
-def test_attention_passes_keep_each_device_share_whole():
+def test_attention_passes_per_device_share():
   passes = squeezeformer.attention_passes
   assert passes(22, 2, 1) == 11
   assert passes(22, 0, 1) == 1  # one pass
