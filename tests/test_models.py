@@ -321,6 +321,35 @@ def test_attention_in_passes_equals_one_pass():
           err_msg=f'{per_pass} per pass: {jax.tree_util.keystr(path)}')
 
 
+def test_bfloat16_attention_multiplies_in_bfloat16():
+  """dtype=bfloat16: every matmul of the attention (projections, scores,
+  weights . v) takes bf16 operands; a float64 constant in the score scale
+  once promoted the scores' dots to float32."""
+  x = jnp.ones((2, 9, 16), jnp.bfloat16)
+  mask = jnp.ones((2, 9), bool)
+  module = squeezeformer.RelativeSelfAttention(num_heads=2, dtype=jnp.bfloat16,
+                                               sequences_per_pass=0)
+  params = module.init(jax.random.key(0), x, mask, train=False)
+  jaxpr = jax.make_jaxpr(lambda p, x: module.apply(p, x, mask, train=False))(
+      params, x)
+
+  def eqns(jaxpr):  # with those of nested jaxprs (jnp.einsum is a jit)
+    for e in jaxpr.eqns:
+      yield e
+      for param in e.params.values():
+        for sub in param if isinstance(param, (tuple, list)) else (param,):
+          sub = getattr(sub, 'jaxpr', sub)
+          if hasattr(sub, 'eqns'):
+            yield from eqns(sub)
+
+  dots = [e for e in eqns(jaxpr.jaxpr) if e.primitive.name == 'dot_general']
+  # q, k, v, pos, the position coefficients, content, position, weights . v,
+  # out.
+  assert len(dots) == 9
+  for e in dots:
+    assert {v.aval.dtype for v in e.invars} == {jnp.dtype(jnp.bfloat16)}, e
+
+
 def test_attention_passes_per_device_share():
   passes = squeezeformer.attention_passes
   assert passes(22, 2, 1) == 11

@@ -62,7 +62,9 @@ def _relative_attention(q, k, v, mask, u_bias, v_bias, w_pos):
   dtype, zero on padded query frames.
   """
   t, dh = q.shape[1], q.shape[3]
-  scale = 1.0 / np.sqrt(dh)
+  # A Python float is weakly typed: the scaled queries, and with them the
+  # score dots, stay in q's dtype (an np.float64 would promote bf16 to f32).
+  scale = float(dh) ** -0.5
   content = jnp.einsum('bqhd,bkhd->bhqk', (q + u_bias) * scale, k)
   coef = jnp.einsum('bqhe,che->bhqc', (q + v_bias) * scale, w_pos)
   a, b = jnp.split(coef, 2, axis=-1)
