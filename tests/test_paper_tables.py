@@ -23,6 +23,19 @@ def test_too_few_test_signers_for_the_probe_fail_before_training(tmp_path):
   assert not os.listdir(tmp_path)   # nothing trained.
 
 
+def test_budget_names_every_stage_and_overrides_apply():
+  """The cpu budget trains each tokenizer its preset's full schedule (7
+  epochs; at 3 the CTC heads were barely trained), and the tables' budget
+  line names the epochs of every stage."""
+  assert paper_tables.budget("cpu") == {"tokenizer": 7, "seq2seq": 10,
+                                        "probe": 10}
+  assert paper_tables.budget("paper") == {
+      stage: config_lib.load(name, "paper").train.num_epochs
+      for stage, name in paper_tables.STAGE_CONFIGS.items()}
+  assert paper_tables.budget("cpu", {"tokenizer": 3, "probe": None}) == {
+      "tokenizer": 3, "seq2seq": 10, "probe": 10}
+
+
 @pytest.mark.slow
 def test_tables_are_written_and_stages_resume(tmp_path, capsys):
   rows = ["rvq+ctc"]
