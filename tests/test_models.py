@@ -321,14 +321,15 @@ def test_attention_in_passes_equals_one_pass():
           err_msg=f'{per_pass} per pass: {jax.tree_util.keystr(path)}')
 
 
-def test_bfloat16_attention_multiplies_in_bfloat16():
+@pytest.mark.parametrize('per_pass', [0, 1])
+def test_bfloat16_attention_multiplies_in_bfloat16(per_pass):
   """dtype=bfloat16: every matmul of the attention (projections, scores,
-  weights . v) takes bf16 operands; a float64 constant in the score scale
-  once promoted the scores' dots to float32."""
+  weights . v) takes bf16 operands, in one pass or in passes; a float64
+  constant in the score scale once promoted the scores' dots to float32."""
   x = jnp.ones((2, 9, 16), jnp.bfloat16)
   mask = jnp.ones((2, 9), bool)
   module = squeezeformer.RelativeSelfAttention(num_heads=2, dtype=jnp.bfloat16,
-                                               sequences_per_pass=0)
+                                               sequences_per_pass=per_pass)
   params = module.init(jax.random.key(0), x, mask, train=False)
   jaxpr = jax.make_jaxpr(lambda p, x: module.apply(p, x, mask, train=False))(
       params, x)

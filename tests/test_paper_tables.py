@@ -29,9 +29,16 @@ def test_budget_names_every_stage_and_overrides_apply():
   line names the epochs of every stage."""
   assert paper_tables.budget("cpu") == {"tokenizer": 7, "seq2seq": 10,
                                         "probe": 10}
-  assert paper_tables.budget("paper") == {
-      stage: config_lib.load(name, "paper").train.num_epochs
-      for stage, name in paper_tables.STAGE_CONFIGS.items()}
+  assert paper_tables.budget("paper") == {"tokenizer": 100, "seq2seq": 60,
+                                          "probe": 40}
+  assert paper_tables.budget("tiny") == {"tokenizer": 2, "seq2seq": 2,
+                                         "probe": 2}
+  # What `run_all` loads: a row or an input never changes a stage's epochs.
+  for row in ("rvq", "rvq+ctc+qdrop"):
+    assert config_lib.load("rvq_ctc", f"cpu,row={row}").train.num_epochs == 7
+  for model in ("seq2seq", "probe"):
+    assert config_lib.load(model, "cpu,input=continuous").train.num_epochs == (
+        config_lib.load(model, "cpu").train.num_epochs)
   assert paper_tables.budget("cpu", {"tokenizer": 3, "probe": None}) == {
       "tokenizer": 3, "seq2seq": 10, "probe": 10}
 

@@ -125,14 +125,13 @@ def check_data(preset: str, data: ml_collections.ConfigDict) -> None:
         f"(now {dict(config.data.fractions)})")
 
 
-def _with(config, data, epochs: int | None):
+def _with(config, data, epochs: int):
   """The shared data block (same dataset, signer split and lengths as the
   tokenizers') and the epoch budget."""
   flip_prob = config.data.flip_prob
   config.data = ml_collections.ConfigDict(data.to_dict())
   config.data.flip_prob = flip_prob
-  if epochs is not None:
-    config.train.num_epochs = epochs
+  config.train.num_epochs = epochs
   return config
 
 
@@ -151,8 +150,8 @@ def run_all(workdir: str, preset: str, rows: Sequence[str],
   """Runs (or resumes) every stage; returns {row: {model: test metrics}}.
 
   `data`: the data block of every config (default: `data_config(preset)`).
-  `epochs`: stage (tokenizer, seq2seq, probe) -> epochs, over
-  `BUDGETS[preset]`. Every stage is run in turn and resumes what its
+  `epochs`: stage (tokenizer, seq2seq, probe) -> epochs, over `budget`'s
+  (each stage config's own, then `BUDGETS[preset]`). Every stage is run in turn and resumes what its
   sub-workdir holds; a finished one returns its results at once. A stage
   whose inputs changed (e.g. a tokenizer trained further, so its tokens are
   made again) is set aside as `<stage>.stale-N` and run again, and so is
@@ -178,7 +177,7 @@ def run_all(workdir: str, preset: str, rows: Sequence[str],
       tok_dir, tokens_dir = sub(f"tokenizer_{row}"), sub(f"tokens_{row}")
       plan.append((row, "tokenizer", tok_dir, tokenizer_training.run,
                    _with(config_lib.load("rvq_ctc", f"{preset},row={row}"),
-                         data, epochs.get("tokenizer"))))
+                         data, epochs["tokenizer"])))
       config = config_lib.load("tokenize", "")
       config.checkpoint = tok_dir
       plan.append((row, "tokens", tokens_dir, dataset_tokenization.run,
@@ -186,7 +185,7 @@ def run_all(workdir: str, preset: str, rows: Sequence[str],
     inputs = "continuous" if tokens_dir is None else "tokens"
     for model, module in (("seq2seq", translation), ("probe", probing)):
       config = _with(config_lib.load(model, f"{preset},input={inputs}"), data,
-                     epochs.get(model))
+                     epochs[model])
       config.tokens = tokens_dir or ""
       plan.append((row, model, sub(f"{model}_{row}"), module.run, config))
 
