@@ -150,12 +150,12 @@ def run_all(workdir: str, preset: str, rows: Sequence[str],
   """Runs (or resumes) every stage; returns {row: {model: test metrics}}.
 
   `data`: the data block of every config (default: `data_config(preset)`).
-  `epochs`: stage (tokenizer, seq2seq, probe) -> epochs, over `budget`'s
-  (each stage config's own, then `BUDGETS[preset]`). Every stage is run in turn and resumes what its
-  sub-workdir holds; a finished one returns its results at once. A stage
-  whose inputs changed (e.g. a tokenizer trained further, so its tokens are
-  made again) is set aside as `<stage>.stale-N` and run again, and so is
-  everything after it. `<workdir>/timings.json` holds each stage's wall
+  `epochs`: stage (tokenizer, seq2seq, probe) -> epochs, over `budget`'s (each
+  stage config's own, then `BUDGETS[preset]`). Every stage is run in turn and
+  resumes what its sub-workdir holds; a finished one returns its results at
+  once. A stage whose inputs changed (e.g. a tokenizer trained further, so its
+  tokens are made again) is set aside as `<stage>.stale-N` and run again, and
+  so is everything after it. `<workdir>/timings.json` holds each stage's wall
   seconds summed over the calls that ran it (a stage stopped and resumed
   counts both parts; one only read back adds the seconds to read it; one set
   aside or removed starts again from 0).
