@@ -77,7 +77,14 @@ BUDGETS = {
 }
 
 
+# The config (configs/<name>.py) each stage trains.
 STAGE_CONFIGS = {"tokenizer": "rvq_ctc", "seq2seq": "seq2seq", "probe": "probe"}
+
+
+def stage_config(stage: str, overrides: str) -> ml_collections.ConfigDict:
+  """The config of `stage` (a key of STAGE_CONFIGS) with `overrides`
+  ('cpu', 'cpu,row=rvq', ...)."""
+  return config_lib.load(STAGE_CONFIGS[stage], overrides)
 
 
 def budget(preset: str, epochs: dict[str, int | None] | None = None
@@ -85,8 +92,8 @@ def budget(preset: str, epochs: dict[str, int | None] | None = None
   """Epochs per stage (tokenizer, seq2seq, probe): each stage config's own
   at `preset`, `BUDGETS[preset]` over them, `epochs`' non-None values over
   both."""
-  return {**{stage: config_lib.load(name, preset).train.num_epochs
-             for stage, name in STAGE_CONFIGS.items()},
+  return {**{stage: stage_config(stage, preset).train.num_epochs
+             for stage in STAGE_CONFIGS},
           **BUDGETS[preset],
           **{k: v for k, v in (epochs or {}).items() if v is not None}}
 
@@ -100,7 +107,7 @@ DATA = {"tiny": dict(synthetic=dict(num_sequences=96, num_signers=16),
 
 def data_config(preset: str) -> ml_collections.ConfigDict:
   """The data block every stage of `preset` shares."""
-  data = config_lib.load("rvq_ctc", preset).data
+  data = stage_config("tokenizer", preset).data
   data.update(DATA.get(preset, {}))
   return data
 
@@ -112,10 +119,10 @@ def check_data(preset: str, data: ml_collections.ConfigDict) -> None:
   Raises:
     ValueError: naming the setting to change.
   """
-  config = config_lib.load("rvq_ctc", preset)
+  config = stage_config("tokenizer", preset)
   config.data = ml_collections.ConfigDict(data.to_dict())
   test = datasets.load(config)["test"]
-  fractions = dict(config_lib.load("probe", preset).probe_fractions)
+  fractions = dict(stage_config("probe", preset).probe_fractions)
   signers = len(np.unique(test.participant_ids))
   if signers < len(fractions):
     raise ValueError(
@@ -176,7 +183,7 @@ def run_all(workdir: str, preset: str, rows: Sequence[str],
     if row != "continuous":
       tok_dir, tokens_dir = sub(f"tokenizer_{row}"), sub(f"tokens_{row}")
       plan.append((row, "tokenizer", tok_dir, tokenizer_training.run,
-                   _with(config_lib.load("rvq_ctc", f"{preset},row={row}"),
+                   _with(stage_config("tokenizer", f"{preset},row={row}"),
                          data, epochs["tokenizer"])))
       config = config_lib.load("tokenize", "")
       config.checkpoint = tok_dir
@@ -184,7 +191,7 @@ def run_all(workdir: str, preset: str, rows: Sequence[str],
                    config))
     inputs = "continuous" if tokens_dir is None else "tokens"
     for model, module in (("seq2seq", translation), ("probe", probing)):
-      config = _with(config_lib.load(model, f"{preset},input={inputs}"), data,
+      config = _with(stage_config(model, f"{preset},input={inputs}"), data,
                      epochs[model])
       config.tokens = tokens_dir or ""
       plan.append((row, model, sub(f"{model}_{row}"), module.run, config))
