@@ -1,7 +1,8 @@
 r"""Throughput of the paper-size tokenizer: train step, encode, k-means init.
 
   python -m asl_vq.bench [--shapes=22x196,32x256] [--steps=10] \
-      [--dtype=float32|bfloat16] [--epoch_steps=N] [--torch_rvq]
+      [--dtype=float32|bfloat16] [--epoch_steps=N] [--torch_rvq] \
+      [--profile_dir=DIR]
 
 Frames/s = batch x frames / median step time (compile excluded). Inputs are
 random: throughput does not depend on the values. The k-means figure is the
@@ -12,6 +13,10 @@ each on a new host batch put on the devices as the train loop does, and
 prints the sustained frames/s (an epoch-equivalent when N is the number of
 steps in an epoch). `--torch_rvq` also times `vector_quantize_pytorch`'s
 ResidualVQ (extra `bench`) against our RVQ alone at the same shapes.
+`--profile_dir=DIR` also traces, after the timed calls, 2 training steps and
+2 encodes of each shape with `jax.profiler` into DIR/BATCHxFRAMES-DTYPE:
+per-op times for TensorBoard's profile plugin (`tensorboard --logdir=DIR`)
+or https://ui.perfetto.dev (its perfetto_trace.json.gz).
 While a shape runs, a progress bar on stderr counts its calls and names the
 phase (compile, k-means step, train, encode); its line follows on stdout.
 """
@@ -19,6 +24,7 @@ phase (compile, k-means step, train, encode); its line follows on stdout.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import time
 
@@ -44,6 +50,9 @@ flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
 flags.DEFINE_integer("epoch_steps", 0, "Consecutive training steps to time "
                      "at the last shape (0: none).")
 flags.DEFINE_bool("torch_rvq", False, "Also time vector_quantize_pytorch.")
+flags.DEFINE_string("profile_dir", None, "Also write a jax.profiler trace of "
+                    "2 training steps and 2 encodes per shape under "
+                    "DIR/BATCHxFRAMES-DTYPE (TensorBoard or Perfetto).")
 
 
 def random_batch(batch: int, frames: int, label_len: int = 64, seed: int = 0):
@@ -79,8 +88,19 @@ def _median_time(fn, steps: int, bar: tqdm.tqdm) -> float:
   return float(np.median(times))
 
 
+PROFILED_CALLS = 2
+
+
 def bench_shape(config, batch: int, frames: int, steps: int,
-                epoch_steps: int = 0) -> dict:
+                epoch_steps: int = 0, profile_dir: str | None = None) -> dict:
+  """Times one shape; see the module docstring for what and how.
+
+  Returns a dict of the printed figures. With `profile_dir`, also writes a
+  `jax.profiler` trace of PROFILED_CALLS encodes (annotated 'encode') and
+  as many training steps (step-annotated 'train') under
+  profile_dir/BATCHxFRAMES-DTYPE (`config.model.dtype`); returns its path
+  as 'profile'.
+  """
   mesh = sharding.make_mesh()
   repl, data = sharding.replicated(mesh), sharding.data_sharding(mesh)
   task, tx = tokenizer_training.TokenizerTask(config), train.make_optimizer(config)
@@ -93,7 +113,9 @@ def bench_shape(config, batch: int, frames: int, steps: int,
   gbatch = {k: jax.device_put(v, data)
             for k, v in random_batch(batch, frames).items()}
 
-  with _bar(f"{batch}x{frames}", 2 * steps + 3) as bar:
+  profiled = 2 * PROFILED_CALLS if profile_dir else 0
+  profile = None
+  with _bar(f"{batch}x{frames}", 2 * steps + 3 + profiled) as bar:
     bar.set_postfix_str("compile train step")
     t0 = time.perf_counter()
     state = jax.block_until_ready(
@@ -139,12 +161,28 @@ def bench_shape(config, batch: int, frames: int, steps: int,
     bar.set_postfix_str("encode")
     encode_s = _median_time(lambda: encode(variables, gbatch["inputs"],
                                            gbatch["input_mask"]), steps, bar)
+    if profile_dir:
+      bar.set_postfix_str("profile")
+      profile = os.path.join(profile_dir,
+                             f"{batch}x{frames}-{config.model.dtype}")
+      with jax.profiler.trace(profile, create_perfetto_trace=True):
+        # Encodes first: a training step donates the state `variables` is.
+        for _ in range(PROFILED_CALLS):
+          with jax.profiler.TraceAnnotation("encode"):
+            jax.block_until_ready(encode(variables, gbatch["inputs"],
+                                         gbatch["input_mask"]))
+          bar.update()
+        for i in range(PROFILED_CALLS):
+          with jax.profiler.StepTraceAnnotation("train", step_num=i):
+            jax.block_until_ready(one_step())
+          bar.update()
   return dict(shape=f"{batch}x{frames}", train_frames_s=batch * frames / train_s,
               train_step_ms=1e3 * train_s,
               encode_frames_s=batch * frames / encode_s,
               kmeans_init_s=max(first_step_s - train_s, 0.0),
               compile_s=compile_s, epoch_s=epoch_s,
-              epoch_frames_s=epoch_steps * batch * frames / max(epoch_s, 1e-9))
+              epoch_frames_s=epoch_steps * batch * frames / max(epoch_s, 1e-9),
+              profile=profile)
 
 
 def bench_rvq(config, batch: int, frames: int, steps: int) -> dict:
@@ -201,12 +239,17 @@ def main(argv):
                        "22x196)")
     batch, frames = int(batch), int(frames)
     epoch_steps = FLAGS.epoch_steps if i == len(FLAGS.shapes) - 1 else 0
-    r = bench_shape(config, batch, frames, FLAGS.steps, epoch_steps)
+    r = bench_shape(config, batch, frames, FLAGS.steps, epoch_steps,
+                    FLAGS.profile_dir)
     print(f"{r['shape']:>8}: train {r['train_frames_s']:8.0f} frames/s "
           f"({r['train_step_ms']:.0f} ms/step), encode "
           f"{r['encode_frames_s']:8.0f} frames/s, k-means init "
           f"{r['kmeans_init_s']:.2f} s, compile {r['compile_s']:.1f} s",
           flush=True)
+    if FLAGS.profile_dir:
+      print(f"{r['shape']:>8}: profile of {PROFILED_CALLS} train steps and "
+            f"{PROFILED_CALLS} encodes in "
+            f"{r['profile']}", flush=True)
     if epoch_steps:
       print(f"{r['shape']:>8}: {epoch_steps} consecutive train steps in "
             f"{r['epoch_s']:.1f} s, {r['epoch_frames_s']:8.0f} frames/s",

@@ -12,7 +12,9 @@
 # max_len), then one epoch-equivalent of training at 44x384: 1,222
 # consecutive steps = 0.8 x 67,208 Kaggle training sequences / 44, every
 # batch padded to 384 frames (the real epoch's bucketed batches are shorter:
-# an upper bound on its time). Each dtype is cut off after 140 s.
+# an upper bound on its time). Each dtype is cut off after 140 s. With
+# --profile_dir=DIR, each shape and dtype also leaves a jax.profiler trace
+# in DIR/BATCHxFRAMES-DTYPE (per-op times; TensorBoard or Perfetto).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 python -c 'import jax; print("jax", jax.__version__, jax.devices())'
