@@ -13,10 +13,12 @@ each on a new host batch put on the devices as the train loop does, and
 prints the sustained frames/s (an epoch-equivalent when N is the number of
 steps in an epoch). `--torch_rvq` also times `vector_quantize_pytorch`'s
 ResidualVQ (extra `bench`) against our RVQ alone at the same shapes.
-`--profile_dir=DIR` also traces, after the timed calls, 2 training steps and
-2 encodes of each shape with `jax.profiler` into DIR/BATCHxFRAMES-DTYPE:
-per-op times for TensorBoard's profile plugin (`tensorboard --logdir=DIR`)
-or https://ui.perfetto.dev (its perfetto_trace.json.gz).
+`--profile_dir=DIR` also traces, after the timed calls, PROFILED_CALLS (2)
+encodes and training steps of each shape with `jax.profiler`, into
+DIR/BATCHxFRAMES-DTYPE/plugins/profile/<time>/: per-op times in an
+`.xplane.pb` for XProf (`pip install xprof`; `xprof --logdir=DIR`) or
+TensorBoard, and, from a single process writing to a local path, a
+`perfetto_trace.json.gz` for https://ui.perfetto.dev.
 While a shape runs, a progress bar on stderr counts its calls and names the
 phase (compile, k-means step, train, encode); its line follows on stdout.
 """
@@ -35,11 +37,15 @@ from absl import flags
 
 from asl_vq import cli
 from asl_vq import config_lib
+from asl_vq import fileio
 from asl_vq import sharding
 from asl_vq import train
 from asl_vq import vocab
 from asl_vq.models import rvq as rvq_lib
 from asl_vq.tasks import tokenizer_training
+
+# Encodes and training steps each shape's profile traces (--profile_dir).
+PROFILED_CALLS = 2
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("shapes", ["22x196", "32x256"], "batch x frames to time.")
@@ -51,8 +57,9 @@ flags.DEFINE_integer("epoch_steps", 0, "Consecutive training steps to time "
                      "at the last shape (0: none).")
 flags.DEFINE_bool("torch_rvq", False, "Also time vector_quantize_pytorch.")
 flags.DEFINE_string("profile_dir", None, "Also write a jax.profiler trace of "
-                    "2 training steps and 2 encodes per shape under "
-                    "DIR/BATCHxFRAMES-DTYPE (TensorBoard or Perfetto).")
+                    f"{PROFILED_CALLS} encodes and training steps per shape "
+                    "under DIR/BATCHxFRAMES-DTYPE (XProf, TensorBoard or "
+                    "Perfetto).")
 
 
 def random_batch(batch: int, frames: int, label_len: int = 64, seed: int = 0):
@@ -88,18 +95,23 @@ def _median_time(fn, steps: int, bar: tqdm.tqdm) -> float:
   return float(np.median(times))
 
 
-PROFILED_CALLS = 2
-
-
 def bench_shape(config, batch: int, frames: int, steps: int,
                 epoch_steps: int = 0, profile_dir: str | None = None) -> dict:
   """Times one shape; see the module docstring for what and how.
 
-  Returns a dict of the printed figures. With `profile_dir`, also writes a
-  `jax.profiler` trace of PROFILED_CALLS encodes (annotated 'encode') and
-  as many training steps (step-annotated 'train') under
-  profile_dir/BATCHxFRAMES-DTYPE (`config.model.dtype`); returns its path
-  as 'profile'.
+  Args:
+    config: a `configs/rvq_ctc.py` config; its model is the one timed.
+    batch, frames: the shape of the random batch.
+    steps: timed calls of the training step and of the encode (medians).
+    epoch_steps: also time this many consecutive training steps (0: none).
+    profile_dir: also write a `jax.profiler` trace of PROFILED_CALLS encodes
+      (annotated 'encode') and as many training steps (step-annotated
+      'train') under profile_dir/BATCHxFRAMES-DTYPE (`config.model.dtype`),
+      with a Perfetto file when the path is local and there is one process.
+
+  Returns:
+    A dict of the printed figures; 'profile' is the trace's directory, or
+    None without `profile_dir`.
   """
   mesh = sharding.make_mesh()
   repl, data = sharding.replicated(mesh), sharding.data_sharding(mesh)
@@ -165,7 +177,10 @@ def bench_shape(config, batch: int, frames: int, steps: int,
       bar.set_postfix_str("profile")
       profile = os.path.join(profile_dir,
                              f"{batch}x{frames}-{config.model.dtype}")
-      with jax.profiler.trace(profile, create_perfetto_trace=True):
+      # jax's Perfetto export reads the trace back from a local directory
+      # holding one process's files.
+      perfetto = not fileio.is_remote(profile) and jax.process_count() == 1
+      with jax.profiler.trace(profile, create_perfetto_trace=perfetto):
         # Encodes first: a training step donates the state `variables` is.
         for _ in range(PROFILED_CALLS):
           with jax.profiler.TraceAnnotation("encode"):
@@ -176,6 +191,7 @@ def bench_shape(config, batch: int, frames: int, steps: int,
           with jax.profiler.StepTraceAnnotation("train", step_num=i):
             jax.block_until_ready(one_step())
           bar.update()
+        bar.set_postfix_str("write profile")
   return dict(shape=f"{batch}x{frames}", train_frames_s=batch * frames / train_s,
               train_step_ms=1e3 * train_s,
               encode_frames_s=batch * frames / encode_s,
@@ -247,9 +263,8 @@ def main(argv):
           f"{r['kmeans_init_s']:.2f} s, compile {r['compile_s']:.1f} s",
           flush=True)
     if FLAGS.profile_dir:
-      print(f"{r['shape']:>8}: profile of {PROFILED_CALLS} train steps and "
-            f"{PROFILED_CALLS} encodes in "
-            f"{r['profile']}", flush=True)
+      print(f"{r['shape']:>8}: profile of {PROFILED_CALLS} encodes and "
+            f"{PROFILED_CALLS} train steps in {r['profile']}", flush=True)
     if epoch_steps:
       print(f"{r['shape']:>8}: {epoch_steps} consecutive train steps in "
             f"{r['epoch_s']:.1f} s, {r['epoch_frames_s']:8.0f} frames/s",

@@ -14,7 +14,8 @@
 # batch padded to 384 frames (the real epoch's bucketed batches are shorter:
 # an upper bound on its time). Each dtype is cut off after 140 s. With
 # --profile_dir=DIR, each shape and dtype also leaves a jax.profiler trace
-# in DIR/BATCHxFRAMES-DTYPE (per-op times; TensorBoard or Perfetto).
+# in DIR/BATCHxFRAMES-DTYPE (per-op times; XProf, TensorBoard or Perfetto);
+# writing the traces counts against the 140 s, so the epoch line may be cut.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 python -c 'import jax; print("jax", jax.__version__, jax.devices())'

@@ -1,6 +1,5 @@
 """`asl_vq.bench` on the tiny model: its figures and its profile trace."""
 
-import collections
 import gzip
 import json
 import re
@@ -10,9 +9,9 @@ from asl_vq import config_lib
 
 
 def test_bench_shape_times_and_writes_a_profile(tmp_path):
-  """--profile_dir: one trace under DIR/BATCHxFRAMES-DTYPE that TensorBoard and
+  """--profile_dir: one trace under DIR/BATCHxFRAMES-DTYPE that XProf and
   Perfetto read, holding PROFILED_CALLS annotated encodes and training steps
-  and the XLA ops they ran (HLO instruction names such as fusion.12)."""
+  and, inside each, the XLA ops it ran (HLO instruction names: fusion.12)."""
   config = config_lib.load('rvq_ctc', 'tiny')
   r = bench.bench_shape(config, 8, 16, steps=1, profile_dir=str(tmp_path))
   assert r['shape'] == '8x16'
@@ -21,12 +20,15 @@ def test_bench_shape_times_and_writes_a_profile(tmp_path):
               'compile_s'):
     assert r[key] > 0, key
 
-  traces = list(tmp_path.glob('8x16-float32/plugins/profile/*/perfetto_trace.json.gz'))
-  assert len(traces) == 1, traces
-  assert list(traces[0].parent.glob('*.xplane.pb'))  # TensorBoard's input
-  with gzip.open(traces[0], 'rt') as f:
+  sessions = list(tmp_path.glob('8x16-float32/plugins/profile/*'))
+  assert len(sessions) == 1, sessions
+  assert list(sessions[0].glob('*.xplane.pb'))  # XProf's and TensorBoard's
+  with gzip.open(sessions[0] / 'perfetto_trace.json.gz', 'rt') as f:
     events = [e for e in json.load(f)['traceEvents'] if e.get('ph') == 'X']
-  names = collections.Counter(e['name'] for e in events)
-  assert names['encode'] == bench.PROFILED_CALLS
-  assert names['train'] == bench.PROFILED_CALLS
-  assert any(re.fullmatch(r'[a-z_]+\.\d+', n) for n in names), names
+  ops = [e for e in events if re.fullmatch(r'[a-z_]+\.\d+', e['name'])]
+  for name in ('encode', 'train'):
+    calls = [e for e in events if e['name'] == name]
+    assert len(calls) == bench.PROFILED_CALLS, name
+    for call in calls:
+      start, end = call['ts'], call['ts'] + call['dur']
+      assert any(start <= op['ts'] <= end for op in ops), (name, call)
