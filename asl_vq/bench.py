@@ -44,7 +44,8 @@ from asl_vq import vocab
 from asl_vq.models import rvq as rvq_lib
 from asl_vq.tasks import tokenizer_training
 
-# Encodes and training steps each shape's profile traces (--profile_dir).
+# How many encodes, and how many training steps, --profile_dir traces per
+# shape.
 PROFILED_CALLS = 2
 
 FLAGS = flags.FLAGS
