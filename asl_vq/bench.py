@@ -116,7 +116,8 @@ def bench_shape(config, batch: int, frames: int, steps: int,
   """
   mesh = sharding.make_mesh()
   repl, data = sharding.replicated(mesh), sharding.data_sharding(mesh)
-  task, tx = tokenizer_training.TokenizerTask(config), train.make_optimizer(config)
+  task = tokenizer_training.TokenizerTask(config)
+  tx = train.make_optimizer(config, config.train.batch_size)
   init = jax.jit(functools.partial(train.init_state, task, tx),
                  out_shardings=repl)
   step = jax.jit(functools.partial(train.train_step, task=task, tx=tx,

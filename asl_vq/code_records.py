@@ -6,6 +6,8 @@ One record per sequence:
   num_frames  int: its input frames, with a hand or not.
   codes       int [T', Q]: `Tokenizer.encode`'s codes (T' = 0 without a hand).
   text        str: the same codes in `inference.TEXT_FORMAT`.
+  transcript  str, only in files written with it (`encode --transcribe`):
+              `Tokenizer.transcribe`'s text, the CTC head's greedy reading.
 
 The file's extension picks the format: `.jsonl` (codes as nested lists),
 `.csv` (codes as the JSON text of the nested lists) or `.parquet` (codes as
@@ -25,11 +27,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 FIELDS = ("id", "source", "num_frames", "codes", "text")
+TRANSCRIPT = "transcript"   # the optional field.
 FORMATS = (".jsonl", ".csv", ".parquet")
 _SCHEMA = pa.schema([("id", pa.string()), ("source", pa.string()),
                      ("num_frames", pa.int64()),
                      ("codes", pa.list_(pa.list_(pa.int32()))),
-                     ("text", pa.string())])
+                     ("text", pa.string()), (TRANSCRIPT, pa.string())])
 
 
 def file_format(path: str | os.PathLike) -> str:
@@ -45,39 +48,47 @@ def file_format(path: str | os.PathLike) -> str:
 
 
 def record(id_: str, source: str, num_frames: int, codes: np.ndarray,
-           text: str) -> dict[str, Any]:
-  """A record with plain Python values (codes int [T', Q] as nested lists)."""
-  return dict(id=id_, source=source, num_frames=int(num_frames),
-              codes=np.asarray(codes).tolist(), text=text)
+           text: str, transcript: str | None = None) -> dict[str, Any]:
+  """A record with plain Python values (codes int [T', Q] as nested lists);
+  with a `transcript`, that field too."""
+  out = dict(id=id_, source=source, num_frames=int(num_frames),
+             codes=np.asarray(codes).tolist(), text=text)
+  if transcript is not None:
+    out[TRANSCRIPT] = transcript
+  return out
 
 
 class Writer:
   """Writes records as they come: `with Writer(path) as w: w.write([...])`.
 
   Creates the directory of `path`; the file appears there only when the
-  block ends without an exception.
+  block ends without an exception. `transcripts`: the records hold a
+  `transcript` too.
   """
 
-  def __init__(self, path: str | os.PathLike):
+  def __init__(self, path: str | os.PathLike, transcripts: bool = False):
     self.path = os.fspath(path)
     self._format = file_format(self.path)
+    self._fields = FIELDS + ((TRANSCRIPT,) if transcripts else ())
+    self._schema = pa.schema([_SCHEMA.field(f) for f in self._fields])
     self._tmp = f"{self.path}.tmp"
     self._file = self._csv = self._parquet = None
 
   def __enter__(self) -> "Writer":
     os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
     if self._format == ".parquet":
-      self._parquet = pq.ParquetWriter(self._tmp, _SCHEMA)
+      self._parquet = pq.ParquetWriter(self._tmp, self._schema)
     else:
       self._file = open(self._tmp, "w", newline="", encoding="utf-8")
       if self._format == ".csv":
-        self._csv = csv.DictWriter(self._file, FIELDS)
+        self._csv = csv.DictWriter(self._file, self._fields)
         self._csv.writeheader()
     return self
 
   def write(self, records: Sequence[dict[str, Any]]) -> None:
     if self._parquet:
-      self._parquet.write_table(pa.Table.from_pylist(list(records), _SCHEMA))
+      self._parquet.write_table(pa.Table.from_pylist(list(records),
+                                                     self._schema))
     elif self._csv:
       self._csv.writerows(dict(r, codes=json.dumps(r["codes"]))
                           for r in records)
@@ -115,7 +126,7 @@ def read(path: str | os.PathLike) -> list[dict[str, Any]]:
   except (pa.ArrowException, ValueError, KeyError, TypeError) as e:
     raise ValueError(f"{path}: not a file of code records ({e})") from None
   for i, r in enumerate(rows):
-    if not isinstance(r, dict) or set(r) != set(FIELDS):
+    if not isinstance(r, dict) or set(r) - {TRANSCRIPT} != set(FIELDS):
       raise ValueError(f"{path}: record {i} does not have the fields "
-                       f"{', '.join(FIELDS)}")
+                       f"{', '.join(FIELDS)} (and optionally {TRANSCRIPT})")
   return rows

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import os
+from typing import Any
 
 import ml_collections
 
@@ -50,7 +52,10 @@ def parse_arg(arg: str | None, **options: tuple[str, ...]) -> dict[str, str]:
 _TRAIN = dict(
     optimizer="schedule_free_adamw",   # or "adamw" (asl_vq.train).
     batch_size=44, eval_batch_size=64, num_epochs=100, learning_rate=1e-3,
-    warmup_steps=500, grad_clip=4.0, weight_decay=0.0, log_every_steps=50,
+    # A linear warm-up over updates, or the reference's over epochs (one of
+    # them 0; asl_vq.train.learning_rate_schedule).
+    warmup_steps=500, warmup_epochs=0.0, grad_clip=4.0, weight_decay=0.0,
+    log_every_steps=50,
     checkpoint_every_steps=500, keep_checkpoints=2, eval_every_epochs=1,
     # Checkpoints are written in the background while training goes on
     # (asl_vq.checkpointing); False writes them before the next step.
@@ -63,7 +68,8 @@ _TRAIN = dict(
     bn_batches=50)
 _CPU_TRAIN = dict(log_every_steps=10, checkpoint_every_steps=100)
 _TINY_TRAIN = dict(batch_size=8, eval_batch_size=8, num_epochs=2,
-                   warmup_steps=2, log_every_steps=2, checkpoint_every_steps=3)
+                   warmup_steps=2, warmup_epochs=0.0, log_every_steps=2,
+                   checkpoint_every_steps=3)
 # Model sizes of the `tiny` preset that every model shares (those it has).
 TINY_MODEL = dict(dim=16, num_heads=2, mlp_dim=32, num_blocks=1,
                   kernel_size=5)
@@ -111,6 +117,37 @@ def downstream_config(task: str, size: str, inputs: str = "tokens"
   config.data = load("rvq_ctc", size).data
   config.data.flip_prob = 0.25 if inputs == "continuous" else 0.0
   return config
+
+
+# Fields added to the configs since runs were first saved, with the value
+# that the runs saved without them had: (section, field) -> value, for every
+# config with that section, or only the tokenizer's ("tokenizer", ...).
+_ADDED = {
+    ("data", "resample"): "linear",
+    ("data", "min_hand_frames"): 2,
+    ("train", "warmup_epochs"): 0.0,
+    ("tokenizer", "model", "conv_bn_activation"): "silu",
+    ("tokenizer", "model", "revival"): "batch",
+    ("tokenizer", "train", "ctc_weight"): 1.0,
+}
+
+
+def saved_config(fields: dict[str, Any]) -> dict[str, Any]:
+  """A saved config.json's fields, with the fields added since at the values
+  the run had without them (e.g. a tokenizer saved before
+  `model.conv_bn_activation` existed was trained with the SiLU), so that an
+  older run loads as it was trained and resumes under today's configs. A
+  new dict; `fields` is not changed."""
+  out = json.loads(json.dumps(fields))
+  for key, value in _ADDED.items():
+    if key[0] == "tokenizer":
+      if out.get("task") != "tokenizer":
+        continue
+      key = key[1:]
+    section, name = key
+    if isinstance(out.get(section), dict):
+      out[section].setdefault(name, value)
+  return out
 
 
 def load(name: str, arg: str | None = None) -> ml_collections.ConfigDict:

@@ -1,15 +1,16 @@
 r"""Hand landmarks -> codes with a trained tokenizer, one record per sequence.
 
   python -m asl_vq.encode --tokenizer=RUN --input=PATH[,PATH...] \
-      --out=codes.jsonl [--which=best] [--batch_size=16]
+      --out=codes.jsonl [--which=best] [--batch_size=16] [--transcribe]
 
 Each PATH is a `.pose` file (`asl_vq.data.pose`), a video (its hands from
 `asl_vq.data.video`), a Kaggle-layout dataset directory (one that holds
 train.csv: every sequence its metadata CSVs list), or a directory searched
 recursively for these. `--out` gets one record per sequence
 (`asl_vq.code_records`: id, source, num_frames, codes [T', Q] and their text
-form) as JSONL, CSV or parquet by its extension. Codes are those of
-`Tokenizer.encode` (frames without a hand dropped, long sequences
+form; with `--transcribe` also the CTC head's reading of the hands,
+`Tokenizer.transcribe`) as JSONL, CSV or parquet by its extension. Codes are
+those of `Tokenizer.encode` (frames without a hand dropped, long sequences
 resampled); a sequence without a hand gets none. Bad input: one line on
 stderr, exit 1.
 
@@ -133,24 +134,32 @@ def sequences(paths: Sequence[str]) -> tuple[Iterator[Item], int]:
   return (item for part in parts for item in part), count
 
 
-def _encode_chunk(tokenizer: Tokenizer, items: Sequence[Item]) -> list[dict]:
-  """Records of items, in order; those with a hand in one encode call."""
+def _encode_chunk(tokenizer: Tokenizer, items: Sequence[Item],
+                  transcribe: bool) -> list[dict]:
+  """Records of items, in order; those with a hand in one encode call (and
+  one transcribe call)."""
   with_hand = [i for i, item in enumerate(items)
                if not np.isnan(item.hands).all()]
   codes = [np.zeros((0, tokenizer.code_spec.num_quantizers), np.int32)
            ] * len(items)
-  for i, c in zip(with_hand, tokenizer.encode([items[i].hands
-                                               for i in with_hand])):
+  hands = [items[i].hands for i in with_hand]
+  for i, c in zip(with_hand, tokenizer.encode(hands)):
     codes[i] = c
+  texts = [""] * len(items) if transcribe else [None] * len(items)
+  if transcribe:
+    for i, t in zip(with_hand, tokenizer.transcribe(hands)):
+      texts[i] = t
   return [code_records.record(item.id, item.source, len(item.hands), c,
-                              tokenizer.to_text(c))
-          for item, c in zip(items, codes)]
+                              tokenizer.to_text(c), t)
+          for item, c, t in zip(items, codes, texts)]
 
 
 def encode(tokenizer: Tokenizer, items: Iterable[Item], out: str, *,
-           total: int | None = None, progress: bool = True) -> int:
+           total: int | None = None, progress: bool = True,
+           transcribe: bool = False) -> int:
   """Writes the records of `items` (e.g. `sequences`' first) to `out`;
-  returns how many.
+  returns how many. `transcribe`: each record also holds the CTC head's
+  transcript ('' for a sequence without a hand).
 
   Sequences go to `tokenizer.encode` a few batches at a time; `total` sizes
   the progress bar. An item without hands (listed in a Kaggle metadata CSV
@@ -158,12 +167,16 @@ def encode(tokenizer: Tokenizer, items: Iterable[Item], out: str, *,
 
   Raises:
     ValueError: an unknown output extension, a bad input as the items are
-      read (see `sequences`), or two sequences with the same id.
+      read (see `sequences`), two sequences with the same id, or
+      `transcribe` with a tokenizer without a CTC head.
   """
   code_records.file_format(out)
+  if transcribe and not tokenizer.config.model.use_ctc:
+    raise ValueError("--transcribe: this tokenizer was trained without a CTC "
+                     "head (model.use_ctc=False), so it has no transcripts")
   chunk = tokenizer.batch_size * len(tokenizer.buckets)
   sources, absent, pending, written = {}, [], [], 0
-  with code_records.Writer(out) as writer, tqdm.tqdm(
+  with code_records.Writer(out, transcribe) as writer, tqdm.tqdm(
       total=total, desc="encode", unit="seq", file=sys.stderr,
       disable=not progress) as bar:
     for item in items:
@@ -178,10 +191,10 @@ def encode(tokenizer: Tokenizer, items: Iterable[Item], out: str, *,
       sources[item.id] = item.source
       pending.append(item)
       if len(pending) == chunk:
-        writer.write(_encode_chunk(tokenizer, pending))
+        writer.write(_encode_chunk(tokenizer, pending, transcribe))
         written, pending = written + len(pending), []
     if pending:
-      writer.write(_encode_chunk(tokenizer, pending))
+      writer.write(_encode_chunk(tokenizer, pending, transcribe))
       written += len(pending)
   if absent:
     print(f"warning: left out {len(absent)} sequences listed in a metadata "
@@ -202,6 +215,9 @@ def _define_flags():
   flags.DEFINE_string("out", None, "Output file: .jsonl, .csv or .parquet.")
   flags.DEFINE_enum("which", "best", ["best", "latest"], "Checkpoint.")
   flags.DEFINE_integer("batch_size", 16, "Sequences per model call.")
+  flags.DEFINE_bool("transcribe", False, "Add each record's transcript: the "
+                    "tokenizer's CTC head read greedily (needs a tokenizer "
+                    "trained with CTC).")
   flags.mark_flags_as_required(["tokenizer", "input", "out"])
 
 
@@ -214,7 +230,8 @@ def main(argv):
   code_records.file_format(FLAGS.out)   # Before the slow model load.
   items, count = sequences(FLAGS.input)
   tokenizer = Tokenizer.load(FLAGS.tokenizer, FLAGS.which, FLAGS.batch_size)
-  n = encode(tokenizer, items, FLAGS.out, total=count)
+  n = encode(tokenizer, items, FLAGS.out, total=count,
+             transcribe=FLAGS.transcribe)
   print(f"{FLAGS.out}: {n} sequences")
 
 

@@ -198,7 +198,8 @@ def recognize(recognizer: Run, landmarks: Sequence[np.ndarray],
   buckets = (tuple(recognizer.config.data.buckets)
              or pipeline.default_buckets(max_len))
   decode = _greedy_decoder(recognizer.model_config)
-  items = [pipeline.resample(np.asarray(x, np.float32), max_len)
+  items = [pipeline.resample(np.asarray(x, np.float32), max_len,
+                            recognizer.config.data.resample)
            if len(x) > max_len else np.asarray(x, np.float32)
            for x in landmarks]
   out = []

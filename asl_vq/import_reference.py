@@ -2,6 +2,13 @@
 
   python -m asl_vq.import_reference --checkpoint=model.pt --workdir=runs/ref
 
+The workdir reproduces the reference as its `main.py` trains it and its
+`predict.py` tokenizes with it: after `torch.nn.SyncBatchNorm.
+convert_sync_batchnorm`, whose rebuilt BatchNorms drop the SiLU of timm's
+two `BatchNormAct2d` (`model.conv_bn_activation="none"`, the paper preset's
+default). `--as_written` keeps those SiLUs: the reference's modules as
+written, run without the conversion.
+
 The reference (MichiganNLP/discrete_asl) saves its tokenizer as a PyTorch
 `state_dict`: 582 entries for the paper's sizes, under names such as
 `encoder.blocks.0.mhsa.attention.query_proj.weight`. `load_state_dict` reads
@@ -263,9 +270,13 @@ def to_variables(state_dict: Mapping[str, Any],
   return variables
 
 
-def paper_config() -> ml_collections.ConfigDict:
-  """The `rvq_ctc` paper preset (the reference's sizes and settings)."""
-  return config_lib.load("rvq_ctc", "paper")
+def paper_config(as_written: bool = False) -> ml_collections.ConfigDict:
+  """The `rvq_ctc` paper preset (the reference's sizes and settings, as
+  trained); `as_written`: with the SiLU after the two conv BNs."""
+  config = config_lib.load("rvq_ctc", "paper")
+  if as_written:
+    config.model.conv_bn_activation = "silu"
+  return config
 
 
 def write_workdir(state_dict: Mapping[str, Any], workdir: str,
@@ -284,7 +295,7 @@ def write_workdir(state_dict: Mapping[str, Any], workdir: str,
   variables = to_variables(state_dict,
                            tokenizer_training.model_config(config))
   task = tokenizer_training.TokenizerTask(config)
-  tx = train.make_optimizer(config)
+  tx = train.make_optimizer(config, config.train.batch_size)
   abstract = jax.eval_shape(lambda: train.init_state(
       task, tx, jax.random.PRNGKey(config.seed)))
   params = jax.tree.map(jnp.asarray, variables["params"])
@@ -309,6 +320,10 @@ _CHECKPOINT = flags.DEFINE_string(
     "torch) or .npz (keys bare or prefixed weights/)")
 _WORKDIR = flags.DEFINE_string("workdir", None,
                                "the tokenizer workdir to write")
+_AS_WRITTEN = flags.DEFINE_bool(
+    "as_written", False, "the reference's modules as written, with the SiLU "
+    "after its two BatchNormAct2d; by default as main.py trains and "
+    "predict.py tokenizes (converted to SyncBatchNorm: no SiLU)")
 
 
 def main(argv) -> None:
@@ -318,7 +333,7 @@ def main(argv) -> None:
     raise app.UsageError("--checkpoint and --workdir are required")
   try:
     workdir = write_workdir(load_state_dict(_CHECKPOINT.value),
-                            _WORKDIR.value)
+                            _WORKDIR.value, paper_config(_AS_WRITTEN.value))
   except ReferenceMismatchError as e:
     raise ReferenceMismatchError(f"{_CHECKPOINT.value}: {e}") from e
   print(f"wrote {workdir}: asl_vq.Tokenizer.load({workdir!r})")

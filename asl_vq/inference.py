@@ -25,9 +25,12 @@ import ml_collections
 import numpy as np
 
 from asl_vq import checkpointing
+from asl_vq import config_lib
 from asl_vq import fileio
+from asl_vq import losses
 from asl_vq import sharding
 from asl_vq import train
+from asl_vq import vocab
 from asl_vq.data import layout
 from asl_vq.data import pipeline
 from asl_vq.data import tokens as tokens_lib
@@ -53,13 +56,15 @@ def load_for_inference(path: str, make_task, which: str = "best"):
   if not config_path.exists():
     raise FileNotFoundError(f"{path}: no config.json; is it a training "
                             "workdir?")
-  config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
+  config = ml_collections.ConfigDict(
+      config_lib.saved_config(json.loads(config_path.read_text())))
   task = make_task(config)
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  # The state's structure is all restoring needs: any train size will do.
+  tx = train.make_optimizer(config, config.train.batch_size)
   abstract = jax.tree.map(
       lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
-      jax.eval_shape(functools.partial(train.init_state, task,
-                                       train.make_optimizer(config)),
+      jax.eval_shape(functools.partial(train.init_state, task, tx),
                      jax.random.PRNGKey(0)))
   state = checkpointing.restore(path, which, abstract)
   return config, task, state.variables(train.eval_params(state)), int(
@@ -98,6 +103,9 @@ class Tokenizer:
     self._variables = jax.device_put(variables, repl)
     self._encode = jax.jit(
         functools.partial(self.model.apply, method="encode"),
+        in_shardings=(repl, data, data), out_shardings=data)
+    self._ctc_logits = jax.jit(
+        functools.partial(self.model.apply, method="ctc_logits"),
         in_shardings=(repl, data, data), out_shardings=data)
     self._decode = jax.jit(
         lambda v, codes, mask, n_q: self.model.apply(
@@ -145,8 +153,9 @@ class Tokenizer:
       raise ValueError("the sequence has no frames")
     if np.isnan(hands).all():
       raise ValueError("the sequence has no hand in any frame (all NaN)")
-    inputs, valid = pipeline.preprocess(hands, max_len=self.max_len,
-                                        flip=False)
+    inputs, valid = pipeline.preprocess(
+        hands, max_len=self.max_len, flip=False,
+        resample_method=self.config.data.resample)
     return inputs[:valid.sum()]
 
   def encode(self, hands, mask=None):
@@ -157,12 +166,36 @@ class Tokenizer:
     """
     if not _is_batch(hands):
       return self.encode([hands], None if mask is None else [mask])[0]
+    return self._run(self._encode, self._inputs(hands, mask),
+                     (layout.NUM_POINTS, 2), np.float32)
+
+  def _inputs(self, hands: Sequence[Any], mask) -> list[np.ndarray]:
+    """`preprocess` of each sequence of a batch (`mask` a list or None)."""
     masks = [None] * len(hands) if mask is None else mask
     if len(masks) != len(hands):
       raise ValueError(f"{len(masks)} masks for {len(hands)} sequences")
-    inputs = [self.preprocess(h, m) for h, m in zip(hands, masks)]
-    return self._run(self._encode, inputs, (layout.NUM_POINTS, 2),
-                     np.float32)
+    return [self.preprocess(h, m) for h, m in zip(hands, masks)]
+
+  def transcribe(self, hands, mask=None):
+    """Raw hands [T, 42, 2] (NaN = not detected) -> the CTC head's text.
+
+    Greedy CTC decoding (per kept frame the most likely character, repeats
+    collapsed, blanks dropped), as the tokenizer's evaluation scores it. A
+    list of sequences gives a list of strings. Preprocessing as `encode`.
+
+    Raises:
+      ValueError: the tokenizer has no CTC head (trained with
+        `model.use_ctc=False`), or bad hands as `encode`.
+    """
+    if not self.config.model.use_ctc:
+      raise ValueError("this tokenizer was trained without a CTC head "
+                       "(model.use_ctc=False): it has no transcripts")
+    if not _is_batch(hands):
+      return self.transcribe([hands], None if mask is None else [mask])[0]
+    logits = self._run(self._ctc_logits, self._inputs(hands, mask),
+                       (layout.NUM_POINTS, 2), np.float32)
+    return [vocab.decode(losses.ctc_greedy_decode(
+        l[None], np.ones((1, len(l)), bool))[0]) for l in logits]
 
   # -------------------------------------------------------------------------
   # Decoding.

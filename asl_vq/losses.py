@@ -77,13 +77,15 @@ def ctc_loss(logits, mask, labels, label_mask=None, example_mask=None,
 def tokenizer_loss(outputs: Mapping[str, jnp.ndarray], inputs, mask,
                    labels=None, label_mask=None, example_mask=None,
                    commit_weight: float = COMMIT_WEIGHT, *,
-                   ctc_reduction: str = 'mean_per_char'):
+                   ctc_reduction: str = 'mean_per_char',
+                   ctc_weight: float = 1.0):
   """(total, parts) from the TokenizerModel's outputs.
 
   The CTC term is included when the outputs hold 'ctc_logits' (then labels
-  are required); ctc_reduction is `ctc_loss`'s reduction. total = recon + ctc
-  + commit_weight * commit (the training objective). parts (float32
-  scalars): 'recon', 'commit', with CTC 'ctc', and 'eval_loss' = recon + ctc
+  are required); ctc_reduction is `ctc_loss`'s reduction. total = recon +
+  ctc_weight * ctc + commit_weight * commit (the training objective; the
+  reference's ctc_weight is 1). parts (float32 scalars): 'recon', 'commit',
+  with CTC 'ctc' (unweighted), and 'eval_loss' = recon + ctc_weight * ctc
   (recon alone without CTC): the reference's evaluation loss, which has no
   commitment term and picks the best checkpoint.
   """
@@ -93,7 +95,7 @@ def tokenizer_loss(outputs: Mapping[str, jnp.ndarray], inputs, mask,
   if 'ctc_logits' in outputs:
     parts['ctc'] = ctc_loss(outputs['ctc_logits'], mask, labels, label_mask,
                             example_mask, ctc_reduction)
-    parts['eval_loss'] = parts['eval_loss'] + parts['ctc']
+    parts['eval_loss'] = parts['eval_loss'] + ctc_weight * parts['ctc']
   return parts['eval_loss'] + commit_weight * parts['commit'], parts
 
 

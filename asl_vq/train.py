@@ -32,6 +32,7 @@ from jax.experimental import multihost_utils
 
 from asl_vq import checkpointing
 from asl_vq import cli
+from asl_vq import config_lib
 from asl_vq import fileio
 from asl_vq import metric_writers
 from asl_vq import plotting
@@ -68,22 +69,75 @@ class TrainState:
 OPTIMIZERS = ("schedule_free_adamw", "adamw")
 
 
-def make_optimizer(config: ml_collections.ConfigDict):
-  """Global-norm clipping, then `train.optimizer`: schedule-free AdamW (the
-  tokenizer's, as the reference) or AdamW at a constant rate after a linear
-  warmup (the paper's LM: AdamW at 3e-4).
+def learning_rate_schedule(train_config: ml_collections.ConfigDict,
+                           train_size: int) -> optax.Schedule:
+  """The learning rate of each update: `learning_rate` after a warm-up.
+
+  `warmup_epochs` > 0 is the reference's warm-up (main.py:
+  `get_constant_schedule_with_warmup(warmup_epochs)` stepped after every
+  update with `scheduler.step(epoch + ix / len(loader.dataset))`): update c
+  (counted from 0) uses peak * min(1, (e + i / N) / warmup_epochs), where
+  update c - 1 was batch i of epoch e and N = `train_size`, the number of
+  training sequences (not batches), and update 0 uses 0. Within an epoch
+  the rate thus climbs by only batches / N of a step: it rises by one step
+  per epoch, and epoch 0 trains at almost 0. `warmup_steps` > 0 is a
+  linear warm-up over updates instead (optax's `warmup_constant_schedule`);
+  both 0: constant.
+
+  Args:
+    train_config: the config's `train` block (learning_rate, batch_size,
+      warmup_steps, warmup_epochs).
+    train_size: the training split's number of sequences (epochs count
+      `train_size // batch_size` updates, as the input pipeline).
 
   Raises:
-    ValueError: an unknown `train.optimizer`.
+    ValueError: both warm-ups set, or a warm-up in epochs with fewer
+      sequences than a batch.
+  """
+  t = train_config
+  peak, epochs = t.learning_rate, float(t.warmup_epochs)
+  if epochs > 0 and t.warmup_steps > 0:
+    raise ValueError(f"train.warmup_epochs={epochs} and train.warmup_steps="
+                     f"{t.warmup_steps}: set one of them, the other to 0")
+  if epochs > 0:
+    steps_per_epoch = train_size // t.batch_size
+    if steps_per_epoch < 1:
+      raise ValueError(f"train.warmup_epochs={epochs} with {train_size} "
+                       f"training sequences, fewer than a batch of "
+                       f"{t.batch_size}")
+
+    def schedule(count):
+      done = jnp.asarray(count, jnp.int32) - 1   # the update before this one
+      progress = done // steps_per_epoch + (done % steps_per_epoch) / train_size
+      return peak * jnp.clip(progress / epochs, 0.0, 1.0)
+
+    return schedule
+  if t.warmup_steps > 0:
+    return optax.schedules.warmup_constant_schedule(0.0, peak, t.warmup_steps)
+  # (optax's warm-up over 0 steps stays at its initial value, 0.)
+  return optax.schedules.constant_schedule(peak)
+
+
+def make_optimizer(config: ml_collections.ConfigDict, train_size: int):
+  """Global-norm clipping, then `train.optimizer`: schedule-free AdamW (the
+  tokenizer's, as the reference) or AdamW (the paper's LM: AdamW at 3e-4),
+  both at `learning_rate_schedule(config.train, train_size)`.
+
+  `train_size` is the training split's number of sequences; where only the
+  optimizer state's structure matters (restoring a checkpoint for
+  inference), any positive value will do.
+
+  Raises:
+    ValueError: an unknown `train.optimizer`, or a bad warm-up
+      (`learning_rate_schedule`).
   """
   t = config.train
+  schedule = learning_rate_schedule(t, train_size)
   if t.optimizer == "schedule_free_adamw":
     update = optax.contrib.schedule_free_adamw(
-        learning_rate=t.learning_rate, warmup_steps=t.warmup_steps,
-        weight_decay=t.weight_decay)
+        learning_rate=schedule, weight_decay=t.weight_decay)
   elif t.optimizer == "adamw":
-    update = optax.adamw(optax.schedules.warmup_constant_schedule(
-        0.0, t.learning_rate, t.warmup_steps), weight_decay=t.weight_decay)
+    update = optax.adamw(schedule, weight_decay=t.weight_decay)
   else:
     raise ValueError(f"train.optimizer={t.optimizer!r}: one of "
                      f"{', '.join(OPTIMIZERS)}")
@@ -295,8 +349,8 @@ def check_config(config: ml_collections.ConfigDict, workdir: str
   if not ((epath.Path(workdir) / "checkpoints").is_dir()
           and (epath.Path(workdir) / "config.json").exists()):
     return None
-  changes = config_changes(json.loads(
-      (epath.Path(workdir) / "config.json").read_text()), config)
+  changes = config_changes(config_lib.saved_config(json.loads(
+      (epath.Path(workdir) / "config.json").read_text())), config)
   refused = {k: v for k, v in changes.items() if k not in RESUMABLE_FIELDS}
   if refused:
     raise ValueError(
@@ -391,7 +445,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str, task: Task,
                                              train=True)
   total_steps = steps_per_epoch * t.num_epochs
 
-  tx = make_optimizer(config)
+  tx = make_optimizer(config, len(train_source))
   init_rng, step_rng = jax.random.split(jax.random.PRNGKey(config.seed))
   repl = sharding.replicated(mesh)
   state = jax.jit(functools.partial(init_state, task, tx),
@@ -521,6 +575,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str, task: Task,
 def _pipeline_args(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """`pipeline.make_dataset`'s arguments every stream of a run shares."""
   return dict(max_len=config.data.max_len,
+              resample_method=config.data.resample,
               max_label_len=config.data.max_label_len,
               buckets=tuple(config.data.buckets) or None,
               process_index=jax.process_index(),

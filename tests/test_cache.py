@@ -274,6 +274,21 @@ def test_load_splits(prepared):
   assert full["train"].hand_frames.shape == (len(full["train"]),)
 
 
+def test_load_splits_leaves_out_short_sequences_without_moving_signers(
+    prepared):
+  cache_dir, _ = prepared
+  fractions = {"train": 0.5, "validation": 0.25, "test": 0.25}
+  plain = splits.load_splits(cache_dir, fractions=fractions, seed=0)
+  frames = np.concatenate([s.hand_frames for s in plain.values()])
+  cut = int(np.median(frames)) + 1   # leaves out about half of them
+  short = splits.load_splits(cache_dir, fractions=fractions, seed=0,
+                             min_hand_frames=cut)
+  for name, source in plain.items():
+    keep = source.hand_frames >= cut
+    assert list(short[name].sequence_ids) == list(source.sequence_ids[keep])
+  assert 0 < sum(len(s) for s in short.values()) < len(frames)
+
+
 def test_supplemental_sentences_of_held_out_signers_stay_out(prepared,
                                                               caplog):
   # Signer 1 signs supplemental sentence 501 and, with this seed, falls in

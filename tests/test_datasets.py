@@ -27,7 +27,7 @@ def test_load_splits_the_embedded_dataset_by_signer(tmp_path, monkeypatch):
   import ml_collections  # pylint: disable=g-import-not-at-top
   config = ml_collections.ConfigDict(dict(data=dict(
       dir="", cache_dir="", include_supplemental=False,
-      skip_unknown_chars=False, split_seed=0,
+      skip_unknown_chars=False, split_seed=0, min_hand_frames=2,
       fractions=dict(train=0.6, validation=0.2, test=0.2),
       synthetic=dict(num_sequences=40, seed=0, num_signers=10,
                      frames_per_char=2.0))))

@@ -65,6 +65,25 @@ def test_pose_files_encode_as_their_landmarks(tok, sequences, tmp_path):
   assert records[0]["num_frames"] == 4
 
 
+@pytest.mark.parametrize("ext", code_records.FORMATS)
+def test_transcribe_adds_each_records_transcript(tok, sequences, tmp_path,
+                                                 ext):
+  for i, hands in enumerate(sequences[:3]):
+    pose.write(tmp_path / f"s{i}.pose", hands, 30.)
+  pose.write(tmp_path / "empty.pose", np.full((4, 42, 2), np.nan), 30.)
+  out = tmp_path / f"codes{ext}"
+  items, count = encode.sequences([str(tmp_path)])
+  assert encode.encode(tok, items, str(out), total=count, progress=False,
+                       transcribe=True) == 4
+  records = code_records.read(out)
+  assert [r["transcript"] for r in records] == [""] + tok.transcribe(
+      [pose.read(tmp_path / f"s{i}.pose")[0] for i in range(3)])
+  plain = tmp_path / f"plain{ext}"
+  items, count = encode.sequences([str(tmp_path)])
+  encode.encode(tok, items, str(plain), total=count, progress=False)
+  assert "transcript" not in code_records.read(plain)[0]
+
+
 def test_a_kaggle_directory_in_every_format(tok, tmp_path, capsys):
   data = kaggle_fixture.write_dataset(tmp_path / "kaggle")
   listed = kaggle_fixture.LISTED["train"] + kaggle_fixture.LISTED[

@@ -10,6 +10,7 @@ import functools
 import json
 import os
 
+import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -32,7 +33,7 @@ def trained():
   with open(os.path.join(run, "config.json")) as f:
     config = ml_collections.ConfigDict(json.load(f))
   task = tokenizer_training.TokenizerTask(config)
-  tx = train.make_optimizer(config)
+  tx = train.make_optimizer(config, config.train.batch_size)
   abstract = jax.eval_shape(functools.partial(train.init_state, task, tx),
                             jax.random.PRNGKey(0))
   state = checkpointing.restore(run, "latest", abstract)
@@ -162,3 +163,32 @@ def test_fit_keeps_as_best_the_state_at_the_evaluation_point(trained):
   assert not all(np.allclose(a, b) for a, b in zip(
       jax.tree.leaves(best.collections["batch_stats"]),
       jax.tree.leaves(latest.collections["batch_stats"])))
+
+
+def test_statistics_are_recomputed_at_the_evaluation_point_x(trained):
+  # The schedule-free state moved so that x = y + d with d = y / 2 (z chosen
+  # by hand: x = (y - (1 - b1) z) / b1); the statistics recomputed over one
+  # batch must be that batch's moments in a training-mode pass at this x,
+  # computed here from x directly, and not those at y.
+  _, task, _, state, batches, _ = trained
+  clip_state, sf = state.opt_state
+  b1 = float(sf.b1)
+  y = state.params
+  x = jax.tree.map(lambda p: 1.5 * p, y)
+  z = jax.tree.map(lambda p: p - b1 / (1 - b1) * 0.5 * p, y)
+  moved = state.replace(opt_state=(clip_state, sf._replace(z=z)))
+  recomputed = jax.device_get(_recompute(task, moved, [batches[0]])
+                              .collections["batch_stats"])
+  batch = {k: jnp.asarray(v) for k, v in batches[0].items()}
+  moments_at = lambda params: jax.device_get(jax.jit(task.batch_moments)(
+      {"params": params, **state.collections}, batch))
+  flat = lambda tree: {k: np.asarray(v) for k, v in
+                       flax.traverse_util.flatten_dict(tree).items()}
+  got = flat(recomputed)
+  at_x = {k: v[0] for k, v in flat(moments_at(x)).items()}
+  at_y = {k: v[0] for k, v in flat(moments_at(y)).items()}
+  assert set(got) == set(at_x) and len(got) >= 4
+  for k in got:
+    np.testing.assert_allclose(got[k], at_x[k], rtol=1e-4, atol=1e-5,
+                               err_msg=str(k))
+  assert max(np.abs(got[k] - at_y[k]).max() for k in got) > 1e-2

@@ -1,11 +1,15 @@
 """`asl_vq.Tokenizer`: batching, reconstruction, text form, input checks."""
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import asl_vq
 import tiny_tokenizer
+from asl_vq import inference
+from asl_vq import vocab
 from asl_vq.data import datasets
+from asl_vq.tasks import tokenizer_training
 
 
 @pytest.fixture(scope="module")
@@ -112,3 +116,31 @@ def test_bad_codes(tok):
     tok.decode(np.zeros((3, 5), np.int32))
   with pytest.raises(ValueError, match="n_q"):
     tok.decode(np.zeros((3, 4), np.int32), n_q=0)
+
+
+def test_transcribe_reads_the_ctc_head_greedily(tok, sequences):
+  # Against the model's full forward pass (evaluation mode), decoded here.
+  _, task, variables, _ = inference.load_for_inference(
+      tiny_tokenizer.workdir(), tokenizer_training.TokenizerTask)
+  batch = sequences[:5]
+  got = tok.transcribe(batch)
+  assert got == [tok.transcribe(h) for h in batch]
+  for hands, text in zip(batch, got):
+    x = tok.preprocess(hands)
+    out = task.model.apply(variables, jnp.asarray(x)[None],
+                           jnp.ones((1, len(x)), bool), train=False)
+    best = np.asarray(out["ctc_logits"][0]).argmax(-1)
+    chars, previous = [], None
+    for i in best:
+      if i != previous and i < len(vocab.CHARACTERS):
+        chars.append(vocab.CHARACTERS[i])
+      previous = i
+    assert text == "".join(chars)
+
+
+def test_a_tokenizer_without_ctc_refuses_to_transcribe(tok, sequences):
+  config = tok.config.copy_and_resolve_references()
+  config.model.use_ctc = False
+  no_ctc = asl_vq.Tokenizer(config, {}, batch_size=4)
+  with pytest.raises(ValueError, match="without a CTC head"):
+    no_ctc.transcribe(sequences[0])

@@ -118,6 +118,13 @@ def test_tokenizer_loss_weights_the_parts():
       total, parts['recon'] + parts['ctc'] + 3.2 / 16, rtol=1e-6)
   np.testing.assert_allclose(parts['eval_loss'], parts['recon'] + parts['ctc'],
                              rtol=1e-6)
+  weighted, w_parts = losses.tokenizer_loss(outputs, inputs, mask, labels,
+                                           ctc_weight=4.0)
+  np.testing.assert_allclose(w_parts['ctc'], parts['ctc'], rtol=1e-6)
+  np.testing.assert_allclose(
+      weighted, parts['recon'] + 4.0 * parts['ctc'] + 3.2 / 16, rtol=1e-6)
+  np.testing.assert_allclose(w_parts['eval_loss'],
+                             parts['recon'] + 4.0 * parts['ctc'], rtol=1e-6)
   del outputs['ctc_logits']
   total, parts = losses.tokenizer_loss(outputs, inputs, mask)
   assert 'ctc' not in parts

@@ -98,3 +98,33 @@ def test_resume_refuses_other_inputs(tmp_path):
       f"{tmp_path} was trained on other inputs (train.step 8 -> 16, "
       "validation.step 8 -> 16); its results would not be this data's: give "
       "a new --workdir, or delete this one to train again")
+
+
+def test_a_run_saved_before_added_fields_resumes_as_it_was_trained(tmp_path):
+  """A config.json without the fields added since (conv_bn_activation,
+  revival, ctc_weight, warmup_epochs, resample, min_hand_frames) stands for
+  the values those runs had: it resumes with them, and is refused, by name,
+  under today's defaults."""
+  import json  # pylint: disable=g-import-not-at-top
+  import pytest  # pylint: disable=g-import-not-at-top
+  from asl_vq import config_lib  # pylint: disable=g-import-not-at-top
+  from asl_vq import train  # pylint: disable=g-import-not-at-top
+  (tmp_path / "checkpoints").mkdir()
+  old = json.loads(config_lib.load("rvq_ctc", "tiny").to_json_best_effort())
+  for section, name in (("model", "conv_bn_activation"), ("model", "revival"),
+                        ("train", "ctc_weight"), ("train", "warmup_epochs"),
+                        ("data", "resample"), ("data", "min_hand_frames")):
+    del old[section][name]
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  config = config_lib.load("rvq_ctc", "tiny")
+  with pytest.raises(ValueError) as e:
+    train.check_config(config, str(tmp_path))
+  assert "model.conv_bn_activation 'silu' -> 'none'" in str(e.value)
+  assert "data.resample 'linear' -> 'nearest'" in str(e.value)
+  config.model.conv_bn_activation, config.data.resample = "silu", "linear"
+  assert train.check_config(config, str(tmp_path)) == {}
+  upgraded = config_lib.saved_config(old)
+  assert "conv_bn_activation" not in old["model"]   # not changed in place
+  assert upgraded["model"]["conv_bn_activation"] == "silu"
+  assert "conv_bn_activation" not in config_lib.saved_config(
+      dict(old, task="seq2seq"))["model"]

@@ -427,7 +427,7 @@ def test_bfloat16_compute_agrees_with_float32():
     config = config_lib.load('rvq_ctc', 'tiny')
     config.model.dtype = dtype
     task = tokenizer_training.TokenizerTask(config)
-    tx = train.make_optimizer(config)
+    tx = train.make_optimizer(config, config.train.batch_size)
     step = jax.jit(functools.partial(train.train_step, task=task, tx=tx,
                                      base_rng=jax.random.key(1)))
     return task, tx, step

@@ -114,14 +114,28 @@ def test_flip_matches_reference_and_is_an_involution(source):
   np.testing.assert_array_equal(pipeline.flip(pipeline.flip(x)), x)
 
 
-def test_resample_length_and_endpoints():
+def test_resample_takes_the_nearest_frame_as_pytorch():
+  # F.interpolate(mode='nearest'): output i <- input floor(i * T / length),
+  # worked out by hand below.
   t = np.arange(10, dtype=np.float32)
   x = np.broadcast_to(t[:, None, None], (10, 42, 2)).copy()
   out = pipeline.resample(x, 4)
   assert out.shape == (4, 42, 2)
-  np.testing.assert_allclose(out[:, 0, 0], [0., 3., 6., 9.], atol=1e-5)
-  up = pipeline.resample(x, 19)  # Linear in time stays linear.
+  np.testing.assert_array_equal(out[:, 0, 0], [0, 2, 5, 7])
+  up = pipeline.resample(x, 19)
+  np.testing.assert_array_equal(
+      up[:, 7, 1], [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9])
+
+
+def test_linear_resampling_keeps_the_endpoints():
+  t = np.arange(10, dtype=np.float32)
+  x = np.broadcast_to(t[:, None, None], (10, 42, 2)).copy()
+  np.testing.assert_allclose(pipeline.resample(x, 4, "linear")[:, 0, 0],
+                             [0., 3., 6., 9.], atol=1e-5)
+  up = pipeline.resample(x, 19, "linear")  # Linear in time stays linear.
   np.testing.assert_allclose(up[:, 7, 1], np.arange(19) / 2, atol=1e-5)
+  with pytest.raises(ValueError, match="resample must be one of"):
+    pipeline.resample(x, 4, "cubic")
 
 
 def test_preprocess_pads_and_resamples(source):
@@ -139,7 +153,10 @@ def test_preprocess_pads_and_resamples(source):
 
   short, mask = pipeline.preprocess(hands, max_len=4, flip=False)
   assert short.shape == (4, 42, 2) and mask.all()
-  np.testing.assert_allclose(short[[0, -1]], inputs[[0, t - 1]], atol=1e-6)
+  np.testing.assert_array_equal(short, pipeline.resample(inputs[:t], 4))
+  linear, _ = pipeline.preprocess(hands, max_len=4, flip=False,
+                                  resample_method="linear")
+  np.testing.assert_allclose(linear[[0, -1]], inputs[[0, t - 1]], atol=1e-6)
   with pytest.raises(ValueError, match="do not fit"):
     pipeline.preprocess(hands, max_len=64, flip=False, pad_to=t - 1)
 

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from asl_vq.models import rvq
 from asl_vq.models.rvq import ResidualVQ, nearest_code
 import xla_env
 
@@ -19,9 +20,9 @@ B, T = 2, 16
 LENGTHS = (16, 11)
 
 
-def make_vq(dead_threshold=2.0):
+def make_vq(dead_threshold=2.0, revival='batch'):
   return ResidualVQ(num_quantizers=Q, codebook_size=K, dim=D,
-                    dead_threshold=dead_threshold)
+                    dead_threshold=dead_threshold, revival=revival)
 
 
 def batch(seed=0, pad_value=0.0):
@@ -31,8 +32,8 @@ def batch(seed=0, pad_value=0.0):
 
 
 @functools.lru_cache(maxsize=None)
-def train_step(dead_threshold=2.0):
-  vq = make_vq(dead_threshold)
+def train_step(dead_threshold=2.0, revival='batch'):
+  vq = make_vq(dead_threshold, revival)
 
   @jax.jit
   def step(variables, x, mask, n_q, seed):
@@ -172,6 +173,60 @@ def test_dead_code_is_revived_and_reset():
   np.testing.assert_allclose(new['embed_sum'][0, 5], 2.0 * revived, rtol=1e-6)
   assert int(aux['replaced'][0]) == 1  # Only the dead one.
   assert new['cluster_size'][0].sum() > 100 * (K - 1) * 0.99
+
+
+def test_reference_revival_leaves_a_dead_code_to_the_ema():
+  # The reference's revival is overwritten by the same step's EMA: the dead
+  # code ends as embed_sum / smoothed size, not as a frame of the batch.
+  x, mask = batch()
+  s = state(trained_vars())
+  cluster_size = s['cluster_size'].copy()
+  cluster_size[0] = 100.0
+  cluster_size[0, 5] = 0.0
+  variables = {'vq': dict(s, cluster_size=jnp.asarray(cluster_size))}
+  _, _, aux, new = train_step(2.0, 'reference')(variables, x, mask, Q, 3)
+  new = state(new)
+  assert np.asarray(aux['replaced']).tolist() == [0] * Q
+  size = new['cluster_size'][0]
+  total = size.sum()
+  smoothed = (size + 1e-5) / (total + K * 1e-5) * total
+  np.testing.assert_allclose(new['codebook'][0, 5],
+                             new['embed_sum'][0, 5] / smoothed[5], rtol=1e-5)
+  frames = np.asarray(x)[np.asarray(mask)]
+  assert np.abs(frames - new['codebook'][0, 5]).sum(-1).min() > 1e-3
+
+
+def test_reference_revival_starts_the_ema_at_the_centroids():
+  # With decay 1 the EMA keeps its k-means start: cluster sizes n, sums
+  # centroid x n ('batch': codes keep their scale) or the centroids
+  # ('reference': every code divided by about n).
+  x, mask = batch()
+  books = {}
+  for revival in ('batch', 'reference'):
+    vq = ResidualVQ(num_quantizers=Q, codebook_size=K, dim=D, decay=1.0,
+                    dead_threshold=0.0, revival=revival)
+    _, new = vq.apply(init_vars(), x, mask, train=True, mutable=['vq'],
+                      rngs={'vq': jax.random.key(1)})
+    books[revival] = state(new)
+  n = books['batch']['cluster_size'][0]
+  np.testing.assert_array_equal(n, books['reference']['cluster_size'][0])
+  assert n.max() > 1
+  np.testing.assert_allclose(books['batch']['codebook'][0],
+                             books['reference']['codebook'][0] * n[:, None],
+                             rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize('ema_sums', ['counts', 'reference'])
+def test_kmeans_start_sets_the_ema_sums(ema_sums):
+  # 'reference': embed_avg = the centroids (qt.py init_embed_); 'counts':
+  # centroid x count, so the first EMA step keeps the codes' scale.
+  x, mask = batch()
+  empty = rvq.CodebookState(jnp.zeros((K, D)), jnp.zeros(K), jnp.zeros((K, D)))
+  got = rvq.kmeans_start(jax.random.key(0), empty, x.reshape(-1, D),
+                         mask.reshape(-1), 3, jnp.array(False), ema_sums)
+  weight = got.cluster_size[:, None] if ema_sums == 'counts' else 1.0
+  np.testing.assert_allclose(got.embed_sum, got.codebook * weight, rtol=1e-6)
+  assert float(got.cluster_size.sum()) == sum(LENGTHS)
 
 
 def test_no_update_outside_training():

@@ -36,7 +36,8 @@ def tiny_batch():
 def _init_and_step(mesh, config, tx=None):
   """The initial state and the jit-ed step on `mesh`, and a function that
   places a batch there (the tests on one device share these programs)."""
-  task, tx = tokenizer_training.TokenizerTask(config), tx or train.make_optimizer(config)
+  task = tokenizer_training.TokenizerTask(config)
+  tx = tx or train.make_optimizer(config, config.train.batch_size)
   repl = NamedSharding(mesh, P())
   data = NamedSharding(mesh, P("data"))
   state = jax.jit(functools.partial(train.init_state, task, tx),

@@ -17,7 +17,7 @@ def losses_on_a_repeated_batch(task, config, source, steps):
       buckets=tuple(config.data.buckets), seed=0, train=True, flip_prob=0.)
   batch = next(iter(ds))
   batch = {k: batch[k] for k in task.device_keys}
-  tx = train.make_optimizer(config)
+  tx = train.make_optimizer(config, len(source))
   state = jax.jit(functools.partial(train.init_state, task, tx))(
       jax.random.PRNGKey(0))
   step = jax.jit(functools.partial(train.train_step, task=task, tx=tx,

@@ -72,4 +72,5 @@ def load(config: ml_collections.ConfigDict) -> dict[str, cache.SequenceSource]:
   return splits.load_splits(
       cache_dir, fractions=dict(config.data.fractions),
       seed=config.data.split_seed,
-      include_supplemental=config.data.include_supplemental)
+      include_supplemental=config.data.include_supplemental,
+      min_hand_frames=config.data.min_hand_frames)

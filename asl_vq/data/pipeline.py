@@ -116,34 +116,56 @@ def flip(hands: np.ndarray) -> np.ndarray:
 _flip = flip  # `preprocess`'s keyword `flip` shadows the function.
 
 
-def resample(hands: np.ndarray, length: int) -> np.ndarray:
-  """Linear interpolation in time to `length` frames; keeps both endpoints."""
+RESAMPLINGS = ("nearest", "linear")
+
+
+def resample(hands: np.ndarray, length: int,
+             method: str = "nearest") -> np.ndarray:
+  """Resamples a sequence in time to `length` frames.
+
+  'nearest' (the reference's `F.interpolate` default): output frame i is
+  input frame floor(i * T / length), the scale T / length in float32 as
+  PyTorch computes it. 'linear': linear interpolation between frames,
+  keeping both endpoints (this project's rule before it followed the
+  reference; runs saved before `data.resample` existed use it).
+
+  Raises:
+    ValueError: `hands` has no frames, or an unknown method.
+  """
+  if method not in RESAMPLINGS:
+    raise ValueError(f"resample must be one of {', '.join(RESAMPLINGS)}, "
+                     f"not {method!r}")
   t = hands.shape[0]
   if t == length:
     return hands
   if t == 0:
     raise ValueError("cannot resample a sequence with no frames")
-  pos = np.linspace(0., t - 1, length)
-  lo = np.floor(pos).astype(np.int64)
-  hi = np.minimum(lo + 1, t - 1)
-  w = (pos - lo).astype(hands.dtype)[:, None, None]
-  return hands[lo] * (1 - w) + hands[hi] * w
+  if method == "linear":
+    pos = np.linspace(0., t - 1, length)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, t - 1)
+    w = (pos - lo).astype(hands.dtype)[:, None, None]
+    return hands[lo] * (1 - w) + hands[hi] * w
+  scale = np.float32(t) / np.float32(length)
+  src = np.floor(np.arange(length, dtype=np.float32) * scale).astype(np.int64)
+  return hands[np.minimum(src, t - 1)]
 
 
 def preprocess(hands: np.ndarray, *, max_len: int, flip: bool,
-               pad_to: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+               pad_to: int | None = None, resample_method: str = "nearest"
+               ) -> tuple[np.ndarray, np.ndarray]:
   """Raw hands [T, 42, 2] -> (inputs f32 [pad_to, 42, 2], mask bool [pad_to]).
 
   Drops empty frames, normalises, optionally flips, resamples sequences longer
-  than `max_len` to `max_len` and zero-pads to `pad_to` (default `max_len`);
-  the mask is True on real frames.
+  than `max_len` to `max_len` (`resample`'s method) and zero-pads to `pad_to`
+  (default `max_len`); the mask is True on real frames.
   """
   pad_to = max_len if pad_to is None else pad_to
   x = normalize(drop_empty_frames(hands))
   if flip:
     x = _flip(x)
   if x.shape[0] > max_len:
-    x = resample(x, max_len)
+    x = resample(x, max_len, resample_method)
   t = x.shape[0]
   if t > pad_to:
     raise ValueError(f"{t} frames do not fit in a padded length of {pad_to}")
@@ -260,8 +282,9 @@ class _BatchLoader:
                max_label_len: int, seed: int, train: bool,
                buckets: Sequence[int], process_index: int, process_count: int,
                flip_prob: float, truncate_labels: bool,
-               length_grouping: int):
+               length_grouping: int, resample_method: str):
     self._source = source
+    self._resample = resample_method
     self._global = global_batch_size
     self._local = global_batch_size // process_count
     self._offset = process_index * self._local
@@ -329,7 +352,8 @@ class _BatchLoader:
     try:
       if self._num_quantizers is None:
         batch["inputs"][row], batch["input_mask"][row] = preprocess(
-            ex["hands"], max_len=self._max_len, flip=flip_it, pad_to=length)
+            ex["hands"], max_len=self._max_len, flip=flip_it, pad_to=length,
+            resample_method=self._resample)
       else:   # Codes are never flipped: a mirrored code is not defined.
         batch["codes"][row], batch["input_mask"][row] = pad_codes(
             ex["codes"], length)
@@ -366,8 +390,8 @@ def make_dataset(source: Source, *, global_batch_size: int, max_len: int = 384,
                  buckets: Sequence[int] | None = None, process_index: int = 0,
                  process_count: int = 1, flip_prob: float = 0.25,
                  truncate_labels: bool = False, length_grouping: int = 0,
-                 prefetch: int = 2, num_threads: int = 1
-                 ) -> grain.IterDataset:
+                 resample_method: str = "nearest", prefetch: int = 2,
+                 num_threads: int = 1) -> grain.IterDataset:
   """Batches of this process's slice of the global batch.
 
   Training repeats forever, reshuffled each epoch, full batches only;
@@ -375,9 +399,10 @@ def make_dataset(source: Source, *, global_batch_size: int, max_len: int = 384,
   examples (`example_mask` False) so shapes stay static. Each batch is padded
   to the smallest of `buckets` (default `default_buckets(max_len)`) that holds
   its longest sequence, computed from `source.hand_frames` so every process
-  agrees; `length_grouping` > 1 batches training sequences of similar length
-  (see `epoch_batches`). `prefetch` batches are prepared ahead by `num_threads` background
-  threads while the device runs (`prefetch=0` disables); the work is mostly
+  agrees; longer sequences than `max_len` are resampled (`resample`, by
+  `resample_method`); `length_grouping` > 1 batches training sequences of
+  similar length (see `epoch_batches`). `prefetch` batches are prepared
+  ahead by `num_threads` background threads while the device runs (`prefetch=0` disables); the work is mostly
   GIL-bound numpy, so more threads only help a source that waits on I/O. The
   source must allow concurrent reads when `num_threads` > 1.
 
@@ -402,7 +427,7 @@ def make_dataset(source: Source, *, global_batch_size: int, max_len: int = 384,
       max_label_len=max_label_len, seed=seed, train=train, buckets=buckets,
       process_index=process_index, process_count=process_count,
       flip_prob=flip_prob, truncate_labels=truncate_labels,
-      length_grouping=length_grouping)
+      length_grouping=length_grouping, resample_method=resample_method)
   num_steps = (sys.maxsize if train
                else steps_per_epoch(source, global_batch_size, train))
   return grain.MapDataset.range(num_steps).map(loader).to_iter_dataset(

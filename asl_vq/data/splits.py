@@ -81,9 +81,16 @@ def split_by_signer(participant_ids: np.ndarray,
 
 def load_splits(cache_dir: str | os.PathLike, *,
                 fractions: Mapping[str, float] = DEFAULT_FRACTIONS,
-                seed: int = 0, include_supplemental: bool = False
+                seed: int = 0, include_supplemental: bool = False,
+                min_hand_frames: int = 2
                 ) -> dict[str, cache.SequenceSource | cache.ConcatSource]:
   """The prepared `train` source split by signer.
+
+  Sequences with fewer than `min_hand_frames` frames with a hand are then
+  left out of every split (the reference drops `real_len < 15` from each of
+  its splits: gesture_dataset.py, min_seq_len); the signers' split is made
+  before, so it does not move with the minimum. The number left out is
+  logged.
 
   With `include_supplemental`, the supplemental sentences are added to the
   `train` split, except those of signers in another split: in the
@@ -97,19 +104,25 @@ def load_splits(cache_dir: str | os.PathLike, *,
     raise ValueError("include_supplemental needs a 'train' split, got "
                      f"{list(fractions)}")
   full = cache.SequenceSource(cache_dir, "train")
+  long_enough = full.hand_frames >= min_hand_frames
   rows = split_by_signer(full.participant_ids, fractions, seed)
-  out = {n: cache.SequenceSource(cache_dir, "train", r)
+  if not long_enough.all():
+    logging.info("%d of %d sequences have fewer than %d frames with a hand: "
+                 "left out of every split", (~long_enough).sum(),
+                 len(long_enough), min_hand_frames)
+  out = {n: cache.SequenceSource(cache_dir, "train", r[long_enough[r]])
          for n, r in rows.items()}
   if include_supplemental:
     supplemental = cache.SequenceSource(cache_dir, "supplemental")
     held_out = np.concatenate([s.participant_ids for n, s in out.items()
                                if n != "train"] or [np.zeros(0, np.int64)])
     leak = np.isin(supplemental.participant_ids, held_out)
+    short = supplemental.hand_frames < min_hand_frames
     if leak.any():
       logging.warning(
           "supplemental data: %d of %d sequences are by %d signers of the "
           "validation/test splits; left out of training", leak.sum(),
           len(leak), len(np.unique(supplemental.participant_ids[leak])))
     out["train"] = cache.ConcatSource([out["train"], cache.SequenceSource(
-        cache_dir, "supplemental", np.flatnonzero(~leak))])
+        cache_dir, "supplemental", np.flatnonzero(~leak & ~short))])
   return out

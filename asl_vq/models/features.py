@@ -4,12 +4,19 @@ The extractor treats a [B, T, 42, 2] landmark sequence as a 2-channel image
 over (time, landmark): Conv2d 2->32 with stride (1, 2) halves the landmarks to
 21, then each frame's 32 x 21 features are flattened and projected to the model
 width. The output head undoes it: width -> 672 -> [21, 32] -> transposed conv
-to [42, 2] -> BatchNorm + SiLU -> a linear map of the 84 coordinates.
+to [42, 2] -> BatchNorm -> a linear map of the 84 coordinates.
+
+The BatchNorm after each (transposed) conv is timm's `BatchNormAct2d`
+(BatchNorm then SiLU) in the reference as written, but the reference trains
+and tokenizes after `torch.nn.SyncBatchNorm.convert_sync_batchnorm`, which
+rebuilds it as a plain BatchNorm and never calls the SiLU (timm issue #1254):
+`conv_bn_activation` 'none' is the model as the authors trained it, 'silu'
+the modules as written.
 
 BatchNorm momentum is per layer as in the reference (discrete_asl): the stem
 BNs (after the encoder's 672 -> width projection, before the decoder's
 width -> 672 one) keep 5% of the old running value per step (PyTorch momentum
-0.95), the BN+SiLU after each (transposed) conv keeps 90% (PyTorch 0.1).
+0.95), the BN after each (transposed) conv keeps 90% (PyTorch 0.1).
 """
 
 from __future__ import annotations
@@ -87,6 +94,21 @@ class MaskedBatchNorm(nn.Module):
     return (y + bias).astype(x.dtype)
 
 
+CONV_BN_ACTIVATIONS = ('none', 'silu')
+
+
+def conv_bn_activation(name: str):
+  """The function applied after the conv BNs: 'none' or 'silu'.
+
+  Raises:
+    ValueError: another name.
+  """
+  if name not in CONV_BN_ACTIVATIONS:
+    raise ValueError(f"conv_bn_activation must be one of "
+                     f"{', '.join(CONV_BN_ACTIVATIONS)}, not {name!r}")
+  return nn.silu if name == 'silu' else (lambda x: x)
+
+
 def _frame_mask(mask, ndim):
   return mask.reshape(mask.shape + (1,) * (ndim - mask.ndim))
 
@@ -131,10 +153,13 @@ def landmark_conv_transpose(x, kernel):
 class FeatureExtractor(nn.Module):
   """[B, T, 42, 2] float32 landmarks -> [B, T, dim] features of `dtype`.
 
-  `dtype` is the compute dtype; parameters and BN statistics stay float32.
+  Conv2d 2 -> 32 (stride (1, 2)) -> BN (-> `activation`, see the module
+  docstring) -> flatten 672 -> Dense 672 -> dim (no bias) -> BN. `dtype` is
+  the compute dtype; parameters and BN statistics stay float32.
   """
   dim: int = 128
   dtype: Any = jnp.float32
+  activation: str = 'none'
 
   @nn.compact
   def __call__(self, inputs, mask, *, train: bool):
@@ -143,8 +168,8 @@ class FeatureExtractor(nn.Module):
     # (An einsum over 3 x 3 x 2 patches was no faster than XLA's conv here.)
     x = nn.Conv(CONV_FEATURES, (3, 3), strides=(1, 2), padding=_CONV_PADDING,
                 use_bias=False, dtype=self.dtype, name='conv')(x)
-    x = nn.silu(MaskedBatchNorm(CONV_BN_MOMENTUM, name='conv_bn')(
-        x, mask, train=train))
+    x = conv_bn_activation(self.activation)(
+        MaskedBatchNorm(CONV_BN_MOMENTUM, name='conv_bn')(x, mask, train=train))
     x = x.reshape(x.shape[:2] + (-1,))
     x = nn.Dense(self.dim, use_bias=False, dtype=self.dtype, name='proj')(x)
     return MaskedBatchNorm(STEM_BN_MOMENTUM, name='proj_bn')(x, mask,
@@ -156,11 +181,13 @@ class OutputHead(nn.Module):
 
   As the reference's transposed feature extractor: stem BN -> padded frames
   zeroed -> Dense dim -> 672 (no bias) -> [21, 32] -> transposed conv 32 -> 2
-  (no bias) -> BN + SiLU over the 2 channels -> flatten 84 (index landmark * 2
-  + channel) -> Dense 84 -> 84 (no bias) -> [42, 2]. 93,908 parameters at
-  dim 128. Computed in `dtype`; the landmarks are returned in float32.
+  (no bias) -> BN (-> `activation`) over the 2 channels -> flatten 84 (index
+  landmark * 2 + channel) -> Dense 84 -> 84 (no bias) -> [42, 2]. 93,908
+  parameters at dim 128. Computed in `dtype`; the landmarks are returned in
+  float32.
   """
   dtype: Any = jnp.float32
+  activation: str = 'none'
 
   @nn.compact
   def __call__(self, x, mask, *, train: bool):
@@ -171,8 +198,8 @@ class OutputHead(nn.Module):
     x = x.reshape(x.shape[:2] + (NUM_POINTS // 2, CONV_FEATURES))
     kernel = _Kernel((3, 3, CONV_FEATURES, 2), name='conv_t')()
     x = landmark_conv_transpose(x, kernel.astype(x.dtype))
-    x = nn.silu(MaskedBatchNorm(CONV_BN_MOMENTUM, name='conv_bn')(
-        x, mask, train=train))
+    x = conv_bn_activation(self.activation)(
+        MaskedBatchNorm(CONV_BN_MOMENTUM, name='conv_bn')(x, mask, train=train))
     x = nn.Dense(2 * NUM_POINTS, use_bias=False, dtype=self.dtype,
                  name='out')(x.reshape(x.shape[:2] + (2 * NUM_POINTS,)))
     return x.reshape(x.shape[:2] + (NUM_POINTS, 2)).astype(jnp.float32)

@@ -114,19 +114,28 @@ class CodebookState(NamedTuple):
 
 
 def kmeans_start(key, state: CodebookState, residual, valid, iters: int,
-                 skip) -> CodebookState:
+                 skip, ema_sums: str = 'counts') -> CodebookState:
   """The codebook's first training batch: k-means on its valid residuals.
 
   residual: [N, D] float32 (no gradient); valid: [N] bool; skip: bool scalar,
   True once the codebook is initialized (or when the batch holds no valid
-  frame). The EMA state starts as if every centroid had been seen with its
-  cluster's count. Reference: k-means init with 10 iterations on the first
-  batch (vector_quantize_pytorch), here without the padded frames.
+  frame). The EMA cluster sizes start at the clusters' counts (against the
+  final centroids; the reference's are those of k-means' last assignment,
+  before its final update of the means); ema_sums says
+  how the EMA sums start: 'counts', centroid x count, as if every centroid
+  had been seen with its cluster's count (the codebook keeps its scale at
+  the first EMA step); 'reference', the centroids themselves, as the
+  reference (its `init_embed_` copies `embed` into `embed_avg`), so that the
+  first EMA step divides each code by about its count and a code of an
+  empty cluster (count 0) is never chosen again. Reference: k-means init
+  with 10 iterations on the first batch (vector_quantize_pytorch), here
+  without the padded frames.
   """
   def init():
     centroids, counts = kmeans(key, residual, valid, state.codebook.shape[0],
                                iters)
-    return CodebookState(centroids, counts, centroids * counts[:, None])
+    sums = centroids if ema_sums == 'reference' else centroids * counts[:, None]
+    return CodebookState(centroids, counts, sums)
 
   return jax.lax.cond(skip, lambda: state, init)
 
@@ -180,6 +189,9 @@ def usage_statistics(counts):
           jnp.mean((counts > 0).astype(jnp.float32)))
 
 
+REVIVALS = ('batch', 'reference')
+
+
 class ResidualVQ(nn.Module):
   """Residual VQ: quantizer q codes what quantizers < q left over.
 
@@ -193,12 +205,20 @@ class ResidualVQ(nn.Module):
     eps: Laplace smoothing of the cluster sizes.
     kmeans_iters: k-means iterations of the first training batch.
     dead_threshold: codes whose EMA cluster size falls below it are replaced
-      by random frames of the batch, and their EMA state reset to that size.
+      by random frames of the batch, and their EMA state reset to that size
+      (with revival 'batch').
     commit_grad: which commitment terms pull the input x. 'first' (the
       reference): the residual entering quantizer q >= 1 carries no gradient
       (the reference computes it from the straight-through output), so only
       quantizer 0's term reaches x. 'all': every active term does. The
       reported commit_loss is the same either way.
+    revival: 'batch' (this project's): dead codes are revived as above, and
+      the k-means start's EMA sums are centroid x count (`kmeans_start`), so
+      codes keep their scale. 'reference': the reference as it runs, whose
+      revival never takes effect (its `expire_codes_` replaces rows of
+      `embed` that the same step's EMA then overwrites with
+      `embed_avg / cluster_size`): no revival (`replaced` is 0), and the
+      k-means start's EMA sums are the centroids.
   """
   num_quantizers: int = 4
   codebook_size: int = 1024
@@ -208,6 +228,7 @@ class ResidualVQ(nn.Module):
   kmeans_iters: int = 10
   dead_threshold: float = 2.0
   commit_grad: str = 'first'
+  revival: str = 'batch'
 
   def setup(self):
     q, k, d = self.num_quantizers, self.codebook_size, self.dim
@@ -252,6 +273,9 @@ class ResidualVQ(nn.Module):
     if self.commit_grad not in ('first', 'all'):
       raise ValueError(f"commit_grad must be 'first' or 'all', not "
                        f'{self.commit_grad!r}')
+    if self.revival not in REVIVALS:
+      raise ValueError(f"revival must be one of {', '.join(REVIVALS)}, not "
+                       f'{self.revival!r}')
     b, t, d = x.shape
     update = (train and self.is_mutable_collection('vq')
               and not self.is_initializing())
@@ -267,8 +291,9 @@ class ResidualVQ(nn.Module):
       r = jax.lax.stop_gradient(residual)
       if update:
         k_init, k_revive = jax.random.split(key)
-        state = kmeans_start(k_init, state, r, valid, self.kmeans_iters,
-                             skip_init)
+        state = kmeans_start(
+            k_init, state, r, valid, self.kmeans_iters, skip_init,
+            'reference' if self.revival == 'reference' else 'counts')
       codes = nearest_code(r, state.codebook)
       quantized = state.codebook[codes]
       weights = valid.astype(jnp.float32) * active_q
@@ -277,8 +302,9 @@ class ResidualVQ(nn.Module):
       replaced = jnp.zeros((), jnp.int32)
       if update:
         state = ema_update(state, counts, sums, self.decay, self.eps, n > 0)
-        state, replaced = revive_dead_codes(k_revive, state, r, weights,
-                                            self.dead_threshold, n > 0)
+        if self.revival == 'batch':
+          state, replaced = revive_dead_codes(k_revive, state, r, weights,
+                                              self.dead_threshold, n > 0)
       commit = jnp.sum(weights * jnp.sum(jnp.square(residual - quantized), -1))
       perplexity, used = usage_statistics(counts)
       outputs = dict(state=state, codes=codes, any_active=n > 0,

@@ -29,7 +29,12 @@ class TokenizerConfig:
   """Hyperparameters; the defaults are the paper's proposed model.
 
   dropout: every Squeezeformer dropout (0.0 in the reference).
+  conv_bn_activation: after the BN that follows the feature extractor's conv
+    and the output head's transposed conv: 'none' (the reference as trained
+    and tokenized, after `convert_sync_batchnorm`) or 'silu' (its modules
+    as written); see `asl_vq.models.features`.
   commit_grad: 'first' (reference) or 'all', see ResidualVQ.
+  revival: 'batch' or 'reference', see ResidualVQ.
   dtype: the compute dtype, 'float32' (the reference) or 'bfloat16'.
     Parameters, BN statistics, the codebooks and their EMA stay float32, and
     the nearest-code search, the softmax, the FFT convolution, the losses and
@@ -40,6 +45,7 @@ class TokenizerConfig:
   num_blocks: int = 6
   kernel_size: int = 51
   dropout: float = 0.0
+  conv_bn_activation: str = 'none'
   num_quantizers: int = 4
   codebook_size: int = 1024
   vq_decay: float = 0.99
@@ -47,6 +53,7 @@ class TokenizerConfig:
   kmeans_iters: int = 10
   dead_threshold: float = 2.0
   commit_grad: str = 'first'
+  revival: str = 'batch'
   use_ctc: bool = True
   vocab_size: int = vocab.VOCAB_SIZE
   dtype: str = 'float32'
@@ -61,17 +68,17 @@ class TokenizerModel(nn.Module):
     dtype = jnp.dtype(c.dtype)
     stack = functools.partial(Squeezeformer, c.num_blocks, c.num_heads,
                               c.kernel_size, c.dropout, dtype)
-    self.features = FeatureExtractor(c.dim, dtype)
+    self.features = FeatureExtractor(c.dim, dtype, c.conv_bn_activation)
     self.encoder = stack()
     self.rvq = ResidualVQ(
         num_quantizers=c.num_quantizers, codebook_size=c.codebook_size,
         dim=c.dim, decay=c.vq_decay, eps=c.vq_eps,
         kmeans_iters=c.kmeans_iters, dead_threshold=c.dead_threshold,
-        commit_grad=c.commit_grad)
+        commit_grad=c.commit_grad, revival=c.revival)
     if c.use_ctc:
       self.ctc_head = nn.Dense(c.vocab_size, use_bias=False, dtype=dtype)
     self.decoder = stack()
-    self.output_head = OutputHead(dtype)
+    self.output_head = OutputHead(dtype, c.conv_bn_activation)
 
   def _encode(self, inputs, mask, train):
     x = self.features(inputs, mask, train=train)
@@ -100,6 +107,20 @@ class TokenizerModel(nn.Module):
     """Codes int32 [B, T, Q] with every quantizer (evaluation mode)."""
     x = self._encode(inputs, mask, False)
     return self.rvq(x, mask, train=False)[1]
+
+  def ctc_logits(self, inputs, mask):
+    """CTC head logits float32 [B, T, vocab] on the quantized sum of every
+    quantizer (evaluation mode), as the tokenizer's evaluation decodes them.
+
+    Raises:
+      ValueError: the model has no CTC head (`use_ctc` False).
+    """
+    if not self.config.use_ctc:
+      raise ValueError('this tokenizer was trained without a CTC head '
+                       '(model.use_ctc=False): it has no transcripts')
+    x = self._encode(inputs, mask, False)
+    quantized = self.rvq(x, mask, train=False)[0]
+    return self.ctc_head(quantized).astype(jnp.float32)
 
   def embed_codes(self, codes, n_q=None):
     """Codes [B, T, Q] -> quantized embeddings [B, T, dim] (first n_q)."""

@@ -48,7 +48,8 @@ def _loss(out, batch, train_config):
       out, batch["inputs"], batch["input_mask"], labels=batch["labels"],
       label_mask=batch["label_mask"], example_mask=batch["example_mask"],
       commit_weight=train_config.commit_weight,
-      ctc_reduction=train_config.ctc_reduction)
+      ctc_reduction=train_config.ctc_reduction,
+      ctc_weight=train_config.ctc_weight)
 
 
 def code_statistics(counts: np.ndarray) -> dict[str, float]:
