@@ -37,6 +37,7 @@ from asl_vq.data import layout
 from asl_vq.data import pose as pose_lib
 from asl_vq.data import reader
 from asl_vq.inference import Tokenizer
+from asl_vq.models import tokenizer as tokenizer_lib
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm")
 _KAGGLE_MARKER = layout.SOURCES["train"][0]   # train.csv
@@ -172,8 +173,7 @@ def encode(tokenizer: Tokenizer, items: Iterable[Item], out: str, *,
   """
   code_records.file_format(out)
   if transcribe and not tokenizer.config.model.use_ctc:
-    raise ValueError("--transcribe: this tokenizer was trained without a CTC "
-                     "head (model.use_ctc=False), so it has no transcripts")
+    raise ValueError(f"--transcribe: {tokenizer_lib.NO_CTC_HEAD}")
   chunk = tokenizer.batch_size * len(tokenizer.buckets)
   sources, absent, pending, written = {}, [], [], 0
   with code_records.Writer(out, transcribe) as writer, tqdm.tqdm(

@@ -34,6 +34,7 @@ from asl_vq import vocab
 from asl_vq.data import layout
 from asl_vq.data import pipeline
 from asl_vq.data import tokens as tokens_lib
+from asl_vq.models import tokenizer as tokenizer_lib
 from asl_vq.tasks import tokenizer_training
 
 TEXT_FORMAT = ("one group per frame, frames separated by one space; a group "
@@ -188,8 +189,7 @@ class Tokenizer:
         `model.use_ctc=False`), or bad hands as `encode`.
     """
     if not self.config.model.use_ctc:
-      raise ValueError("this tokenizer was trained without a CTC head "
-                       "(model.use_ctc=False): it has no transcripts")
+      raise ValueError(tokenizer_lib.NO_CTC_HEAD)
     if not _is_batch(hands):
       return self.transcribe([hands], None if mask is None else [mask])[0]
     logits = self._run(self._ctc_logits, self._inputs(hands, mask),

@@ -84,6 +84,19 @@ def test_transcribe_adds_each_records_transcript(tok, sequences, tmp_path,
   assert "transcript" not in code_records.read(plain)[0]
 
 
+def test_transcribe_needs_a_ctc_head(tok, sequences, tmp_path):
+  config = tok.config.copy_and_resolve_references()
+  config.model.use_ctc = False
+  no_ctc = asl_vq.Tokenizer(config, {}, batch_size=4)
+  pose.write(tmp_path / "s.pose", sequences[0], 30.)
+  items, count = encode.sequences([str(tmp_path)])
+  with pytest.raises(ValueError, match="--transcribe: this tokenizer was "
+                     "trained without a CTC head"):
+    encode.encode(no_ctc, items, str(tmp_path / "c.jsonl"), total=count,
+                  progress=False, transcribe=True)
+  assert not (tmp_path / "c.jsonl").exists()
+
+
 def test_a_kaggle_directory_in_every_format(tok, tmp_path, capsys):
   data = kaggle_fixture.write_dataset(tmp_path / "kaggle")
   listed = kaggle_fixture.LISTED["train"] + kaggle_fixture.LISTED[

@@ -8,6 +8,7 @@ import pytest
 
 import asl_vq
 import tiny_tokenizer
+from asl_vq import metrics
 from asl_vq.analysis import real_hands
 
 LETTERS = os.path.join(os.path.dirname(__file__), "..", "..", "shared",
@@ -52,7 +53,10 @@ def test_measure_on_real_asl_letters():
   # (at most 32 for 26 letters; 0.21 against 0.05 measured).
   assert result["codes_used_q0"] <= 32
   assert result["accuracy_kmeans"] > 3 * result["chance"]
-  assert [w["read"] for w in result["words"]] == tok.transcribe(
-      [np.concatenate([clips[c] for c in w["word"]])
-       for w in result["words"]])
+  words = [w["word"] for w in result["words"]]
+  read = tok.transcribe([np.concatenate([clips[c] for c in w])
+                         for w in words])
+  assert [w["read"] for w in result["words"]] == read
+  assert result["words_score"] == metrics.normalized_levenshtein(words, read)
+  assert all(4 <= len(w) <= 8 and set(w) <= set(clips) for w in words)
   assert "spelled words (6)" in real_hands.report("ase", result)

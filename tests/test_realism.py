@@ -61,7 +61,12 @@ def test_two_sample_auc_is_chance_for_one_distribution_and_1_for_two(
     clip[:, 21:] = 0.5 + 0.05 * (moved + noise)
   result = realism.measure(real, synthetic, seed=0)
   for view in realism.VIEWS:
-    assert low <= result["auc"][view]["auc"] <= high, result["auc"]
+    a = result["auc"][view]
+    assert low <= a["auc"] <= high, result["auc"]
+    assert a["low"] <= a["auc"] <= a["high"]
+    # Every group fitted or scored, none both (8 groups a side).
+    assert a["real_groups_fitted"] + a["real_groups_scored"] == 8
+    assert a["synthetic_groups_fitted"] + a["synthetic_groups_scored"] == 8
   spread = {r["statistic"]: r["ks"] for r in result["statistics"]}
   assert (spread["bone 19-20 / palm"] > 0.5) == (shift > 0)
 
@@ -74,3 +79,11 @@ def test_real_files_load_with_their_groups():
   groups = {g for g, _ in clips}
   assert len(clips) == 626 and len(groups) == 20
   assert all(c.shape[1:] == (42, 2) for _, c in clips)
+
+
+def test_one_real_group_cannot_be_split():
+  rng = np.random.default_rng(3)
+  real, _ = _clips(rng, 6, groups=1)
+  synthetic, _ = _clips(rng, 6, groups=3)
+  with pytest.raises(ValueError, match="real hands hold fewer than 2 groups"):
+    realism.measure(real, synthetic)

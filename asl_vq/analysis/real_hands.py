@@ -22,7 +22,10 @@ clips of `--language` it reports:
 - **Spelled words**, with a CTC head: `--num_words` random strings of the
   available letters (4-8 letters), each the concatenation of its letters'
   clips, read by `Tokenizer.transcribe`; the score is the normalised
-  Levenshtein (N - D) / N of `asl_vq.metrics`, with examples.
+  Levenshtein (N - D) / N of `asl_vq.metrics`, with examples. The clips keep
+  their own timing (the SpreadTheSign letters last ~1 s each, where the
+  `cpu` preset's synthetic letters last 6 frames), so this reads real letter
+  shapes at a real letter's pace.
 
 Needs scikit-learn (the `measure` extra) for the AMI and the k-means.
 """
@@ -39,6 +42,7 @@ from absl import flags
 from absl import logging
 
 from asl_vq import cli
+from asl_vq import compilation_cache
 from asl_vq import metrics
 from asl_vq.inference import Tokenizer
 
@@ -63,7 +67,7 @@ def load_letters(path: str | os.PathLike, language: str
   """
   with np.load(path) as f:
     clips = {k.split("/", 1)[1].lower(): np.asarray(f[k], np.float32)
-             for k in f.files if k.split("/", 1)[0] == language}
+             for k in f.files if k.startswith(language + "/")}
   if not clips:
     raise ValueError(f"{path}: no clip of language {language!r} (keys are "
                      "<language>/<letter>)")
@@ -178,6 +182,7 @@ def main(argv) -> None:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)   # Orbax's INFO lines.
+  compilation_cache.enable()
   clips = load_letters(FLAGS.letters, FLAGS.language)
   tok = Tokenizer.load(FLAGS.tokenizer)
   result = measure(tok, clips, num_words=FLAGS.num_words, seed=FLAGS.seed)

@@ -7,8 +7,9 @@ statistics that differ.
 `--real` are `.npz` files of real MediaPipe hands (each key a clip, float32
 [T, 42, 2] in the project's layout, NaN where no hand was found), such as
 `../shared/realhands/*.npz` (not shipped). A key `<group>/<name>` puts the
-clip in `<group>` (a signer, or a language recorded by one signer); a key
-without `/` is its own group. `--synthetic` is a Kaggle-layout dataset
+clip in `<group>` (a signer, or a language recorded by one signer); the keys
+of a file without `/` are one group (their signers unknown, they are never
+split between fitting and scoring). `--synthetic` is a Kaggle-layout dataset
 directory (default: the embedded synthetic dataset of the `cpu` preset).
 
 Every hand of every frame is a sample: its 21 points translated to the wrist
@@ -22,8 +23,11 @@ always told apart), with a 95% interval from a bootstrap over the scored
 groups. Then, per interpretable statistic, the Kolmogorov-Smirnov distance
 (0: same distribution, 1: disjoint) between real and synthetic values: bone
 length ratios, joint angles and their correlations, fingertip spread, hand
-orientation, palm aspect (x/y scale of image-fraction coordinates), speed,
+orientation, the knuckle line's slope (how far the palm is turned), speed,
 acceleration and jitter of the wrist, detection drop-outs and two-hand rate.
+The statistics pool every real file: motion and drop-outs compare like with
+like only for sources in image fractions at their recorded frame rate (the
+SpreadTheSign letters are shoulder-normalised and resampled to ~1 s).
 
 Needs scikit-learn (the `measure` extra).
 """
@@ -67,7 +71,7 @@ def load_real(paths: Sequence[str]) -> list[tuple[str, np.ndarray]]:
         clip = np.asarray(f[key], np.float32)
         if clip.ndim != 3 or clip.shape[1:] != (42, 2):
           raise ValueError(f"{path}: {key} is {clip.shape}, not [T, 42, 2]")
-        group = key.split("/", 1)[0] if "/" in key else key
+        group = key.split("/", 1)[0] if "/" in key else "*"
         out.append((f"{os.path.basename(path)}:{group}", clip))
   return out
 
@@ -136,10 +140,10 @@ def frame_statistics(points: np.ndarray, side: np.ndarray
     out[f"angle at {b}"] = _angle(p[:, a], p[:, b], p[:, c])
   out["tip spread (thumb-pinky) / palm"] = np.linalg.norm(
       p[:, _TIPS[0]] - p[:, _TIPS[-1]], axis=-1)
-  out["orientation (deg from up)"] = np.degrees(np.arctan2(
-      p[:, _MIDDLE_MCP, 0], -p[:, _MIDDLE_MCP, 1]))
+  out["|orientation| (deg from up)"] = np.abs(np.degrees(np.arctan2(
+      p[:, _MIDDLE_MCP, 0], -p[:, _MIDDLE_MCP, 1])))
   width = np.abs(points[:, _INDEX_MCP] - points[:, _PINKY_MCP])
-  out["palm |dx| / |dy| of the knuckle line"] = width[:, 0] / np.maximum(
+  out["knuckle line |dx| / |dy| (palm turn)"] = width[:, 0] / np.maximum(
       width[:, 1], 1e-9)
   return out
 
@@ -189,9 +193,21 @@ def _gather(clips: Iterable[tuple[str, np.ndarray]]):
               clip=merge(clip_stats))
 
 
+def _sklearn():
+  try:
+    # pylint: disable-next=g-import-not-at-top
+    from sklearn import ensemble, metrics as sk_metrics
+  except ImportError:
+    raise ModuleNotFoundError(
+        "asl_vq.data.realism needs scikit-learn: pip install -e "
+        "'.[measure]'") from None
+  return ensemble, sk_metrics
+
+
 def _split_groups(groups: np.ndarray, rng) -> np.ndarray:
+  """bool per sample: its group is in the fitting half of the groups."""
   names = np.unique(groups)
-  first = set(rng.permutation(names)[:max(1, len(names) // 2)])
+  first = set(rng.permutation(names)[:len(names) // 2])
   return np.array([g in first for g in groups])
 
 
@@ -199,48 +215,58 @@ def two_sample_auc(real: Mapping[str, Any], synthetic: Mapping[str, Any], *,
                    upright: bool, seed: int = 0, max_samples: int = 20000,
                    bootstrap: int = 200) -> dict[str, float]:
   """The classifier test of the module docstring, one view: AUC and its
-  bootstrap interval."""
-  # pylint: disable-next=g-import-not-at-top
-  from sklearn import ensemble, metrics as sk_metrics
+  95% interval from a bootstrap over the scored groups of each side.
+
+  Raises:
+    ValueError: a side has fewer than 2 groups (none could be scored).
+  """
+  ensemble, sk_metrics = _sklearn()
   rng = np.random.default_rng(seed)
 
   def part(data, label):
     x = normalise(data["points"], data["sides"], upright).reshape(
         len(data["points"]), -1)
     keep = rng.permutation(len(x))[:max_samples]
-    return x[keep], np.full(len(keep), label), data["groups"][keep]
+    groups = data["groups"][keep]
+    if len(np.unique(groups)) < 2:
+      raise ValueError(f"the {'real' if label else 'synthetic'} hands hold "
+                       "fewer than 2 groups: nothing to fit on one and score "
+                       "on another")
+    return x[keep], np.full(len(keep), label), groups
 
   xr, yr, gr = part(real, 1)
   xs, ys, gs = part(synthetic, 0)
   fr, fs = _split_groups(gr, rng), _split_groups(gs, rng)
-  x_fit = np.concatenate([xr[fr], xs[fs]])
-  y_fit = np.concatenate([yr[fr], ys[fs]])
   model = ensemble.HistGradientBoostingClassifier(max_iter=200,
                                                   random_state=seed)
-  model.fit(x_fit, y_fit)
-  x_test = np.concatenate([xr[~fr], xs[~fs]])
-  y_test = np.concatenate([yr[~fr], ys[~fs]])
-  g_test = np.concatenate([gr[~fr], gs[~fs]])
-  score = model.predict_proba(x_test)[:, 1]
-  auc = float(sk_metrics.roc_auc_score(y_test, score))
-  names = np.unique(g_test)
-  rows = {g: np.flatnonzero(g_test == g) for g in names}
+  model.fit(np.concatenate([xr[fr], xs[fs]]), np.concatenate([yr[fr], ys[fs]]))
+  scores = [model.predict_proba(xr[~fr])[:, 1],
+            model.predict_proba(xs[~fs])[:, 1]]
+  labels = [np.ones(len(scores[0])), np.zeros(len(scores[1]))]
+  auc = float(sk_metrics.roc_auc_score(np.concatenate(labels),
+                                       np.concatenate(scores)))
+  # Per side, the scored samples of each group; groups drawn per side.
+  rows = [{g: np.flatnonzero(groups == g) for g in np.unique(groups)}
+          for groups in (gr[~fr], gs[~fs])]
   boot = []
   for _ in range(bootstrap):
-    idx = np.concatenate([rows[g] for g in rng.choice(names, len(names))])
-    if len(np.unique(y_test[idx])) == 2:
-      boot.append(sk_metrics.roc_auc_score(y_test[idx], score[idx]))
-  low, high = np.percentile(boot, [2.5, 97.5]) if boot else (np.nan, np.nan)
+    picked = [np.concatenate([r[g] for g in rng.choice(list(r), len(r))])
+              for r in rows]
+    boot.append(sk_metrics.roc_auc_score(
+        np.concatenate([labels[k][picked[k]] for k in range(2)]),
+        np.concatenate([scores[k][picked[k]] for k in range(2)])))
+  low, high = np.percentile(boot, [2.5, 97.5])
   return dict(auc=auc, low=float(low), high=float(high),
-              real_groups_scored=int(len(np.unique(gr[~fr]))),
-              synthetic_groups_scored=int(len(np.unique(gs[~fs]))))
+              real_groups_scored=len(rows[0]),
+              synthetic_groups_scored=len(rows[1]),
+              real_groups_fitted=int(len(np.unique(gr[fr]))),
+              synthetic_groups_fitted=int(len(np.unique(gs[fs]))))
 
 
 def statistic_distances(real: Mapping[str, Any], synthetic: Mapping[str, Any]
                         ) -> list[dict[str, Any]]:
-  """Per statistic: real and synthetic medians and the KS distance; the
-  joint angles' correlation matrices compared by their mean absolute
-  difference."""
+  """Per statistic: real and synthetic medians and the Kolmogorov-Smirnov
+  distance of their distributions."""
   rows = []
   for kind in ("frame", "clip"):
     for name, r in real[kind].items():
@@ -251,23 +277,32 @@ def statistic_distances(real: Mapping[str, Any], synthetic: Mapping[str, Any]
       rows.append(dict(statistic=name, real=float(np.median(r)),
                        synthetic=float(np.median(s)),
                        ks=float(sp_stats.ks_2samp(r, s).statistic)))
-  angles = [k for k in real["frame"] if k.startswith("angle at")]
-  corr = lambda d: np.corrcoef(np.stack([d["frame"][k] for k in angles]))
-  rows.append(dict(statistic="joint angle correlations (mean |diff|)",
-                   real=float("nan"), synthetic=float("nan"),
-                   ks=float(np.nanmean(np.abs(corr(real) - corr(synthetic))))))
   return rows
 
 
+def angle_correlation_difference(real: Mapping[str, Any],
+                                 synthetic: Mapping[str, Any]) -> float:
+  """Mean |difference| between the real and synthetic correlation matrices
+  of the joint angles, over the pairs of distinct angles (0: the angles
+  move together alike)."""
+  angles = [k for k in real["frame"] if k.startswith("angle at")]
+  corr = lambda d: np.corrcoef(np.stack([d["frame"][k] for k in angles]))
+  off = ~np.eye(len(angles), dtype=bool)
+  return float(np.nanmean(np.abs(corr(real) - corr(synthetic))[off]))
+
+
 def measure(real_clips, synthetic_clips, seed: int = 0) -> dict[str, Any]:
-  """The module docstring's figures."""
+  """The module docstring's figures for lists of (group, clip [T, 42, 2])."""
+  _sklearn()   # before the slow part.
   real, synthetic = _gather(real_clips), _gather(synthetic_clips)
   return dict(
       real_hands=int(len(real["points"])),
       synthetic_hands=int(len(synthetic["points"])),
       auc={v: two_sample_auc(real, synthetic, upright=v == "upright",
                              seed=seed) for v in VIEWS},
-      statistics=statistic_distances(real, synthetic))
+      statistics=statistic_distances(real, synthetic),
+      angle_correlation_difference=angle_correlation_difference(
+          real, synthetic))
 
 
 def report(result: Mapping[str, Any]) -> str:
@@ -279,6 +314,8 @@ def report(result: Mapping[str, Any]) -> str:
                  f"{a['low']:.3f}-{a['high']:.3f}; scored on "
                  f"{a['real_groups_scored']} real groups, "
                  f"{a['synthetic_groups_scored']} synthetic signers)")
+  lines.append("  joint angle correlations, mean |real - synthetic|: "
+               f"{result['angle_correlation_difference']:.3f}")
   lines.append(f"  {'statistic':48s} {'real':>9s} {'synthetic':>9s} "
                f"{'KS':>5s}")
   for r in sorted(result["statistics"], key=lambda r: -r["ks"]):

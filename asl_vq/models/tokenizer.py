@@ -59,6 +59,10 @@ class TokenizerConfig:
   dtype: str = 'float32'
 
 
+NO_CTC_HEAD = ('this tokenizer was trained without a CTC head '
+               '(model.use_ctc=False): it has no transcripts')
+
+
 class TokenizerModel(nn.Module):
   """Landmarks [B, T, 42, 2] + frame mask [B, T] -> codes and reconstruction."""
   config: TokenizerConfig
@@ -116,8 +120,7 @@ class TokenizerModel(nn.Module):
       ValueError: the model has no CTC head (`use_ctc` False).
     """
     if not self.config.use_ctc:
-      raise ValueError('this tokenizer was trained without a CTC head '
-                       '(model.use_ctc=False): it has no transcripts')
+      raise ValueError(NO_CTC_HEAD)
     x = self._encode(inputs, mask, False)
     quantized = self.rvq(x, mask, train=False)[0]
     return self.ctc_head(quantized).astype(jnp.float32)

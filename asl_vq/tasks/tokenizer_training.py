@@ -108,7 +108,8 @@ class TokenizerTask(base.Task):
                            train=False)
     _, parts = _loss(out, batch, self.config.train)
     # The validation loss (the best checkpoint's criterion) is the
-    # reference's: reconstruction + CTC; commitment is reported, not added.
+    # reference's: reconstruction + CTC (times train.ctc_weight, 1 in the
+    # reference); commitment is reported, not added.
     parts["loss"] = parts.pop("eval_loss")
     n = jnp.sum(batch["example_mask"].astype(jnp.float32))
     sums = {k: v * n for k, v in parts.items()}
