@@ -116,7 +116,8 @@ def read(path: str | os.PathLike) -> list[dict[str, Any]]:
     if fmt == ".parquet":
       rows = pq.read_table(path).to_pylist()
     elif fmt == ".csv":
-      with open(path, newline="", encoding="utf-8") as f:
+      # utf-8-sig: a CSV saved again by Excel starts with a byte-order mark.
+      with open(path, newline="", encoding="utf-8-sig") as f:
         rows = [dict(r, codes=json.loads(r["codes"]),
                      num_frames=int(r["num_frames"]))
                 for r in csv.DictReader(f)]

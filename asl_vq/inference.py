@@ -293,8 +293,9 @@ class Tokenizer:
     k = {len(r) for r in rows}
     if len(k) > 1:
       raise ValueError(f"frames hold different numbers of quantizers {k}")
-    codes = np.asarray(rows, np.int64)
-    if codes.shape[1] > self.code_spec.num_quantizers or (
-        codes.max() >= self.code_spec.codebook_size):
+    # Checked on Python ints: a 20-digit code would overflow int64 first.
+    if len(rows[0]) > self.code_spec.num_quantizers or any(
+        c >= self.code_spec.codebook_size for r in rows for c in r):
       raise ValueError(f"codes exceed {self.code_spec}")
+    codes = np.asarray(rows, np.int64)
     return codes.astype(np.int32)

@@ -236,3 +236,13 @@ def test_decode_command_line_on_malformed_codes(tmp_path):
       "error: --codes: frames hold different numbers of quantizers {1, 2}"), \
       run.stderr
   assert not (tmp_path / "x.npy").exists()
+
+
+def test_a_records_csv_saved_again_by_excel_reads(tmp_path):
+  path = tmp_path / "codes.csv"
+  with code_records.Writer(path) as writer:
+    writer.write([code_records.record("s", "s.pose", 2, [[1, 2], [3, 4]],
+                                      "<a1><b2> <a3><b4>")])
+  expected = code_records.read(path)
+  path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+  assert code_records.read(path) == expected

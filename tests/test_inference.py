@@ -90,6 +90,7 @@ def test_text_round_trip(tok, sequences):
     ("a1 b2", "frame 0"),
     ("<a1><b2><c3><d4><e5>", "exceed"),
     ("<a32>", "exceed"),
+    ("<a12345678901234567890>", "exceed"),   # beyond int64 too.
 ])
 def test_malformed_text(tok, text, match):
   with pytest.raises(ValueError, match=match):

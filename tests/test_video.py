@@ -236,3 +236,10 @@ def test_without_mediapipe_says_how_to_install(tmp_path):
   assert result.returncode == 1
   assert result.stderr.strip() == "error: mediapipe is not installed: " + (
       video.INSTALL)
+
+
+def test_a_phrases_csv_saved_by_excel_reads_past_its_byte_order_mark(
+    tmp_path):
+  path = tmp_path / "phrases.csv"
+  path.write_bytes("\ufeffvideo,phrase\r\nclip.mp4,hello\r\n".encode("utf-8"))
+  assert video.read_phrases(str(path)) == {"clip.mp4": ("hello", 0)}

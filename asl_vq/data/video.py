@@ -304,7 +304,8 @@ def read_phrases(csv_path: str) -> dict[str, tuple[str, int]]:
     InputError: missing file or columns, or a bad participant_id.
   """
   try:
-    with open(csv_path, newline="", encoding="utf-8") as f:
+    # utf-8-sig: a CSV saved by Excel starts with a byte-order mark.
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
       rows = list(csv.DictReader(f))
   except OSError as e:
     raise InputError(f"{csv_path}: cannot read the phrases: {e}") from None
