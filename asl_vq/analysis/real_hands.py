@@ -32,7 +32,6 @@ Needs scikit-learn (the `measure` extra) for the AMI and the k-means.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Mapping, Sequence
 
@@ -42,6 +41,7 @@ from absl import flags
 from absl import logging
 
 from asl_vq import cli
+from asl_vq import fileio
 from asl_vq import compilation_cache
 from asl_vq import metrics
 from asl_vq.inference import Tokenizer
@@ -190,8 +190,7 @@ def main(argv) -> None:
                 language=FLAGS.language, seed=FLAGS.seed)
   print(report(f"{FLAGS.letters} ({FLAGS.language})", result))
   if FLAGS.out:
-    with open(FLAGS.out, "w", encoding="utf-8") as f:
-      json.dump(result, f, indent=1)
+    fileio.write_json(FLAGS.out, result)
 
 
 if __name__ == "__main__":

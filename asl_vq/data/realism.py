@@ -35,7 +35,6 @@ Needs scikit-learn (the `measure` extra).
 from __future__ import annotations
 
 import glob
-import json
 import os
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -45,6 +44,7 @@ from absl import flags
 from scipy import stats as sp_stats
 
 from asl_vq import cli
+from asl_vq import fileio
 from asl_vq.data import hand_model
 from asl_vq.data import reader
 
@@ -355,8 +355,7 @@ def main(argv) -> None:
   result.update(real=paths, synthetic=data_dir, seed=FLAGS.seed)
   print(report(result))
   if FLAGS.out:
-    with open(FLAGS.out, "w", encoding="utf-8") as f:
-      json.dump(result, f, indent=1)
+    fileio.write_json(FLAGS.out, result)
 
 
 if __name__ == "__main__":
