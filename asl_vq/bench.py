@@ -37,6 +37,7 @@ from absl import flags
 
 from asl_vq import cli
 from asl_vq import config_lib
+from asl_vq import errors
 from asl_vq import fileio
 from asl_vq import sharding
 from asl_vq import train
@@ -252,8 +253,8 @@ def main(argv):
   for i, shape in enumerate(FLAGS.shapes):
     batch, _, frames = shape.partition("x")
     if not (batch.isdigit() and frames.isdigit()):
-      raise ValueError(f"--shapes: {shape!r} is not BATCHxFRAMES (e.g. "
-                       "22x196)")
+      raise errors.UserError(f"--shapes: {shape!r} is not BATCHxFRAMES (e.g. "
+                             "22x196)")
     batch, frames = int(batch), int(frames)
     epoch_steps = FLAGS.epoch_steps if i == len(FLAGS.shapes) - 1 else 0
     r = bench_shape(config, batch, frames, FLAGS.steps, epoch_steps,

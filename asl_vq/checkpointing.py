@@ -26,9 +26,14 @@ from absl import logging
 import numpy as np
 import orbax.checkpoint as ocp
 
+from asl_vq import errors
 from asl_vq import fileio
 
 STATE, DATA = "state", "data"
+
+
+class ProcessCountChanged(errors.UserError):
+  """A run is resumed by another number of processes than saved it."""
 
 
 @functools.cache
@@ -131,8 +136,27 @@ class Checkpoints:
     return step in self.best.all_steps()
 
   def restore_latest(self, abstract_state: Any, data_iter: Any) -> Any:
-    """Restores the latest state in place of `abstract_state` and the iterator."""
+    """Restores the latest state in place of `abstract_state` and the iterator.
+
+    Raises:
+      ProcessCountChanged: the step was saved by another number of processes.
+        Each process saved its own position in its own shard of the data
+        (grain's `process_<i>-of-<n>.json`); those positions do not map onto
+        another count's shards, so the run is refused up front rather than
+        resumed on other batches.
+    """
     step = self.latest.latest_step()
+    saved = sorted(p.name for p in (
+        epath.Path(self.latest.directory) / str(step) / DATA).glob(
+            "process_*-of-*.json"))
+    counts = {name.rsplit("-of-", 1)[1][:-len(".json")] for name in saved}
+    if counts and counts != {str(jax.process_count())}:
+      raise ProcessCountChanged(
+          f"{self.latest.directory}: step {step} was saved by "
+          f"{'/'.join(sorted(counts))} process(es), this run has "
+          f"{jax.process_count()}: resume with --num_processes="
+          f"{'/'.join(sorted(counts))} (each process's data position is "
+          "its own), or give a new --workdir")
     restored = self.latest.restore(step, args=ocp.args.Composite(**{
         STATE: ocp.args.StandardRestore(abstract_state),
         DATA: grain.checkpoint.CheckpointRestore(data_iter)}))

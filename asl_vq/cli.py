@@ -11,11 +11,15 @@ from absl import app
 from absl import flags
 from absl import logging
 
-# What bad data, settings and paths raise (`reader.DataError`, the config
-# checks and `train.StaleInputs` are ValueErrors; missing files OSErrors;
-# a diverged run FloatingPointError; a missing optional extra, e.g. the
-# `video` one, ImportError). Anything else is a bug: a traceback.
-USER_ERRORS = (ValueError, OSError, FloatingPointError, ImportError)
+from asl_vq import errors
+
+# What bad data, settings and paths raise (`errors.UserError`: every check
+# of the project's, `reader.DataError`, `train.StaleInputs` ...; a path that
+# cannot be read or written: OSError; a diverged run: FloatingPointError; a
+# missing optional extra: `errors.MissingExtra`). Anything else is a bug,
+# ValueError and ImportError included: a traceback.
+USER_ERRORS = (errors.UserError, errors.MissingExtra, OSError,
+               FloatingPointError)
 
 
 class Stopped(Exception):
@@ -36,6 +40,9 @@ def run(main: Callable[[Sequence[str]], None], flags_parser=None) -> None:
       main(argv)
     except Stopped:
       sys.exit(0)
+    except KeyboardInterrupt:   # a second Ctrl-C during training, or any.
+      print("interrupted", file=sys.stderr)
+      sys.exit(130)
     except USER_ERRORS as e:
       if (flags.FLAGS["verbosity"].present
           and logging.get_verbosity() >= logging.INFO):

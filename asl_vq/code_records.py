@@ -17,7 +17,9 @@ complete.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import os
 from typing import Any, Sequence
@@ -25,6 +27,10 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from etils import epath
+
+from asl_vq import errors
+from asl_vq import fileio
 
 FIELDS = ("id", "source", "num_frames", "codes", "text")
 TRANSCRIPT = "transcript"   # the optional field.
@@ -43,7 +49,8 @@ def file_format(path: str | os.PathLike) -> str:
   """
   ext = os.path.splitext(os.fspath(path))[1].lower()
   if ext not in FORMATS:
-    raise ValueError(f"{path}: a codes file must end in {', '.join(FORMATS)}")
+    raise errors.UserError(
+        f"{path}: a codes file must end in {', '.join(FORMATS)}")
   return ext
 
 
@@ -61,9 +68,10 @@ def record(id_: str, source: str, num_frames: int, codes: np.ndarray,
 class Writer:
   """Writes records as they come: `with Writer(path) as w: w.write([...])`.
 
-  Creates the directory of `path`; the file appears there only when the
-  block ends without an exception. `transcripts`: the records hold a
-  `transcript` too.
+  `path` is local (its directory made) or an object store URL
+  (`gs://bucket/codes.jsonl`: written locally, uploaded when the block
+  ends); the file appears there only when the block ends without an
+  exception. `transcripts`: the records hold a `transcript` too.
   """
 
   def __init__(self, path: str | os.PathLike, transcripts: bool = False):
@@ -73,9 +81,15 @@ class Writer:
     self._schema = pa.schema([_SCHEMA.field(f) for f in self._fields])
     self._tmp = f"{self.path}.tmp"
     self._file = self._csv = self._parquet = None
+    self._upload = contextlib.ExitStack()
 
   def __enter__(self) -> "Writer":
-    os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+    if fileio.is_remote(self.path):
+      # Never a URL to pyarrow: it would reach the store with its own
+      # filesystem (and credentials), or write a local `gs:/...` folder.
+      self._tmp = self._upload.enter_context(fileio.writing(self.path))
+    else:
+      os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
     if self._format == ".parquet":
       self._parquet = pq.ParquetWriter(self._tmp, self._schema)
     else:
@@ -95,16 +109,19 @@ class Writer:
     else:
       self._file.writelines(json.dumps(r) + "\n" for r in records)
 
-  def __exit__(self, exc_type, *unused) -> None:
+  def __exit__(self, exc_type, exc, traceback) -> None:
     (self._parquet or self._file).close()
-    if exc_type is None:
+    if fileio.is_remote(self.path):   # uploaded unless the block failed.
+      self._upload.__exit__(exc_type, exc, traceback)
+    elif exc_type is None:
       os.replace(self._tmp, self.path)
     else:
       os.remove(self._tmp)
 
 
 def read(path: str | os.PathLike) -> list[dict[str, Any]]:
-  """All records of a file, as `record` makes them, whatever the format.
+  """All records of a file (local or `gs://...`), as `record` makes them,
+  whatever the format.
 
   Raises:
     ValueError: an unknown extension, or not a file of records.
@@ -114,20 +131,23 @@ def read(path: str | os.PathLike) -> list[dict[str, Any]]:
   fmt = file_format(path)
   try:
     if fmt == ".parquet":
-      rows = pq.read_table(path).to_pylist()
+      with fileio.reading(path) as source:
+        rows = pq.read_table(source).to_pylist()
     elif fmt == ".csv":
       # utf-8-sig: a CSV saved again by Excel starts with a byte-order mark.
-      with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = [dict(r, codes=json.loads(r["codes"]),
-                     num_frames=int(r["num_frames"]))
-                for r in csv.DictReader(f)]
+      text = epath.Path(path).read_bytes().decode("utf-8-sig")
+      rows = [dict(r, codes=json.loads(r["codes"]),
+                   num_frames=int(r["num_frames"]))
+              for r in csv.DictReader(io.StringIO(text, newline=""))]
     else:
-      with open(path, encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+      text = epath.Path(path).read_bytes().decode("utf-8")
+      rows = [json.loads(line) for line in text.splitlines() if line.strip()]
   except (pa.ArrowException, ValueError, KeyError, TypeError) as e:
-    raise ValueError(f"{path}: not a file of code records ({e})") from None
+    raise errors.UserError(
+        f"{path}: not a file of code records ({e})") from None
   for i, r in enumerate(rows):
     if not isinstance(r, dict) or set(r) - {TRANSCRIPT} != set(FIELDS):
-      raise ValueError(f"{path}: record {i} does not have the fields "
-                       f"{', '.join(FIELDS)} (and optionally {TRANSCRIPT})")
+      raise errors.UserError(
+          f"{path}: record {i} does not have the fields "
+          f"{', '.join(FIELDS)} (and optionally {TRANSCRIPT})")
   return rows

@@ -17,6 +17,8 @@ from typing import Any
 
 import ml_collections
 
+from asl_vq import errors
+
 SIZES = ("paper", "cpu", "tiny")
 
 
@@ -39,10 +41,10 @@ def parse_arg(arg: str | None, **options: tuple[str, ...]) -> dict[str, str]:
     allowed = SIZES if name == "size" else options.get(name)
     if allowed is None:
       known = ", ".join(f"{k}=" for k in options) or "none"
-      raise ValueError(f"unknown config option {token!r}: a size preset "
-                       f"({', '.join(SIZES)}) or one of {known}")
+      raise errors.UserError(f"unknown config option {token!r}: a size preset "
+                             f"({', '.join(SIZES)}) or one of {known}")
     if value not in allowed:
-      raise ValueError(f"unknown {name} {value!r}: {', '.join(allowed)}")
+      raise errors.UserError(f"unknown {name} {value!r}: {', '.join(allowed)}")
     out[name] = value
   return out
 
@@ -171,8 +173,9 @@ def resolve(spec: str) -> str:
   found = importlib.util.find_spec(f"asl_vq.configs.{name}") if (
       name.isidentifier()) else None
   if found is None or not found.origin:
-    raise ValueError(f"--config={spec}: no such file and no packaged config "
-                     f"{name!r}; packaged: {', '.join(packaged())}")
+    raise errors.UserError(
+        f"--config={spec}: no such file and no packaged config "
+        f"{name!r}; packaged: {', '.join(packaged())}")
   return found.origin + colon + arg
 
 

@@ -31,10 +31,13 @@ import numpy as np
 from absl import app
 from absl import flags
 from absl import logging
+from etils import epath
 
 from asl_vq import cli
 from asl_vq import code_records
 from asl_vq import compilation_cache
+from asl_vq import errors
+from asl_vq import fileio
 from asl_vq import plotting
 from asl_vq.data import pose as pose_lib
 from asl_vq.inference import Tokenizer
@@ -56,37 +59,46 @@ def read_codes(tokenizer: Tokenizer, codes: str, id_: str | None = None
       is neither a file nor codes text.
     OSError: the file cannot be read.
   """
-  if os.path.isfile(codes) and codes.lower().endswith(code_records.FORMATS):
+  if _is_file(codes) and codes.lower().endswith(code_records.FORMATS):
     records = code_records.read(codes)
     chosen = [r for r in records if id_ is None or r["id"] == id_]
     if not chosen:
-      raise ValueError(f"{codes}: " + (f"no record has the id {id_!r}"
+      raise errors.UserError(f"{codes}: " + (f"no record has the id {id_!r}"
                                        if records else "holds no records"))
     return _parse(tokenizer, chosen[0]["text"], codes), chosen[0]["id"]
   if id_ is not None:
-    raise ValueError("--id picks a record of a .jsonl, .csv or .parquet "
-                     "file from asl_vq.encode, not of codes text")
-  if os.path.isfile(codes):
-    with open(codes, encoding="utf-8") as f:
-      return _parse(tokenizer, f.read().strip(), codes), ""
+    raise errors.UserError("--id picks a record of a .jsonl, .csv or .parquet "
+                           "file from asl_vq.encode, not of codes text")
+  if _is_file(codes):
+    return _parse(tokenizer, epath.Path(codes).read_text(
+        encoding="utf-8").strip(), codes), ""
   if not codes.startswith("<"):
-    raise ValueError(f"--codes={codes!r} is neither a file nor codes text "
-                     "like '<a98><b624> <a3><b7>'")
+    raise errors.UserError(
+        f"--codes={codes!r} is neither a file nor codes text "
+        "like '<a98><b624> <a3><b7>'")
   return _parse(tokenizer, codes, "--codes"), ""
+
+
+def _is_file(codes: str) -> bool:
+  """Whether `--codes` names a file (local or `gs://...`), not codes text."""
+  if fileio.is_remote(codes):
+    return epath.Path(codes).is_file()
+  return os.path.isfile(codes)
 
 
 def _parse(tokenizer: Tokenizer, text: str, where: str) -> np.ndarray:
   try:
     return tokenizer.from_text(text)
   except ValueError as e:
-    raise ValueError(f"{where}: {e}") from None
+    raise errors.UserError(f"{where}: {e}") from None
 
 
 def output_format(out: str) -> str:
   """The extension of `out`, one of `OUTPUTS`; raises ValueError if not."""
   ext = os.path.splitext(out)[1].lower()
   if ext not in OUTPUTS:
-    raise ValueError(f"{out}: the output must end in {', '.join(OUTPUTS)}")
+    raise errors.UserError(
+        f"{out}: the output must end in {', '.join(OUTPUTS)}")
   return ext
 
 
@@ -109,20 +121,22 @@ def decode(tokenizer: Tokenizer, codes: np.ndarray, out: str, *,
   """
   ext = output_format(out)
   if not len(codes):
-    raise ValueError(f"{title or 'the codes'}: no frames to decode (a "
-                     "sequence with no hand has no codes)")
+    raise errors.UserError(f"{title or 'the codes'}: no frames to decode (a "
+                           "sequence with no hand has no codes)")
   if n_q is not None and not 1 <= n_q <= codes.shape[1]:
-    raise ValueError(f"n_q={n_q}, but the codes hold {codes.shape[1]} "
-                     "quantizers")
+    raise errors.UserError(f"n_q={n_q}, but the codes hold {codes.shape[1]} "
+                           "quantizers")
   landmarks = tokenizer.decode(codes, n_q)
-  os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-  if ext == ".npy":
-    np.save(out, landmarks)
-  elif ext == ".pose":
-    pose_lib.write(out, to_canvas(landmarks), fps, width=CANVAS_PIXELS,
-                   height=CANVAS_PIXELS)
-  else:
-    plotting.save_gif(landmarks, out, title=title, fps=fps)
+  if not fileio.is_remote(out):
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+  with fileio.writing(out) as local:   # a gs:// out: uploaded when written.
+    if ext == ".npy":
+      np.save(local, landmarks)
+    elif ext == ".pose":
+      pose_lib.write(local, to_canvas(landmarks), fps, width=CANVAS_PIXELS,
+                     height=CANVAS_PIXELS)
+    else:
+      plotting.save_gif(landmarks, local, title=title, fps=fps)
   return landmarks
 
 

@@ -1,7 +1,8 @@
 r"""Hand landmarks -> codes with a trained tokenizer, one record per sequence.
 
   python -m asl_vq.encode --tokenizer=RUN --input=PATH[,PATH...] \
-      --out=codes.jsonl [--which=best] [--batch_size=16] [--transcribe]
+      [--input=PATH ...] --out=codes.jsonl [--which=best] [--batch_size=16] \
+      [--transcribe]
 
 Each PATH is a `.pose` file (`asl_vq.data.pose`), a video (its hands from
 `asl_vq.data.video`), a Kaggle-layout dataset directory (one that holds
@@ -11,8 +12,10 @@ recursively for these. `--out` gets one record per sequence
 form; with `--transcribe` also the CTC head's reading of the hands,
 `Tokenizer.transcribe`) as JSONL, CSV or parquet by its extension. Codes are
 those of `Tokenizer.encode` (frames without a hand dropped, long sequences
-resampled); a sequence without a hand gets none. Bad input: one line on
-stderr, exit 1.
+resampled); a sequence without a hand gets none. `--out` may be `gs://...`;
+inputs are local. Bad input: one line on stderr, exit 1; an input file that
+cannot be read is left out and named at the end (exit 1), the other records
+written.
 
 `encode` and `sequences` are the API behind the command.
 """
@@ -33,6 +36,8 @@ from absl import logging
 from asl_vq import cli
 from asl_vq import code_records
 from asl_vq import compilation_cache
+from asl_vq import errors
+from asl_vq import fileio
 from asl_vq.data import layout
 from asl_vq.data import pose as pose_lib
 from asl_vq.data import reader
@@ -45,27 +50,43 @@ _KAGGLE_MARKER = layout.SOURCES["train"][0]   # train.csv
 
 @dataclasses.dataclass(frozen=True)
 class Item:
-  """One input sequence; hands None: listed, but absent from its file."""
+  """One input sequence; hands None: listed, but absent from its file, or
+  its file could not be read (`error` then says why)."""
   id: str
   source: str
   hands: np.ndarray | None   # float32 [T, 42, 2], NaN: no hand.
+  error: str | None = None
+
+
+class UnreadableInputs(errors.UserError):
+  """Some inputs could not be read; the others were encoded and written."""
 
 
 def _video_hands(path: str) -> np.ndarray:
   try:
     from asl_vq.data import video  # pylint: disable=g-import-not-at-top
   except ImportError as e:
-    raise ModuleNotFoundError(f"{path}: reading videos needs "
+    raise errors.MissingExtra(f"{path}: reading videos needs "
                               f"asl_vq.data.video, which failed to import "
                               f"({e})") from None
   return video.hands(path)[0]
 
 
+# What one unreadable input file raises (a bad `.pose` or landmark file, a
+# video that does not open): its records are left out and named, the rest
+# encoded. A missing optional extra (ImportError) stops the command.
+_UNREADABLE = (ValueError, OSError)
+
+
 def _file_items(path: str, id_: str) -> Iterator[Item]:
-  if path.lower().endswith(".pose"):
-    hands, _ = pose_lib.read(path)
-  else:
-    hands = _video_hands(path)
+  try:
+    if path.lower().endswith(".pose"):
+      hands, _ = pose_lib.read(path)
+    else:
+      hands = _video_hands(path)
+  except _UNREADABLE as e:
+    yield Item(id_, path, None, cli.one_line(e))
+    return
   yield Item(id_, path, hands)
 
 
@@ -74,10 +95,13 @@ def _kaggle_items(metadata: Sequence[reader.Metadata]) -> Iterator[Item]:
     data_dir = os.path.dirname(meta.csv_path)
     for rel_path, rows in meta.files():
       path = os.path.join(data_dir, rel_path)
-      by_id = reader.read_hands(path)
+      try:
+        by_id, error = reader.read_hands(path), None
+      except _UNREADABLE as e:
+        by_id, error = {}, cli.one_line(e)
       for r in rows:
         sid = int(meta.sequence_id[r])
-        yield Item(str(sid), path, by_id.get(sid))
+        yield Item(str(sid), path, by_id.get(sid), error)
 
 
 def _is_input_file(name: str) -> bool:
@@ -90,6 +114,13 @@ def _kaggle_metadata(data_dir: str) -> list[reader.Metadata]:
           for s in reader.available_sources(data_dir)]
 
 
+def input_paths(values: Sequence[str]) -> list[str]:
+  """The paths of `--input` values: a value that exists is one path (a file
+  name may hold commas); any other is split at its commas."""
+  return [p for v in values
+          for p in ([v] if os.path.exists(v) else v.split(","))]
+
+
 def sequences(paths: Sequence[str]) -> tuple[Iterator[Item], int]:
   """(the inputs' sequences, in order, read as iterated; how many there are).
 
@@ -97,23 +128,30 @@ def sequences(paths: Sequence[str]) -> tuple[Iterator[Item], int]:
   path under a searched directory, without extension), a Kaggle sequence's
   `sequence_id`. Metadata is read now, so that a bad path fails early.
 
+  A file that cannot be read gives its items with `error` set (see
+  `encode`), so that the others are still encoded.
+
   Raises:
-    ValueError: a path that does not exist or holds no input, a bad dataset
-      (`reader.DataError`) or `.pose` file (`pose.PoseFileError`).
+    ValueError: a path that does not exist, is remote (`gs://`), or holds
+      no input; a dataset's bad metadata (`reader.DataError`).
   """
   parts, count = [], 0
   for path in paths:
+    if fileio.is_remote(path):
+      raise errors.UserError(
+          f"{path}: encode reads local inputs only; copy them "
+          f"here first (gcloud storage cp -r {path} .)")
     path = os.path.normpath(path)
     if os.path.isfile(path):
       if not _is_input_file(path):
-        raise ValueError(f"{path}: not a .pose file nor a video "
-                         f"({', '.join(VIDEO_EXTENSIONS)})")
+        raise errors.UserError(f"{path}: not a .pose file nor a video "
+                               f"({', '.join(VIDEO_EXTENSIONS)})")
       parts.append(_file_items(path, os.path.splitext(
           os.path.basename(path))[0]))
       count += 1
       continue
     if not os.path.isdir(path):
-      raise ValueError(f"{path}: no such file or directory")
+      raise errors.UserError(f"{path}: no such file or directory")
     found = 0
     for root, dirs, files in os.walk(path):
       dirs.sort()
@@ -129,8 +167,9 @@ def sequences(paths: Sequence[str]) -> tuple[Iterator[Item], int]:
         parts.append(_file_items(file_path, id_.replace(os.sep, "/")))
         found += 1
     if not found:
-      raise ValueError(f"{path}: holds no .pose file, video or Kaggle-layout "
-                       f"dataset ({_KAGGLE_MARKER})")
+      raise errors.UserError(
+          f"{path}: holds no .pose file, video or Kaggle-layout "
+          f"dataset ({_KAGGLE_MARKER})")
     count += found
   return (item for part in parts for item in part), count
 
@@ -165,29 +204,34 @@ def encode(tokenizer: Tokenizer, items: Iterable[Item], out: str, *,
   Sequences go to `tokenizer.encode` a few batches at a time; `total` sizes
   the progress bar. An item without hands (listed in a Kaggle metadata CSV
   but absent from its landmark file) is left out, with a warning on stderr.
+  `out` is local or `gs://...`.
 
   Raises:
-    ValueError: an unknown output extension, a bad input as the items are
-      read (see `sequences`), two sequences with the same id, or
-      `transcribe` with a tokenizer without a CTC head.
+    UnreadableInputs: some input files could not be read (named, with why);
+      every other record is written to `out` first.
+    ValueError: an unknown output extension, two sequences with the same
+      id, or `transcribe` with a tokenizer without a CTC head.
   """
   code_records.file_format(out)
   if transcribe and not tokenizer.config.model.use_ctc:
-    raise ValueError(f"--transcribe: {tokenizer_lib.NO_CTC_HEAD}")
+    raise errors.UserError(f"--transcribe: {tokenizer_lib.NO_CTC_HEAD}")
   chunk = tokenizer.batch_size * len(tokenizer.buckets)
-  sources, absent, pending, written = {}, [], [], 0
+  sources, absent, unreadable, pending, written = {}, [], {}, [], 0
   with code_records.Writer(out, transcribe) as writer, tqdm.tqdm(
       total=total, desc="encode", unit="seq", file=sys.stderr,
       disable=not progress) as bar:
     for item in items:
       bar.update()
+      if item.error is not None:
+        unreadable[item.source] = item.error
+        continue
       if item.hands is None:
         absent.append(item.id)
         continue
       if item.id in sources:
-        raise ValueError(f"two sequences have the id {item.id!r} (from "
-                         f"{sources[item.id]} and {item.source}); encode "
-                         "them into separate files")
+        raise errors.UserError(f"two sequences have the id {item.id!r} (from "
+                               f"{sources[item.id]} and {item.source}); encode "
+                               "them into separate files")
       sources[item.id] = item.source
       pending.append(item)
       if len(pending) == chunk:
@@ -200,6 +244,14 @@ def encode(tokenizer: Tokenizer, items: Iterable[Item], out: str, *,
     print(f"warning: left out {len(absent)} sequences listed in a metadata "
           f"CSV but absent from their landmark file (e.g. {absent[:3]})",
           file=sys.stderr)
+  if unreadable:
+    (source, why), *_ = unreadable.items()
+    raise UnreadableInputs(
+        f"{out}: wrote the {written} sequences read; {len(unreadable)} input "
+        f"file(s) could not be read and are left out, e.g. {why}" + (
+            f" (and {', '.join(list(unreadable)[1:4])}"
+            f"{' ...' if len(unreadable) > 4 else ''})"
+            if len(unreadable) > 1 else ""))
   return written
 
 
@@ -209,9 +261,11 @@ FLAGS = flags.FLAGS
 def _define_flags():
   """Only when run as a program, so importing the module defines no flags."""
   flags.DEFINE_string("tokenizer", None, "The tokenizer's training workdir.")
-  flags.DEFINE_list("input", None, "Comma-separated .pose files, videos, "
-                    "Kaggle-layout dataset directories, or directories of "
-                    "these.")
+  flags.DEFINE_multi_string(
+      "input", None, ".pose files, videos, Kaggle-layout dataset directories, "
+      "or directories of these; repeat the flag, or separate paths with "
+      "commas (a value that names an existing path is one path, commas and "
+      "all).")
   flags.DEFINE_string("out", None, "Output file: .jsonl, .csv or .parquet.")
   flags.DEFINE_enum("which", "best", ["best", "latest"], "Checkpoint.")
   flags.DEFINE_integer("batch_size", 16, "Sequences per model call.")
@@ -228,7 +282,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)   # Orbax's INFO lines.
   compilation_cache.enable()
   code_records.file_format(FLAGS.out)   # Before the slow model load.
-  items, count = sequences(FLAGS.input)
+  items, count = sequences(input_paths(FLAGS.input))
   tokenizer = Tokenizer.load(FLAGS.tokenizer, FLAGS.which, FLAGS.batch_size)
   n = encode(tokenizer, items, FLAGS.out, total=count,
              transcribe=FLAGS.transcribe)

@@ -44,6 +44,7 @@ from etils import epath
 
 from asl_vq import cli
 from asl_vq import compilation_cache
+from asl_vq import errors
 from asl_vq import fileio
 from asl_vq import inference
 from asl_vq import metrics as metrics_lib
@@ -75,25 +76,28 @@ class Sample:
   landmarks: np.ndarray    # float32 [T, 42, 2], normalised coordinates.
 
 
-def _load_run(path: str, make_task) -> Run:
-  """The best checkpoint's schedule-free evaluation variables, on one device."""
-  config, task, variables, _ = inference.load_for_inference(path, make_task)
+def _load_run(path: str, make_task, **kind) -> Run:
+  """The best checkpoint's schedule-free evaluation variables, on one device
+  (`kind`: `inference.load_for_inference`'s)."""
+  config, task, variables, _ = inference.load_for_inference(
+      path, make_task, **kind)
   return Run(fileio.abspath(path), config, task.model_config, variables)
 
 
 def load_lm(path: str) -> Run:
   """A configs/lm.py run."""
   return _load_run(path, lambda config: language_modeling.LMTask(
-      config, tokens_lib.code_spec(config.tokens)))
+      config, tokens_lib.code_spec(config.tokens)), kind="lm")
 
 
 def load_recognizer(path: str) -> Run:
-  """A configs/seq2seq.py run with input=continuous."""
-  run = _load_run(path, translation.TranslatorTask)
-  if run.model_config.encoder != "continuous":
-    raise ValueError(f"{path}: the recogniser must be a continuous "
-                     "translator (configs/seq2seq.py:...,input=continuous)")
-  return run
+  """A configs/seq2seq.py run with input=continuous.
+
+  Raises:
+    errors.UserError: another run, e.g. a token translator, named.
+  """
+  return _load_run(path, translation.TranslatorTask, kind="seq2seq",
+                   encoder="continuous")
 
 
 def default_tokenizer(lm: Run) -> str:
@@ -105,8 +109,9 @@ def _check_vocab(lm: Run, tokenizer: Tokenizer) -> None:
   c = lm.model_config
   if (tokenizer.code_spec.num_quantizers, tokenizer.code_spec.codebook_size) != (
       c.num_quantizers, c.codebook_size):
-    raise ValueError(f"the tokenizer's codes ({tokenizer.code_spec}) are not the "
-                     f"LM's ({c.num_quantizers} x {c.codebook_size})")
+    raise errors.UserError(
+        f"the tokenizer's codes ({tokenizer.code_spec}) are not the "
+        f"LM's ({c.num_quantizers} x {c.codebook_size})")
 
 
 def _batch_starts(n: int, batch_size: int, progress: str) -> Iterator[int]:

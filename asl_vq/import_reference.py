@@ -41,10 +41,13 @@ import ml_collections
 import numpy as np
 from absl import app
 from absl import flags
+from etils import epath
 
 from asl_vq import cli
 from asl_vq import checkpointing
 from asl_vq import config_lib
+from asl_vq import errors
+from asl_vq import fileio
 from asl_vq import train
 from asl_vq.models import tokenizer as tokenizer_lib
 from asl_vq.tasks import tokenizer_training
@@ -53,8 +56,25 @@ _IGNORED = "num_batches_tracked"
 _NPZ_PREFIX = "weights/"
 
 
-class ReferenceMismatchError(ValueError):
+class ReferenceMismatchError(errors.UserError):
   """The state dict does not hold exactly the reference tokenizer's entries."""
+
+
+class WorkdirInUse(errors.UserError):
+  """The workdir already holds weights; an import does not mix with them."""
+
+
+# What an import writes, and what is derived from a workdir's weights: all
+# replaced together by `overwrite`.
+_WEIGHTS_AND_DERIVED = ("best", "checkpoints", "config.json", "inputs.json",
+                        "test_metrics.json")
+
+
+def _held_weights(workdir: str) -> list[str]:
+  """The checkpoint folders of `workdir` that hold a step."""
+  return [sub for sub in ("best", "checkpoints")
+          if any(p.name.isdigit() for p in (epath.Path(workdir) / sub).glob(
+              "*"))]
 
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -280,8 +300,14 @@ def paper_config(as_written: bool = False) -> ml_collections.ConfigDict:
 
 
 def write_workdir(state_dict: Mapping[str, Any], workdir: str,
-                  config: ml_collections.ConfigDict | None = None) -> str:
+                  config: ml_collections.ConfigDict | None = None,
+                  overwrite: bool = False) -> str:
   """Writes config.json and a 'best' checkpoint (step 0) holding the weights.
+
+  A workdir that already holds a checkpoint (an earlier import, a training
+  run) is refused: Orbax would keep its step 0 and the old weights with it
+  (orbax #2657). `overwrite` first removes its checkpoints, config and test
+  metrics (`_WEIGHTS_AND_DERIVED`), nothing else.
 
   The train state is `train.init_state`'s with params = the imported
   weights and the schedule-free state at the same point (z = params, b1 = 1):
@@ -290,6 +316,10 @@ def write_workdir(state_dict: Mapping[str, Any], workdir: str,
   float32 ulp). The checkpoint's validation loss is recorded as +inf, so a
   training run in the same workdir replaces it with its first evaluation.
   Returns the workdir's absolute path.
+
+  Raises:
+    ReferenceMismatchError: `state_dict` is not the reference tokenizer's.
+    WorkdirInUse: `workdir` holds a checkpoint and `overwrite` is False.
   """
   config = paper_config() if config is None else config
   variables = to_variables(state_dict,
@@ -308,6 +338,18 @@ def write_workdir(state_dict: Mapping[str, Any], workdir: str,
                    for k in ("batch_stats", "vq")},
       opt_state=(clip_state, schedule_free),
       nonfinite_step=jnp.full((), -1, jnp.int32))
+  held = _held_weights(fileio.abspath(workdir))
+  if held and not overwrite:
+    raise WorkdirInUse(
+        f"{workdir}: already holds a checkpoint ({', '.join(held)}/); give "
+        "--overwrite to replace its weights, or another --workdir")
+  if held and jax.process_index() == 0:
+    for name in _WEIGHTS_AND_DERIVED:
+      path = epath.Path(fileio.abspath(workdir)) / name
+      if path.is_dir():
+        path.rmtree()
+      elif path.exists():
+        path.unlink()
   workdir = train.write_config(config, workdir)
   ckpts = checkpointing.Checkpoints(workdir)
   ckpts.save_best(0, state, {ckpts.best_metric: float("inf")})
@@ -320,6 +362,9 @@ _CHECKPOINT = flags.DEFINE_string(
     "torch) or .npz (keys bare or prefixed weights/)")
 _WORKDIR = flags.DEFINE_string("workdir", None,
                                "the tokenizer workdir to write")
+_OVERWRITE = flags.DEFINE_bool(
+    "overwrite", False, "replace the checkpoints, config and test metrics of "
+    "a workdir that already holds a checkpoint (otherwise refused)")
 _AS_WRITTEN = flags.DEFINE_bool(
     "as_written", False, "the reference's modules as written, with the SiLU "
     "after its two BatchNormAct2d; by default as main.py trains and "
@@ -333,7 +378,8 @@ def main(argv) -> None:
     raise app.UsageError("--checkpoint and --workdir are required")
   try:
     workdir = write_workdir(load_state_dict(_CHECKPOINT.value),
-                            _WORKDIR.value, paper_config(_AS_WRITTEN.value))
+                            _WORKDIR.value, paper_config(_AS_WRITTEN.value),
+                            overwrite=_OVERWRITE.value)
   except ReferenceMismatchError as e:
     raise ReferenceMismatchError(f"{_CHECKPOINT.value}: {e}") from e
   print(f"wrote {workdir}: asl_vq.Tokenizer.load({workdir!r})")

@@ -26,6 +26,7 @@ import numpy as np
 
 from asl_vq import checkpointing
 from asl_vq import config_lib
+from asl_vq import errors
 from asl_vq import fileio
 from asl_vq import losses
 from asl_vq import sharding
@@ -45,12 +46,19 @@ _FRAME = re.compile(r"(?:<[a-z]\d+>)+")
 _GROUP = re.compile(r"<([a-z])(\d+)>")
 
 
-def load_for_inference(path: str, make_task, which: str = "best"):
+def load_for_inference(path: str, make_task, which: str = "best", *,
+                       kind: str, encoder: str | None = None):
   """A training workdir's config, task and `which` checkpoint's schedule-free
   evaluation variables (as validation uses them), on one local device.
-  `path` is local or an object store URL (`gs://bucket/run`).
+  `path` is local or an object store URL (`gs://bucket/run`); `kind` is the
+  run's `config.task` it must be ("tokenizer", "seq2seq", "lm"), `encoder`
+  the model's inputs where it matters ("continuous").
 
   Returns (config, task, variables, step).
+
+  Raises:
+    FileNotFoundError: `path` holds no config.json.
+    errors.UserError: a run of another kind (or encoder), named.
   """
   path = fileio.abspath(path)
   config_path = epath.Path(path) / "config.json"
@@ -59,6 +67,15 @@ def load_for_inference(path: str, make_task, which: str = "best"):
                             "workdir?")
   config = ml_collections.ConfigDict(
       config_lib.saved_config(json.loads(config_path.read_text())))
+  found = (config.get("task"),
+           config.model.get("encoder") if encoder is not None else None)
+  if found != (kind, encoder):
+    given = f"{found[1]} {found[0]}" if encoder else found[0]
+    wanted = f"{encoder} {kind}" if encoder else kind
+    raise errors.UserError(
+        f"{path}: a {given} run, where a {wanted} run is needed (its "
+        f"config.json says task={found[0]!r}"
+        + (f", model.encoder={found[1]!r}" if encoder else "") + ")")
   task = make_task(config)
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   # The state's structure is all restoring needs: any train size will do.
@@ -129,7 +146,7 @@ class Tokenizer:
     recomputed at them, `"latest"` those of the training point.
     """
     config, _, variables, step = load_for_inference(
-        path, tokenizer_training.TokenizerTask, which)
+        path, tokenizer_training.TokenizerTask, which, kind="tokenizer")
     return cls(config, variables, batch_size, step)
 
   # -------------------------------------------------------------------------
@@ -139,21 +156,25 @@ class Tokenizer:
                  ) -> np.ndarray:
     """Raw hands [T, 42, 2] -> the model's input float32 [T', 42, 2].
 
+    NaN, and any non-finite value, is a missing detection.
+
     `mask` (bool [T]) drops frames first, e.g. the padding of a padded array.
     """
-    hands = np.asarray(hands, np.float32)
+    hands = layout.missing_as_nan(hands)   # +-inf: not detected.
     if hands.ndim != 3 or hands.shape[1:] != (layout.NUM_POINTS, 2):
-      raise ValueError(f"hands must be [T, {layout.NUM_POINTS}, 2] (a list "
-                       f"of such arrays for a batch), got {hands.shape}")
+      raise errors.UserError(
+          f"hands must be [T, {layout.NUM_POINTS}, 2] (a list "
+          f"of such arrays for a batch), got {hands.shape}")
     if mask is not None:
       mask = np.asarray(mask, bool)
       if mask.shape != hands.shape[:1]:
-        raise ValueError(f"mask must be [{hands.shape[0]}], got {mask.shape}")
+        raise errors.UserError(
+            f"mask must be [{hands.shape[0]}], got {mask.shape}")
       hands = hands[mask]
     if not len(hands):
-      raise ValueError("the sequence has no frames")
+      raise errors.UserError("the sequence has no frames")
     if np.isnan(hands).all():
-      raise ValueError("the sequence has no hand in any frame (all NaN)")
+      raise errors.UserError("the sequence has no hand in any frame (all NaN)")
     inputs, valid = pipeline.preprocess(
         hands, max_len=self.max_len, flip=False,
         resample_method=self.config.data.resample)
@@ -174,7 +195,7 @@ class Tokenizer:
     """`preprocess` of each sequence of a batch (`mask` a list or None)."""
     masks = [None] * len(hands) if mask is None else mask
     if len(masks) != len(hands):
-      raise ValueError(f"{len(masks)} masks for {len(hands)} sequences")
+      raise errors.UserError(f"{len(masks)} masks for {len(hands)} sequences")
     return [self.preprocess(h, m) for h, m in zip(hands, masks)]
 
   def transcribe(self, hands, mask=None):
@@ -189,7 +210,7 @@ class Tokenizer:
         `model.use_ctc=False`), or bad hands as `encode`.
     """
     if not self.config.model.use_ctc:
-      raise ValueError(tokenizer_lib.NO_CTC_HEAD)
+      raise errors.UserError(tokenizer_lib.NO_CTC_HEAD)
     if not _is_batch(hands):
       return self.transcribe([hands], None if mask is None else [mask])[0]
     logits = self._run(self._ctc_logits, self._inputs(hands, mask),
@@ -215,17 +236,18 @@ class Tokenizer:
       c = np.asarray(c)
       if (c.ndim != 2 or not 1 <= c.shape[1] <= q
           or not np.issubdtype(c.dtype, np.integer)):
-        raise ValueError(f"codes must be integers [T, k] with 1 <= k <= {q}, "
-                         f"got {c.dtype} {c.shape}")
+        raise errors.UserError(
+            f"codes must be integers [T, k] with 1 <= k <= {q}, "
+            f"got {c.dtype} {c.shape}")
       if c.size and (c.min() < 0 or c.max() >= size):
-        raise ValueError(f"codes must be in [0, {size}), got "
+        raise errors.UserError(f"codes must be in [0, {size}), got "
                          f"[{c.min()}, {c.max()}]")
       # Codes of -1 add nothing (`ResidualVQ.embed_codes`).
       full.append(np.pad(c.astype(np.int32), ((0, 0), (0, q - c.shape[1])),
                          constant_values=-1))
     n_q = q if n_q is None else n_q
     if not 1 <= n_q <= q:
-      raise ValueError(f"n_q must be in [1, {q}], got {n_q}")
+      raise errors.UserError(f"n_q must be in [1, {q}], got {n_q}")
     n_q = jnp.int32(n_q)   # traced: one compilation for every n_q.
     return self._run(lambda v, x, m: self._decode(v, x, m, n_q), full, (q,),
                      np.int32)
@@ -265,8 +287,8 @@ class Tokenizer:
     codes = np.asarray(codes)
     if codes.ndim != 2 or codes.shape[1] > 26 or (codes.size and
                                                   codes.min() < 0):
-      raise ValueError(f"codes must be non-negative [T, k <= 26], got "
-                       f"{codes.shape}")
+      raise errors.UserError(f"codes must be non-negative [T, k <= 26], got "
+                             f"{codes.shape}")
     letters = string.ascii_lowercase[:codes.shape[1]]
     return " ".join("".join(f"<{l}{int(c)}>" for l, c in zip(letters, frame))
                     for frame in codes)
@@ -282,20 +304,22 @@ class Tokenizer:
     rows = []
     for t, frame in enumerate(text.split(" ")):
       if not _FRAME.fullmatch(frame):
-        raise ValueError(f"frame {t}: {frame!r} is not a group like "
-                         "'<a98><b624>' (frames are separated by one space)")
+        raise errors.UserError(
+            f"frame {t}: {frame!r} is not a group like "
+            "'<a98><b624>' (frames are separated by one space)")
       groups = _GROUP.findall(frame)
       letters = "".join(l for l, _ in groups)
       if letters != string.ascii_lowercase[:len(groups)]:
-        raise ValueError(f"frame {t}: quantizers {letters!r} are not a, b, "
-                         "c, ... in order")
+        raise errors.UserError(
+            f"frame {t}: quantizers {letters!r} are not a, b, "
+            "c, ... in order")
       rows.append([int(n) for _, n in groups])
     k = {len(r) for r in rows}
     if len(k) > 1:
-      raise ValueError(f"frames hold different numbers of quantizers {k}")
+      raise errors.UserError(f"frames hold different numbers of quantizers {k}")
     # Checked on Python ints: a 20-digit code would overflow int64 first.
     if len(rows[0]) > self.code_spec.num_quantizers or any(
         c >= self.code_spec.codebook_size for r in rows for c in r):
-      raise ValueError(f"codes exceed {self.code_spec}")
+      raise errors.UserError(f"codes exceed {self.code_spec}")
     codes = np.asarray(rows, np.int64)
     return codes.astype(np.int32)

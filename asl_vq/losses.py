@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from asl_vq import errors
 from asl_vq import vocab
 
 COMMIT_WEIGHT = 1.0 / 16
@@ -54,8 +55,9 @@ def ctc_loss(logits, mask, labels, label_mask=None, example_mask=None,
   optax's -log(epsilon) floor).
   """
   if reduction not in CTC_REDUCTIONS:
-    raise ValueError(f'CTC reduction must be one of {CTC_REDUCTIONS}, not '
-                     f'{reduction!r}')
+    raise errors.UserError(
+        f'CTC reduction must be one of {CTC_REDUCTIONS}, not '
+        f'{reduction!r}')
   if label_mask is None:
     label_mask = labels != vocab.PAD_ID
   if example_mask is None:

@@ -6,6 +6,8 @@ from typing import Sequence
 
 from rapidfuzz.distance import Levenshtein
 
+from asl_vq import errors
+
 
 def normalized_levenshtein(references: Sequence[str],
                            predictions: Sequence[str]) -> float:
@@ -21,11 +23,11 @@ def normalized_levenshtein(references: Sequence[str],
   a diverged run.
   """
   if len(references) != len(predictions):
-    raise ValueError(f"{len(references)} references but "
-                     f"{len(predictions)} predictions")
+    raise errors.UserError(f"{len(references)} references but "
+                           f"{len(predictions)} predictions")
   total = sum(len(r) for r in references)
   if total == 0:
-    raise ValueError("the references hold no characters")
+    raise errors.UserError("the references hold no characters")
   distance = sum(Levenshtein.distance(r, p)
                  for r, p in zip(references, predictions))
   return (total - distance) / total

@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 
+from asl_vq import errors
 from asl_vq import fileio
 from asl_vq.data import hand_model as hm
 
@@ -49,7 +50,7 @@ def draw_hands(ax, hands: np.ndarray, title: str = "", lw: float = 2.) -> None:
   only those present; the left hand's skeleton is drawn thinner."""
   hands = np.asarray(hands)
   if hands.shape != (42, 2):
-    raise ValueError(f"hands must be [42, 2], got {hands.shape}")
+    raise errors.UserError(f"hands must be [42, 2], got {hands.shape}")
   sides = [(slice(0, 21), lw * .6), (slice(21, 42), lw)]
   sides = [(s, t) for s, t in sides if hand_present(hands[s])]
   extent = [np.ptp(np.nan_to_num(hands[s]), 0).max() for s, _ in sides]

@@ -200,7 +200,7 @@ def _tokenizers(arts: list[Artifact]) -> list[str]:
            "= fraction of each quantizer's codes used on the test split, "
            "perplexity = exp(entropy) of its code distribution.", ""]
   lines += _table(["run", "row", "data", "steps", "val score", "test score",
-                   "test recon", "usage q1..q4", "perplexity q1..q4"], rows)
+                   "test recon", "usage q0..q3", "perplexity q0..q3"], rows)
   return lines
 
 
@@ -230,7 +230,7 @@ def _language_models(arts: list[Artifact], gens: list[Artifact]) -> list[str]:
                  " / ".join(f"{v:.3f}" for v in _per_quantizer(test,
                                                                 "accuracy"))])
   if rows:
-    lines += ["Next-token accuracy per quantizer (q1..q4).", ""]
+    lines += ["Next-token accuracy per quantizer (q0..q3).", ""]
     lines += _table(["run", "pattern", "data", "validation", "test"], rows)
   if gens:
     lines += ["Generated signing, decoded by the tokenizer and recognised by "

@@ -9,6 +9,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from asl_vq import errors
+
 DATA_AXIS = "data"
 
 
@@ -32,7 +34,7 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 def check_batch_size(global_batch_size: int, mesh: Mesh) -> None:
   if global_batch_size % mesh.size:
-    raise ValueError(
+    raise errors.UserError(
         f"the global batch size {global_batch_size} does not split evenly "
         f"over {mesh.size} devices; choose a multiple of {mesh.size}")
 

@@ -33,6 +33,7 @@ from jax.experimental import multihost_utils
 from asl_vq import checkpointing
 from asl_vq import cli
 from asl_vq import config_lib
+from asl_vq import errors
 from asl_vq import fileio
 from asl_vq import metric_writers
 from asl_vq import plotting
@@ -97,14 +98,15 @@ def learning_rate_schedule(train_config: ml_collections.ConfigDict,
   t = train_config
   peak, epochs = t.learning_rate, float(t.warmup_epochs)
   if epochs > 0 and t.warmup_steps > 0:
-    raise ValueError(f"train.warmup_epochs={epochs} and train.warmup_steps="
-                     f"{t.warmup_steps}: set one of them, the other to 0")
+    raise errors.UserError(
+        f"train.warmup_epochs={epochs} and train.warmup_steps="
+        f"{t.warmup_steps}: set one of them, the other to 0")
   if epochs > 0:
     steps_per_epoch = train_size // t.batch_size
     if steps_per_epoch < 1:
-      raise ValueError(f"train.warmup_epochs={epochs} with {train_size} "
-                       f"training sequences, fewer than a batch of "
-                       f"{t.batch_size}")
+      raise errors.UserError(f"train.warmup_epochs={epochs} with {train_size} "
+                             f"training sequences, fewer than a batch of "
+                             f"{t.batch_size}")
 
     def schedule(count):
       done = jnp.asarray(count, jnp.int32) - 1   # the update before this one
@@ -139,8 +141,8 @@ def make_optimizer(config: ml_collections.ConfigDict, train_size: int):
   elif t.optimizer == "adamw":
     update = optax.adamw(schedule, weight_decay=t.weight_decay)
   else:
-    raise ValueError(f"train.optimizer={t.optimizer!r}: one of "
-                     f"{', '.join(OPTIMIZERS)}")
+    raise errors.UserError(f"train.optimizer={t.optimizer!r}: one of "
+                           f"{', '.join(OPTIMIZERS)}")
   return optax.chain(optax.clip_by_global_norm(t.grad_clip), update)
 
 
@@ -223,16 +225,19 @@ def recompute_batch_stats(state: TrainState, batches, *, task: Task, mesh,
         jax.tree.map(lambda x: np.asarray(sharding.local_value(x),
                                           np.float64), out)))
   if not moments:
-    raise ValueError("no batches to recompute the BatchNorm statistics on")
+    raise errors.UserError(
+        "no batches to recompute the BatchNorm statistics on")
   old = traverse_util.flatten_dict(state.collections["batch_stats"])
   if set(old) != set(moments[0]):
-    raise ValueError("BatchNorm layers with moments differ from those with "
-                     f"statistics: {sorted(set(old) ^ set(moments[0]))}")
+    raise errors.UserError(
+        "BatchNorm layers with moments differ from those with "
+        f"statistics: {sorted(set(old) ^ set(moments[0]))}")
   new = {}
   for path in old:
     if any(len(m[path]) != 1 for m in moments):
-      raise ValueError(f"BatchNorm layer {'/'.join(path[:-1])} ran more than "
-                       "once in a pass; its statistics are ambiguous")
+      raise errors.UserError(
+          f"BatchNorm layer {'/'.join(path[:-1])} ran more than "
+          "once in a pass; its statistics are ambiguous")
     values = np.stack([m[path][0] for m in moments])   # [K, C]
     if path[-1] == "mean":
       new[path] = values.mean(0)
@@ -283,28 +288,37 @@ def evaluate(state: TrainState, dataset, *, task: Task, mesh, jit_eval,
 
 
 class _Preemption:
-  """SIGTERM -> save and exit cleanly (multi-host: JAX's sync point).
+  """SIGTERM or Ctrl-C -> save and exit cleanly (multi-host: JAX's sync
+  point, SIGTERM only).
 
   One process: the handler only sets a flag, read after every training
   step and before every evaluation batch, so the run saves within one step
-  (or one evaluation batch) plus one checkpoint write. Several processes:
-  JAX's preemption sync point, read after every step (an evaluation in
-  progress finishes first).
+  (or one evaluation batch) plus one checkpoint write. A second Ctrl-C stops
+  at once (KeyboardInterrupt; the steps since the last save are lost).
+  Several processes: JAX's preemption sync point, read after every step (an
+  evaluation in progress finishes first).
   """
 
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
   def __init__(self):
-    self.requested, self.since, self._previous = False, None, None
+    self.requested, self.since, self.signal = False, None, "SIGTERM"
+    self._previous = {}
     if jax.process_count() == 1:
-      self._previous = signal.signal(signal.SIGTERM, self._handler)
+      self._previous = {s: signal.signal(s, self._handler)
+                        for s in self.SIGNALS}
 
   def close(self) -> None:
-    """Gives SIGTERM back to the handler it had before."""
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    """Gives the signals back to the handlers they had before."""
+    for s, previous in self._previous.items():
+      signal.signal(s, previous)
 
   def _handler(self, signum, frame):
-    del signum, frame
+    del frame
+    if signum == signal.SIGINT and self.requested:
+      raise KeyboardInterrupt   # a second Ctrl-C: stop now.
     self.requested, self.since = True, time.monotonic()
+    self.signal = signal.Signals(signum).name
 
   def reached(self, step: int) -> bool:
     if jax.process_count() > 1:
@@ -333,7 +347,7 @@ def config_changes(saved: dict[str, Any], config: ml_collections.ConfigDict
           if old.get(k) != new.get(k)}
 
 
-class StaleInputs(ValueError):
+class StaleInputs(errors.UserError):
   """A workdir's run was made from other inputs than it is given now."""
 
 
@@ -353,7 +367,7 @@ def check_config(config: ml_collections.ConfigDict, workdir: str
       (epath.Path(workdir) / "config.json").read_text())), config)
   refused = {k: v for k, v in changes.items() if k not in RESUMABLE_FIELDS}
   if refused:
-    raise ValueError(
+    raise errors.UserError(
         f"{workdir} holds a run of another configuration ({_show(refused)}); "
         "run the same config to resume it, or give a new --workdir")
   return changes
@@ -467,6 +481,9 @@ def fit(config: ml_collections.ConfigDict, workdir: str, task: Task,
   finished = fileio.read_json(os.path.join(workdir, "test_metrics.json"))
   if start >= total_steps and test_source is not None and finished:
     ckpts.close()   # same config and inputs (`check_resume`): nothing to do.
+    if jax.process_index() == 0:
+      print("finished; test (best checkpoint): " + format_eval(finished),
+            flush=True)
     return finished
 
   jit_train = jit_train_step(task, tx, mesh, step_rng)
@@ -505,8 +522,8 @@ def fit(config: ml_collections.ConfigDict, workdir: str, task: Task,
     check_finite(state, ckpts)
     ckpts.save_latest(done, state, train_iter, wait=True)
     now = time.monotonic()
-    since = f", {now - preemption.since:.1f} s after SIGTERM" if (
-        preemption.since is not None) else ""
+    since = (f", {now - preemption.since:.1f} s after {preemption.signal}"
+             if preemption.since is not None else "")
     bar.message(f"preempted: saved step {done} in {now - saving:.1f} s"
                 f"{since}; run the same command to resume")
 
@@ -519,6 +536,11 @@ def fit(config: ml_collections.ConfigDict, workdir: str, task: Task,
     for step in range(start, start if preempted else total_steps):
       batch = sharding.to_global(next(train_iter), mesh, task.device_keys)
       state, m = jit_train(state, batch)
+      if pending:
+        # At most two steps in flight: a notice waits for one step before
+        # its save (not for every step queued since the last log), and the
+        # bar's steps/s and ETA are the device's.
+        jax.block_until_ready(pending[-1])
       pending.append(m)
       done = step + 1
       bar.update(done)   # every step, no host sync: steps/s and ETA.
@@ -546,6 +568,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str, task: Task,
       if save:
         ckpts.save_latest(done, state, train_iter)
     if test_source is not None and not preempted:
+      bar.message("scoring the best checkpoint on the test split ...")
       try:
         val = evaluate(ckpts.restore_best(state), eval_ds(test_source),
                        task=task, mesh=mesh, jit_eval=jit_eval, stop=stop)
@@ -650,5 +673,7 @@ def check_finite(state: TrainState, ckpts: checkpointing.Checkpoints) -> None:
 
 
 def format_metrics(val: dict[str, float],
-                   keys: Sequence[str] = ("loss", "score", "accuracy")) -> str:
+                   keys: Sequence[str] = ("loss", "score", "accuracy",
+                                          "majority_accuracy",
+                                          "balanced_accuracy")) -> str:
   return " ".join(f"{k} {val[k]:.4g}" for k in keys if k in val)

@@ -13,6 +13,8 @@ from typing import Iterable, Sequence
 import numpy as np
 from etils import epath
 
+from asl_vq import errors
+
 CHARACTERS = " !#$%&'()*+,-./0123456789:;=?@[_abcdefghijklmnopqrstuvwxyz~"
 assert len(CHARACTERS) == 59, len(CHARACTERS)
 
@@ -26,7 +28,7 @@ VOCAB_SIZE = 63
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 
-class UnknownCharacterError(ValueError):
+class UnknownCharacterError(errors.UserError):
   """A phrase holds a character outside the competition's vocabulary."""
 
 
@@ -67,9 +69,10 @@ def check_json(path: str | os.PathLike) -> None:
   try:
     theirs = json.loads(epath.Path(path).read_text())
   except (OSError, json.JSONDecodeError) as e:
-    raise ValueError(f"{path}: cannot read the character map: {e}") from None
+    raise errors.UserError(
+        f"{path}: cannot read the character map: {e}") from None
   if theirs != CHAR_TO_ID:
     diff = sorted(set(theirs.items()) ^ set(CHAR_TO_ID.items()))[:5]
-    raise ValueError(
+    raise errors.UserError(
         f"{path}: the character map differs from the competition's "
         f"(first differences: {diff})")

@@ -5,6 +5,7 @@ import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from asl_vq import checkpointing
 
@@ -57,4 +58,22 @@ def test_a_save_cut_short_is_never_read(tmp_path):
   assert again.latest_step() == 3
   restored = again.restore_latest({"w": jnp.zeros(8)}, _iterator())
   np.testing.assert_array_equal(np.asarray(restored["w"]), 1)
+  again.close()
+
+
+def test_a_run_saved_by_other_process_count_is_refused_by_name(tmp_path):
+  ckpts = checkpointing.Checkpoints(str(tmp_path))
+  ckpts.save_latest(3, {"w": jnp.ones(8)}, _iterator(), wait=True)
+  ckpts.close()
+  # What two processes leave: each its own position in its own shard.
+  data = tmp_path / "checkpoints" / "3" / "data"
+  saved = (data / "process_0-of-1.json").read_text()
+  (data / "process_0-of-1.json").unlink()
+  for i in range(2):
+    (data / f"process_{i}-of-2.json").write_text(saved)
+  again = checkpointing.Checkpoints(str(tmp_path))
+  with pytest.raises(checkpointing.ProcessCountChanged,
+                     match="saved by 2 process.*this run has 1.*"
+                           "--num_processes=2"):
+    again.restore_latest({"w": jnp.zeros(8)}, _iterator())
   again.close()

@@ -127,3 +127,20 @@ def test_loss_and_accuracy_skip_padded_examples():
   real = jnp.array([True, False])
   np.testing.assert_allclose(letter_accuracy(logits, targets, real), 1.0)
   assert float(probe_loss(logits, targets, real)) < 0.01
+
+
+def test_probe_baselines_from_counts():
+  """Read 0.77 against these (issue 30, 8): 4 phrases; letter a in 3 of
+  them, b in 1, the rest in none."""
+  from asl_vq.tasks import probing  # pylint: disable=g-import-not-at-top
+  present = np.zeros(26)
+  present[:2] = (3, 1)
+  tp, tn = np.zeros(26), np.full(26, 4.)
+  tp[:2], tn[:2] = (3, 0), (0, 3)   # a: always said; b: never said.
+  got = probing.baselines(present, tp, tn, 4)
+  # majority: a 3/4, b 3/4, the other 24 letters 1.
+  assert got["majority_accuracy"] == pytest.approx((0.75 * 2 + 24) / 26)
+  # balanced over a and b only: a (1 + 0) / 2, b (0 + 1) / 2.
+  assert got["balanced_accuracy"] == pytest.approx(0.5)
+  assert np.isnan(probing.baselines(np.zeros(26), tp, tn, 4)[
+      "balanced_accuracy"])

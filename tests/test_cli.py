@@ -71,3 +71,25 @@ def test_bad_input_gives_one_line(runs, case):
            if l.startswith("error: ")]
   assert code == 1 and "Traceback" not in err, err[-3000:]
   assert len(lines) == 1 and lines[0].startswith(expected), err[-3000:]
+
+
+@pytest.mark.parametrize("raised, one_line", [
+    ("errors.UserError('x.parquet: bad; fix it')", True),
+    ("errors.MissingExtra('needs scikit-learn: pip install ...')", True),
+    ("FileNotFoundError('no such file: x')", True),
+    ("ValueError('shapes (3, 4) and (5,) do not align')", False),
+    ("ImportError('cannot import name frobnicate')", False),
+    ("TypeError('unsupported operand')", False),
+])
+def test_a_bug_keeps_its_traceback_and_bad_input_is_one_line(raised,
+                                                             one_line):
+  """Only the project's input errors become one line (issue 30, 9)."""
+  program = ("from asl_vq import cli, errors\n"
+             f"def main(argv):\n  raise {raised}\n"
+             "cli.run(main)\n")
+  run = subprocess.run([sys.executable, "-c", program], capture_output=True,
+                       text=True, timeout=300,
+                       env=xla_env.env(os.environ, devices=1))
+  assert run.returncode == 1
+  assert ("Traceback" not in run.stderr) == one_line, run.stderr[-2000:]
+  assert run.stderr.strip().startswith("error: ") == one_line

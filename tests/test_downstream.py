@@ -65,9 +65,13 @@ def test_translator_loss_falls_on_a_repeated_batch(inputs, token_dir):
 
 
 @pytest.mark.slow
-def test_translation_run_scores_the_test_split(tmp_path, token_dir):
+def test_translation_run_scores_the_test_split(tmp_path, token_dir, capsys):
   config = _downstream_config("seq2seq", "tokens", token_dir)
   result = translation.run(config, str(tmp_path))
+  # Called again, a finished run says its test figures and returns them.
+  capsys.readouterr()
+  assert translation.run(config, str(tmp_path)) == pytest.approx(result)
+  assert "finished; test (best checkpoint): " in capsys.readouterr().out
   with open(tmp_path / "test_metrics.json") as f:
     saved = json.load(f)
   assert saved == pytest.approx(result)
@@ -111,5 +115,12 @@ def test_probe_run_reports_accuracy_per_letter(tmp_path, token_dir):
   letters = [result[f"accuracy_{c}"] for c in "abcdefghijklmnopqrstuvwxyz"]
   assert all(0.0 <= a <= 1.0 for a in letters)
   assert result["accuracy"] == pytest.approx(np.mean(letters))
+  # The majority baseline, from the phrases of the probe's test part.
+  phrases = probing.probe_splits(config)[0]["test"].phrases
+  share = np.array([np.mean([c in p.lower() for p in phrases])
+                    for c in "abcdefghijklmnopqrstuvwxyz"])
+  assert result["majority_accuracy"] == pytest.approx(
+      np.maximum(share, 1 - share).mean())
+  assert 0.0 <= result["balanced_accuracy"] <= 1.0
   with open(tmp_path / "test_metrics.json") as f:
-    assert json.load(f) == pytest.approx(result)
+    assert json.load(f) == pytest.approx(result, nan_ok=True)

@@ -162,6 +162,36 @@ def test_bad_inputs(tok, tmp_path):
   assert not os.path.exists(tmp_path / "codes.jsonl.tmp")
 
 
+def test_an_unreadable_file_is_named_and_the_others_are_kept(
+    tok, sequences, tmp_path):
+  """One bad file among good ones once discarded every record (issue 30,
+  6): the good ones are written, the bad named, the command fails."""
+  for i in range(2):
+    pose.write(tmp_path / f"s{i}.pose", sequences[i], 30., width=640,
+               height=480)
+  (tmp_path / "bad.pose").write_bytes(b"not a pose file")
+  out = tmp_path / "codes.jsonl"
+  with pytest.raises(encode.UnreadableInputs,
+                     match=r"wrote the 2 sequences read; 1 input file\(s\) "
+                           r"could not be read.*bad\.pose"):
+    _encode(tok, [tmp_path], out)
+  records = code_records.read(out)
+  assert [r["id"] for r in records] == ["s0", "s1"]
+  np.testing.assert_array_equal(records[1]["codes"],
+                                tok.encode(pose.read(tmp_path / "s1.pose")[0]))
+  run = _run("asl_vq.encode", f"--tokenizer={tiny_tokenizer.workdir()}",
+             f"--input={tmp_path}", f"--out={tmp_path / 'again.jsonl'}")
+  assert run.returncode == 1 and "bad.pose" in run.stderr
+  assert len(code_records.read(tmp_path / "again.jsonl")) == 2
+
+
+def test_input_paths_keep_a_comma_in_an_existing_name(tmp_path):
+  odd = tmp_path / "take 1, final.pose"
+  odd.write_bytes(b"")
+  assert encode.input_paths([str(odd), "a.pose,b.pose"]) == [
+      str(odd), "a.pose", "b.pose"]
+
+
 def test_decode_outputs(tok, sequences, tmp_path):
   codes = tok.encode(sequences[1])
   npy = tmp_path / "a.npy"

@@ -1,11 +1,15 @@
 """`asl_vq.Tokenizer`: batching, reconstruction, text form, input checks."""
 
+import json
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import asl_vq
 import tiny_tokenizer
+from asl_vq import errors
+from asl_vq import generate
 from asl_vq import inference
 from asl_vq import vocab
 from asl_vq.data import datasets
@@ -47,6 +51,21 @@ def test_a_sequence_encodes_alike_alone_and_in_a_batch(tok, sequences):
   for alone, batched in zip([tok.encode(h) for h in batch],
                             tok.encode(batch)):
     np.testing.assert_array_equal(alone, batched)
+
+
+def test_non_finite_input_is_a_missing_detection(tok, sequences):
+  """One +inf (or a float64 beyond float32) codes as that value missing;
+  it once made every frame's codes [0, 0, 0, 0] (issue 30, 5)."""
+  hands = sequences[2].astype(np.float64)
+  frame = int(np.argwhere(~np.isnan(hands).any(axis=(1, 2)))[3, 0])
+  missing = hands.copy()
+  missing[frame, 25, 0] = np.nan
+  expected = tok.encode(missing)
+  for bad in (np.inf, -np.inf, 1e300):
+    poisoned = hands.copy()
+    poisoned[frame, 25, 0] = bad
+    np.testing.assert_array_equal(tok.encode(poisoned), expected)
+  assert len(np.unique(expected[:, 0])) > 1
 
 
 def test_mask_drops_padding(tok, sequences):
@@ -122,7 +141,8 @@ def test_bad_codes(tok):
 def test_transcribe_reads_the_ctc_head_greedily(tok, sequences):
   # Against the model's full forward pass (evaluation mode), decoded here.
   _, task, variables, _ = inference.load_for_inference(
-      tiny_tokenizer.workdir(), tokenizer_training.TokenizerTask)
+      tiny_tokenizer.workdir(), tokenizer_training.TokenizerTask,
+      kind="tokenizer")
   batch = sequences[:5]
   got = tok.transcribe(batch)
   assert got == [tok.transcribe(h) for h in batch]
@@ -146,3 +166,23 @@ def test_a_tokenizer_without_ctc_refuses_to_transcribe(tok, sequences):
   no_ctc = asl_vq.Tokenizer(config, {}, batch_size=4)
   with pytest.raises(ValueError, match="without a CTC head"):
     no_ctc.transcribe(sequences[0])
+
+
+@pytest.mark.parametrize("saved, load, match", [
+    ({"task": "seq2seq", "model": {"encoder": "tokens"}},
+     lambda path: asl_vq.Tokenizer.load(path),
+     "a seq2seq run, where a tokenizer run is needed"),
+    ({"task": "seq2seq", "model": {"encoder": "tokens"}},
+     lambda path: generate.load_recognizer(path),
+     "a tokens seq2seq run, where a continuous seq2seq run is needed"),
+    ({"task": "tokenizer", "model": {}},
+     lambda path: generate.load_lm(path),
+     "a tokenizer run, where a lm run is needed"),
+])
+def test_a_run_of_another_kind_is_named_before_it_is_built(tmp_path, saved,
+                                                           load, match):
+  """It once gave a raw TypeError or AttributeError (issue 30, 8)."""
+  (tmp_path / "config.json").write_text(json.dumps(
+      dict(saved, data={}, train={})))
+  with pytest.raises(errors.UserError, match=match):
+    load(str(tmp_path))

@@ -24,7 +24,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.slow
-def test_sigterm_saves_and_exits_within_a_step_and_a_save(tmp_path):
+@pytest.mark.parametrize("sent_signal", [signal.SIGTERM, signal.SIGINT],
+                         ids=["SIGTERM", "SIGINT"])
+def test_a_notice_saves_and_exits_within_a_step_and_a_save(tmp_path,
+                                                           sent_signal):
+  """SIGTERM, and Ctrl-C alike (it once printed a KeyboardInterrupt
+  traceback and lost the steps since the last save)."""
   metrics = tmp_path / "metrics.jsonl"
   proc = subprocess.Popen(
       [sys.executable, "-m", "asl_vq.main", "--config=rvq_ctc:tiny",
@@ -44,17 +49,18 @@ def test_sigterm_saves_and_exits_within_a_step_and_a_save(tmp_path):
     time.sleep(0.01)
   step_time = max(b - a for a, b in zip(arrivals[1:], arrivals[2:]))
   sent = time.monotonic()
-  proc.send_signal(signal.SIGTERM)
+  proc.send_signal(sent_signal)
   out = proc.communicate(timeout=900)[0]
   exited = time.monotonic() - sent
 
   assert proc.returncode == 0, out[-3000:]
   found = re.search(r"preempted: saved step (\d+) in ([\d.]+) s, ([\d.]+) s "
-                    r"after SIGTERM; run the same command to resume", out)
+                    rf"after {sent_signal.name}; run the same command to "
+                    "resume", out)
   assert found, out[-3000:]
   step, save, latency = int(found[1]), float(found[2]), float(found[3])
   print(f"step {step_time:.2f} s, save {save:.2f} s, saved {latency:.2f} s "
-        f"after SIGTERM, exited after {exited:.2f} s")
+        f"after {sent_signal.name}, exited after {exited:.2f} s")
   assert checkpointing.Checkpoints(str(tmp_path)).latest_step() == step
   # The bound: the step in flight and the one dispatched after it (the
   # loop runs one step ahead of the device), then the write.

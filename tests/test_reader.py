@@ -155,6 +155,22 @@ def test_missing_column(tmp_path):
     reader.read_hands(tmp_path / "9.parquet")
 
 
+def test_non_finite_values_are_missing_detections(tmp_path):
+  """+inf, -inf and a float64 beyond float32's range read as NaN (issue
+  30, 5), the other coordinates as written."""
+  columns = {c: pa.array([0.5, 0.25], pa.float64())
+             for c in layout.HAND_X_COLUMNS + layout.HAND_Y_COLUMNS}
+  columns["x_left_hand_0"] = pa.array([np.inf, 0.5], pa.float64())
+  columns["y_left_hand_3"] = pa.array([0.5, -np.inf], pa.float64())
+  columns["x_right_hand_7"] = pa.array([1e300, 0.5], pa.float64())
+  columns.update(sequence_id=[1, 1], frame=[0, 1])
+  pq.write_table(pa.table(columns), tmp_path / "7.parquet")
+  hands = reader.read_hands(tmp_path / "7.parquet")[1]
+  missing = np.argwhere(np.isnan(hands)).tolist()
+  assert missing == [[0, 0, 0], [0, 28, 0], [1, 3, 1]]
+  assert np.isfinite(hands).sum() == hands.size - 3
+
+
 def test_foreign_character_map(tmp_path):
   kaggle_fixture.write_dataset(tmp_path, supplemental=False)
   (tmp_path / layout.CHARACTER_MAP).write_text('{"a": 0}')

@@ -115,7 +115,8 @@ def imported_workdir(request, tmp_path_factory):
 def test_workdir_evaluation_params_are_the_imported_weights(imported_workdir):
   version, workdir = imported_workdir
   _, _, variables, step = inference.load_for_inference(
-      workdir, tokenizer_training.TokenizerTask)
+      workdir, tokenizer_training.TokenizerTask,
+      kind="tokenizer")
   assert step == 0
   expected = reference_fixture.variables(version)
   for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(variables)[0],
@@ -136,6 +137,35 @@ def test_tokenizer_on_raw_landmarks_gives_reference_codes(imported_workdir):
     for n, name in ((None, "recon"), (1, "recon_nq1"), (2, "recon_nq2")):
       np.testing.assert_allclose(recon[n][i], expected[name], rtol=0,
                                  atol=ATOL, err_msg=name)
+
+
+def test_import_into_a_workdir_with_weights_is_refused_or_replaces_them(
+    tmp_path):
+  """orbax keeps an existing step: a second import must not say "wrote" and
+  leave the first weights (issue 30, 1)."""
+  workdir = str(tmp_path / "run")
+  first = reference_fixture.state_dict()
+  import_reference.write_workdir(first, workdir)
+  second = dict(first)
+  name = "encoder.blocks.0.mhsa.attention.query_proj.weight"
+  second[name] = np.asarray(first[name]) * 2
+  with pytest.raises(import_reference.WorkdirInUse,
+                     match="already holds a checkpoint.*--overwrite"):
+    import_reference.write_workdir(second, workdir)
+  import_reference.write_workdir(second, workdir, overwrite=True)
+  _, _, variables, _ = inference.load_for_inference(
+      workdir, tokenizer_training.TokenizerTask,
+      kind="tokenizer")
+  expected = import_reference.to_variables(
+      second, reference_fixture.CONFIGS["as_trained"])
+  old = import_reference.to_variables(
+      first, reference_fixture.CONFIGS["as_trained"])
+  changed = 0
+  for a, b, c in zip(jax.tree.leaves(variables), jax.tree.leaves(expected),
+                     jax.tree.leaves(old)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    changed += not np.array_equal(np.asarray(a), np.asarray(c))
+  assert changed == 1   # the one entry doubled.
 
 
 def _one_line_error(state):

@@ -151,3 +151,45 @@ def test_fileio_on_the_store():
       "fingerprint.json"}
   assert sorted(p.name for p in epath.Path(base).iterdir()) == [
       "a.json", "log.txt", "parts", "w.bin"]    # no temporary names left.
+
+
+@pytest.mark.usefixtures("gcs")
+def test_encode_and_decode_read_and_write_the_store(tmp_path, monkeypatch):
+  """Every records format and every decoded format to `gs://`: written
+  there, read back through it, and no local `gs:` folder (issue 30, 3)."""
+  # pylint: disable=g-import-not-at-top
+  import numpy as np
+  import asl_vq
+  import tiny_tokenizer
+  from asl_vq import code_records, decode, encode
+  from asl_vq.data import datasets, pose
+  # pylint: enable=g-import-not-at-top
+  tok = asl_vq.Tokenizer.load(tiny_tokenizer.workdir())
+  hands = datasets.load(tok.config)["test"][0]["hands"]
+  (tmp_path / "in").mkdir()
+  pose.write(tmp_path / "in" / "s0.pose", hands, 30., width=640, height=480)
+  expected = tok.encode(pose.read(tmp_path / "in" / "s0.pose")[0])
+  monkeypatch.chdir(tmp_path)
+  base = f"gs://{BUCKET}/codes"
+  for ext in code_records.FORMATS:
+    items, count = encode.sequences([str(tmp_path / "in")])
+    assert encode.encode(tok, items, f"{base}/c{ext}", total=count,
+                         progress=False) == 1
+    (record,) = code_records.read(f"{base}/c{ext}")
+    np.testing.assert_array_equal(record["codes"], expected)
+    codes, name = decode.read_codes(tok, f"{base}/c{ext}")
+    assert name == "s0"
+    np.testing.assert_array_equal(codes, expected)
+  epath.Path(base, "c.txt").write_text(tok.to_text(expected))
+  np.testing.assert_array_equal(
+      decode.read_codes(tok, f"{base}/c.txt")[0], expected)
+  for ext in decode.OUTPUTS:
+    landmarks = decode.decode(tok, expected, f"{base}/h{ext}")
+  with epath.Path(base, "h.npy").open("rb") as f:
+    np.testing.assert_array_equal(np.load(f), tok.decode(expected))
+  assert landmarks.shape == (len(expected), 42, 2)
+  assert sorted(p.name for p in epath.Path(base).iterdir()) == [
+      "c.csv", "c.jsonl", "c.parquet", "c.txt", "h.gif", "h.npy", "h.pose"]
+  assert sorted(os.listdir(tmp_path)) == ["in"]
+  with pytest.raises(ValueError, match="encode reads local inputs only"):
+    encode.sequences([f"{base}/c.jsonl"])

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple, Sequence
 from etils import epath
 import numpy as np
 
+from asl_vq import errors
 from asl_vq import inference
 from asl_vq import tables
 from asl_vq import vocab
@@ -45,8 +46,9 @@ def load_tokenizer(workdir: str, token_source: tokens_lib.TokenSource
               codebook_size=tok.code_spec.codebook_size, max_len=tok.max_len)
   theirs = {k: meta.get(k) for k in mine}
   if mine != theirs:
-    raise ValueError(f"{token_source.path} was written by a tokenizer with "
-                     f"{theirs}, but {workdir} has {mine}")
+    raise errors.UserError(
+        f"{token_source.path} was written by a tokenizer with "
+        f"{theirs}, but {workdir} has {mine}")
   return tok
 
 
@@ -56,13 +58,14 @@ def load_frames(tok: inference.Tokenizer, source,
   """{i: float32 [T', 42, 2]}: sequence i preprocessed as tokenization did,
   so frame t is the frame of code row t."""
   if not np.array_equal(source.sequence_ids, token_source.sequence_ids):
-    raise ValueError(f"{token_source.path}: its sequences are not those of "
-                     "the tokenizer's data split")
+    raise errors.UserError(
+        f"{token_source.path}: its sequences are not those of "
+        "the tokenizer's data split")
   out = {}
   for i in indices:
     out[i] = tok.preprocess(source[i]["hands"])
     if len(out[i]) != token_source.lengths[i]:
-      raise ValueError(
+      raise errors.UserError(
           f"sequence {token_source.sequence_ids[i]}: {len(out[i])} "
           f"preprocessed frames but {token_source.lengths[i]} code rows in "
           f"{token_source.path}")
@@ -83,7 +86,8 @@ def token_frames(token: int, codes: Sequence[np.ndarray],
   parts = [(i, np.flatnonzero(codes[i][:, 0] == token)) for i in frames]
   parts = [(i, rows) for i, rows in parts if rows.size]
   if not parts:
-    raise ValueError(f"token {token} occurs in none of the loaded sequences")
+    raise errors.UserError(
+        f"token {token} occurs in none of the loaded sequences")
   cat = lambda f: np.concatenate([f(i, rows) for i, rows in parts])
   return TokenFrames(
       cat(lambda i, r: frames[i][r]), cat(lambda i, r: codes[i][r]),
@@ -127,15 +131,17 @@ def analyze(name: str, token_source: tokens_lib.TokenSource,
   best, ami = table["single"]
   usable = best >= 0
   if not usable.any():
-    raise ValueError(f"no letter occurs in some but not all of the "
-                     f"{len(first)} phrases of the {split} split")
+    raise errors.UserError(f"no letter occurs in some but not all of the "
+                           f"{len(first)} phrases of the {split} split")
   if token is None:
     if letter not in vocab.LETTERS or not usable[vocab.LETTERS.index(letter)]:
-      raise ValueError(f"--letter={letter!r}: not a letter occurring in some "
-                       f"but not all phrases of the {split} split")
+      raise errors.UserError(
+          f"--letter={letter!r}: not a letter occurring in some "
+          f"but not all phrases of the {split} split")
     token = int(best[vocab.LETTERS.index(letter)])
   if not any((f == token).any() for f in first):
-    raise ValueError(f"--token={token} does not occur in the {split} split")
+    raise errors.UserError(
+        f"--token={token} does not occur in the {split} split")
   letters = "".join(np.array(list(vocab.LETTERS))[usable])
   letter_tokens = best[usable]
   needed = np.union1d(letter_tokens, [token])
@@ -208,10 +214,10 @@ def run(tokens: Sequence[str], out: str, *, tokenizers: Sequence[str] = (),
   names = list(names) or [os.path.basename(os.path.normpath(t))
                           for t in tokens]
   if not tokens or not len(tokens) == len(tokenizers) == len(names):
-    raise ValueError(f"{len(tokens)} tokens dirs, {len(tokenizers)} "
-                     f"tokenizers and {len(names)} names: give one each")
+    raise errors.UserError(f"{len(tokens)} tokens dirs, {len(tokenizers)} "
+                           f"tokenizers and {len(names)} names: give one each")
   if len(set(names)) != len(names):
-    raise ValueError(f"names must differ, got {names}")
+    raise errors.UserError(f"names must differ, got {names}")
   epath.Path(out).mkdir(parents=True, exist_ok=True)
   results = {}
   for name, tokens_dir, tokenizer_dir in zip(names, tokens, tokenizers):
@@ -251,7 +257,7 @@ def run(tokens: Sequence[str], out: str, *, tokenizers: Sequence[str] = (),
   tables.write_table(out, "mi_table", header, rows, mi_note)
   tables.write_table(
       out, "angles_table",
-      ["tokenizer", "codes (q1 / q2 / q3)", "frames",
+      ["tokenizer", "codes (q0 / q1 / q2)", "frames",
        *(f"{f} PIP" for f in angles.FINGER_NAMES)],
       [row for r in results.values() for row in r["angle_rows"]],
       f"Table 4 equivalent ({data} data, {split} split): PIP flexion of the "

@@ -19,6 +19,7 @@ import numpy as np
 from scipy.cluster import hierarchy
 from scipy.spatial import distance
 
+from asl_vq import errors
 from asl_vq import fileio
 from asl_vq import plotting
 from asl_vq.analysis import angles
@@ -83,8 +84,8 @@ def plot_heatmap(path: str, similarity: np.ndarray, labels: Sequence[str],
   plt = plotting.pyplot()
   n = len(labels)
   if similarity.shape != (n, n) or len(skeletons) != n:
-    raise ValueError(f"{n} labels, similarity {similarity.shape} and "
-                     f"{len(skeletons)} skeletons do not match")
+    raise errors.UserError(f"{n} labels, similarity {similarity.shape} and "
+                           f"{len(skeletons)} skeletons do not match")
   fig, ax = plt.subplots(figsize=(HEATMAP_INCHES, HEATMAP_INCHES))
   image = ax.imshow(similarity, cmap="RdBu_r", vmin=-1., vmax=1.)
   fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02, label="cosine")
@@ -122,7 +123,7 @@ def plot_gallery(path: str, frames: np.ndarray, sequence_ids: Sequence[int],
                  title: str, cols: int = 6) -> str:
   """One panel per frame [M, 42, 2], its sequence id under it."""
   if not len(frames):
-    raise ValueError("no frames to draw")
+    raise errors.UserError("no frames to draw")
   cols = min(cols, len(frames))
   fig, axes = _panels(len(frames), cols, title)
   for ax, hands, sid in zip(axes.flat, frames, sequence_ids):
@@ -147,8 +148,8 @@ def code_tree(codes: np.ndarray, branches: int = 4, leaves: int = 3
   codes = np.asarray(codes)
   if codes.ndim != 2 or codes.shape[1] < 3 or not len(codes) or (
       codes[:, 0] != codes[0, 0]).any():
-    raise ValueError("codes must be [M > 0, Q >= 3] frames of one "
-                     f"first-quantizer token, got {codes.shape}")
+    raise errors.UserError("codes must be [M > 0, Q >= 3] frames of one "
+                           f"first-quantizer token, got {codes.shape}")
   root = int(codes[0, 0])
   nodes = [((root,), np.arange(len(codes)))]
   for q2 in _commonest(codes[:, 1], branches):
@@ -168,7 +169,7 @@ def plot_tree(path: str, frames: np.ndarray,
   branch, columns = branches."""
   branches = [i for i, (p, _) in enumerate(nodes) if len(p) == 2]
   if not branches:
-    raise ValueError("the tree has no second-code branch")
+    raise errors.UserError("the tree has no second-code branch")
   children = {b: [i for i, (p, _) in enumerate(nodes)
                   if len(p) == 3 and p[:2] == nodes[b][0]] for b in branches}
   rows = 2 + max(len(c) for c in children.values())
@@ -180,7 +181,7 @@ def plot_tree(path: str, frames: np.ndarray,
     code_path, index = nodes[i]
     ax.axis("on")
     plotting.draw_hands(ax, mean_hands(frames[index]),
-                        f"q{len(code_path)}={code_path[-1]}: "
+                        f"q{len(code_path) - 1}={code_path[-1]}: "
                         f"{len(index)} frames")
   fig.tight_layout()
   return _save(fig, path)

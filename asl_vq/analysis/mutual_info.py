@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 from scipy import special
 
+from asl_vq import errors
 from asl_vq import vocab
 
 _EPS = np.finfo(np.float64).eps
@@ -105,8 +106,9 @@ def binary_ami(x: np.ndarray, y: np.ndarray) -> np.ndarray:
   """
   x, y = np.asarray(x, bool), np.asarray(y, bool)
   if x.ndim != 2 or y.ndim != 2 or len(x) != len(y) or not len(x):
-    raise ValueError(f"x and y must be [N, A] and [N, B] with the same N > 0, "
-                     f"got {x.shape} and {y.shape}")
+    raise errors.UserError(
+        f"x and y must be [N, A] and [N, B] with the same N > 0, "
+        f"got {x.shape} and {y.shape}")
   n = len(x)
   a = x.sum(0)[:, None]
   b = y.sum(0)[None, :]
@@ -148,8 +150,9 @@ def best_per_letter(occurs: np.ndarray, ids: np.ndarray,
   phrase has no informative token: id -1, AMI NaN. Ties go to the lower id.
   """
   if not occurs.shape[1]:
-    raise ValueError("no token passes the min_count filter; lower min_count "
-                     "or use a bigger split")
+    raise errors.UserError(
+        "no token passes the min_count filter; lower min_count "
+        "or use a bigger split")
   ami = binary_ami(occurs, letters)
   best = np.argmax(ami, 0)
   counts = letters.sum(0)

@@ -41,6 +41,7 @@ from absl import flags
 from absl import logging
 
 from asl_vq import cli
+from asl_vq import errors
 from asl_vq import fileio
 from asl_vq import compilation_cache
 from asl_vq import metrics
@@ -52,7 +53,7 @@ def _sklearn():
     # pylint: disable-next=g-import-not-at-top
     from sklearn import cluster, metrics as sk_metrics
   except ImportError:
-    raise ModuleNotFoundError(
+    raise errors.MissingExtra(
         "asl_vq.analysis.real_hands needs scikit-learn: pip install -e "
         "'.[measure]'") from None
   return cluster, sk_metrics
@@ -69,12 +70,14 @@ def load_letters(path: str | os.PathLike, language: str
     clips = {k.split("/", 1)[1].lower(): np.asarray(f[k], np.float32)
              for k in f.files if k.startswith(language + "/")}
   if not clips:
-    raise ValueError(f"{path}: no clip of language {language!r} (keys are "
-                     "<language>/<letter>)")
+    raise errors.UserError(
+        f"{path}: no clip of language {language!r} (keys are "
+        "<language>/<letter>)")
   for letter, clip in clips.items():
     if clip.ndim != 3 or clip.shape[1:] != (42, 2):
-      raise ValueError(f"{path}: {language}/{letter} is {clip.shape}, not "
-                       "[T, 42, 2]")
+      raise errors.UserError(
+          f"{path}: {language}/{letter} is {clip.shape}, not "
+          "[T, 42, 2]")
   return dict(sorted(clips.items()))
 
 

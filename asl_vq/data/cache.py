@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import tqdm
 
+from asl_vq import errors
 from asl_vq import fileio
 from asl_vq import vocab
 from asl_vq.data import layout
@@ -286,7 +287,8 @@ def prepare(data_dir: str | os.PathLike, cache_dir: str | os.PathLike,
   if isinstance(sources, str):
     sources = (sources,)
   if min_hand_frames < 1:
-    raise ValueError(f"min_hand_frames must be >= 1, got {min_hand_frames}")
+    raise errors.UserError(
+        f"min_hand_frames must be >= 1, got {min_hand_frames}")
   reader.check_data_dir(data_dir)
   epath.Path(cache_dir).mkdir(parents=True, exist_ok=True)
   options = {"skip_unknown_chars": bool(skip_unknown_chars),

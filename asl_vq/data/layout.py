@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pyarrow as pa
 
+from asl_vq import errors
+
 LANDMARK_TYPES = (("face", 468), ("left_hand", 21), ("pose", 33),
                   ("right_hand", 21))
 NUM_HAND_POINTS = 21
@@ -22,6 +24,20 @@ SOURCES = {
 CHARACTER_MAP = "character_to_prediction_index.json"
 INDEX_COLUMN = "sequence_id"
 FRAME_COLUMN = "frame"
+
+
+def missing_as_nan(hands: np.ndarray) -> np.ndarray:
+  """Hands as float32 with every non-finite value (+-inf; a float64 beyond
+  float32's range becomes inf) set to NaN: the project's one mark of a
+  missing detection. Every path by which hands enter (landmark files, `.pose`
+  files, the Tokenizer API, `pipeline.preprocess`) applies it, so one bad
+  value is one missing coordinate, not a sequence of NaN statistics."""
+  with np.errstate(over="ignore"):
+    hands = np.asarray(hands, np.float32)
+  finite = np.isfinite(hands)
+  if finite.all():
+    return hands
+  return np.where(finite, hands, np.float32(np.nan))
 
 
 def landmark_columns() -> list[str]:
@@ -80,8 +96,9 @@ def landmark_table(sequence_ids: np.ndarray, frames: np.ndarray,
   columns = {}
   for kind, values in points.items():
     if values.shape != (n, sizes[kind], 3):
-      raise ValueError(f"{kind}: expected shape {(n, sizes[kind], 3)}, got "
-                       f"{values.shape}")
+      raise errors.UserError(
+          f"{kind}: expected shape {(n, sizes[kind], 3)}, got "
+          f"{values.shape}")
     coords = np.ascontiguousarray(values.transpose(2, 1, 0), np.float32)
     for a, axis in enumerate("xyz"):
       for i in range(sizes[kind]):

@@ -24,6 +24,7 @@ from typing import Any, Protocol, Sequence
 import grain
 import numpy as np
 
+from asl_vq import errors
 from asl_vq import vocab
 from asl_vq.data import layout
 
@@ -133,13 +134,13 @@ def resample(hands: np.ndarray, length: int,
     ValueError: `hands` has no frames, or an unknown method.
   """
   if method not in RESAMPLINGS:
-    raise ValueError(f"resample must be one of {', '.join(RESAMPLINGS)}, "
-                     f"not {method!r}")
+    raise errors.UserError(f"resample must be one of {', '.join(RESAMPLINGS)}, "
+                           f"not {method!r}")
   t = hands.shape[0]
   if t == length:
     return hands
   if t == 0:
-    raise ValueError("cannot resample a sequence with no frames")
+    raise errors.UserError("cannot resample a sequence with no frames")
   if method == "linear":
     pos = np.linspace(0., t - 1, length)
     lo = np.floor(pos).astype(np.int64)
@@ -158,17 +159,19 @@ def preprocess(hands: np.ndarray, *, max_len: int, flip: bool,
 
   Drops empty frames, normalises, optionally flips, resamples sequences longer
   than `max_len` to `max_len` (`resample`'s method) and zero-pads to `pad_to`
-  (default `max_len`); the mask is True on real frames.
+  (default `max_len`); the mask is True on real frames. Non-finite values
+  are missing detections (`layout.missing_as_nan`).
   """
   pad_to = max_len if pad_to is None else pad_to
-  x = normalize(drop_empty_frames(hands))
+  x = normalize(drop_empty_frames(layout.missing_as_nan(hands)))
   if flip:
     x = _flip(x)
   if x.shape[0] > max_len:
     x = resample(x, max_len, resample_method)
   t = x.shape[0]
   if t > pad_to:
-    raise ValueError(f"{t} frames do not fit in a padded length of {pad_to}")
+    raise errors.UserError(
+        f"{t} frames do not fit in a padded length of {pad_to}")
   inputs = np.zeros((pad_to, _NUM_POINTS, 2), np.float32)
   inputs[:t] = x
   return inputs, np.arange(pad_to) < t
@@ -183,8 +186,8 @@ def pad_codes(codes: np.ndarray, pad_to: int
   """
   t = codes.shape[0]
   if t > pad_to:
-    raise ValueError(f"{t} code frames do not fit in a padded length of "
-                     f"{pad_to}")
+    raise errors.UserError(f"{t} code frames do not fit in a padded length of "
+                           f"{pad_to}")
   out = np.zeros((pad_to, codes.shape[1]), np.int32)
   out[:t] = codes
   return out, np.arange(pad_to) < t
@@ -202,7 +205,7 @@ def encode_labels(phrase: str, max_label_len: int, *,
   ids = vocab.encode(phrase, sequence_id)
   if len(ids) > max_label_len:
     if not truncate:
-      raise ValueError(
+      raise errors.UserError(
           f"sequence {sequence_id}: phrase {phrase!r} has {len(ids)} "
           f"characters, more than max_label_len={max_label_len}; raise "
           "max_label_len or pass truncate_labels=True")
@@ -229,7 +232,7 @@ def choose_bucket(length: int, buckets: Sequence[int]) -> int:
   for b in sorted(buckets):
     if b >= length:
       return b
-  raise ValueError(f"no bucket in {tuple(buckets)} holds {length} frames")
+  raise errors.UserError(f"no bucket in {tuple(buckets)} holds {length} frames")
 
 
 def steps_per_epoch(source: Source, global_batch_size: int,
@@ -238,9 +241,10 @@ def steps_per_epoch(source: Source, global_batch_size: int,
   n = len(source)
   if train:
     if n < global_batch_size:
-      raise ValueError(f"the training split has {n} sequences, fewer than "
-                       f"one global batch of {global_batch_size}: lower "
-                       "--config.train.batch_size or use more data")
+      raise errors.UserError(
+          f"the training split has {n} sequences, fewer than "
+          f"one global batch of {global_batch_size}: lower "
+          "--config.train.batch_size or use more data")
     return n // global_batch_size
   return math.ceil(n / global_batch_size)
 
@@ -358,8 +362,8 @@ class _BatchLoader:
         batch["codes"][row], batch["input_mask"][row] = pad_codes(
             ex["codes"], length)
     except ValueError as e:
-      raise ValueError(f"sequence {sid} (index {index}): {e}; does "
-                       "source.hand_frames match its frames?") from None
+      raise errors.UserError(f"sequence {sid} (index {index}): {e}; does "
+                             "source.hand_frames match its frames?") from None
     batch["labels"][row], batch["label_mask"][row] = encode_labels(
         ex["phrase"], self._max_label_len, sequence_id=sid,
         truncate=self._truncate)
@@ -370,19 +374,21 @@ def _check_args(source: Source, global_batch_size: int, max_len: int,
                 buckets: Sequence[int], process_index: int,
                 process_count: int, flip_prob: float) -> None:
   if global_batch_size <= 0 or global_batch_size % process_count:
-    raise ValueError(f"global_batch_size={global_batch_size} must be a "
-                     f"positive multiple of process_count={process_count}")
+    raise errors.UserError(
+        f"global_batch_size={global_batch_size} must be a "
+        f"positive multiple of process_count={process_count}")
   if not 0 <= process_index < process_count:
-    raise ValueError(f"process_index={process_index} is not in "
-                     f"[0, {process_count})")
+    raise errors.UserError(f"process_index={process_index} is not in "
+                           f"[0, {process_count})")
   if not buckets or min(buckets) <= 0 or max(buckets) < max_len:
-    raise ValueError(f"buckets {tuple(buckets)} must be positive and reach "
-                     f"max_len={max_len}")
+    raise errors.UserError(
+        f"buckets {tuple(buckets)} must be positive and reach "
+        f"max_len={max_len}")
   if not 0. <= flip_prob <= 1.:
-    raise ValueError(f"flip_prob={flip_prob} is not a probability")
+    raise errors.UserError(f"flip_prob={flip_prob} is not a probability")
   if len(source.hand_frames) != len(source):
-    raise ValueError(f"source.hand_frames has {len(source.hand_frames)} "
-                     f"entries for {len(source)} examples")
+    raise errors.UserError(f"source.hand_frames has {len(source.hand_frames)} "
+                           f"entries for {len(source)} examples")
 
 
 def make_dataset(source: Source, *, global_batch_size: int, max_len: int = 384,

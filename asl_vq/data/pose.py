@@ -23,6 +23,7 @@ import os
 
 import numpy as np
 
+from asl_vq import errors
 from asl_vq.data import hand_model
 from asl_vq.data import layout
 
@@ -49,13 +50,13 @@ COMPONENTS = ("LEFT_HAND_LANDMARKS", "RIGHT_HAND_LANDMARKS")
 _SIDES = ("left", "right")
 
 
-class PoseFileError(ValueError):
+class PoseFileError(errors.UserError):
   """A `.pose` file that is unreadable or has no hand components."""
 
 
 def _require_pose_format() -> None:
   if pose_format is None:
-    raise ModuleNotFoundError(
+    raise errors.MissingExtra(
         ".pose files need pose-format: pip install 'asl_vq[pose]'")
 
 
@@ -140,7 +141,7 @@ def read(path: str | os.PathLike) -> tuple[np.ndarray, float]:
       xy = data[:, 0, idx, :2] / size
       xy[confidence[:, 0, idx] <= 0] = np.nan
       hands[:, k * h:(k + 1) * h] = xy
-  return hands, float(pose.body.fps)
+  return layout.missing_as_nan(hands), float(pose.body.fps)
 
 
 def write(path: str | os.PathLike, hands: np.ndarray, fps: float, *,
@@ -159,10 +160,10 @@ def write(path: str | os.PathLike, hands: np.ndarray, fps: float, *,
   """
   hands = np.asarray(hands, np.float32)
   if hands.ndim != 3 or hands.shape[1:] != (layout.NUM_POINTS, 2):
-    raise ValueError(f"hands must be [T, {layout.NUM_POINTS}, 2], got "
-                     f"{hands.shape}")
+    raise errors.UserError(f"hands must be [T, {layout.NUM_POINTS}, 2], got "
+                           f"{hands.shape}")
   if not fps > 0:
-    raise ValueError(f"fps must be positive, got {fps}")
+    raise errors.UserError(f"fps must be positive, got {fps}")
   _require_pose_format()
   components = [
       pose_header.PoseHeaderComponent(

@@ -17,6 +17,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from etils import epath
 
+from asl_vq import errors
 from asl_vq import fileio
 from asl_vq import vocab
 from asl_vq.data import layout
@@ -25,7 +26,7 @@ HAND_COLUMNS = layout.HAND_X_COLUMNS + layout.HAND_Y_COLUMNS
 _INT_COLUMNS = ("file_id", "sequence_id", "participant_id")
 
 
-class DataError(ValueError):
+class DataError(errors.UserError):
   """The dataset on disk is missing, unreadable or not in the Kaggle layout."""
 
 
@@ -136,7 +137,8 @@ def read_hands(path: str | os.PathLike) -> dict[int, np.ndarray]:
   """All sequences of one landmark file: id -> float32 [T, 42, 2] by frame.
 
   `sequence_id` may be a plain column or a pandas index (stored as a column
-  with pandas metadata); both read the same. NaN marks a missing detection.
+  with pandas metadata); both read the same. NaN marks a missing detection,
+  and so does any non-finite value (`layout.missing_as_nan`).
   """
   path = os.fspath(path)
   columns = [layout.INDEX_COLUMN, layout.FRAME_COLUMN] + HAND_COLUMNS
@@ -163,9 +165,12 @@ def read_hands(path: str | os.PathLike) -> dict[int, np.ndarray]:
   seq = table[layout.INDEX_COLUMN].to_numpy().astype(np.int64)
   frame = table[layout.FRAME_COLUMN].to_numpy().astype(np.int64)
   hands = np.empty((len(seq), layout.NUM_POINTS, 2), np.float32)
-  for j, (x, y) in enumerate(zip(layout.HAND_X_COLUMNS, layout.HAND_Y_COLUMNS)):
-    hands[:, j, 0] = table[x].to_numpy()
-    hands[:, j, 1] = table[y].to_numpy()
+  with np.errstate(over="ignore"):   # float64 beyond float32: inf, then NaN.
+    for j, (x, y) in enumerate(zip(layout.HAND_X_COLUMNS,
+                                   layout.HAND_Y_COLUMNS)):
+      hands[:, j, 0] = table[x].to_numpy()
+      hands[:, j, 1] = table[y].to_numpy()
+  hands = layout.missing_as_nan(hands)
   if not len(seq):
     return {}
   order = np.lexsort((frame, seq))

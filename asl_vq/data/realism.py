@@ -44,6 +44,7 @@ from absl import flags
 from scipy import stats as sp_stats
 
 from asl_vq import cli
+from asl_vq import errors
 from asl_vq import fileio
 from asl_vq.data import hand_model
 from asl_vq.data import reader
@@ -70,7 +71,8 @@ def load_real(paths: Sequence[str]) -> list[tuple[str, np.ndarray]]:
       for key in f.files:
         clip = np.asarray(f[key], np.float32)
         if clip.ndim != 3 or clip.shape[1:] != (42, 2):
-          raise ValueError(f"{path}: {key} is {clip.shape}, not [T, 42, 2]")
+          raise errors.UserError(
+              f"{path}: {key} is {clip.shape}, not [T, 42, 2]")
         group = key.split("/", 1)[0] if "/" in key else "*"
         out.append((f"{os.path.basename(path)}:{group}", clip))
   return out
@@ -198,7 +200,7 @@ def _sklearn():
     # pylint: disable-next=g-import-not-at-top
     from sklearn import ensemble, metrics as sk_metrics
   except ImportError:
-    raise ModuleNotFoundError(
+    raise errors.MissingExtra(
         "asl_vq.data.realism needs scikit-learn: pip install -e "
         "'.[measure]'") from None
   return ensemble, sk_metrics
@@ -229,9 +231,10 @@ def two_sample_auc(real: Mapping[str, Any], synthetic: Mapping[str, Any], *,
     keep = rng.permutation(len(x))[:max_samples]
     groups = data["groups"][keep]
     if len(np.unique(groups)) < 2:
-      raise ValueError(f"the {'real' if label else 'synthetic'} hands hold "
-                       "fewer than 2 groups: nothing to fit on one and score "
-                       "on another")
+      raise errors.UserError(
+          f"the {'real' if label else 'synthetic'} hands hold "
+          "fewer than 2 groups: nothing to fit on one and score "
+          "on another")
     return x[keep], np.full(len(keep), label), groups
 
   xr, yr, gr = part(real, 1)
@@ -350,7 +353,7 @@ def main(argv) -> None:
         config_lib.load("rvq_ctc", "cpu").data.synthetic.to_dict())
   paths = [p for pattern in FLAGS.real for p in sorted(glob.glob(pattern))]
   if not paths:
-    raise ValueError(f"--real={','.join(FLAGS.real)}: no such file")
+    raise errors.UserError(f"--real={','.join(FLAGS.real)}: no such file")
   result = measure(load_real(paths), load_synthetic(data_dir), FLAGS.seed)
   result.update(real=paths, synthetic=data_dir, seed=FLAGS.seed)
   print(report(result))

@@ -12,6 +12,7 @@ from typing import Mapping
 from absl import logging
 import numpy as np
 
+from asl_vq import errors
 from asl_vq.data import cache
 
 DEFAULT_FRACTIONS = {"train": 0.8, "validation": 0.1, "test": 0.1}
@@ -59,12 +60,12 @@ def split_by_signer(participant_ids: np.ndarray,
   names = list(fractions)
   weights = np.asarray([fractions[n] for n in names], np.float64)
   if not names or (weights <= 0).any():
-    raise ValueError(f"fractions must be positive, got {dict(fractions)}")
+    raise errors.UserError(f"fractions must be positive, got {dict(fractions)}")
   signers, signer_of_row, counts = np.unique(
       participant_ids, return_inverse=True, return_counts=True)
   if len(signers) < len(names):
-    raise ValueError(f"cannot split {len(signers)} signers into "
-                     f"{len(names)} non-empty splits {names}")
+    raise errors.UserError(f"cannot split {len(signers)} signers into "
+                           f"{len(names)} non-empty splits {names}")
   targets = weights / weights.sum() * len(participant_ids)
   rng = np.random.default_rng(seed)
   best, best_error = None, np.inf
@@ -101,8 +102,8 @@ def load_splits(cache_dir: str | os.PathLike, *,
   split with the supplemental file's presence.)
   """
   if include_supplemental and "train" not in fractions:
-    raise ValueError("include_supplemental needs a 'train' split, got "
-                     f"{list(fractions)}")
+    raise errors.UserError("include_supplemental needs a 'train' split, got "
+                           f"{list(fractions)}")
   full = cache.SequenceSource(cache_dir, "train")
   long_enough = full.hand_frames >= min_hand_frames
   rows = split_by_signer(full.participant_ids, fractions, seed)

@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import tqdm
 
+from asl_vq import errors
 from asl_vq import plotting
 from asl_vq import vocab
 from asl_vq.data import hand_model as hm
@@ -74,14 +75,15 @@ class SyntheticConfig:
   def __post_init__(self):
     if not (1 <= self.min_chars <= min(self.max_chars, 40)
             and self.max_chars >= 12):  # So that phrases of that length exist.
-      raise ValueError("need 1 <= min_chars <= max_chars, min_chars <= 40 "
-                       "and max_chars >= 12")
+      raise errors.UserError(
+          "need 1 <= min_chars <= max_chars, min_chars <= 40 "
+          "and max_chars >= 12")
     if not 0 <= self.drop_rate <= 0.5:
-      raise ValueError("drop_rate must be in [0, 0.5]")
+      raise errors.UserError("drop_rate must be in [0, 0.5]")
     if self.num_signers < 1 or self.sequences_per_file < 1:
-      raise ValueError("num_signers and sequences_per_file must be >= 1")
+      raise errors.UserError("num_signers and sequences_per_file must be >= 1")
     if self.frames_per_char <= 0:
-      raise ValueError("frames_per_char must be > 0")
+      raise errors.UserError("frames_per_char must be > 0")
 
 
 # ------------------------------------------------------------------- phrases
@@ -624,8 +626,8 @@ def main(argv: Sequence[str]) -> None:
     logging.info("wrote %s", values.preview)
   if values.out:
     if values.num_sequences < 1:
-      raise ValueError(f"--num_sequences={values.num_sequences}: give at "
-                       "least 1 sequence")
+      raise errors.UserError(f"--num_sequences={values.num_sequences}: give at "
+                             "least 1 sequence")
     summary = generate(values.out, values.num_sequences, values.seed,
                        **dataclasses.asdict(config))
     logging.info("synthetic dataset: %s", summary)

@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from etils import epath
 
+from asl_vq import errors
 from asl_vq import fileio
 from asl_vq.data import pipeline
 
@@ -104,8 +105,8 @@ class TokenSource:
     self._offsets = np.concatenate([[0], np.cumsum(self.lengths)])
     self.origin = origin(self.metadata, self.sequence_ids)
     if len(self._codes) != self._offsets[-1]:
-      raise ValueError(f"{self.path}: {len(self._codes)} code frames for "
-                       f"n_frames summing to {self._offsets[-1]}")
+      raise errors.UserError(f"{self.path}: {len(self._codes)} code frames for "
+                             f"n_frames summing to {self._offsets[-1]}")
 
   def __len__(self) -> int:
     return len(self.sequence_ids)
@@ -166,8 +167,9 @@ def load_splits(tokens_dir: str) -> tuple[dict[str, TokenSource], CodeSpec]:
     FileNotFoundError: a split is missing (naming the command that writes it).
   """
   if not tokens_dir:
-    raise ValueError("input=tokens needs --config.tokens=DIR, the output of "
-                     "`python -m asl_vq.main --config=tokenize`")
+    raise errors.UserError(
+        "input=tokens needs --config.tokens=DIR, the output of "
+        "`python -m asl_vq.main --config=tokenize`")
   splits = {}
   for split in SPLITS:
     path = os.path.join(tokens_dir, f"{split}.parquet")

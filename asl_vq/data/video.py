@@ -53,6 +53,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import tqdm
 
+from asl_vq import errors
 from asl_vq import fileio
 from asl_vq import vocab
 from asl_vq.data import layout
@@ -88,7 +89,7 @@ _PARQUET_KEY = b"asl_vq.video"
 _ENCODING = dict.fromkeys(layout.landmark_columns(), "BYTE_STREAM_SPLIT")
 
 
-class InputError(ValueError):
+class InputError(errors.UserError):
   """A missing input, no videos found or a bad --phrases CSV."""
 
 
@@ -96,7 +97,7 @@ class SetupError(RuntimeError):
   """mediapipe is missing or cannot run here (the message says what to do)."""
 
 
-class VideoError(ValueError):
+class VideoError(errors.UserError):
   """A video that cannot be opened or has no decodable frame."""
 
 
@@ -207,7 +208,7 @@ def frames(path: str | os.PathLike) -> tuple[Iterator[np.ndarray], VideoInfo]:
 def _points(landmark_list, n: int) -> np.ndarray:
   out = np.array([(p.x, p.y, p.z) for p in landmark_list.landmark], np.float32)
   if out.shape != (n, 3):
-    raise ValueError(f"expected {n} landmarks, got {len(out)}")
+    raise errors.UserError(f"expected {n} landmarks, got {len(out)}")
   return out
 
 

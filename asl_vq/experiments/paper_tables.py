@@ -31,6 +31,7 @@ from etils import epath
 from asl_vq import cli
 from asl_vq import compilation_cache
 from asl_vq import config_lib
+from asl_vq import errors
 from asl_vq import fileio
 from asl_vq import provenance
 from asl_vq import tables
@@ -125,7 +126,7 @@ def check_data(preset: str, data: ml_collections.ConfigDict) -> None:
   fractions = dict(stage_config("probe", preset).probe_fractions)
   signers = len(np.unique(test.participant_ids))
   if signers < len(fractions):
-    raise ValueError(
+    raise errors.UserError(
         f"the test split holds {signers} signer(s), but the probing study "
         f"splits it by signer into {len(fractions)} ({fractions}): use data "
         "with more signers or a larger data.fractions.test "
@@ -238,13 +239,19 @@ def write_tables(workdir: str, results: dict[str, dict], data: str,
               [[ROW_NAMES[r], results[r]["seq2seq"]["score"]] for r in order],
               f"Table 2 equivalent ({data} data): sign-to-text translation."
               + (f"\n\n{budget}" if budget else ""))
-  t5 = tables.write_table(workdir, "table5", ["model", "mean", *LETTERS],
-              [[ROW_NAMES[r], results[r]["probe"]["accuracy"],
-                *(results[r]["probe"][f"accuracy_{c}"] for c in LETTERS)]
-               for r in order],
-              f"Table 5 equivalent ({data} data): probing accuracy per "
-              "letter (one model, 26 sigmoid outputs), test part of the "
-              "test split.")
+  t5 = tables.write_table(
+      workdir, "table5",
+      ["model", "mean", "majority baseline", "balanced", *LETTERS],
+      [[ROW_NAMES[r], results[r]["probe"]["accuracy"],
+        results[r]["probe"].get("majority_accuracy", float("nan")),
+        results[r]["probe"].get("balanced_accuracy", float("nan")),
+        *(results[r]["probe"][f"accuracy_{c}"] for c in LETTERS)]
+       for r in order],
+      f"Table 5 equivalent ({data} data): probing accuracy per letter (one "
+      "model, 26 sigmoid outputs), test part of the test split, beside the "
+      "majority baseline (each letter's more frequent class, present or "
+      "absent, always) and the balanced accuracy (mean of the true positive "
+      "and true negative rates; 0.5 is chance).")
   return t2 + "\n" + t5
 
 

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from asl_vq import errors
 from asl_vq import vocab
 from asl_vq.models.transformer import (NUM_SPECIAL, SignEncoder, frame_codes,
                                        masked_mean)
@@ -69,7 +70,7 @@ def init_from_codebooks(params, codebooks):
   table = params['encoder']['embed']['embedding']  # [Q, K + 3, dim]
   q, k, d = codebooks.shape
   if (q, k + NUM_SPECIAL) != table.shape[:2] or d != table.shape[2]:
-    raise ValueError(
+    raise errors.UserError(
         f'codebooks of shape {codebooks.shape} (quantizers, codes, dim) do '
         f'not fit the probe\'s stream embeddings {table.shape} '
         f'(quantizers, codes + {NUM_SPECIAL}, dim): num_quantizers, '

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from asl_vq import errors
 from asl_vq import vocab
 from asl_vq.models.transformer import (BOS, EOS, NUM_SPECIAL, PAD, Decoder,
                                        Encoder, StreamEmbed, decode_positions,
@@ -68,7 +69,7 @@ def stream_delays(pattern: str, num_streams: int) -> np.ndarray:
     return np.zeros(num_streams, np.int32)
   if pattern == 'delay':
     return np.arange(num_streams, dtype=np.int32)
-  raise ValueError(f'unknown pattern {pattern!r}: one of {PATTERNS}')
+  raise errors.UserError(f'unknown pattern {pattern!r}: one of {PATTERNS}')
 
 
 def _shift_streams(x, delays: np.ndarray, before, after):

@@ -26,6 +26,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from asl_vq import errors
+
 NUM_POINTS = 42
 CONV_FEATURES = 32
 # Flax momentum (weight of the old running value) of the reference's BNs:
@@ -104,8 +106,8 @@ def conv_bn_activation(name: str):
     ValueError: another name.
   """
   if name not in CONV_BN_ACTIVATIONS:
-    raise ValueError(f"conv_bn_activation must be one of "
-                     f"{', '.join(CONV_BN_ACTIVATIONS)}, not {name!r}")
+    raise errors.UserError(f"conv_bn_activation must be one of "
+                           f"{', '.join(CONV_BN_ACTIVATIONS)}, not {name!r}")
   return nn.silu if name == 'silu' else (lambda x: x)
 
 

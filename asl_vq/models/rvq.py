@@ -18,6 +18,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from asl_vq import errors
+
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
@@ -271,11 +273,12 @@ class ResidualVQ(nn.Module):
     perplexity 1 and used 0.
     """
     if self.commit_grad not in ('first', 'all'):
-      raise ValueError(f"commit_grad must be 'first' or 'all', not "
-                       f'{self.commit_grad!r}')
+      raise errors.UserError(f"commit_grad must be 'first' or 'all', not "
+                             f'{self.commit_grad!r}')
     if self.revival not in REVIVALS:
-      raise ValueError(f"revival must be one of {', '.join(REVIVALS)}, not "
-                       f'{self.revival!r}')
+      raise errors.UserError(
+          f"revival must be one of {', '.join(REVIVALS)}, not "
+          f'{self.revival!r}')
     b, t, d = x.shape
     update = (train and self.is_mutable_collection('vq')
               and not self.is_initializing())

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from asl_vq import errors
 from asl_vq import vocab
 from asl_vq.models.features import FeatureExtractor, OutputHead
 from asl_vq.models.rvq import ResidualVQ
@@ -120,7 +121,7 @@ class TokenizerModel(nn.Module):
       ValueError: the model has no CTC head (`use_ctc` False).
     """
     if not self.config.use_ctc:
-      raise ValueError(NO_CTC_HEAD)
+      raise errors.UserError(NO_CTC_HEAD)
     x = self._encode(inputs, mask, False)
     quantized = self.rvq(x, mask, train=False)[0]
     return self.ctc_head(quantized).astype(jnp.float32)

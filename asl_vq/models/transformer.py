@@ -15,6 +15,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from asl_vq import errors
 from asl_vq import vocab
 
 from asl_vq.models.features import FeatureExtractor
@@ -183,7 +184,7 @@ class SignEncoder(nn.Module):
                                                       train=train)
       return Squeezeformer(self.num_blocks, self.num_heads, self.kernel_size,
                            self.dropout, name='encoder')(x, mask, train=train)
-    raise ValueError(f'unknown encoder {self.kind!r}: one of {ENCODERS}')
+    raise errors.UserError(f'unknown encoder {self.kind!r}: one of {ENCODERS}')
 
 
 # Per stream, after the codebook_size codes.

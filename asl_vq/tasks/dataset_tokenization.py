@@ -28,6 +28,7 @@ import tqdm
 from absl import logging
 from jax.experimental import multihost_utils
 
+from asl_vq import errors
 from asl_vq import fileio
 from asl_vq import inference
 from asl_vq.data import datasets
@@ -138,8 +139,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, dict]:
   """Tokenizes every split; returns per split its sequences, code frames and
   (with `config.verify`) the verification's max abs difference."""
   if not config.checkpoint:
-    raise ValueError("config.checkpoint is required: the tokenizer's training "
-                     "workdir (--config.checkpoint=RUN)")
+    raise errors.UserError(
+        "config.checkpoint is required: the tokenizer's training "
+        "workdir (--config.checkpoint=RUN)")
   # Every process restores (Orbax restores collectively); one does the work.
   tok = inference.Tokenizer.load(config.checkpoint,
                                  batch_size=config.batch_size)

@@ -4,7 +4,13 @@
 loop, inside the tokenizer's test split (phrases and signers the tokenizer
 never saw), split again by signer into the probe's own train / validation /
 test; the accuracy per letter of the best checkpoint on its test part goes to
-`test_metrics.json` (`accuracy_a` .. `accuracy_z`, and their mean `accuracy`).
+`test_metrics.json` (`accuracy_a` .. `accuracy_z`, and their mean `accuracy`),
+beside what it must be read against: `majority_accuracy`, the mean over
+letters of always answering a letter's more frequent class (most letters are
+absent from most phrases, so this alone scores ~0.7), and
+`balanced_accuracy`, the mean over letters of (true positive rate + true
+negative rate) / 2 (0.5: chance), over the letters both present and absent
+in some test phrase.
 """
 
 from __future__ import annotations
@@ -75,11 +81,16 @@ class ProbeTask(base.Task):
     logits = self.model.apply(variables, batch[self.key], batch["input_mask"],
                               train=False)
     targets = self._targets(batch)
-    n = jnp.sum(batch["example_mask"].astype(jnp.float32))
+    w = batch["example_mask"].astype(jnp.float32)[:, None]
+    n = jnp.sum(w)
+    present, said = (targets > 0.5) * w, (logits > 0) * w
     return ({"loss": probe_lib.probe_loss(logits, targets,
                                           batch["example_mask"]) * n,
              "letters_right": probe_lib.letter_accuracy(
                  logits, targets, batch["example_mask"]) * n,
+             "letters_present": present.sum(0),
+             "true_positives": (present * said).sum(0),
+             "true_negatives": ((w - present) * (w - said)).sum(0),
              "examples": n}, {})
 
   def eval_metrics(self, sums, records):
@@ -89,7 +100,25 @@ class ProbeTask(base.Task):
     result.update({f"accuracy_{c}": float(a)
                    for c, a in zip(vocab.LETTERS, per_letter)})
     result["accuracy"] = float(per_letter.mean())
+    result.update(baselines(sums["letters_present"], sums["true_positives"],
+                            sums["true_negatives"], sums["examples"]))
     return result
+
+
+def baselines(present, true_positives, true_negatives, examples
+              ) -> dict[str, float]:
+  """`majority_accuracy` and `balanced_accuracy` (module docstring) from
+  per-letter counts [26] over `examples` phrases; balanced is NaN when no
+  letter is both present and absent."""
+  present = np.asarray(present, np.float64)
+  absent = float(examples) - present
+  share = present / max(float(examples), 1.0)
+  both = (present > 0) & (absent > 0)
+  rates = 0.5 * (np.asarray(true_positives)[both] / present[both]
+                 + np.asarray(true_negatives)[both] / absent[both])
+  return dict(
+      majority_accuracy=float(np.maximum(share, 1 - share).mean()),
+      balanced_accuracy=float(rates.mean()) if both.any() else float("nan"))
 
 
 def probe_splits(config: ml_collections.ConfigDict
