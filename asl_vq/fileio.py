@@ -15,6 +15,7 @@ on an object store an object only appears, whole, when its upload ends.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -87,6 +88,16 @@ def append_text(path: str | os.PathLike, text: str) -> None:
   else:
     with path.open("a") as f:
       f.write(text)
+
+
+def sha256(path: str | os.PathLike) -> str:
+  """The hex sha256 of a file's bytes (local or `gs://`): what derived
+  outputs record of their inputs, so that they are keyed on content."""
+  h = hashlib.sha256()
+  with epath.Path(path).open("rb") as f:
+    for block in iter(lambda: f.read(1 << 22), b""):
+      h.update(block)
+  return h.hexdigest()
 
 
 def write_json(path: str | os.PathLike, obj: object) -> None:

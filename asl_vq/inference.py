@@ -12,6 +12,7 @@ batch size, so the jitted model compiles once per bucket, not per length.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import re
@@ -89,6 +90,23 @@ def load_for_inference(path: str, make_task, which: str = "best", *,
       state.step)
 
 
+def fingerprint(config: ml_collections.ConfigDict,
+                variables: dict[str, Any]) -> str:
+  """A tokenizer's content digest (16 hex digits): every variable (weights,
+  BatchNorm statistics, codebooks: names, dtypes, shapes, bytes), the model
+  config and the preprocessing fields that decide its codes. Equal for a
+  copy of a run elsewhere; different after any further training step."""
+  h = hashlib.sha256(json.dumps(
+      dict(model=config.model.to_dict(), max_len=int(config.data.max_len),
+           resample=str(config.data.resample)),
+      sort_keys=True, default=str).encode())
+  for path, leaf in jax.tree_util.tree_flatten_with_path(variables)[0]:
+    leaf = np.ascontiguousarray(jax.device_get(leaf))
+    h.update(f"{jax.tree_util.keystr(path)}:{leaf.dtype}:{leaf.shape}".encode())
+    h.update(leaf.tobytes())
+  return h.hexdigest()[:16]
+
+
 def _is_batch(x: Any) -> bool:
   return isinstance(x, (list, tuple))
 
@@ -118,6 +136,7 @@ class Tokenizer:
     mesh = sharding.make_mesh(jax.local_devices())
     self.batch_size = -(-batch_size // mesh.size) * mesh.size
     repl, data = sharding.replicated(mesh), sharding.data_sharding(mesh)
+    self.fingerprint = fingerprint(config, variables)
     self._variables = jax.device_put(variables, repl)
     self._encode = jax.jit(
         functools.partial(self.model.apply, method="encode"),

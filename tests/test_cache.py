@@ -4,6 +4,7 @@ import os
 import pickle
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -62,7 +63,8 @@ def test_cache_files(prepared):
   cache_dir, _ = prepared
   assert sorted(os.listdir(cache_dir)) == sorted(
       f"{s}.{k}" for s in SOURCES
-      for k in ("frames.npy", "index.parquet", "report.json"))
+      for k in ("frames.npy", "index.parquet", "report.json",
+                "digests.json"))
   index = pq.read_table(cache.cache_paths(cache_dir, "train")["index"])
   assert index.column_names == ["sequence_id", "participant_id", "phrase",
                                 "file_id", "offset", "length", "hand_frames"]
@@ -127,6 +129,36 @@ def test_prepare_is_idempotent(dataset, prepared, monkeypatch):
   assert again["train"]["reused"] and again["supplemental"]["reused"]
   assert dict(again["train"], reused=False) == first["train"]
   assert [os.stat(p).st_mtime_ns for p in _outputs(cache_dir)] == mtimes
+
+
+def test_the_cache_is_keyed_on_content_not_times(tmp_path):
+  """Issue 30, 2: a touched (or copied without times) landmark file keeps
+  the cache; the same file rewritten with other values remakes it."""
+  data = kaggle_fixture.write_dataset(tmp_path / "data").root
+  cache_dir = tmp_path / "cache"
+  first = cache.prepare(data, cache_dir, ("train",), progress=False)["train"]
+  landmarks = sorted((tmp_path / "data" / "train_landmarks").glob(
+      "*.parquet"))
+  for path in landmarks + [tmp_path / "data" / "train.csv"]:
+    os.utime(path, ns=(1, 1))   # other times, same bytes.
+  again = cache.prepare(data, cache_dir, ("train",), progress=False)["train"]
+  assert again["reused"] and again["fingerprint"] == first["fingerprint"]
+  # The same table written again by this writer, then with one value moved:
+  # only the values differ between the two files.
+  table = pq.read_table(landmarks[0])
+  pq.write_table(table, landmarks[0])
+  before = cache.prepare(data, cache_dir, ("train",), progress=False)["train"]
+  column = table.schema.get_field_index("x_right_hand_0")
+  values = table.column(column).to_numpy(zero_copy_only=False).copy()
+  moved = np.flatnonzero(np.isfinite(values))[0]
+  values[moved] += 0.01
+  pq.write_table(table.set_column(column, "x_right_hand_0",
+                                  pa.array(values, table.column(
+                                      column).type)), landmarks[0])
+  os.utime(landmarks[0], ns=(1, 1))
+  remade = cache.prepare(data, cache_dir, ("train",), progress=False)["train"]
+  assert not remade["reused"]
+  assert remade["fingerprint"] != before["fingerprint"]
 
 
 def test_prepare_redoes_on_new_options(dataset, tmp_path):

@@ -102,16 +102,17 @@ def test_a_killed_run_resumes_without_duplicates_or_gaps(
   assert os.stat(tmp_path / "train.parquet").st_mtime_ns == mtime
 
 
-def test_a_split_made_from_another_tokenizer_step_is_made_again(
+def test_a_split_made_from_another_tokenizer_is_made_again(
     run_dir, tokenized, tok, splits, tmp_path, capsys):
   """Issue 12, case 1: tokens of step 8 kept after the tokenizer moved on to
-  step 16 (141 of 145 frames differed). Here the stored split claims an
-  earlier step and holds other codes: the rerun makes it again."""
+  step 16 (141 of 145 frames differed). Here the stored split was made by
+  other weights (another fingerprint) and holds other codes: the rerun makes
+  it again. Issue 30, 2: decided by the weights' content, not the step."""
   for name in ("train", "validation", "test"):
     shutil.copy(tokenized[0] / f"{name}.parquet", tmp_path)
   path = tmp_path / "validation.parquet"
   table = pq.read_table(path)
-  meta = dict(tokens.TokenSource(path).metadata, step=tok.step - 8)
+  meta = dict(tokens.TokenSource(path).metadata, tokenizer="0" * 16)
   zeros = pa.array([[[0] * 4] * n for n in table["n_frames"].to_pylist()],
                    tokens.codes_type(4))
   table = table.set_column(table.schema.get_field_index("codes"), "codes",
@@ -121,9 +122,10 @@ def test_a_split_made_from_another_tokenizer_step_is_made_again(
   mtime = os.stat(tmp_path / "train.parquet").st_mtime_ns
 
   dataset_tokenization.run(_config(run_dir), str(tmp_path))
-  assert f"step {tok.step - 8!r} -> {tok.step!r}" in capsys.readouterr().out
+  assert (f"tokenizer {'0' * 16!r} -> {tok.fingerprint!r}"
+          in capsys.readouterr().out)
   src = tokens.TokenSource(path)
-  assert src.metadata["step"] == tok.step
+  assert src.metadata["tokenizer"] == tok.fingerprint
   codes = tok.encode([splits["validation"][i]["hands"]
                       for i in range(len(src))])
   for i, expected in enumerate(codes):
@@ -132,7 +134,22 @@ def test_a_split_made_from_another_tokenizer_step_is_made_again(
   assert os.stat(tmp_path / "train.parquet").st_mtime_ns == mtime
   # Tokens record their raw split's origin, which a downstream run checks.
   assert src.origin["data"] == splits["validation"].origin["data"]
-  assert src.origin["step"] == tok.step
+  assert src.origin["tokenizer"] == tok.fingerprint
+
+
+def test_a_copy_of_the_tokenizer_elsewhere_keeps_the_tokens(
+    run_dir, tokenized, tok, tmp_path):
+  """Moved or copied, the same weights make the same tokens: nothing is
+  made again (the path and step are provenance, not identity)."""
+  copy = tmp_path / "moved_run"
+  shutil.copytree(run_dir, copy)
+  assert asl_vq.Tokenizer.load(str(copy)).fingerprint == tok.fingerprint
+  out = tmp_path / "tokens"
+  shutil.copytree(tokenized[0], out)
+  mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("*.parquet")}
+  dataset_tokenization.run(_config(str(copy)), str(out))
+  assert {p.name: p.stat().st_mtime_ns
+          for p in out.glob("*.parquet")} == mtimes
 
 
 def test_checkpoint_is_required(tmp_path):

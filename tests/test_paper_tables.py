@@ -59,8 +59,10 @@ def test_tables_are_written_and_stages_resume(tmp_path, capsys):
   assert all(float(r[1]) <= 1.0 for r in t2[1:])
   with open(tmp_path / "table5.csv") as f:
     t5 = list(csv.reader(f))
-  assert t5[0][:3] == ["model", "mean", "a"] and len(t5[0]) == 28
-  assert all(0.0 <= float(v) <= 1.0 for r in t5[1:] for v in r[1:])
+  assert t5[0][:5] == ["model", "mean", "majority baseline", "balanced",
+                       "a"] and len(t5[0]) == 30
+  assert all(0.0 <= float(v) <= 1.0 for r in t5[1:] for v in r[1:]
+             if v)   # an empty cell: NaN (no letter both present and absent).
 
   # Finished stages are reused: nothing is trained or scored again, and the
   # stages' wall times add up over the calls (they were overwritten by the
@@ -87,7 +89,8 @@ def test_tables_are_written_and_stages_resume(tmp_path, capsys):
   for name in ("seq2seq_rvq_ctc", "probe_rvq_ctc"):
     assert (tmp_path / f"{name}.stale-1" / "test_metrics.json").exists()
     inputs = json.loads((tmp_path / name / "inputs.json").read_text())
-    assert inputs["train"]["step"] == best
+    assert inputs["train"]["tokenizer"] == tokens.read_metadata(
+        tmp_path / "tokens_rvq_ctc")["tokenizer"]
   for name in ("seq2seq_continuous", "probe_continuous"):
     path = tmp_path / name / "test_metrics.json"
     assert os.stat(path).st_mtime_ns == stamps[path]

@@ -190,6 +190,13 @@ def test_rerun_resumes_and_killed_write_leaves_no_file(videos, tmp_path,
   assert (summary["written"], summary["resumed"]) == (0, 1)
   assert summary["frames"] == 9
   assert inspect.summarize(out, progress=False)["train"]["frames"] == 9
+  # Recorded again under its name (issue 30, 2: 20 -> 40 frames kept 20
+  # frames of stale landmarks): converted again, by the video's bytes.
+  (one / "blank.avi").unlink()   # a link to the module's video: not edited.
+  write_video(one / "blank.avi", blank(14))
+  summary = video.convert(one, out, progress=False)
+  assert (summary["written"], summary["resumed"]) == (1, 0)
+  assert inspect.summarize(out, progress=False)["train"]["frames"] == 14
 
 
 @needs_mediapipe

@@ -9,10 +9,13 @@ converts each source once into `cache_dir`:
   <source>.index.parquet  one row per kept sequence: sequence_id,
                           participant_id, phrase, file_id, offset, length,
                           hand_frames.
-  <source>.report.json    counts, skips and the input fingerprint. Written
-                          last: it marks the cache complete.
+  <source>.report.json    counts, skips and the input fingerprint (the
+                          files' content, `fileio.sha256`, and the options).
+                          Written last: it marks the cache complete.
   <source>.parts/         per landmark file results while preparing, so that
                           an interrupted run resumes; removed at the end.
+  <source>.digests.json   each input file's size, mtime and sha256, so that
+                          a file is read again only when those change.
 
 Every file is written under a temporary name and then renamed into place.
 """
@@ -43,14 +46,15 @@ from asl_vq.data import reader
 SKIP_REASONS = ("unknown_character", "absent_from_file", "no_hand",
                 "too_few_hand_frames")
 _FIRST_IDS = 10
-_VERSION = 1
+_VERSION = 2   # 2: files by content (`fileio.sha256`), not size and mtime.
 
 
 def cache_paths(cache_dir: str | os.PathLike, source: str) -> dict[str, str]:
   """The files of one source in the cache directory."""
   base = os.path.join(cache_dir, source)
   return {"frames": f"{base}.frames.npy", "index": f"{base}.index.parquet",
-          "report": f"{base}.report.json", "parts": f"{base}.parts"}
+          "report": f"{base}.report.json", "parts": f"{base}.parts",
+          "digests": f"{base}.digests.json"}
 
 
 def skip_reason(phrase: str, hand_frames: int | None, *,
@@ -94,26 +98,39 @@ class Skips:
                                 for r, n in self.counts.items() if n))
 
 
-def _size_and_mtime(path: str) -> tuple[int, int]:
-  """A local file's size and mtime in ns; what an object store gives."""
+def _stat(path: str) -> list[int]:
+  """A file's size and mtime (ns); what an object store gives."""
   if fileio.is_remote(path):
     st = epath.Path(path).stat()
-    return st.length, st.mtime
+    return [int(st.length), int(st.mtime)]
   st = os.stat(path)
-  return st.st_size, st.st_mtime_ns
+  return [st.st_size, st.st_mtime_ns]
 
 
-def _fingerprint(data_dir: str, source: str, options: dict) -> str:
-  """Hash of the input files' names, sizes and mtimes, and the options."""
+def _fingerprint(data_dir: str, source: str, options: dict,
+                 memo_path: str) -> str:
+  """Hash of the input files' names and content digests (`fileio.sha256`),
+  and the options. Digests are kept in `memo_path` by (size, mtime), so a
+  file is read again only when those change: `touch` or a copy without
+  times costs one read of each such file and keeps the cache; a rewritten
+  file with other values remakes it."""
   csv_path, landmark_dir = reader.source_paths(data_dir, source)
   files = [csv_path, os.path.join(data_dir, layout.CHARACTER_MAP)]
   files += sorted(os.path.join(landmark_dir, p.name)
                   for p in epath.Path(landmark_dir).iterdir()
                   if p.name.endswith(".parquet"))
-  entries = []
+  memo = fileio.read_json(memo_path) or {}
+  entries, seen = [], {}
   for f in files:
-    if epath.Path(f).exists():
-      entries.append((os.path.relpath(f, data_dir), *_size_and_mtime(f)))
+    if not epath.Path(f).exists():
+      continue
+    name, stat = os.path.relpath(f, data_dir), _stat(f)
+    known = memo.get(name)
+    digest = known[1] if known and known[0] == stat else fileio.sha256(f)
+    seen[name] = [stat, digest]
+    entries.append((name, digest))
+  if seen != memo:
+    fileio.write_json(memo_path, seen)
   payload = json.dumps({"version": _VERSION, "source": source,
                         "options": options, "files": entries}, sort_keys=True)
   return hashlib.sha256(payload.encode()).hexdigest()
@@ -233,7 +250,7 @@ def _check_phrases(meta: reader.Metadata) -> None:
 def _prepare_source(data_dir: str, cache_dir: str, source: str,
                     options: dict, progress: bool) -> dict:
   paths = cache_paths(cache_dir, source)
-  fingerprint = _fingerprint(data_dir, source, options)
+  fingerprint = _fingerprint(data_dir, source, options, paths["digests"])
   done = fileio.read_json(paths["report"])
   if (done and done.get("fingerprint") == fingerprint
       and epath.Path(paths["frames"]).exists()

@@ -10,8 +10,9 @@ A tokenized split is one parquet file, one row per sequence:
                   major: codes[t][q] is quantizer q's code at frame t.
 
 The schema metadata `asl_vq` holds JSON: num_quantizers, codebook_size, the
-tokenizer checkpoint and step it came from, and `data`, the raw split's
-`origin` (data fingerprint and sequence digest).
+tokenizer's content fingerprint (`tokenizer`) and, as provenance, the
+checkpoint and step it came from, and `data`, the raw split's `origin` (data
+fingerprint and sequence digest).
 """
 
 from __future__ import annotations
@@ -71,10 +72,10 @@ def to_table(rows: Sequence[dict[str, Any]], num_quantizers: int,
 
 def origin(metadata: dict[str, Any], sequence_ids: np.ndarray
            ) -> dict[str, Any]:
-  """A tokenized split's `pipeline.Source.origin`: the tokenizer checkpoint
-  and step, and the raw split's data fingerprint, from its metadata."""
-  return {"tokenizer": metadata.get("checkpoint"),
-          "step": metadata.get("step"),
+  """A tokenized split's `pipeline.Source.origin`: the tokenizer's content
+  fingerprint (`inference.fingerprint`) and the raw split's data
+  fingerprint, from its metadata: by content, not by path or step."""
+  return {"tokenizer": metadata.get("tokenizer"),
           "data": (metadata.get("data") or {}).get("data"),
           "sequences": pipeline.digest(sequence_ids)}
 

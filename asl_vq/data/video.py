@@ -19,8 +19,10 @@ with its defaults) over every frame of each video and writes what
 train.csv keeps the competition's five columns exactly; the frame rate is in
 videos.json (and in each parquet file's metadata). Ids are stable hashes of
 the video's path under --input, so a rerun skips the videos already written
-(files are renamed into place only when complete, so a killed run leaves no
-half-written file) and rewrites train.csv, e.g. with corrected phrases.
+from the same bytes (each landmark file records its video's sha256: a video
+recorded again under its old name is converted again; files are renamed into
+place only when complete, so a killed run leaves no half-written file) and
+rewrites train.csv, e.g. with corrected phrases.
 
 --phrases: a CSV with a header and columns `video` (the file name, or its
 path relative to --input) and `phrase`, optionally `participant_id` (the
@@ -381,7 +383,8 @@ def _convert_one(task: tuple[str, str, int, str]) -> tuple[str, dict | str]:
     # fails this video only.
     return name, str(e) if isinstance(e, (OSError, VideoError)) else (
         f"{type(e).__name__}: {e}")
-  meta = dict(video=name, sequence_id=sid, file_id=sid, frames=len(points),
+  meta = dict(video=name, sha256=fileio.sha256(video), sequence_id=sid,
+              file_id=sid, frames=len(points),
               fps=None if math.isnan(info.fps) else info.fps,
               width=info.width, height=info.height,
               mediapipe=mediapipe_version())
@@ -476,7 +479,8 @@ def convert(input_path: str | os.PathLike, out_dir: str | os.PathLike, *,
   for video, name, sid in zip(videos, names, ids):
     rel, path = _landmark_path(out_dir, sid)
     info = _written_info(path)
-    if info is not None and info.get("video") == name:
+    if (info is not None and info.get("video") == name
+        and info.get("sha256") == fileio.sha256(video)):
       done[name] = info
     else:
       tasks.append((video, name, sid, path))

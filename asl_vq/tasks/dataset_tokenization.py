@@ -1,8 +1,8 @@
 """Tokenize the train / validation / test splits into `<workdir>/<split>.parquet`.
 
 The file layout is `asl_vq.data.tokens`'s. The work is resumable: a finished
-split made from the same inputs is skipped (one made from another tokenizer
-step or other data is made again); within a split, every `part_batches`
+split made from the same inputs is skipped (one made from another tokenizer,
+by the content of its weights, or other data is made again); within a split, every `part_batches`
 batches of sequences become one part file under `<split>.parquet.parts/`, so
 a killed run redoes at most one part; the parts are then assembled into the
 split file (written under a temporary name and renamed). Only process 0 tokenizes, on its own devices;
@@ -47,14 +47,21 @@ def _read_part(path: str) -> pa.Table:
     return pq.read_table(f)
 
 
+# The metadata fields that decide a split's codes, compared by content: the
+# tokenizer's fingerprint (its weights, not its path or step), the code
+# spec and length, the raw split's origin. `checkpoint` and `step` are
+# provenance only: a copy of the run elsewhere makes the same tokens.
+CONTENT_FIELDS = ("tokenizer", "num_quantizers", "codebook_size", "max_len",
+                  "data")
+
+
 def stale_fields(path: str, metadata: dict[str, Any]) -> dict[str, tuple]:
-  """{field: (stored, current)} where the split file `path` was made from
-  other inputs than `metadata` says (tokenizer checkpoint or step, code
-  spec, the raw split's origin); {} when it matches."""
+  """{field: (stored, current)} of the `CONTENT_FIELDS` in which the split
+  file `path` was made from other inputs than `metadata`; {} when none."""
   with fileio.reading(path) as f:
     stored = json.loads(pq.read_schema(f).metadata[tokens.METADATA_KEY])
-  return {k: (stored.get(k), v) for k, v in metadata.items()
-          if stored.get(k) != v}
+  return {k: (stored.get(k), metadata.get(k)) for k in CONTENT_FIELDS
+          if stored.get(k) != metadata.get(k)}
 
 
 def tokenize_split(tok: inference.Tokenizer, source: pipeline.Source,
@@ -147,7 +154,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, dict]:
                                  batch_size=config.batch_size)
   splits = datasets.load(data_config(tok.config, config))
   metadata = dict(checkpoint=fileio.abspath(config.checkpoint),
-                  step=tok.step, num_quantizers=tok.code_spec.num_quantizers,
+                  step=tok.step, tokenizer=tok.fingerprint,
+                  num_quantizers=tok.code_spec.num_quantizers,
                   codebook_size=tok.code_spec.codebook_size, max_len=tok.max_len)
   report = {}
   if jax.process_index() == 0:
