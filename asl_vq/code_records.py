@@ -4,7 +4,12 @@ One record per sequence:
   id          str: the sequence's name (a file's stem, a Kaggle sequence_id).
   source      str: the file it was read from.
   num_frames  int: its input frames, with a hand or not.
-  codes       int [T', Q]: `Tokenizer.encode`'s codes (T' = 0 without a hand).
+  fps         float or None: its frame rate, where the input says (`.pose`,
+              video; a Kaggle sequence does not).
+  frames      int [T']: the input frame of each code group (frames with no
+              hand have none).
+  codes       int [T', Q]: `Tokenizer.encode_frames`' codes, one group per
+              input frame with a hand (T' = 0 without a hand).
   text        str: the same codes in `inference.TEXT_FORMAT`.
   transcript  str, only in files written with it (`encode --transcribe`):
               `Tokenizer.transcribe`'s text, the CTC head's greedy reading.
@@ -12,7 +17,8 @@ One record per sequence:
 The file's extension picks the format: `.jsonl` (codes as nested lists),
 `.csv` (codes as the JSON text of the nested lists) or `.parquet` (codes as
 list<list<int32>>). Files are written under a temporary name and renamed when
-complete.
+complete. Files written before `fps` and `frames` existed read with both
+None.
 """
 
 from __future__ import annotations
@@ -32,11 +38,13 @@ from etils import epath
 from asl_vq import errors
 from asl_vq import fileio
 
-FIELDS = ("id", "source", "num_frames", "codes", "text")
+FIELDS = ("id", "source", "num_frames", "fps", "frames", "codes", "text")
 TRANSCRIPT = "transcript"   # the optional field.
+_ADDED = ("fps", "frames")  # absent from files written before them: None.
 FORMATS = (".jsonl", ".csv", ".parquet")
 _SCHEMA = pa.schema([("id", pa.string()), ("source", pa.string()),
-                     ("num_frames", pa.int64()),
+                     ("num_frames", pa.int64()), ("fps", pa.float64()),
+                     ("frames", pa.list_(pa.int64())),
                      ("codes", pa.list_(pa.list_(pa.int32()))),
                      ("text", pa.string()), (TRANSCRIPT, pa.string())])
 
@@ -55,11 +63,23 @@ def file_format(path: str | os.PathLike) -> str:
 
 
 def record(id_: str, source: str, num_frames: int, codes: np.ndarray,
-           text: str, transcript: str | None = None) -> dict[str, Any]:
-  """A record with plain Python values (codes int [T', Q] as nested lists);
-  with a `transcript`, that field too."""
+           text: str, transcript: str | None = None, *,
+           frames: np.ndarray | None = None, fps: float | None = None
+           ) -> dict[str, Any]:
+  """A record with plain Python values (codes int [T', Q] as nested lists,
+  frames int [T'] as a list); with a `transcript`, that field too.
+
+  Raises:
+    errors.UserError: `frames` not one per code group.
+  """
+  codes = np.asarray(codes)
+  if frames is not None and len(frames) != len(codes):
+    raise errors.UserError(f"{id_}: {len(frames)} frame indices for "
+                           f"{len(codes)} code groups")
   out = dict(id=id_, source=source, num_frames=int(num_frames),
-             codes=np.asarray(codes).tolist(), text=text)
+             fps=None if fps is None else float(fps),
+             frames=None if frames is None else [int(f) for f in frames],
+             codes=codes.tolist(), text=text)
   if transcript is not None:
     out[TRANSCRIPT] = transcript
   return out
@@ -104,7 +124,8 @@ class Writer:
       self._parquet.write_table(pa.Table.from_pylist(list(records),
                                                      self._schema))
     elif self._csv:
-      self._csv.writerows(dict(r, codes=json.dumps(r["codes"]))
+      self._csv.writerows(dict(r, codes=json.dumps(r["codes"]),
+                               frames=json.dumps(r["frames"]))
                           for r in records)
     else:
       self._file.writelines(json.dumps(r) + "\n" for r in records)
@@ -137,7 +158,10 @@ def read(path: str | os.PathLike) -> list[dict[str, Any]]:
       # utf-8-sig: a CSV saved again by Excel starts with a byte-order mark.
       text = epath.Path(path).read_bytes().decode("utf-8-sig")
       rows = [dict(r, codes=json.loads(r["codes"]),
-                   num_frames=int(r["num_frames"]))
+                   num_frames=int(r["num_frames"]),
+                   **({} if "fps" not in r else dict(
+                       fps=float(r["fps"]) if r["fps"] else None,
+                       frames=json.loads(r["frames"]))))
               for r in csv.DictReader(io.StringIO(text, newline=""))]
     else:
       text = epath.Path(path).read_bytes().decode("utf-8")
@@ -146,8 +170,11 @@ def read(path: str | os.PathLike) -> list[dict[str, Any]]:
     raise errors.UserError(
         f"{path}: not a file of code records ({e})") from None
   for i, r in enumerate(rows):
-    if not isinstance(r, dict) or set(r) - {TRANSCRIPT} != set(FIELDS):
+    if not isinstance(r, dict) or (set(r) - {TRANSCRIPT}) | set(_ADDED) != set(
+        FIELDS):
       raise errors.UserError(
           f"{path}: record {i} does not have the fields "
           f"{', '.join(FIELDS)} (and optionally {TRANSCRIPT})")
+    for name in _ADDED:
+      r.setdefault(name, None)
   return rows

@@ -8,11 +8,14 @@ Each PATH is a `.pose` file (`asl_vq.data.pose`), a video (its hands from
 `asl_vq.data.video`), a Kaggle-layout dataset directory (one that holds
 train.csv: every sequence its metadata CSVs list), or a directory searched
 recursively for these. `--out` gets one record per sequence
-(`asl_vq.code_records`: id, source, num_frames, codes [T', Q] and their text
-form; with `--transcribe` also the CTC head's reading of the hands,
+(`asl_vq.code_records`: id, source, num_frames, fps, frames, codes [T', Q]
+and their text form; with `--transcribe` also the CTC head's reading of the hands,
 `Tokenizer.transcribe`) as JSONL, CSV or parquet by its extension. Codes are
-those of `Tokenizer.encode` (frames without a hand dropped, long sequences
-resampled); a sequence without a hand gets none. `--out` may be `gs://...`;
+those of `Tokenizer.encode_frames`: one group per input frame with a hand,
+none resampled (longer sequences in overlapping windows), each record with
+its frames' indices and, for `.pose` files and videos, the frame rate; a
+sequence without a hand gets none. Transcripts read the whole sequence
+(resampled to the model's length when longer). `--out` may be `gs://...`;
 inputs are local. Bad input: one line on stderr, exit 1; an input file that
 cannot be read is left out and named at the end (exit 1), the other records
 written.
@@ -23,6 +26,7 @@ written.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sys
 from typing import Iterable, Iterator, Sequence
@@ -56,20 +60,21 @@ class Item:
   source: str
   hands: np.ndarray | None   # float32 [T, 42, 2], NaN: no hand.
   error: str | None = None
+  fps: float | None = None   # where the input says.
 
 
 class UnreadableInputs(errors.UserError):
   """Some inputs could not be read; the others were encoded and written."""
 
 
-def _video_hands(path: str) -> np.ndarray:
+def _video_hands(path: str) -> tuple[np.ndarray, float]:
   try:
     from asl_vq.data import video  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     raise errors.MissingExtra(f"{path}: reading videos needs "
                               f"asl_vq.data.video, which failed to import "
                               f"({e})") from None
-  return video.hands(path)[0]
+  return video.hands(path)
 
 
 # What one unreadable input file raises (a bad `.pose` or landmark file, a
@@ -81,13 +86,14 @@ _UNREADABLE = (ValueError, OSError)
 def _file_items(path: str, id_: str) -> Iterator[Item]:
   try:
     if path.lower().endswith(".pose"):
-      hands, _ = pose_lib.read(path)
+      hands, fps = pose_lib.read(path)
     else:
-      hands = _video_hands(path)
+      hands, fps = _video_hands(path)
   except _UNREADABLE as e:
     yield Item(id_, path, None, cli.one_line(e))
     return
-  yield Item(id_, path, hands)
+  yield Item(id_, path, hands,
+             fps=float(fps) if fps and math.isfinite(fps) else None)
 
 
 def _kaggle_items(metadata: Sequence[reader.Metadata]) -> Iterator[Item]:
@@ -176,22 +182,25 @@ def sequences(paths: Sequence[str]) -> tuple[Iterator[Item], int]:
 
 def _encode_chunk(tokenizer: Tokenizer, items: Sequence[Item],
                   transcribe: bool) -> list[dict]:
-  """Records of items, in order; those with a hand in one encode call (and
-  one transcribe call)."""
+  """Records of items, in order; those with a hand in one `encode_frames`
+  call (and one transcribe call)."""
   with_hand = [i for i, item in enumerate(items)
                if not np.isnan(item.hands).all()]
-  codes = [np.zeros((0, tokenizer.code_spec.num_quantizers), np.int32)
-           ] * len(items)
+  q = tokenizer.code_spec.num_quantizers
+  codes = [np.zeros((0, q), np.int32)] * len(items)
+  frames = [np.zeros(0, np.int64)] * len(items)
   hands = [items[i].hands for i in with_hand]
-  for i, c in zip(with_hand, tokenizer.encode(hands)):
-    codes[i] = c
+  for i, got in zip(with_hand, tokenizer.encode_frames(
+      hands, [items[i].fps for i in with_hand])):
+    codes[i], frames[i] = got.codes, got.frames
   texts = [""] * len(items) if transcribe else [None] * len(items)
   if transcribe:
     for i, t in zip(with_hand, tokenizer.transcribe(hands)):
       texts[i] = t
   return [code_records.record(item.id, item.source, len(item.hands), c,
-                              tokenizer.to_text(c), t)
-          for item, c, t in zip(items, codes, texts)]
+                              tokenizer.to_text(c), t, frames=f,
+                              fps=item.fps)
+          for item, c, f, t in zip(items, codes, frames, texts)]
 
 
 def encode(tokenizer: Tokenizer, items: Iterable[Item], out: str, *,

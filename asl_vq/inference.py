@@ -11,6 +11,7 @@ batch size, so the jitted model compiles once per bucket, not per length.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -105,6 +106,53 @@ def fingerprint(config: ml_collections.ConfigDict,
     h.update(f"{jax.tree_util.keystr(path)}:{leaf.dtype}:{leaf.shape}".encode())
     h.update(leaf.tobytes())
   return h.hexdigest()[:16]
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameCodes:
+  """A recording's codes, one group per input frame with a hand
+  (`Tokenizer.encode_frames`), and what it takes to put decoded frames back
+  into the picture (`Tokenizer.to_image`)."""
+  codes: np.ndarray     # int32 [N, Q]
+  frames: np.ndarray    # int64 [N]: the input frame each code group is of.
+  missing: np.ndarray   # int64 [T - N]: input frames with no hand (no code).
+  num_frames: int       # T, the input's frames.
+  fps: float | None     # frames per second of the input, where known.
+  mean: np.ndarray      # float32 [N, 2]: per code group, the x / y mean and
+  std: np.ndarray       # std of the window it was normalised over.
+
+  @property
+  def timestamps(self) -> np.ndarray | None:
+    """float64 [N] seconds of each code group's frame (None without fps)."""
+    return None if not self.fps else self.frames / self.fps
+
+
+def window_starts(length: int, window: int, overlap: int) -> list[int]:
+  """Starts of the windows of `window` frames, `overlap` shared between
+  neighbours, that cover `length` frames (the last one ends at the end).
+
+  Raises:
+    errors.UserError: `window` < 1 or `overlap` not in [0, window).
+  """
+  if window < 1 or not 0 <= overlap < window:
+    raise errors.UserError(f"window={window}, overlap={overlap}: need "
+                           "window >= 1 and 0 <= overlap < window")
+  if length <= window:
+    return [0]
+  stride = window - overlap
+  starts = list(range(0, length - window, stride))
+  return starts + [length - window]
+
+
+def central_window(length: int, starts: Sequence[int], window: int
+                   ) -> np.ndarray:
+  """int [length]: per frame, the index of the window in which it is most
+  central (furthest from the window's ends); ties to the earlier window."""
+  frame = np.arange(length)[:, None]
+  start = np.asarray(starts)[None, :]
+  inside = (frame >= start) & (frame < start + window)
+  margin = np.minimum(frame - start, start + window - 1 - frame)
+  return np.argmax(np.where(inside, margin, -1), axis=1)
 
 
 def _is_batch(x: Any) -> bool:
@@ -210,6 +258,70 @@ class Tokenizer:
     return self._run(self._encode, self._inputs(hands, mask),
                      (layout.NUM_POINTS, 2), np.float32)
 
+  def encode_frames(self, hands, fps: float | None = None, *,
+                    window: int | None = None,
+                    overlap: int | None = None):
+    """Raw hands [T, 42, 2], any T -> `FrameCodes`: one code group per frame
+    with a hand, none resampled, each with its input frame index.
+
+    Recordings with more frames with a hand than `window` (default: the
+    model's `max_len`) are encoded in windows of `window` such frames that
+    share `overlap` (default `window // 2`: README, "Any length"); each
+    window is normalised on its own, as a training sequence is, and each
+    frame takes its codes from the window where it is most central. Up to
+    `window` frames this is `encode` (the same codes). A list of recordings
+    gives a list (`fps` then one value for all, or a list).
+
+    Raises:
+      errors.UserError: bad hands (as `encode`), window or overlap.
+    """
+    if not _is_batch(hands):
+      return self.encode_frames([hands], [fps], window=window,
+                                overlap=overlap)[0]
+    rates = list(fps) if _is_batch(fps) else [fps] * len(hands)
+    window = self.max_len if window is None else int(window)
+    if not 1 <= window <= self.max_len:
+      raise errors.UserError(f"window={window}: must be in [1, max_len="
+                             f"{self.max_len}] (the model's length)")
+    overlap = window // 2 if overlap is None else int(overlap)
+    plans, windows = [], []   # per recording: (present, starts, first window)
+    for h in hands:
+      h = layout.missing_as_nan(h)
+      self.preprocess(h)   # the checks of `encode`.
+      present = ~np.isnan(h).all(axis=(1, 2))
+      kept = h[present]
+      starts = window_starts(len(kept), window, overlap)
+      plans.append((present, starts, len(windows)))
+      windows += [kept[s:s + window] for s in starts]
+    codes = self._run(self._encode, [pipeline.normalize(w) for w in windows],
+                      (layout.NUM_POINTS, 2), np.float32)
+    q, out = self.code_spec.num_quantizers, []
+    for (present, starts, first), rate in zip(plans, rates):
+      owner = first + central_window(int(present.sum()), starts, window)
+      local = np.arange(len(owner)) - np.asarray(starts)[owner - first]
+      stats = {w: pipeline.axis_statistics(windows[w]) for w in set(owner)}
+      out.append(FrameCodes(
+          codes=np.stack([codes[w][i] for w, i in zip(owner, local)]
+                         ).astype(np.int32).reshape(-1, q),
+          frames=np.flatnonzero(present), missing=np.flatnonzero(~present),
+          num_frames=len(present), fps=None if rate is None else float(rate),
+          mean=np.stack([stats[w][0] for w in owner]).astype(np.float32),
+          std=np.stack([stats[w][1] for w in owner]).astype(np.float32)))
+    return out
+
+  def to_image(self, landmarks: np.ndarray, frame_codes: FrameCodes
+               ) -> np.ndarray:
+    """Decoded landmarks [N, 42, 2] of `frame_codes.codes` (model space) ->
+    the input's coordinates (e.g. image fractions), each frame with the
+    statistics of the window it was encoded in: `v * std + mean`."""
+    landmarks = np.asarray(landmarks, np.float32)
+    if landmarks.shape[0] != len(frame_codes.frames):
+      raise errors.UserError(
+          f"{landmarks.shape[0]} decoded frames for "
+          f"{len(frame_codes.frames)} code groups")
+    return (landmarks * frame_codes.std[:, None, :]
+            + frame_codes.mean[:, None, :])
+
   def _inputs(self, hands: Sequence[Any], mask) -> list[np.ndarray]:
     """`preprocess` of each sequence of a batch (`mask` a list or None)."""
     masks = [None] * len(hands) if mask is None else mask
@@ -241,11 +353,13 @@ class Tokenizer:
   # Decoding.
 
   def decode(self, codes, n_q: int | None = None):
-    """Codes int [T, k] (k <= Q) -> landmarks float32 [T, 42, 2].
+    """Codes int [T, k] (k <= Q), any T -> landmarks float32 [T, 42, 2].
 
     Reconstructed from the first `n_q` quantizers (default: all k given), in
-    the model's output space: normalised coordinates, as `preprocess` gives.
-    A list of code arrays gives a list.
+    the model's output space: normalised coordinates, as `preprocess` gives
+    (`to_image` puts `encode_frames`' back into the input's). Codes longer
+    than the model's length are decoded in windows as `encode_frames`
+    encodes. A list of code arrays gives a list.
     """
     if not _is_batch(codes):
       return self.decode([codes], n_q)[0]
@@ -268,8 +382,24 @@ class Tokenizer:
     if not 1 <= n_q <= q:
       raise errors.UserError(f"n_q must be in [1, {q}], got {n_q}")
     n_q = jnp.int32(n_q)   # traced: one compilation for every n_q.
-    return self._run(lambda v, x, m: self._decode(v, x, m, n_q), full, (q,),
-                     np.int32)
+    # Longer than the model's length (`encode_frames` of a long recording):
+    # in overlapping windows, each frame from the one where it is central.
+    window, plans, pieces = self.max_len, [], []
+    for c in full:
+      starts = window_starts(len(c), window, window // 2)
+      plans.append((len(c), starts, len(pieces)))
+      pieces += [c[s:s + window] for s in starts]
+    decoded = self._run(lambda v, x, m: self._decode(v, x, m, n_q), pieces,
+                        (q,), np.int32)
+    out = []
+    for length, starts, first in plans:
+      owner = central_window(length, starts, window)
+      local = np.arange(length) - np.asarray(starts)[owner]
+      out.append(np.stack([decoded[first + w][i]
+                           for w, i in zip(owner, local)]).reshape(
+                               length, layout.NUM_POINTS, 2)
+                 if length else decoded[first])
+    return out
 
   # -------------------------------------------------------------------------
 

@@ -63,6 +63,28 @@ def test_pose_files_encode_as_their_landmarks(tok, sequences, tmp_path):
     assert r["source"] == str(tmp_path / f"{r['id']}.pose")
   assert records[0]["codes"] == [] and records[0]["text"] == ""
   assert records[0]["num_frames"] == 4
+  # Each code group names its input frame, and the record the frame rate.
+  for r, h in zip(records[1:], hands):
+    assert r["fps"] == 30.0
+    assert r["frames"] == np.flatnonzero(
+        ~np.isnan(h).all(axis=(1, 2))).tolist()
+
+
+def test_a_long_pose_file_gets_a_code_group_per_frame_with_a_hand(
+    tok, sequences, tmp_path):
+  """Issue 28: longer than the model's length, nothing resampled."""
+  hands = np.concatenate(sequences * 6)
+  assert len(hands) > 3 * tok.max_len
+  pose.write(tmp_path / "long.pose", hands, 25., width=640, height=480)
+  out = tmp_path / "codes.parquet"
+  _encode(tok, [tmp_path / "long.pose"], out)
+  (r,) = code_records.read(out)
+  read, _ = pose.read(tmp_path / "long.pose")
+  expected = tok.encode_frames(read, 25.)
+  assert r["fps"] == 25.0 and r["num_frames"] == len(hands)
+  assert r["frames"] == expected.frames.tolist()
+  np.testing.assert_array_equal(r["codes"], expected.codes)
+  assert len(r["codes"]) > tok.max_len
 
 
 @pytest.mark.parametrize("ext", code_records.FORMATS)
@@ -276,3 +298,14 @@ def test_a_records_csv_saved_again_by_excel_reads(tmp_path):
   expected = code_records.read(path)
   path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
   assert code_records.read(path) == expected
+
+
+def test_records_written_before_frames_and_fps_read_with_none(tmp_path):
+  path = tmp_path / "old.jsonl"
+  path.write_text('{"id": "a", "source": "a.pose", "num_frames": 2, '
+                  '"codes": [[1, 2]], "text": "<a1><b2>"}\n')
+  (r,) = code_records.read(path)
+  assert r["fps"] is None and r["frames"] is None and r["codes"] == [[1, 2]]
+  path.write_text('{"id": "a", "codes": [[1, 2]]}\n')
+  with pytest.raises(ValueError, match="does not have the fields"):
+    code_records.read(path)

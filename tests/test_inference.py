@@ -186,3 +186,78 @@ def test_a_run_of_another_kind_is_named_before_it_is_built(tmp_path, saved,
       dict(saved, data={}, train={})))
   with pytest.raises(errors.UserError, match=match):
     load(str(tmp_path))
+
+
+def test_window_starts_cover_every_frame_and_end_at_the_end():
+  assert inference.window_starts(50, 64, 32) == [0]
+  assert inference.window_starts(100, 40, 20) == [0, 20, 40, 60]
+  assert inference.window_starts(101, 40, 0) == [0, 40, 61]
+  with pytest.raises(errors.UserError, match="overlap"):
+    inference.window_starts(100, 40, 40)
+  starts = inference.window_starts(100, 40, 20)
+  owner = inference.central_window(100, starts, 40)
+  # Frame 30 is 9 from the end of [0, 40) and 10 from the start of
+  # [20, 60): the second; frame 25, 14 and 5 from them: the first.
+  assert owner[25] == 0 and owner[30] == 1 and owner[99] == 3
+  assert all(s <= f < s + 40 for f, s in zip(range(100),
+                                             np.asarray(starts)[owner]))
+
+
+def test_a_long_recording_gets_one_code_group_per_frame_with_a_hand(
+    tok, sequences):
+  """Issue 28: 5,000 frames, none resampled, each group with its frame."""
+  parts, total = [], 0
+  while total < 5000:
+    for h in sequences:
+      parts.append(h)
+      total += len(h)
+  hands = np.concatenate(parts)[:5000].copy()
+  hands[100:130] = np.nan                  # the hands leave the picture.
+  present = ~np.isnan(hands).all(axis=(1, 2))
+  got = tok.encode_frames(hands, fps=25.)
+  assert got.codes.shape == (present.sum(), 4) and got.num_frames == 5000
+  np.testing.assert_array_equal(got.frames, np.flatnonzero(present))
+  np.testing.assert_array_equal(got.missing, np.flatnonzero(~present))
+  np.testing.assert_allclose(got.timestamps, got.frames / 25.)
+  assert len(np.unique(got.codes[:, 0])) > 4
+  # A window's frames keep the codes of that window encoded alone.
+  window = tok.max_len
+  alone = tok.encode(hands[present][:window])
+  central = got.frames < window // 2   # most central in the first window.
+  np.testing.assert_array_equal(got.codes[central], alone[central[:window]
+                                                          .nonzero()[0]])
+
+
+def test_up_to_a_window_encode_frames_is_encode(tok, sequences):
+  for hands in sequences[:4]:
+    got = tok.encode_frames(hands)
+    np.testing.assert_array_equal(got.codes, tok.encode(hands))
+
+
+def test_to_image_undoes_the_normalisation_of_each_window(tok, sequences):
+  hands = np.concatenate(sequences[:6])
+  kept = hands[~np.isnan(hands).all(axis=(1, 2))]
+  got = tok.encode_frames(hands, window=40, overlap=10)
+  starts = inference.window_starts(len(kept), 40, 10)
+  owner = inference.central_window(len(kept), starts, 40)
+  # The model-space input of each frame, from its own window.
+  normalised = np.stack([
+      inference.pipeline.normalize(kept[starts[w]:starts[w] + 40])[
+          i - starts[w]] for i, w in enumerate(owner)])
+  back = tok.to_image(normalised, got)
+  seen = ~np.isnan(kept)
+  np.testing.assert_allclose(back[seen], kept[seen], atol=1e-5)
+
+
+def test_long_codes_decode_in_windows_like_their_encoding(tok, sequences):
+  hands = np.concatenate(sequences * 5)
+  got = tok.encode_frames(hands)
+  assert len(got.codes) > 2 * tok.max_len
+  recon = tok.decode(got.codes)
+  assert recon.shape == (len(got.codes), 42, 2)
+  # A window's central frames decode as that window alone does.
+  first = tok.decode(got.codes[:tok.max_len])
+  np.testing.assert_allclose(recon[:tok.max_len // 2],
+                             first[:tok.max_len // 2], atol=1e-6)
+  back = tok.to_image(recon, got)
+  assert back.shape == recon.shape and np.isfinite(back).all()

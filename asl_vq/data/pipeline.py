@@ -88,23 +88,31 @@ def drop_empty_frames(hands: np.ndarray) -> np.ndarray:
   return hands[~np.isnan(hands).all(axis=(1, 2))]
 
 
+def axis_statistics(hands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """(mean, std), float64 [D] each: per axis over the non-NaN values, the
+  population std (ddof 0) as in the reference; a constant or empty axis has
+  std 1 (only centred), an empty one mean 0. `normalize` divides by these;
+  `v * std + mean` undoes it (`Tokenizer.to_image`)."""
+  mean, std = np.zeros(hands.shape[-1]), np.ones(hands.shape[-1])
+  for axis in range(hands.shape[-1]):
+    values = hands[..., axis][~np.isnan(hands[..., axis])].astype(np.float64)
+    if len(values):
+      mean[axis] = values.mean()
+      std[axis] = values.std() if values.std() > 0 else 1.
+  return mean, std
+
+
 def normalize(hands: np.ndarray) -> np.ndarray:
-  """Per-axis `(v - mean) / std` over the non-NaN values, then NaN -> 0.
+  """Per-axis `(v - mean) / std` over the non-NaN values
+  (`axis_statistics`), then NaN -> 0.
 
   Statistics are per sequence so that camera placement and signer size do not
   matter; the population std (ddof 0) as in the reference. A constant axis
   (std 0) is only centred.
   """
-  out = np.zeros(hands.shape, np.float32)
-  for axis in range(hands.shape[-1]):
-    v = hands[..., axis]
-    valid = ~np.isnan(v)
-    if not valid.any():
-      continue
-    values = v[valid].astype(np.float64)
-    std = values.std()
-    out[..., axis][valid] = (values - values.mean()) / (std if std > 0 else 1.)
-  return out
+  mean, std = axis_statistics(hands)
+  out = (hands.astype(np.float64) - mean) / std
+  return np.where(np.isnan(out), 0., out).astype(np.float32)
 
 
 def flip(hands: np.ndarray) -> np.ndarray:
