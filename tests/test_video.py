@@ -30,7 +30,7 @@ except ImportError:
     raise
   pytest.skip(f"no OpenCV: {video.INSTALL}", allow_module_level=True)
 try:
-  import mediapipe  # pylint: disable=unused-import
+  import mediapipe  # noqa: F401  pylint: disable=unused-import
   _MEDIAPIPE = None
 except ImportError:
   _MEDIAPIPE = f"mediapipe is not installed: {video.INSTALL}"
