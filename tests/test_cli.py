@@ -41,6 +41,8 @@ CASES = [
      "error: --num_sequences=0: give at least 1 sequence"),
     ("asl_vq.bench", ["--shapes=22by196"],
      "error: --shapes: '22by196' is not BATCHxFRAMES (e.g. 22x196)"),
+    ("asl_vq.export_vocab", [f"--tokenizer={MISSING}", "--out={w}"],
+     f"error: {MISSING}: no config.json; is it a training workdir?"),
     ("asl_vq.import_reference", [f"--checkpoint={MISSING}.npz",
                                  "--workdir={w}"],
      f"error: [Errno 2] No such file or directory: '{MISSING}.npz'"),
