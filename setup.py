@@ -17,8 +17,9 @@ VIDEO = ["opencv-contrib-python>=4.9", "attrs>=19.1", "flatbuffers>=2.0",
 # google-cloud-storage behind tensorboardX's event files. Orbax's arrays go
 # through TensorStore, which speaks GCS itself.
 GCS = ["gcsfs>=2024.2", "google-cloud-storage>=2.14"]
-# The codes as a language model's tokens (asl_vq.export_vocab).
-LM = ["tokenizers>=0.15", "safetensors>=0.4"]
+# The codes as a language model's tokens (asl_vq.export_vocab); tokenizers
+# in the Hub's layout (Tokenizer.save_pretrained / from_pretrained).
+LM = ["tokenizers>=0.15", "safetensors>=0.4", "huggingface_hub>=0.20"]
 
 setuptools.setup(
     name="asl_vq",

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from flax import traverse_util
 
 from asl_vq import checkpointing
 from asl_vq import config_lib
@@ -155,6 +156,19 @@ def central_window(length: int, starts: Sequence[int], window: int
   return np.argmax(np.where(inside, margin, -1), axis=1)
 
 
+PRETRAINED_WEIGHTS = "model.safetensors"
+
+
+def _safetensors():
+  try:
+    import safetensors.numpy  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise errors.MissingExtra("saving and loading tokenizers in the Hub's "
+                              "layout needs safetensors: pip install -e "
+                              "'.[lm]'") from None
+  return safetensors.numpy
+
+
 def _is_batch(x: Any) -> bool:
   return isinstance(x, (list, tuple))
 
@@ -173,6 +187,7 @@ class Tokenizer:
                step: int | None = None):
     self.config = config
     self.step = step   # the training step of the checkpoint, if known.
+    self.source = None   # the workdir or directory it was loaded from.
     self.model = tokenizer_training.make_model(config)
     self.max_len = int(config.data.max_len)
     self.buckets = (tuple(config.data.buckets)
@@ -212,9 +227,128 @@ class Tokenizer:
     `which="best"` (the default) also carries the BatchNorm statistics
     recomputed at them, `"latest"` those of the training point.
     """
+    if (epath.Path(fileio.abspath(path)) / PRETRAINED_WEIGHTS).exists():
+      return cls.from_pretrained(path, batch_size)
     config, _, variables, step = load_for_inference(
         path, tokenizer_training.TokenizerTask, which, kind="tokenizer")
-    return cls(config, variables, batch_size, step)
+    tok = cls(config, variables, batch_size, step)
+    tok.source = fileio.abspath(path)
+    return tok
+
+  # -------------------------------------------------------------------------
+  # The Hugging Face Hub's layout.
+
+  def save_pretrained(self, directory: str | os.PathLike) -> str:
+    """Writes `directory` (local or `gs://`) in the Hub's layout: its
+    config (`config.json`), the inference variables (`model.safetensors`:
+    weights, BatchNorm statistics at the evaluation point, codebooks) and a
+    model card (`README.md`: architecture, parameters, the data it was
+    trained on and its test metrics, where its workdir kept them).
+    `from_pretrained` (or `load`) gives the same codes. Needs safetensors
+    (the `lm` extra). Returns the directory."""
+    st = _safetensors()
+    directory = fileio.abspath(directory)
+    if not fileio.is_remote(directory):
+      os.makedirs(directory, exist_ok=True)
+    flat = {"/".join(k): np.asarray(jax.device_get(v)) for k, v in
+            traverse_util.flatten_dict(jax.device_get(self._variables)).items()}
+    fileio.atomic_write(os.path.join(directory, PRETRAINED_WEIGHTS),
+                        lambda f: f.write(st.save(flat, metadata={
+                            "fingerprint": self.fingerprint})))
+    source = self.source
+    workdir = lambda name: (fileio.read_json(os.path.join(source, name))
+                            if source else None)
+    fileio.write_json(os.path.join(directory, "config.json"), dict(
+        asl_vq=dict(format=1, step=self.step, fingerprint=self.fingerprint,
+                    source=source, inputs=workdir("inputs.json"),
+                    test_metrics=workdir("test_metrics.json")),
+        **json.loads(self.config.to_json_best_effort())))
+    (epath.Path(directory) / "README.md").write_text(self._model_card(
+        source, workdir("inputs.json"), workdir("test_metrics.json")))
+    return directory
+
+  @classmethod
+  def from_pretrained(cls, name: str | os.PathLike, batch_size: int = 16
+                      ) -> "Tokenizer":
+    """A tokenizer saved by `save_pretrained`: a directory (local or
+    `gs://`) or a Hub id `user/name` (downloaded with huggingface_hub).
+
+    Raises:
+      errors.UserError: not a saved tokenizer.
+      errors.MissingExtra: a Hub id without huggingface_hub installed.
+    """
+    st = _safetensors()
+    path = os.fspath(name)
+    if not (fileio.is_remote(path) or os.path.exists(path)):
+      if not re.fullmatch(r"[\w.-]+/[\w.-]+", path):
+        raise errors.UserError(f"{path}: no such directory, nor a Hub id "
+                               "user/name")
+      try:
+        import huggingface_hub  # pylint: disable=g-import-not-at-top
+      except ImportError:
+        raise errors.MissingExtra(
+            f"{path}: a Hub id needs huggingface_hub: pip install -e "
+            "'.[lm]' huggingface_hub") from None
+      path = huggingface_hub.snapshot_download(path)
+    path = fileio.abspath(path)
+    saved = fileio.read_json(os.path.join(path, "config.json"))
+    weights = epath.Path(path) / PRETRAINED_WEIGHTS
+    if not saved or "asl_vq" not in saved or not weights.exists():
+      raise errors.UserError(f"{path}: not a tokenizer saved by "
+                             "Tokenizer.save_pretrained (config.json with "
+                             f"asl_vq, {PRETRAINED_WEIGHTS})")
+    meta = saved.pop("asl_vq")
+    config = ml_collections.ConfigDict(config_lib.saved_config(saved))
+    flat = st.load(weights.read_bytes())
+    variables = traverse_util.unflatten_dict(
+        {tuple(k.split("/")): v for k, v in flat.items()})
+    tok = cls(config, variables, batch_size, meta.get("step"))
+    if tok.fingerprint != meta.get("fingerprint"):
+      raise errors.UserError(f"{path}: its weights are not those it was "
+                             "saved with (fingerprint differs)")
+    tok.source = meta.get("source")
+    return tok
+
+  def _model_card(self, source, inputs, metrics) -> str:
+    """The README.md of `save_pretrained`."""
+    model = self.config.model
+    data = self.config.data.get("dir") or ""
+    params = jax.tree.map(lambda x: int(np.size(x)), self._variables["params"])
+    count = sum(jax.tree.leaves(params))
+    lines = [
+        "---", "library_name: asl_vq", "tags: [sign-language, asl, "
+        "tokenizer, vq]", "---", "",
+        "# asl_vq sign tokenizer", "",
+        "Hand landmarks (MediaPipe, 21 points a hand, both hands) to discrete "
+        "codes, a JAX/Flax reimplementation of Abzaliev and Mihalcea, EMNLP "
+        "2024 (https://github.com/MichiganNLP/discrete_asl).", "",
+        "## Model", "",
+        f"- Squeezeformer encoder ({model.num_blocks} blocks, width "
+        f"{model.dim}), residual VQ of {model.num_quantizers} quantizers x "
+        f"{model.codebook_size} codes, mirrored decoder"
+        + (", CTC character head" if model.use_ctc else "") + ".",
+        f"- {count:,} parameters; fingerprint `{self.fingerprint}`; training "
+        f"step {self.step}.",
+        f"- Input: up to {self.max_len} frames at once (longer recordings in "
+        "windows: `Tokenizer.encode_frames`).", "",
+        "## Data", "",
+        (f"Trained on `{data}`." if data else
+         "Trained on the embedded **synthetic** fingerspelling data of "
+         "asl_vq (generated hands, not real signers)."),
+    ]
+    if source:
+      lines.append(f"Saved from the run `{source}`.")
+    if inputs:
+      lines.append(f"Inputs (content fingerprints): `{json.dumps(inputs)}`.")
+    lines += ["", "## Test metrics", ""]
+    lines += ([f"- {k}: {v:.4g}" for k, v in sorted(metrics.items())
+               if isinstance(v, (int, float))] if metrics else
+              ["Not recorded with this tokenizer."])
+    lines += ["", "## Use", "", "```python", "import asl_vq",
+              'tok = asl_vq.Tokenizer.from_pretrained("DIR_OR_USER/NAME")',
+              "codes = tok.encode_frames(hands).codes   # hands: [T, 42, 2]",
+              "```", ""]
+    return "\n".join(lines)
 
   # -------------------------------------------------------------------------
   # Encoding.
