@@ -3,11 +3,15 @@ and starting embeddings for them.
 
   python -m asl_vq.export_vocab --tokenizer=RUN --out=DIR \
       [--base=tokenizer.json] [--layout=code|frame] [--frame_quantizers=1] \
-      [--width=4096] [--projection=orthogonal|pca] [--seed=0]
+      [--width=4096] [--projection=orthogonal|pca] [--seed=0] \
+      [--tokens=TOKENS]
 
 Writes `DIR/tokenizer.json` (`tokenizers.Tokenizer.from_file` loads it),
 `DIR/embeddings.safetensors` and `DIR/sign_vocab.json` (the layout, the
-first new id, the special tokens and the tokenizer's fingerprint).
+first new id, the special tokens and the tokenizer's fingerprint); with
+`--tokens=TOKENS` (a tokenized dataset) also `DIR/corpus/<split>.jsonl`, an
+interleaved text-sign corpus in the tokenizer's own signer split
+(`write_corpus`: phrase then signing, and signing then phrase).
 
 Layouts, for Q quantizers of K codes:
   code   one token per code per quantizer, `<a98>` .. (Q x K tokens): the
@@ -203,6 +207,53 @@ def embeddings(tok: Tokenizer, layout: str = "code",
   return out
 
 
+def sign_text(codes: np.ndarray, layout: str = "code",
+              frame_quantizers: int = 1) -> str:
+  """Codes int [T, Q] -> `<sign>...</sign>` with `<frame>` between frames:
+  the corpus' form, which the standalone file and a base both read."""
+  codes = np.asarray(codes)
+  if layout == "code":
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    frames = ["".join(f"<{letters[q]}{int(c)}>" for q, c in enumerate(row))
+              for row in codes]
+    body = FRAME.join(frames)
+  else:
+    body = frame_text(codes, frame_quantizers)
+  return f"{BEGIN}{body}{END}"
+
+
+SPLITS = ("train", "validation", "test")
+
+
+def write_corpus(tokens_dir: str, out: str, layout: str = "code",
+                 frame_quantizers: int = 1) -> dict[str, int]:
+  """`out/<split>.jsonl` from a tokenized dataset (configs/tokenize.py's
+  output: the tokenizer's own signer split, kept): one record per sequence,
+  {id, participant_id, phrase, signing (`sign_text`), text_to_sign
+  (phrase, newline, signing), sign_to_text (signing, newline, phrase)}.
+  Returns the records per split."""
+  # pylint: disable-next=g-import-not-at-top
+  from asl_vq.data import tokens as tokens_lib
+  counts = {}
+  for split in SPLITS:
+    source = tokens_lib.TokenSource(os.path.join(tokens_dir,
+                                                 f"{split}.parquet"))
+    lines = []
+    for i in range(len(source)):
+      item = source[i]
+      signing = sign_text(item["codes"], layout, frame_quantizers)
+      lines.append(json.dumps(dict(
+          id=int(item["sequence_id"]),
+          participant_id=int(item["participant_id"]),
+          phrase=item["phrase"], signing=signing,
+          text_to_sign=f"{item['phrase']}\n{signing}",
+          sign_to_text=f"{signing}\n{item['phrase']}")) + "\n")
+    fileio.atomic_write(os.path.join(out, f"{split}.jsonl"),
+                        lambda f, lines=lines: f.write("".join(lines).encode()))
+    counts[split] = len(lines)
+  return counts
+
+
 def export(tok: Tokenizer, out: str, *, layout: str = "code",
            frame_quantizers: int = 1, base: str | None = None,
            width: int | None = None, projection: str = "orthogonal",
@@ -245,6 +296,9 @@ def _define_flags() -> None:
   flags.DEFINE_enum("projection", "orthogonal", PROJECTIONS, "How.")
   flags.DEFINE_integer("seed", 0, "Of the orthogonal projection.")
   flags.DEFINE_enum("which", "best", ["best", "latest"], "Checkpoint.")
+  flags.DEFINE_string("tokens", None, "A tokenized dataset (configs/"
+                      "tokenize.py's output): also write its text-sign corpus "
+                      "to OUT/corpus/<split>.jsonl.")
   flags.mark_flags_as_required(["tokenizer", "out"])
 
 
@@ -259,6 +313,13 @@ def main(argv) -> None:
                 seed=FLAGS.seed)
   print(f"wrote {FLAGS.out}: {info['num_tokens']} tokens from id "
         f"{info['first_id']} ({info['layout']} layout)")
+  if FLAGS.tokens:
+    corpus = os.path.join(FLAGS.out, "corpus")
+    if not fileio.is_remote(corpus):
+      os.makedirs(corpus, exist_ok=True)
+    counts = write_corpus(FLAGS.tokens, corpus, FLAGS.layout,
+                          FLAGS.frame_quantizers)
+    print(f"wrote {corpus}: {counts}")
 
 
 if __name__ == "__main__":

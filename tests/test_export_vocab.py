@@ -105,3 +105,30 @@ def test_an_orthogonal_projection_keeps_distances_up_to_scale(tok):
   ratio = d1[off] / d0[off]
   np.testing.assert_allclose(ratio, ratio.mean(), rtol=1e-4)
   np.testing.assert_array_equal(arrays["codebooks"], tok.codebooks)
+
+
+def test_the_corpus_interleaves_phrases_and_signing_by_split(tok, tmp_path):
+  from asl_vq.data import tokens  # pylint: disable=g-import-not-at-top
+  tokens_dir = tiny_tokenizer.tokens_dir()
+  counts = export_vocab.write_corpus(tokens_dir, str(tmp_path))
+  export_vocab.export(tok, str(tmp_path / "vocab"))
+  hf = tokenizers.Tokenizer.from_file(str(tmp_path / "vocab/tokenizer.json"))
+  for split, n in counts.items():
+    source = tokens.TokenSource(f"{tokens_dir}/{split}.parquet")
+    records = [json.loads(line) for line in
+               (tmp_path / f"{split}.jsonl").read_text().splitlines()]
+    assert len(records) == n == len(source)
+    for i in (0, n - 1):
+      r, item = records[i], source[i]
+      assert r["id"] == int(item["sequence_id"]) and r["phrase"] == item[
+          "phrase"]
+      assert r["text_to_sign"] == item["phrase"] + "\n" + r["signing"]
+      assert r["sign_to_text"] == r["signing"] + "\n" + item["phrase"]
+      # The signing reads back to the codes through the exported file.
+      got = export_vocab.codes_from_tokens(hf.encode(r["signing"]).tokens)
+      np.testing.assert_array_equal(got, item["codes"])
+  # The tokenizer's signer split is kept: no signer in two splits.
+  signers = {s: {json.loads(l)["participant_id"] for l in
+                 (tmp_path / f"{s}.jsonl").read_text().splitlines()}
+             for s in counts}
+  assert not signers["train"] & (signers["validation"] | signers["test"])
