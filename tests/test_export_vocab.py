@@ -50,16 +50,24 @@ def test_the_code_layout_reads_to_text_and_gives_it_back(tok, codes,
 
 
 def test_a_base_keeps_its_ids_and_the_codes_follow(tok, codes, tmp_path):
-  base = tokenizers.Tokenizer(tokenizers.models.WordLevel(
-      {"[UNK]": 0, "hello": 1, "world": 2}, "[UNK]"))
+  # A small byte-pair-encoding tokenizer, trained here.
+  base = tokenizers.Tokenizer(tokenizers.models.BPE(unk_token="[UNK]"))
   base.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+  base.train_from_iterator(
+      ["hello world", "sign language as tokens", "hello tokens"] * 20,
+      tokenizers.trainers.BpeTrainer(special_tokens=["[UNK]"],
+                                     vocab_size=60))
   base.save(str(tmp_path / "base.json"))
+  sentence = "hello sign language world"
+  before = base.encode(sentence).ids
+  size = base.get_vocab_size()
   info = export_vocab.export(tok, str(tmp_path / "out"),
                              base=str(tmp_path / "base.json"))
   hf = tokenizers.Tokenizer.from_file(str(tmp_path / "out/tokenizer.json"))
-  assert info["first_id"] == 3
-  assert [hf.token_to_id(w) for w in ("[UNK]", "hello", "world")] == [0, 1, 2]
-  assert hf.token_to_id("<a0>") == 3
+  assert info["first_id"] == size and hf.token_to_id("<a0>") == size
+  assert hf.encode(sentence).ids == before   # its own ids unchanged.
+  assert {t: i for t, i in hf.get_vocab(with_added_tokens=False).items()
+          } == base.get_vocab(with_added_tokens=False)
   text = ("hello <sign>" + tok.to_text(codes[0]).replace(" ", "<frame>")
           + "</sign> world")
   tokens = hf.encode(text).tokens
@@ -118,7 +126,7 @@ def test_the_corpus_interleaves_phrases_and_signing_by_split(tok, tmp_path):
     records = [json.loads(line) for line in
                (tmp_path / f"{split}.jsonl").read_text().splitlines()]
     assert len(records) == n == len(source)
-    for i in (0, n - 1):
+    for i in range(n):   # every record of every split.
       r, item = records[i], source[i]
       assert r["id"] == int(item["sequence_id"]) and r["phrase"] == item[
           "phrase"]

@@ -31,6 +31,7 @@ def test_save_pretrained_loads_back_with_the_same_codes(tok, tmp_path):
                      loaded.encode(hands)):
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(a, c)
+    np.testing.assert_array_equal(tok.decode(a), again.decode(a))
   card = (tmp_path / "pretrained" / "README.md").read_text()
   assert "**synthetic**" in card and tok.fingerprint in card
   assert "score" in card   # the run's test metrics.
