@@ -332,32 +332,33 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)   # Orbax's INFO lines.
   if bool(FLAGS.text) == bool(FLAGS.eval_split):
     raise app.UsageError("pass one of --text or --eval_split")
+  if FLAGS.eval_split and not FLAGS.recognizer:
+    raise app.UsageError("--eval_split needs --recognizer")
   compilation_cache.enable()
   lm = load_lm(FLAGS.lm)
   tokenizer_dir = fileio.abspath(FLAGS.tokenizer or default_tokenizer(lm))
   tokenizer = Tokenizer.load(tokenizer_dir)
-  provenance.record_command(FLAGS.out)   # the report's captions.
+  recognizer = load_recognizer(FLAGS.recognizer) if FLAGS.eval_split else None
   sampling = dict(temperature=FLAGS.temperature, top_k=FLAGS.top_k,
                   seed=FLAGS.seed)
-  if FLAGS.text:
-    samples = generate(lm, tokenizer, FLAGS.text,
-                       num_samples=FLAGS.num_samples,
-                       max_frames=FLAGS.max_frames, **sampling)
-    for path, s in zip(write_samples(samples, tokenizer, FLAGS.out), samples):
-      print(f"{path}: {len(s.codes)} frames")
-    return
-  if not FLAGS.recognizer:
-    raise app.UsageError("--eval_split needs --recognizer")
-  result = evaluate_split(lm, tokenizer, load_recognizer(FLAGS.recognizer),
-                          FLAGS.eval_split, FLAGS.num_phrases,
-                          FLAGS.phrase_seed, progress=True, **sampling)
-  result.update(lm=lm.path, tokenizer=tokenizer_dir,
-                recognizer=fileio.abspath(FLAGS.recognizer),
-                data="real" if tokenizer.config.data.dir else "synthetic")
-  epath.Path(os.path.join(FLAGS.out, "generation.json")).write_text(
-      json.dumps(result, indent=2))
+  with provenance.recording(FLAGS.out):   # the report's captions.
+    if FLAGS.text:
+      samples = generate(lm, tokenizer, FLAGS.text,
+                         num_samples=FLAGS.num_samples,
+                         max_frames=FLAGS.max_frames, **sampling)
+      for path, s in zip(write_samples(samples, tokenizer, FLAGS.out),
+                         samples):
+        print(f"{path}: {len(s.codes)} frames")
+      return
+    result = evaluate_split(lm, tokenizer, recognizer, FLAGS.eval_split,
+                            FLAGS.num_phrases, FLAGS.phrase_seed,
+                            progress=True, **sampling)
+    result.update(lm=lm.path, tokenizer=tokenizer_dir,
+                  recognizer=fileio.abspath(FLAGS.recognizer),
+                  data="real" if tokenizer.config.data.dir else "synthetic")
+    epath.Path(os.path.join(FLAGS.out, "generation.json")).write_text(
+        json.dumps(result, indent=2))
   print(json.dumps({k: v for k, v in result.items() if k != "records"}))
-
 
 if __name__ == "__main__":
   _define_flags()

@@ -3,9 +3,11 @@ which the report uses to caption figures."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import sys
+from typing import Iterator
 
 from etils import epath
 import jax
@@ -34,6 +36,23 @@ def record_command(workdir: str) -> None:
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)
     fileio.append_text(os.path.join(workdir, "command.txt"),
                        command_line() + "\n")
+
+
+@contextlib.contextmanager
+def recording(out: str) -> Iterator[None]:
+  """`record_command(out)` for a command's block; if the block fails and
+  `out` was made by it and holds only `command.txt`, `out` is removed: a
+  failed command leaves no output folder of its own behind."""
+  made = not epath.Path(out).exists()
+  record_command(out)
+  try:
+    yield
+  except BaseException:
+    path = epath.Path(out)
+    if (made and jax.process_index() == 0 and path.exists()
+        and [p.name for p in path.iterdir()] == ["command.txt"]):
+      path.rmtree()
+    raise
 
 
 def last_command(workdir: str) -> str | None:

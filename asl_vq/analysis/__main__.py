@@ -50,11 +50,12 @@ def main(argv):
   del argv
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)   # Orbax's INFO lines.
-  provenance.record_command(FLAGS.out)
-  analyze.run(FLAGS.tokens, FLAGS.out, tokenizers=FLAGS.tokenizer,
-              names=FLAGS.names, split=FLAGS.split, min_count=FLAGS.min_count,
-              letter=FLAGS.letter, token=FLAGS.token,
-              gallery_size=FLAGS.gallery_size, seed=FLAGS.seed)
+  with provenance.recording(FLAGS.out):
+    analyze.run(FLAGS.tokens, FLAGS.out, tokenizers=FLAGS.tokenizer,
+                names=FLAGS.names, split=FLAGS.split,
+                min_count=FLAGS.min_count, letter=FLAGS.letter,
+                token=FLAGS.token, gallery_size=FLAGS.gallery_size,
+                seed=FLAGS.seed)
   print(epath.Path(FLAGS.out, "mi_table.md").read_text())
 
 

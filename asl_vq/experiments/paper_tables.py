@@ -260,13 +260,12 @@ def main(argv):
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)   # Orbax's INFO lines drown the bars.
   compilation_cache.enable()
-  epath.Path(FLAGS.workdir).mkdir(parents=True, exist_ok=True)
-  provenance.record_command(FLAGS.workdir)
   data = data_config(FLAGS.preset)
   data.dir = FLAGS.data_dir
   epochs = {"tokenizer": FLAGS.tokenizer_epochs,
             "seq2seq": FLAGS.seq2seq_epochs, "probe": FLAGS.probe_epochs}
-  results = run_all(FLAGS.workdir, FLAGS.preset, FLAGS.rows, data, epochs)
+  with provenance.recording(FLAGS.workdir):
+    results = run_all(FLAGS.workdir, FLAGS.preset, FLAGS.rows, data, epochs)
   timings = fileio.read_json(os.path.join(FLAGS.workdir, "timings.json")) or {}
   stages = budget(FLAGS.preset, epochs)
   epochs_text = ", ".join(f"{k} {v}" for k, v in stages.items())
