@@ -23,8 +23,13 @@ USER_ERRORS = (errors.UserError, errors.MissingExtra, OSError,
 
 
 class Stopped(Exception):
-  """A command stopped on request (a preemption notice) with its work saved
-  and said so: `run` exits with status 0 and prints nothing more."""
+  """A command stopped on request with its work saved and said so: `run`
+  exits with `exit_code` and prints nothing more: 0 for a preemption notice
+  (SIGTERM), 130 for Ctrl-C, so that `train && next` does not go on."""
+
+  def __init__(self, *args, exit_code: int = 0):
+    super().__init__(*args)
+    self.exit_code = exit_code
 
 
 def one_line(error: BaseException) -> str:
@@ -38,8 +43,8 @@ def run(main: Callable[[Sequence[str]], None], flags_parser=None) -> None:
   def guarded(argv):
     try:
       main(argv)
-    except Stopped:
-      sys.exit(0)
+    except Stopped as e:
+      sys.exit(e.exit_code)
     except KeyboardInterrupt:   # a second Ctrl-C during training, or any.
       print("interrupted", file=sys.stderr)
       sys.exit(130)

@@ -41,10 +41,11 @@ def parse_arg(arg: str | None, **options: tuple[str, ...]) -> dict[str, str]:
     allowed = SIZES if name == "size" else options.get(name)
     if allowed is None:
       known = ", ".join(f"{k}=" for k in options) or "none"
-      raise errors.UserError(f"unknown config option {token!r}: a size preset "
-                             f"({', '.join(SIZES)}) or one of {known}")
+      # Raised inside absl's flag parsing, which names the type: ValueError.
+      raise ValueError(f"unknown config option {token!r}: a size preset "
+                       f"({', '.join(SIZES)}) or one of {known}")
     if value not in allowed:
-      raise errors.UserError(f"unknown {name} {value!r}: {', '.join(allowed)}")
+      raise ValueError(f"unknown {name} {value!r}: {', '.join(allowed)}")
     out[name] = value
   return out
 

@@ -70,8 +70,13 @@ def read_codes(tokenizer: Tokenizer, codes: str, id_: str | None = None
     raise errors.UserError("--id picks a record of a .jsonl, .csv or .parquet "
                            "file from asl_vq.encode, not of codes text")
   if _is_file(codes):
-    return _parse(tokenizer, epath.Path(codes).read_text(
-        encoding="utf-8").strip(), codes), ""
+    try:
+      text = epath.Path(codes).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+      raise errors.UserError(
+          f"{codes}: not a text file of codes; give codes text, or a "
+          ".jsonl, .csv or .parquet file of records") from None
+    return _parse(tokenizer, text.strip(), codes), ""
   if not codes.startswith("<"):
     raise errors.UserError(
         f"--codes={codes!r} is neither a file nor codes text "

@@ -122,9 +122,11 @@ def _kaggle_metadata(data_dir: str) -> list[reader.Metadata]:
 
 def input_paths(values: Sequence[str]) -> list[str]:
   """The paths of `--input` values: a value that exists is one path (a file
-  name may hold commas); any other is split at its commas."""
-  return [p for v in values
-          for p in ([v] if os.path.exists(v) else v.split(","))]
+  name may hold commas); any other is split at its commas, each part
+  stripped, empty parts dropped."""
+  return [p.strip() for v in values
+          for p in ([v] if os.path.exists(v) else v.split(","))
+          if p.strip()]
 
 
 def sequences(paths: Sequence[str]) -> tuple[Iterator[Item], int]:
@@ -255,6 +257,7 @@ def encode(tokenizer: Tokenizer, items: Iterable[Item], out: str, *,
           file=sys.stderr)
   if unreadable:
     (source, why), *_ = unreadable.items()
+    why = why if source in why else f"{source}: {why}"
     raise UnreadableInputs(
         f"{out}: wrote the {written} sequences read; {len(unreadable)} input "
         f"file(s) could not be read and are left out, e.g. {why}" + (

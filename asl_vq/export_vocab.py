@@ -159,16 +159,26 @@ def build(tok: Tokenizer, layout: str = "code", frame_quantizers: int = 1,
   with fileio.reading(base) as source:
     text = (open(source, encoding="utf-8").read() if isinstance(source, str)
             else source.read().decode("utf-8"))
-  hf = tokenizers.Tokenizer.from_str(text)
+  try:
+    hf = tokenizers.Tokenizer.from_str(text)
+  except Exception as e:  # pylint: disable=broad-except
+    # tokenizers raises a bare Exception on a file it cannot parse.
+    raise errors.UserError(f"--base={base}: not a tokenizers "
+                           f"tokenizer.json ({e})") from None
   clash = [t for t in new + [FRAME, BEGIN, END] if hf.token_to_id(t)
            is not None]
   if clash:
     raise errors.UserError(f"--base={base}: already holds {clash[0]!r} (and "
                            f"{len(clash) - 1} more of the new tokens)")
-  first = hf.get_vocab_size(with_added_tokens=True)
   hf.add_tokens([tokenizers.AddedToken(t, normalized=False)
                  for t in new + [FRAME]])
   hf.add_special_tokens([BEGIN, END])
+  first = hf.token_to_id(new[0])
+  if [hf.token_to_id(t) for t in (new[-1], new[0])] != [first + len(new) - 1,
+                                                         first]:
+    raise errors.UserError(f"--base={base}: the new tokens did not get "
+                           "consecutive ids, so the embedding rows would not "
+                           "match them")
   return hf, first
 
 
@@ -226,18 +236,29 @@ SPLITS = ("train", "validation", "test")
 
 
 def write_corpus(tokens_dir: str, out: str, layout: str = "code",
-                 frame_quantizers: int = 1) -> dict[str, int]:
+                 frame_quantizers: int = 1,
+                 tokenizer: str | None = None) -> dict[str, int]:
   """`out/<split>.jsonl` from a tokenized dataset (configs/tokenize.py's
   output: the tokenizer's own signer split, kept): one record per sequence,
   {id, participant_id, phrase, signing (`sign_text`), text_to_sign
   (phrase, newline, signing), sign_to_text (signing, newline, phrase)}.
-  Returns the records per split."""
+  `tokenizer`: the fingerprint the tokens must have been made with (the
+  exported vocabulary's). Returns the records per split.
+
+  Raises:
+    errors.UserError: tokens of another tokenizer.
+  """
   # pylint: disable-next=g-import-not-at-top
   from asl_vq.data import tokens as tokens_lib
   counts = {}
   for split in SPLITS:
     source = tokens_lib.TokenSource(os.path.join(tokens_dir,
                                                  f"{split}.parquet"))
+    made_by = source.metadata.get("tokenizer")
+    if tokenizer is not None and made_by != tokenizer:
+      raise errors.UserError(
+          f"{source.path}: made by tokenizer {made_by}, not {tokenizer} "
+          "(--tokenizer's): tokenize with it first (configs/tokenize.py)")
     lines = []
     for i in range(len(source)):
       item = source[i]
@@ -318,7 +339,7 @@ def main(argv) -> None:
     if not fileio.is_remote(corpus):
       os.makedirs(corpus, exist_ok=True)
     counts = write_corpus(FLAGS.tokens, corpus, FLAGS.layout,
-                          FLAGS.frame_quantizers)
+                          FLAGS.frame_quantizers, tok.fingerprint)
     print(f"wrote {corpus}: {counts}")
 
 

@@ -37,6 +37,7 @@ from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
+from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 from absl import app
@@ -64,10 +65,11 @@ class WorkdirInUse(errors.UserError):
   """The workdir already holds weights; an import does not mix with them."""
 
 
-# What an import writes, and what is derived from a workdir's weights: all
-# replaced together by `overwrite`.
+# What an import writes, and what was derived from a workdir's weights or
+# its training: all removed together by `overwrite` (command.txt stays).
 _WEIGHTS_AND_DERIVED = ("best", "checkpoints", "config.json", "inputs.json",
-                        "test_metrics.json")
+                        "test_metrics.json", "metrics.jsonl", "tensorboard",
+                        "learning_curves.png")
 
 
 def _held_weights(workdir: str) -> list[str]:
@@ -87,13 +89,22 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
   """
   path = os.fspath(path)
   if path.endswith(".npz"):
-    with np.load(path, allow_pickle=False) as f:
-      names = list(f.files)
-      if any(k.startswith(_NPZ_PREFIX) for k in names):
-        return {k[len(_NPZ_PREFIX):]: f[k] for k in names
-                if k.startswith(_NPZ_PREFIX)}
-      return {k: f[k] for k in names}
-  import torch  # pylint: disable=g-import-not-at-top
+    try:
+      with np.load(path, allow_pickle=False) as f:
+        names = list(f.files)
+        if any(k.startswith(_NPZ_PREFIX) for k in names):
+          return {k[len(_NPZ_PREFIX):]: f[k] for k in names
+                  if k.startswith(_NPZ_PREFIX)}
+        return {k: f[k] for k in names}
+    except (ValueError, EOFError) as e:   # not an npz; pickled objects.
+      raise ReferenceMismatchError(f"not a readable .npz of arrays ({e})"
+                                   ) from None
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise errors.MissingExtra(f"{path}: reading a PyTorch checkpoint needs "
+                              "torch (pip install torch), or give the "
+                              "state_dict as an .npz") from None
   state = torch.load(path, map_location="cpu", weights_only=True)
   for key in ("state_dict", "model"):
     if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
@@ -306,8 +317,8 @@ def write_workdir(state_dict: Mapping[str, Any], workdir: str,
 
   A workdir that already holds a checkpoint (an earlier import, a training
   run) is refused: Orbax would keep its step 0 and the old weights with it
-  (orbax #2657). `overwrite` first removes its checkpoints, config and test
-  metrics (`_WEIGHTS_AND_DERIVED`), nothing else.
+  (orbax #2657). `overwrite` first removes its checkpoints, config, test
+  metrics and training curves (`_WEIGHTS_AND_DERIVED`), nothing else.
 
   The train state is `train.init_state`'s with params = the imported
   weights and the schedule-free state at the same point (z = params, b1 = 1):
@@ -350,6 +361,8 @@ def write_workdir(state_dict: Mapping[str, Any], workdir: str,
         path.rmtree()
       elif path.exists():
         path.unlink()
+  if held and jax.process_count() > 1:   # none reads the old files after.
+    multihost_utils.sync_global_devices("asl_vq: old weights removed")
   workdir = train.write_config(config, workdir)
   ckpts = checkpointing.Checkpoints(workdir)
   ckpts.save_best(0, state, {ckpts.best_metric: float("inf")})
@@ -363,8 +376,9 @@ _CHECKPOINT = flags.DEFINE_string(
 _WORKDIR = flags.DEFINE_string("workdir", None,
                                "the tokenizer workdir to write")
 _OVERWRITE = flags.DEFINE_bool(
-    "overwrite", False, "replace the checkpoints, config and test metrics of "
-    "a workdir that already holds a checkpoint (otherwise refused)")
+    "overwrite", False, "replace the checkpoints, config, test metrics and "
+    "training curves of a workdir that already holds a checkpoint "
+    "(otherwise refused)")
 _AS_WRITTEN = flags.DEFINE_bool(
     "as_written", False, "the reference's modules as written, with the SiLU "
     "after its two BatchNormAct2d; by default as main.py trains and "

@@ -188,6 +188,7 @@ class Tokenizer:
     self.config = config
     self.step = step   # the training step of the checkpoint, if known.
     self.source = None   # the workdir or directory it was loaded from.
+    self._record = None  # a saved tokenizer's inputs and test metrics.
     self.model = tokenizer_training.make_model(config)
     self.max_len = int(config.data.max_len)
     self.buckets = (tuple(config.data.buckets)
@@ -245,9 +246,18 @@ class Tokenizer:
     model card (`README.md`: architecture, parameters, the data it was
     trained on and its test metrics, where its workdir kept them).
     `from_pretrained` (or `load`) gives the same codes. Needs safetensors
-    (the `lm` extra). Returns the directory."""
+    (the `lm` extra). Returns the directory.
+
+    Raises:
+      errors.UserError: `directory` is a training workdir (its config.json
+        would be replaced).
+    """
     st = _safetensors()
     directory = fileio.abspath(directory)
+    if any((epath.Path(directory) / d).exists() for d in ("best",
+                                                          "checkpoints")):
+      raise errors.UserError(f"{directory}: a training workdir; save into "
+                             "another directory")
     if not fileio.is_remote(directory):
       os.makedirs(directory, exist_ok=True)
     flat = {"/".join(k): np.asarray(jax.device_get(v)) for k, v in
@@ -256,8 +266,11 @@ class Tokenizer:
                         lambda f: f.write(st.save(flat, metadata={
                             "fingerprint": self.fingerprint})))
     source = self.source
-    workdir = lambda name: (fileio.read_json(os.path.join(source, name))
-                            if source else None)
+    # A training workdir's records, or those a saved tokenizer carried.
+    workdir = lambda name: (
+        self._record.get(name.removesuffix(".json")) if self._record
+        is not None else fileio.read_json(os.path.join(source, name))
+        if source else None)
     fileio.write_json(os.path.join(directory, "config.json"), dict(
         asl_vq=dict(format=1, step=self.step, fingerprint=self.fingerprint,
                     source=source, inputs=workdir("inputs.json"),
@@ -289,7 +302,13 @@ class Tokenizer:
         raise errors.MissingExtra(
             f"{path}: a Hub id needs huggingface_hub: pip install -e "
             "'.[lm]' huggingface_hub") from None
-      path = huggingface_hub.snapshot_download(path)
+      try:
+        path = huggingface_hub.snapshot_download(path)
+      except Exception as e:  # pylint: disable=broad-except
+        # The Hub client's errors (offline, no such repository) differ by
+        # version; each is one line here.
+        raise errors.UserError(f"{path}: no such directory, and not "
+                               f"downloadable from the Hub ({e})") from None
     path = fileio.abspath(path)
     saved = fileio.read_json(os.path.join(path, "config.json"))
     weights = epath.Path(path) / PRETRAINED_WEIGHTS
@@ -299,14 +318,19 @@ class Tokenizer:
                              f"asl_vq, {PRETRAINED_WEIGHTS})")
     meta = saved.pop("asl_vq")
     config = ml_collections.ConfigDict(config_lib.saved_config(saved))
-    flat = st.load(weights.read_bytes())
+    try:
+      flat = st.load(weights.read_bytes())
+    except Exception as e:  # pylint: disable=broad-except
+      # safetensors raises its own SafetensorError on a damaged file.
+      raise errors.UserError(f"{weights}: not readable ({e})") from None
     variables = traverse_util.unflatten_dict(
         {tuple(k.split("/")): v for k, v in flat.items()})
     tok = cls(config, variables, batch_size, meta.get("step"))
     if tok.fingerprint != meta.get("fingerprint"):
       raise errors.UserError(f"{path}: its weights are not those it was "
                              "saved with (fingerprint differs)")
-    tok.source = meta.get("source")
+    tok.source = path
+    tok._record = {k: meta.get(k) for k in ("inputs", "test_metrics")}
     return tok
 
   def _model_card(self, source, inputs, metrics) -> str:

@@ -229,13 +229,13 @@ def recompute_batch_stats(state: TrainState, batches, *, task: Task, mesh,
         "no batches to recompute the BatchNorm statistics on")
   old = traverse_util.flatten_dict(state.collections["batch_stats"])
   if set(old) != set(moments[0]):
-    raise errors.UserError(
+    raise RuntimeError(
         "BatchNorm layers with moments differ from those with "
         f"statistics: {sorted(set(old) ^ set(moments[0]))}")
   new = {}
   for path in old:
     if any(len(m[path]) != 1 for m in moments):
-      raise errors.UserError(
+      raise RuntimeError(
           f"BatchNorm layer {'/'.join(path[:-1])} ran more than "
           "once in a pass; its statistics are ambiguous")
     values = np.stack([m[path][0] for m in moments])   # [K, C]
@@ -252,10 +252,11 @@ def recompute_batch_stats(state: TrainState, batches, *, task: Task, mesh,
 
 
 class Preempted(cli.Stopped):
-  """A SIGTERM asked the run to stop: raised inside an evaluation, and by
-  `fit` once the step is saved, so that a caller running several stages
-  (`asl_vq.experiments.paper_tables`) stops too instead of going on from a
-  part-trained stage; a command then exits 0 (`cli.run`)."""
+  """A SIGTERM (or Ctrl-C) asked the run to stop: raised inside an
+  evaluation, and by `fit` once the step is saved, so that a caller running
+  several stages (`asl_vq.experiments.paper_tables`) stops too instead of
+  going on from a part-trained stage; a command then exits 0 (130 after
+  Ctrl-C: `cli.run`)."""
 
 
 def _check_stop(stop) -> None:
@@ -347,6 +348,11 @@ def config_changes(saved: dict[str, Any], config: ml_collections.ConfigDict
           if old.get(k) != new.get(k)}
 
 
+# Marks an inputs.json whose origins are content digests (data files by
+# sha256, tokenizers by their weights); one without it came before.
+INPUTS_KEYED_ON = ("keyed_on", "content")
+
+
 class StaleInputs(errors.UserError):
   """A workdir's run was made from other inputs than it is given now."""
 
@@ -395,9 +401,20 @@ def check_resume(config: ml_collections.ConfigDict, workdir: str,
   saved = fileio.read_json(os.path.join(workdir, "inputs.json"))
   if inputs is not None and saved is not None:
     flat = lambda d: traverse_util.flatten_dict(d, sep=".")
+    legacy = saved.pop(INPUTS_KEYED_ON[0], None) != INPUTS_KEYED_ON[1]
     old, new = flat(saved), flat(json.loads(json.dumps(inputs)))
     stale = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
              if old.get(k) != new.get(k)}
+    if (stale and legacy and set(saved) == set(inputs)
+        and not any(k.endswith(".sequences") for k in stale)):
+      # Written before inputs were keyed on content (names and times, a
+      # tokenizer's path and step): nothing to compare those with; the
+      # splits' sequences are the same, so the run goes on, keyed anew.
+      if jax.process_index() == 0:
+        print(f"{workdir}: inputs.json from an earlier version (inputs by "
+              "name and time); the same sequences: resuming, and keying its "
+              "inputs on content from now on", flush=True)
+      stale = {}
     if stale:
       raise StaleInputs(
           f"{workdir} was trained on other inputs ({_show(stale)}); its "
@@ -418,7 +435,8 @@ def write_config(config: ml_collections.ConfigDict, workdir: str,
     (epath.Path(workdir) / "config.json").write_text(
         config.to_json_best_effort(indent=2))
     if inputs is not None:
-      fileio.write_json(os.path.join(workdir, "inputs.json"), inputs)
+      fileio.write_json(os.path.join(workdir, "inputs.json"),
+                        dict(inputs, **dict([INPUTS_KEYED_ON])))
   provenance.record_command(workdir)
   return workdir
 
@@ -587,7 +605,8 @@ def fit(config: ml_collections.ConfigDict, workdir: str, task: Task,
     writer.close()
     ckpts.close()
   if preempted:   # no figures: the notice is short.
-    raise Preempted(f"{workdir}: preempted; run the same command to resume")
+    raise Preempted(f"{workdir}: preempted; run the same command to resume",
+                    exit_code=130 if preemption.signal == "SIGINT" else 0)
   if jax.process_index() == 0:
     plotting.plot_learning_curves(workdir, task.curves)
   if jax.process_count() > 1:

@@ -210,7 +210,7 @@ def test_an_unreadable_file_is_named_and_the_others_are_kept(
 def test_input_paths_keep_a_comma_in_an_existing_name(tmp_path):
   odd = tmp_path / "take 1, final.pose"
   odd.write_bytes(b"")
-  assert encode.input_paths([str(odd), "a.pose,b.pose"]) == [
+  assert encode.input_paths([str(odd), "a.pose, b.pose,"]) == [
       str(odd), "a.pose", "b.pose"]
 
 

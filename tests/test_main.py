@@ -78,26 +78,40 @@ def test_resume_allows_more_epochs_and_says_so(tmp_path, capsys):
       "resuming with train.log_every_steps 2 -> 1, train.num_epochs 2 -> 5")
 
 
-def test_resume_refuses_other_inputs(tmp_path):
-  """A run on tokens of tokenizer step 8 does not resume on tokens remade
-  at step 16 (nor on another data split): it names what changed."""
+def test_resume_refuses_other_inputs(tmp_path, capsys):
+  """A run on tokens of one tokenizer does not resume on tokens remade by
+  another (weights by content, issue 30, 2), nor on another data split: it
+  names what changed. An inputs.json of the earlier version (inputs by name
+  and time) resumes on the same sequences and is keyed on content after."""
   import json  # pylint: disable=g-import-not-at-top
   import pytest  # pylint: disable=g-import-not-at-top
   from asl_vq import config_lib  # pylint: disable=g-import-not-at-top
   from asl_vq import train  # pylint: disable=g-import-not-at-top
   _saved_run(tmp_path)
   config = config_lib.load("rvq_ctc", "tiny")
-  origin = {"tokenizer": "/runs/r", "step": 8, "data": "ab", "sequences": "cd"}
+  origin = {"tokenizer": "a" * 16, "data": "ab", "sequences": "cd"}
   inputs = {"train": origin, "validation": dict(origin, sequences="ef")}
-  (tmp_path / "inputs.json").write_text(json.dumps(inputs))
+  (tmp_path / "inputs.json").write_text(json.dumps(
+      dict(inputs, keyed_on="content")))
   train.check_resume(config, str(tmp_path), inputs)   # the same: resumes.
-  later = {k: dict(v, step=16) for k, v in inputs.items()}
+  later = {k: dict(v, tokenizer="b" * 16) for k, v in inputs.items()}
   with pytest.raises(train.StaleInputs) as e:
     train.check_resume(config, str(tmp_path), later)
   assert str(e.value) == (
-      f"{tmp_path} was trained on other inputs (train.step 8 -> 16, "
-      "validation.step 8 -> 16); its results would not be this data's: give "
-      "a new --workdir, or delete this one to train again")
+      f"{tmp_path} was trained on other inputs (train.tokenizer "
+      f"{'a' * 16!r} -> {'b' * 16!r}, validation.tokenizer {'a' * 16!r} -> "
+      f"{'b' * 16!r}); its results would not be this data's: give a new "
+      "--workdir, or delete this one to train again")
+  # The earlier version's inputs.json: a tokenizer by path and step.
+  legacy = {k: {"tokenizer": "/runs/r", "step": 8, "data": "xy",
+                "sequences": v["sequences"]} for k, v in inputs.items()}
+  (tmp_path / "inputs.json").write_text(json.dumps(legacy))
+  capsys.readouterr()
+  train.check_resume(config, str(tmp_path), inputs)
+  assert "inputs.json from an earlier version" in capsys.readouterr().out
+  other = {k: dict(v, sequences="gh") for k, v in inputs.items()}
+  with pytest.raises(train.StaleInputs, match="train.sequences 'cd' -> 'gh'"):
+    train.check_resume(config, str(tmp_path), other)
 
 
 def test_a_run_saved_before_added_fields_resumes_as_it_was_trained(tmp_path):

@@ -7,8 +7,6 @@ import json
 import numpy as np
 import pyarrow as pa
 
-from asl_vq import errors
-
 LANDMARK_TYPES = (("face", 468), ("left_hand", 21), ("pose", 33),
                   ("right_hand", 21))
 NUM_HAND_POINTS = 21
@@ -96,7 +94,7 @@ def landmark_table(sequence_ids: np.ndarray, frames: np.ndarray,
   columns = {}
   for kind, values in points.items():
     if values.shape != (n, sizes[kind], 3):
-      raise errors.UserError(
+      raise ValueError(
           f"{kind}: expected shape {(n, sizes[kind], 3)}, got "
           f"{values.shape}")
     coords = np.ascontiguousarray(values.transpose(2, 1, 0), np.float32)

@@ -386,7 +386,7 @@ def _check_args(source: Source, global_batch_size: int, max_len: int,
         f"global_batch_size={global_batch_size} must be a "
         f"positive multiple of process_count={process_count}")
   if not 0 <= process_index < process_count:
-    raise errors.UserError(f"process_index={process_index} is not in "
+    raise ValueError(f"process_index={process_index} is not in "
                            f"[0, {process_count})")
   if not buckets or min(buckets) <= 0 or max(buckets) < max_len:
     raise errors.UserError(
@@ -395,7 +395,7 @@ def _check_args(source: Source, global_batch_size: int, max_len: int,
   if not 0. <= flip_prob <= 1.:
     raise errors.UserError(f"flip_prob={flip_prob} is not a probability")
   if len(source.hand_frames) != len(source):
-    raise errors.UserError(f"source.hand_frames has {len(source.hand_frames)} "
+    raise ValueError(f"source.hand_frames has {len(source.hand_frames)} "
                            f"entries for {len(source)} examples")
 
 

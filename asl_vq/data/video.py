@@ -371,9 +371,10 @@ def _worker_model():
   return _WORKER_MODEL
 
 
-def _convert_one(task: tuple[str, str, int, str]) -> tuple[str, dict | str]:
+def _convert_one(task: tuple[str, str, int, str, str]
+                 ) -> tuple[str, dict | str]:
   """Writes one video's file; (name, info) or (name, why it failed)."""
-  video, name, sid, path = task
+  video, name, sid, path, digest = task
   try:
     points, info = _video_landmarks(video, _worker_model)
   except SetupError:
@@ -383,7 +384,7 @@ def _convert_one(task: tuple[str, str, int, str]) -> tuple[str, dict | str]:
     # fails this video only.
     return name, str(e) if isinstance(e, (OSError, VideoError)) else (
         f"{type(e).__name__}: {e}")
-  meta = dict(video=name, sha256=fileio.sha256(video), sequence_id=sid,
+  meta = dict(video=name, sha256=digest, sequence_id=sid,
               file_id=sid, frames=len(points),
               fps=None if math.isnan(info.fps) else info.fps,
               width=info.width, height=info.height,
@@ -479,11 +480,13 @@ def convert(input_path: str | os.PathLike, out_dir: str | os.PathLike, *,
   for video, name, sid in zip(videos, names, ids):
     rel, path = _landmark_path(out_dir, sid)
     info = _written_info(path)
+    digest = fileio.sha256(video)
+    # A file written before digests were recorded is kept by its name.
     if (info is not None and info.get("video") == name
-        and info.get("sha256") == fileio.sha256(video)):
+        and info.get("sha256", digest) == digest):
       done[name] = info
     else:
-      tasks.append((video, name, sid, path))
+      tasks.append((video, name, sid, path, digest))
   resumed = len(done)
   if tasks:
     holistic_solution()  # Not installed: fail before any video.
