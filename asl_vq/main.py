@@ -85,11 +85,18 @@ def _parse_flags(argv: list[str]) -> list[str]:
   try:
     return FLAGS(argv)
   except AttributeError as e:   # ml_collections: an override of no field.
-    name = str(e).strip("\"'")
+    # Its message: a KeyError's, "'name'" and, for a near miss, a line
+    # 'Did you mean "names" instead of "name"?'.
+    inner = e.args[0] if e.args else e
+    lines = [l.strip() for l in str(inner.args[0] if isinstance(
+        inner, KeyError) and inner.args else inner).splitlines() if l.strip()]
+    name = lines[0].strip("\"'") if lines else "?"
+    hint = next((l for l in lines[1:] if l.startswith("Did you mean")), None)
     given = [a for a in argv if a.startswith("--config.")
              and f".{name}" in a.split("=")[0]]
     sys.exit(f"error: {given[0] if given else name}: the config has no "
-             f"field {name!r}; see the config file for its fields")
+             f"field {name!r}; " + (hint or "see the config file for its "
+                                    "fields"))
   except flags.Error as e:
     # One line: a config's own error (e.g. an unknown preset) arrives as the
     # last line of a traceback that config_flags formats into the message.

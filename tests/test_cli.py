@@ -23,6 +23,10 @@ CASES = [
     ("asl_vq.main", ["--config=rvq_ctc:tiny", "--workdir={w}/out",
                      "--config.train.nope=1"],
      "error: --config.train.nope=1: the config has no field 'nope'"),
+    ("asl_vq.main", ["--config=rvq_ctc:tiny", "--workdir={w}/out",
+                     "--config.train.num_epoch=1"],
+     "error: --config.train.num_epoch=1: the config has no field 'num_epoch'"
+     '; Did you mean "num_epochs" instead of "num_epoch"?'),
     ("asl_vq.main", ["--config=nope", "--workdir={w}/out"],
      "error: --config=nope: no such file and no packaged config"),
     ("asl_vq.experiments.paper_tables", ["--workdir={w}/out", "--preset=tiny",
