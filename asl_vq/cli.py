@@ -14,7 +14,7 @@ from absl import logging
 from asl_vq import errors
 
 # What bad data, settings and paths raise (`errors.UserError`: every check
-# of the project's, `reader.DataError`, `train.StaleInputs` ...; a path that
+# of the project's, `reader.DataError`, `workdir.StaleInputs` ...; a path that
 # cannot be read or written: OSError; a diverged run: FloatingPointError; a
 # missing optional extra: `errors.MissingExtra`). Anything else is a bug,
 # ValueError and ImportError included: a traceback.

@@ -50,6 +50,7 @@ from asl_vq import config_lib
 from asl_vq import errors
 from asl_vq import fileio
 from asl_vq import train
+from asl_vq import workdir as workdir_lib
 from asl_vq.models import tokenizer as tokenizer_lib
 from asl_vq.tasks import tokenizer_training
 
@@ -363,7 +364,7 @@ def write_workdir(state_dict: Mapping[str, Any], workdir: str,
         path.unlink()
   if held and jax.process_count() > 1:   # none reads the old files after.
     multihost_utils.sync_global_devices("asl_vq: old weights removed")
-  workdir = train.write_config(config, workdir)
+  workdir = workdir_lib.write_config(config, workdir)
   ckpts = checkpointing.Checkpoints(workdir)
   ckpts.save_best(0, state, {ckpts.best_metric: float("inf")})
   ckpts.close()

@@ -23,7 +23,7 @@ from asl_vq import cli
 from asl_vq import compilation_cache
 from asl_vq import config_lib
 from asl_vq import fileio
-from asl_vq import train
+from asl_vq import workdir
 from asl_vq.tasks import TASKS
 
 FLAGS = flags.FLAGS
@@ -67,7 +67,7 @@ def main(argv):
     raise app.UsageError(f"unknown task {config.task!r}: {', '.join(TASKS)}")
   # A workdir of another run is refused before any data is made or loaded
   # (the task checks the inputs too, once it has them).
-  train.check_config(config, fileio.abspath(FLAGS.workdir))
+  workdir.check_config(config, fileio.abspath(FLAGS.workdir))
   importlib.import_module(TASKS[config.task]).run(config, FLAGS.workdir)
   if jax.process_count() > 1:
     # Leave together: the coordinator (process 0) must not go first.

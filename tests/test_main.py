@@ -68,12 +68,12 @@ def test_resume_refuses_another_configuration(tmp_path):
 
 def test_resume_allows_more_epochs_and_says_so(tmp_path, capsys):
   from asl_vq import config_lib  # pylint: disable=g-import-not-at-top
-  from asl_vq import train  # pylint: disable=g-import-not-at-top
+  from asl_vq import workdir  # pylint: disable=g-import-not-at-top
   _saved_run(tmp_path)
   config = config_lib.load("rvq_ctc", "tiny")
   config.train.num_epochs = 5
   config.train.log_every_steps = 1
-  train.check_resume(config, str(tmp_path))
+  workdir.check_resume(config, str(tmp_path))
   assert capsys.readouterr().out.strip() == (
       "resuming with train.log_every_steps 2 -> 1, train.num_epochs 2 -> 5")
 
@@ -86,17 +86,17 @@ def test_resume_refuses_other_inputs(tmp_path, capsys):
   import json  # pylint: disable=g-import-not-at-top
   import pytest  # pylint: disable=g-import-not-at-top
   from asl_vq import config_lib  # pylint: disable=g-import-not-at-top
-  from asl_vq import train  # pylint: disable=g-import-not-at-top
+  from asl_vq import workdir  # pylint: disable=g-import-not-at-top
   _saved_run(tmp_path)
   config = config_lib.load("rvq_ctc", "tiny")
   origin = {"tokenizer": "a" * 16, "data": "ab", "sequences": "cd"}
   inputs = {"train": origin, "validation": dict(origin, sequences="ef")}
   (tmp_path / "inputs.json").write_text(json.dumps(
       dict(inputs, keyed_on="content")))
-  train.check_resume(config, str(tmp_path), inputs)   # the same: resumes.
+  workdir.check_resume(config, str(tmp_path), inputs)   # the same: resumes.
   later = {k: dict(v, tokenizer="b" * 16) for k, v in inputs.items()}
-  with pytest.raises(train.StaleInputs) as e:
-    train.check_resume(config, str(tmp_path), later)
+  with pytest.raises(workdir.StaleInputs) as e:
+    workdir.check_resume(config, str(tmp_path), later)
   assert str(e.value) == (
       f"{tmp_path} was trained on other inputs (train.tokenizer "
       f"{'a' * 16!r} -> {'b' * 16!r}, validation.tokenizer {'a' * 16!r} -> "
@@ -107,11 +107,11 @@ def test_resume_refuses_other_inputs(tmp_path, capsys):
                 "sequences": v["sequences"]} for k, v in inputs.items()}
   (tmp_path / "inputs.json").write_text(json.dumps(legacy))
   capsys.readouterr()
-  train.check_resume(config, str(tmp_path), inputs)
+  workdir.check_resume(config, str(tmp_path), inputs)
   assert "inputs.json from an earlier version" in capsys.readouterr().out
   other = {k: dict(v, sequences="gh") for k, v in inputs.items()}
-  with pytest.raises(train.StaleInputs, match="train.sequences 'cd' -> 'gh'"):
-    train.check_resume(config, str(tmp_path), other)
+  with pytest.raises(workdir.StaleInputs, match="train.sequences 'cd' -> 'gh'"):
+    workdir.check_resume(config, str(tmp_path), other)
 
 
 def test_a_run_saved_before_added_fields_resumes_as_it_was_trained(tmp_path):
@@ -122,7 +122,7 @@ def test_a_run_saved_before_added_fields_resumes_as_it_was_trained(tmp_path):
   import json  # pylint: disable=g-import-not-at-top
   import pytest  # pylint: disable=g-import-not-at-top
   from asl_vq import config_lib  # pylint: disable=g-import-not-at-top
-  from asl_vq import train  # pylint: disable=g-import-not-at-top
+  from asl_vq import workdir  # pylint: disable=g-import-not-at-top
   (tmp_path / "checkpoints").mkdir()
   old = json.loads(config_lib.load("rvq_ctc", "tiny").to_json_best_effort())
   for section, name in (("model", "conv_bn_activation"), ("model", "revival"),
@@ -132,11 +132,11 @@ def test_a_run_saved_before_added_fields_resumes_as_it_was_trained(tmp_path):
   (tmp_path / "config.json").write_text(json.dumps(old))
   config = config_lib.load("rvq_ctc", "tiny")
   with pytest.raises(ValueError) as e:
-    train.check_config(config, str(tmp_path))
+    workdir.check_config(config, str(tmp_path))
   assert "model.conv_bn_activation 'silu' -> 'none'" in str(e.value)
   assert "data.resample 'linear' -> 'nearest'" in str(e.value)
   config.model.conv_bn_activation, config.data.resample = "silu", "linear"
-  assert train.check_config(config, str(tmp_path)) == {}
+  assert workdir.check_config(config, str(tmp_path)) == {}
   upgraded = config_lib.saved_config(old)
   assert "conv_bn_activation" not in old["model"]   # not changed in place
   assert upgraded["model"]["conv_bn_activation"] == "silu"

@@ -35,7 +35,7 @@ from asl_vq import errors
 from asl_vq import fileio
 from asl_vq import provenance
 from asl_vq import tables
-from asl_vq import train
+from asl_vq import workdir as workdir_lib
 from asl_vq.data import datasets
 from asl_vq.tasks import dataset_tokenization
 from asl_vq.tasks import probing
@@ -208,7 +208,7 @@ def run_all(workdir: str, preset: str, rows: Sequence[str],
     try:
       try:
         result = run(config, out)
-      except train.StaleInputs as e:
+      except workdir_lib.StaleInputs as e:
         if jax.process_index() == 0:
           print(f"{e}\n{name}: set aside as {_set_aside(out)}; running it "
                 "again", flush=True)
