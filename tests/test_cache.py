@@ -64,7 +64,7 @@ def test_cache_files(prepared):
   assert sorted(os.listdir(cache_dir)) == sorted(
       f"{s}.{k}" for s in SOURCES
       for k in ("frames.npy", "index.parquet", "report.json",
-                "digests.json"))
+                "digests.json", "lock"))
   index = pq.read_table(cache.cache_paths(cache_dir, "train")["index"])
   assert index.column_names == ["sequence_id", "participant_id", "phrase",
                                 "file_id", "offset", "length", "hand_frames"]
@@ -159,6 +159,26 @@ def test_the_cache_is_keyed_on_content_not_times(tmp_path):
   remade = cache.prepare(data, cache_dir, ("train",), progress=False)["train"]
   assert not remade["reused"]
   assert remade["fingerprint"] != before["fingerprint"]
+
+
+def _prepare_in_a_process(args):
+  data, cache_dir = args
+  return cache.prepare(data, cache_dir, ("train",), progress=False)["train"]
+
+
+def test_two_processes_preparing_one_fresh_cache_both_finish(dataset,
+                                                             tmp_path):
+  """Two runs started at once on a fresh cache once removed each other's
+  parts ('No such file ... train.parts/000000.npz.tmp'): one prepares, the
+  other waits and reuses it."""
+  import multiprocessing  # pylint: disable=g-import-not-at-top
+  with multiprocessing.get_context("spawn").Pool(2) as pool:
+    reports = pool.map(_prepare_in_a_process,
+                       [(dataset.root, str(tmp_path))] * 2)
+  assert sorted(r["reused"] for r in reports) == [False, True]
+  assert reports[0]["fingerprint"] == reports[1]["fingerprint"]
+  assert cache.SequenceSource(tmp_path).sequence_ids.tolist() == (
+      kaggle_fixture.KEPT["train"])
 
 
 def test_prepare_redoes_on_new_options(dataset, tmp_path):

@@ -16,6 +16,7 @@ converts each source once into `cache_dir`:
                           an interrupted run resumes; removed at the end.
   <source>.digests.json   each input file's size, mtime and sha256, so that
                           a file is read again only when those change.
+  <source>.lock           held while one process prepares the source.
 
 Every file is written under a temporary name and then renamed into place.
 """
@@ -23,6 +24,7 @@ Every file is written under a temporary name and then renamed into place.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -247,7 +249,31 @@ def _check_phrases(meta: reader.Metadata) -> None:
           "skip such sequences)") from None
 
 
+@contextlib.contextmanager
+def _exclusive(cache_dir: str, source: str) -> Iterator[None]:
+  """One process at a time prepares a source of a local cache: two runs
+  started at once on a fresh cache once removed each other's parts (the
+  second cleared `<source>.parts` under the first). The second waits, then
+  finds the cache complete. An object store has no lock: there, one
+  command at a time (a multi-host run's process 0 goes first)."""
+  if fileio.is_remote(cache_dir):
+    yield
+    return
+  with open(os.path.join(cache_dir, f"{source}.lock"), "a") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _prepare_source(data_dir: str, cache_dir: str, source: str,
+                    options: dict, progress: bool) -> dict:
+  with _exclusive(cache_dir, source):
+    return _prepare_locked(data_dir, cache_dir, source, options, progress)
+
+
+def _prepare_locked(data_dir: str, cache_dir: str, source: str,
                     options: dict, progress: bool) -> dict:
   paths = cache_paths(cache_dir, source)
   fingerprint = _fingerprint(data_dir, source, options, paths["digests"])
