@@ -49,16 +49,18 @@ from __future__ import annotations
 import json
 import os
 import re
+import string
 from typing import Sequence
 
 import numpy as np
 from absl import app
 from absl import flags
+from etils import epath
 
 from asl_vq import cli
 from asl_vq import errors
 from asl_vq import fileio
-from asl_vq.inference import Tokenizer
+from asl_vq import inference
 
 LAYOUTS = ("code", "frame")
 PROJECTIONS = ("orthogonal", "pca")
@@ -87,7 +89,7 @@ def code_tokens(num_quantizers: int, codebook_size: int, layout: str = "code",
     errors.UserError: an unknown layout, or a frame layout too large.
   """
   if layout == "code":
-    letters = "abcdefghijklmnopqrstuvwxyz"[:num_quantizers]
+    letters = string.ascii_lowercase[:num_quantizers]
     return [f"<{l}{c}>" for l in letters for c in range(codebook_size)]
   if layout != "frame":
     raise errors.UserError(f"--layout={layout}: one of {', '.join(LAYOUTS)}")
@@ -132,8 +134,8 @@ def codes_from_tokens(tokens: Sequence[str]) -> np.ndarray:
   return np.asarray(rows, np.int32).reshape(len(rows), -1)
 
 
-def build(tok: Tokenizer, layout: str = "code", frame_quantizers: int = 1,
-          base: str | None = None):
+def build(tok: inference.Tokenizer, layout: str = "code",
+          frame_quantizers: int = 1, base: str | None = None):
   """(`tokenizers.Tokenizer`, first new id): standalone, or `base`'s
   tokenizer.json with the new tokens after its vocabulary."""
   tokenizers, _ = _libraries()
@@ -156,11 +158,8 @@ def build(tok: Tokenizer, layout: str = "code", frame_quantizers: int = 1,
         single=f"{BEGIN} $A {END}",
         special_tokens=[(BEGIN, vocab[BEGIN]), (END, vocab[END])])
     return hf, vocab[new[0]]
-  with fileio.reading(base) as source:
-    text = (open(source, encoding="utf-8").read() if isinstance(source, str)
-            else source.read().decode("utf-8"))
   try:
-    hf = tokenizers.Tokenizer.from_str(text)
+    hf = tokenizers.Tokenizer.from_str(epath.Path(base).read_text())
   except Exception as e:  # pylint: disable=broad-except
     # tokenizers raises a bare Exception on a file it cannot parse.
     raise errors.UserError(f"--base={base}: not a tokenizers "
@@ -182,7 +181,7 @@ def build(tok: Tokenizer, layout: str = "code", frame_quantizers: int = 1,
   return hf, first
 
 
-def embeddings(tok: Tokenizer, layout: str = "code",
+def embeddings(tok: inference.Tokenizer, layout: str = "code",
                frame_quantizers: int = 1, width: int | None = None,
                projection: str = "orthogonal", seed: int = 0
                ) -> dict[str, np.ndarray]:
@@ -221,14 +220,8 @@ def sign_text(codes: np.ndarray, layout: str = "code",
               frame_quantizers: int = 1) -> str:
   """Codes int [T, Q] -> `<sign>...</sign>` with `<frame>` between frames:
   the corpus' form, which the standalone file and a base both read."""
-  codes = np.asarray(codes)
-  if layout == "code":
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    frames = ["".join(f"<{letters[q]}{int(c)}>" for q, c in enumerate(row))
-              for row in codes]
-    body = FRAME.join(frames)
-  else:
-    body = frame_text(codes, frame_quantizers)
+  body = (inference.codes_text(codes, FRAME) if layout == "code"
+          else frame_text(codes, frame_quantizers))
   return f"{BEGIN}{body}{END}"
 
 
@@ -275,7 +268,7 @@ def write_corpus(tokens_dir: str, out: str, layout: str = "code",
   return counts
 
 
-def export(tok: Tokenizer, out: str, *, layout: str = "code",
+def export(tok: inference.Tokenizer, out: str, *, layout: str = "code",
            frame_quantizers: int = 1, base: str | None = None,
            width: int | None = None, projection: str = "orthogonal",
            seed: int = 0) -> dict:
@@ -327,7 +320,7 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   _libraries()   # before the slow model load.
-  tok = Tokenizer.load(FLAGS.tokenizer, FLAGS.which)
+  tok = inference.Tokenizer.load(FLAGS.tokenizer, FLAGS.which)
   info = export(tok, FLAGS.out, layout=FLAGS.layout,
                 frame_quantizers=FLAGS.frame_quantizers, base=FLAGS.base,
                 width=FLAGS.width, projection=FLAGS.projection,

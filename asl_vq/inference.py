@@ -169,6 +169,48 @@ def _safetensors():
   return safetensors.numpy
 
 
+def codes_text(codes: np.ndarray, separator: str = " ") -> str:
+  """Codes int [T, k] -> `TEXT_FORMAT` (`Tokenizer.to_text`, which checks
+  them first), frames joined by `separator`."""
+  letters = string.ascii_lowercase
+  return separator.join("".join(f"<{letters[q]}{int(c)}>"
+                                for q, c in enumerate(frame))
+                        for frame in np.asarray(codes))
+
+
+def _stitch(pieces: Sequence[np.ndarray], length: int,
+            starts: Sequence[int], window: int) -> np.ndarray:
+  """Per-window results [len(piece), ...] of a sequence cut at `starts` ->
+  [length, ...], each frame from the window where it is most central."""
+  if not length:
+    return pieces[0][:0]
+  owner = central_window(length, starts, window)
+  local = np.arange(length) - np.asarray(starts)[owner]
+  return np.stack([pieces[w][i] for w, i in zip(owner, local)])
+
+
+def _checked_hands(hands, mask=None) -> np.ndarray:
+  """Raw hands as float32 [T, 42, 2] with non-finite values NaN (a missing
+  detection), `mask`'s frames only; raises errors.UserError on a wrong
+  shape or mask, no frames, or no hand in any frame."""
+  hands = layout.missing_as_nan(hands)   # +-inf: not detected.
+  if hands.ndim != 3 or hands.shape[1:] != (layout.NUM_POINTS, 2):
+    raise errors.UserError(
+        f"hands must be [T, {layout.NUM_POINTS}, 2] (a list "
+        f"of such arrays for a batch), got {hands.shape}")
+  if mask is not None:
+    mask = np.asarray(mask, bool)
+    if mask.shape != hands.shape[:1]:
+      raise errors.UserError(
+          f"mask must be [{hands.shape[0]}], got {mask.shape}")
+    hands = hands[mask]
+  if not len(hands):
+    raise errors.UserError("the sequence has no frames")
+  if np.isnan(hands).all():
+    raise errors.UserError("the sequence has no hand in any frame (all NaN)")
+  return hands
+
+
 def _is_batch(x: Any) -> bool:
   return isinstance(x, (list, tuple))
 
@@ -265,19 +307,16 @@ class Tokenizer:
     fileio.atomic_write(os.path.join(directory, PRETRAINED_WEIGHTS),
                         lambda f: f.write(st.save(flat, metadata={
                             "fingerprint": self.fingerprint})))
-    source = self.source
-    # A training workdir's records, or those a saved tokenizer carried.
-    workdir = lambda name: (
-        self._record.get(name.removesuffix(".json")) if self._record
-        is not None else fileio.read_json(os.path.join(source, name))
-        if source else None)
+    source, record = self.source, self._record
+    if record is None:   # a training workdir's records, read once.
+      record = {k: fileio.read_json(os.path.join(source, f"{k}.json"))
+                if source else None for k in ("inputs", "test_metrics")}
     fileio.write_json(os.path.join(directory, "config.json"), dict(
         asl_vq=dict(format=1, step=self.step, fingerprint=self.fingerprint,
-                    source=source, inputs=workdir("inputs.json"),
-                    test_metrics=workdir("test_metrics.json")),
+                    source=source, **record),
         **json.loads(self.config.to_json_best_effort())))
     (epath.Path(directory) / "README.md").write_text(self._model_card(
-        source, workdir("inputs.json"), workdir("test_metrics.json")))
+        source, record["inputs"], record["test_metrics"]))
     return directory
 
   @classmethod
@@ -385,23 +424,8 @@ class Tokenizer:
 
     `mask` (bool [T]) drops frames first, e.g. the padding of a padded array.
     """
-    hands = layout.missing_as_nan(hands)   # +-inf: not detected.
-    if hands.ndim != 3 or hands.shape[1:] != (layout.NUM_POINTS, 2):
-      raise errors.UserError(
-          f"hands must be [T, {layout.NUM_POINTS}, 2] (a list "
-          f"of such arrays for a batch), got {hands.shape}")
-    if mask is not None:
-      mask = np.asarray(mask, bool)
-      if mask.shape != hands.shape[:1]:
-        raise errors.UserError(
-            f"mask must be [{hands.shape[0]}], got {mask.shape}")
-      hands = hands[mask]
-    if not len(hands):
-      raise errors.UserError("the sequence has no frames")
-    if np.isnan(hands).all():
-      raise errors.UserError("the sequence has no hand in any frame (all NaN)")
     inputs, valid = pipeline.preprocess(
-        hands, max_len=self.max_len, flip=False,
+        _checked_hands(hands, mask), max_len=self.max_len, flip=False,
         resample_method=self.config.data.resample)
     return inputs[:valid.sum()]
 
@@ -444,27 +468,29 @@ class Tokenizer:
     overlap = window // 2 if overlap is None else int(overlap)
     plans, windows = [], []   # per recording: (present, starts, first window)
     for h in hands:
-      h = layout.missing_as_nan(h)
-      self.preprocess(h)   # the checks of `encode`.
+      h = _checked_hands(h)
       present = ~np.isnan(h).all(axis=(1, 2))
       kept = h[present]
       starts = window_starts(len(kept), window, overlap)
       plans.append((present, starts, len(windows)))
       windows += [kept[s:s + window] for s in starts]
-    codes = self._run(self._encode, [pipeline.normalize(w) for w in windows],
+    stats = [pipeline.axis_statistics(w) for w in windows]
+    codes = self._run(self._encode, [pipeline.normalize(w, st) for w, st in
+                                     zip(windows, stats)],
                       (layout.NUM_POINTS, 2), np.float32)
-    q, out = self.code_spec.num_quantizers, []
+    means = [np.broadcast_to(m, (len(w), 2)) for w, (m, _) in
+             zip(windows, stats)]
+    stds = [np.broadcast_to(d, (len(w), 2)) for w, (_, d) in
+            zip(windows, stats)]
+    out = []
     for (present, starts, first), rate in zip(plans, rates):
-      owner = first + central_window(int(present.sum()), starts, window)
-      local = np.arange(len(owner)) - np.asarray(starts)[owner - first]
-      stats = {w: pipeline.axis_statistics(windows[w]) for w in set(owner)}
+      n, part = int(present.sum()), slice(first, first + len(starts))
       out.append(FrameCodes(
-          codes=np.stack([codes[w][i] for w, i in zip(owner, local)]
-                         ).astype(np.int32).reshape(-1, q),
+          codes=_stitch(codes[part], n, starts, window).astype(np.int32),
           frames=np.flatnonzero(present), missing=np.flatnonzero(~present),
           num_frames=len(present), fps=None if rate is None else float(rate),
-          mean=np.stack([stats[w][0] for w in owner]).astype(np.float32),
-          std=np.stack([stats[w][1] for w in owner]).astype(np.float32)))
+          mean=_stitch(means[part], n, starts, window).astype(np.float32),
+          std=_stitch(stds[part], n, starts, window).astype(np.float32)))
     return out
 
   def to_image(self, landmarks: np.ndarray, frame_codes: FrameCodes
@@ -549,15 +575,8 @@ class Tokenizer:
       pieces += [c[s:s + window] for s in starts]
     decoded = self._run(lambda v, x, m: self._decode(v, x, m, n_q), pieces,
                         (q,), np.int32)
-    out = []
-    for length, starts, first in plans:
-      owner = central_window(length, starts, window)
-      local = np.arange(length) - np.asarray(starts)[owner]
-      out.append(np.stack([decoded[first + w][i]
-                           for w, i in zip(owner, local)]).reshape(
-                               length, layout.NUM_POINTS, 2)
-                 if length else decoded[first])
-    return out
+    return [_stitch(decoded[first:first + len(starts)], length, starts, window)
+            for length, starts, first in plans]
 
   # -------------------------------------------------------------------------
 
@@ -596,9 +615,7 @@ class Tokenizer:
                                                   codes.min() < 0):
       raise errors.UserError(f"codes must be non-negative [T, k <= 26], got "
                              f"{codes.shape}")
-    letters = string.ascii_lowercase[:codes.shape[1]]
-    return " ".join("".join(f"<{l}{int(c)}>" for l, c in zip(letters, frame))
-                    for frame in codes)
+    return codes_text(codes)
 
   def from_text(self, text: str) -> np.ndarray:
     """Text in `TEXT_FORMAT` -> int32 codes [T, k]; raises on malformed text.

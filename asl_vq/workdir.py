@@ -47,7 +47,7 @@ def config_changes(saved: dict[str, Any], config: ml_collections.ConfigDict
 
 # Marks an inputs.json whose origins are content digests (data files by
 # sha256, tokenizers by their weights); one without it came before.
-INPUTS_KEYED_ON = ("keyed_on", "content")
+KEYED_ON = {"keyed_on": "content"}
 
 
 class StaleInputs(errors.UserError):
@@ -98,7 +98,7 @@ def check_resume(config: ml_collections.ConfigDict, workdir: str,
   saved = fileio.read_json(os.path.join(workdir, "inputs.json"))
   if inputs is not None and saved is not None:
     flat = lambda d: traverse_util.flatten_dict(d, sep=".")
-    legacy = saved.pop(INPUTS_KEYED_ON[0], None) != INPUTS_KEYED_ON[1]
+    legacy = saved.pop("keyed_on", None) != KEYED_ON["keyed_on"]
     old, new = flat(saved), flat(json.loads(json.dumps(inputs)))
     stale = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
              if old.get(k) != new.get(k)}
@@ -133,6 +133,6 @@ def write_config(config: ml_collections.ConfigDict, workdir: str,
         config.to_json_best_effort(indent=2))
     if inputs is not None:
       fileio.write_json(os.path.join(workdir, "inputs.json"),
-                        dict(inputs, **dict([INPUTS_KEYED_ON])))
+                        dict(inputs, **KEYED_ON))
   provenance.record_command(workdir)
   return workdir

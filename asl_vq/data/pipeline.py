@@ -102,15 +102,17 @@ def axis_statistics(hands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return mean, std
 
 
-def normalize(hands: np.ndarray) -> np.ndarray:
+def normalize(hands: np.ndarray,
+              statistics: tuple[np.ndarray, np.ndarray] | None = None
+              ) -> np.ndarray:
   """Per-axis `(v - mean) / std` over the non-NaN values
-  (`axis_statistics`), then NaN -> 0.
+  (`axis_statistics`, or the `statistics` given), then NaN -> 0.
 
   Statistics are per sequence so that camera placement and signer size do not
   matter; the population std (ddof 0) as in the reference. A constant axis
   (std 0) is only centred.
   """
-  mean, std = axis_statistics(hands)
+  mean, std = axis_statistics(hands) if statistics is None else statistics
   out = (hands.astype(np.float64) - mean) / std
   return np.where(np.isnan(out), 0., out).astype(np.float32)
 
