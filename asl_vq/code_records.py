@@ -11,14 +11,22 @@ One record per sequence:
   codes       int [T', Q]: `Tokenizer.encode_frames`' codes, one group per
               input frame with a hand (T' = 0 without a hand).
   text        str: the same codes in `inference.TEXT_FORMAT`.
+  mean, std   float [T', 2, 2]: per code group and hand (left, right), the
+              x / y statistics it was normalised with (`FrameCodes.mean` /
+              `.std`): `Tokenizer.to_image` puts decoded frames back into
+              the input's coordinates with them.
+  seen        bool [T', 2]: per code group, whether the input's left /
+              right hand was detected (`FrameCodes.seen`).
+  width, height  int or None: the input image's size in pixels, where the
+              input says (`.pose` header, video).
   transcript  str, only in files written with it (`encode --transcribe`):
               `Tokenizer.transcribe`'s text, the CTC head's greedy reading.
 
 The file's extension picks the format: `.jsonl` (codes as nested lists),
 `.csv` (codes as the JSON text of the nested lists) or `.parquet` (codes as
 list<list<int32>>). Files are written under a temporary name and renamed when
-complete. Files written before `fps` and `frames` existed read with both
-None.
+complete. Files written before a field existed (`fps`, `frames`, `mean`,
+`std`, `width`, `height`) read with it None.
 """
 
 from __future__ import annotations
@@ -38,15 +46,23 @@ from etils import epath
 from asl_vq import errors
 from asl_vq import fileio
 
-FIELDS = ("id", "source", "num_frames", "fps", "frames", "codes", "text")
+FIELDS = ("id", "source", "num_frames", "fps", "frames", "codes", "text",
+          "mean", "std", "seen", "width", "height")
 TRANSCRIPT = "transcript"   # the optional field.
-_ADDED = ("fps", "frames")  # absent from files written before them: None.
+# Absent from files written before them: None.
+_ADDED = ("fps", "frames", "mean", "std", "seen", "width", "height")
+_LISTS = ("frames", "codes", "mean", "std", "seen")   # JSON text in a CSV.
 FORMATS = (".jsonl", ".csv", ".parquet")
 _SCHEMA = pa.schema([("id", pa.string()), ("source", pa.string()),
                      ("num_frames", pa.int64()), ("fps", pa.float64()),
                      ("frames", pa.list_(pa.int64())),
                      ("codes", pa.list_(pa.list_(pa.int32()))),
-                     ("text", pa.string()), (TRANSCRIPT, pa.string())])
+                     ("text", pa.string()),
+                     ("mean", pa.list_(pa.list_(pa.list_(pa.float32())))),
+                     ("std", pa.list_(pa.list_(pa.list_(pa.float32())))),
+                     ("seen", pa.list_(pa.list_(pa.bool_()))),
+                     ("width", pa.int64()), ("height", pa.int64()),
+                     (TRANSCRIPT, pa.string())])
 
 
 def file_format(path: str | os.PathLike) -> str:
@@ -64,22 +80,35 @@ def file_format(path: str | os.PathLike) -> str:
 
 def record(id_: str, source: str, num_frames: int, codes: np.ndarray,
            text: str, transcript: str | None = None, *,
-           frames: np.ndarray | None = None, fps: float | None = None
-           ) -> dict[str, Any]:
+           frames: np.ndarray | None = None, fps: float | None = None,
+           mean: np.ndarray | None = None, std: np.ndarray | None = None,
+           seen: np.ndarray | None = None,
+           size: tuple[int, int] | None = None) -> dict[str, Any]:
   """A record with plain Python values (codes int [T', Q] as nested lists,
-  frames int [T'] as a list); with a `transcript`, that field too.
+  frames int [T'] as a list, mean and std [T', 2, 2] and seen [T', 2] as
+  nested lists,
+  `size` (width, height) as two fields); with a `transcript`, that field
+  too.
 
   Raises:
-    errors.UserError: `frames` not one per code group.
+    errors.UserError: `frames`, `mean`, `std` or `seen` not one per code
+      group.
   """
   codes = np.asarray(codes)
-  if frames is not None and len(frames) != len(codes):
-    raise errors.UserError(f"{id_}: {len(frames)} frame indices for "
-                           f"{len(codes)} code groups")
+  for name, values in (("frame indices", frames), ("means", mean),
+                       ("stds", std), ("hands seen", seen)):
+    if values is not None and len(values) != len(codes):
+      raise errors.UserError(f"{id_}: {len(values)} {name} for "
+                             f"{len(codes)} code groups")
+  floats = lambda v: None if v is None else np.asarray(v, np.float32).tolist()
+  width, height = (None, None) if size is None else map(int, size)
   out = dict(id=id_, source=source, num_frames=int(num_frames),
              fps=None if fps is None else float(fps),
              frames=None if frames is None else [int(f) for f in frames],
-             codes=codes.tolist(), text=text)
+             codes=codes.tolist(), text=text, mean=floats(mean),
+             std=floats(std),
+             seen=None if seen is None else np.asarray(seen, bool).tolist(),
+             width=width, height=height)
   if transcript is not None:
     out[TRANSCRIPT] = transcript
   return out
@@ -124,8 +153,7 @@ class Writer:
       self._parquet.write_table(pa.Table.from_pylist(list(records),
                                                      self._schema))
     elif self._csv:
-      self._csv.writerows(dict(r, codes=json.dumps(r["codes"]),
-                               frames=json.dumps(r["frames"]))
+      self._csv.writerows(dict(r, **{k: json.dumps(r[k]) for k in _LISTS})
                           for r in records)
     else:
       self._file.writelines(json.dumps(r) + "\n" for r in records)
@@ -138,6 +166,20 @@ class Writer:
       os.replace(self._tmp, self.path)
     else:
       os.remove(self._tmp)
+
+
+def _from_csv(row: dict[str, str]) -> dict[str, Any]:
+  """A CSV row's text -> `record`'s values (a field absent: left out)."""
+  out = dict(row, num_frames=int(row["num_frames"]))
+  for name in _LISTS:
+    if name in row:
+      out[name] = json.loads(row[name])
+  if "fps" in row:
+    out["fps"] = float(row["fps"]) if row["fps"] else None
+  for name in ("width", "height"):
+    if name in row:
+      out[name] = int(row[name]) if row[name] else None
+  return out
 
 
 def read(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -157,11 +199,7 @@ def read(path: str | os.PathLike) -> list[dict[str, Any]]:
     elif fmt == ".csv":
       # utf-8-sig: a CSV saved again by Excel starts with a byte-order mark.
       text = epath.Path(path).read_bytes().decode("utf-8-sig")
-      rows = [dict(r, codes=json.loads(r["codes"]),
-                   num_frames=int(r["num_frames"]),
-                   **({} if "fps" not in r else dict(
-                       fps=float(r["fps"]) if r["fps"] else None,
-                       frames=json.loads(r["frames"]))))
+      rows = [_from_csv(r)
               for r in csv.DictReader(io.StringIO(text, newline=""))]
     else:
       text = epath.Path(path).read_bytes().decode("utf-8")

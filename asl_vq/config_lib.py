@@ -127,10 +127,12 @@ def downstream_config(task: str, size: str, inputs: str = "tokens"
 # config with that section, or only the tokenizer's ("tokenizer", ...).
 _ADDED = {
     ("data", "resample"): "linear",
+    ("data", "normalization"): "sequence",
     ("data", "min_hand_frames"): 2,
     ("train", "warmup_epochs"): 0.0,
     ("tokenizer", "model", "conv_bn_activation"): "silu",
     ("tokenizer", "model", "revival"): "batch",
+    ("tokenizer", "model", "attention_window"): 0,
     ("tokenizer", "train", "ctc_weight"): 1.0,
 }
 

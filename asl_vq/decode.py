@@ -9,17 +9,25 @@ sample_0_codes.txt), or a records file from `asl_vq.encode` (.jsonl, .csv,
 .parquet: the record `--id`, by default the first). `--n_q` decodes from the
 first K quantizers only (default: all that the codes hold).
 
-The decoder gives landmarks float32 [T, 42, 2], one frame per row of codes,
-in the model's input space (`pipeline.preprocess`): x and y each
-standardised over the sequence (zero mean, unit standard deviation,
-`pipeline.normalize`), y down, the left hand's 21 points then the right's; a
-hand that is absent comes out near 0. `--out`'s extension picks the output:
-  .npy   those landmarks as they are.
-  .pose  the same placed on a square canvas (`to_canvas`: normalised image
-         coordinate 0.5 + v / 8, so 4 standard deviations either way span
-         the image), at `--fps`; `asl_vq.data.pose.read` gives back
-         0.5 + v / 8.
-  .gif   an animation of the hand skeleton at `--fps`.
+A record goes **back into the picture**: its frames are put back into the
+input's coordinates (`Tokenizer.to_image`, with the statistics the record
+keeps) at the input's frames (`num_frames` of them, NaN where the input had
+no hand, or did not have that hand), at the record's frame rate (`--fps`
+overrides it). Codes text has none of that: its landmarks stay in the
+model's space (x and y standardised as `pipeline.preprocess` does, y down;
+an absent hand comes out near 0), one frame per code group, at `--fps`
+(default 30). `--out`'s extension picks the output:
+  .npy   the landmarks, float32 [T, 42, 2] (left hand's 21 points, then the
+         right's).
+  .pose  a record's: the input's image size where the record has it (a
+         `.pose` or video input; else 512 x 512), pixels = fractions x size;
+         confidence 0 where a hand is NaN. Codes text: a 512 x 512 canvas at
+         0.5 + v / 8 (`to_canvas`, 4 standard deviations either way; with
+         the "hand" normalization each hand side by side,
+         `Tokenizer.drawable`).
+  .gif   an animation of the skeleton; a record's drawn over its input in
+         grey when its `source` can be read again (a `.pose` file, a Kaggle
+         parquet file).
 Bad input: one line on stderr, exit 1.
 """
 
@@ -40,6 +48,8 @@ from asl_vq import errors
 from asl_vq import fileio
 from asl_vq import plotting
 from asl_vq.data import pose as pose_lib
+from asl_vq.data import reader
+from asl_vq.inference import FrameCodes
 from asl_vq.inference import Tokenizer
 
 OUTPUTS = (".npy", ".pose", ".gif")
@@ -48,10 +58,9 @@ CANVAS_PIXELS = 512    # The .pose canvas' width and height.
 
 
 def read_codes(tokenizer: Tokenizer, codes: str, id_: str | None = None
-               ) -> tuple[np.ndarray, str]:
-  """(int32 codes [T, k], a name) from `--codes` (see the module docstring).
-
-  The name is the record's id, or "" for text.
+               ) -> tuple[np.ndarray, dict | None]:
+  """(int32 codes [T, k], the record or None for text) from `--codes` (see
+  the module docstring).
 
   Raises:
     ValueError: malformed codes text, no record `id_`, an empty records
@@ -65,7 +74,7 @@ def read_codes(tokenizer: Tokenizer, codes: str, id_: str | None = None
     if not chosen:
       raise errors.UserError(f"{codes}: " + (f"no record has the id {id_!r}"
                                        if records else "holds no records"))
-    return _parse(tokenizer, chosen[0]["text"], codes), chosen[0]["id"]
+    return _parse(tokenizer, chosen[0]["text"], codes), chosen[0]
   if id_ is not None:
     raise errors.UserError("--id picks a record of a .jsonl, .csv or .parquet "
                            "file from asl_vq.encode, not of codes text")
@@ -76,12 +85,12 @@ def read_codes(tokenizer: Tokenizer, codes: str, id_: str | None = None
       raise errors.UserError(
           f"{codes}: not a text file of codes; give codes text, or a "
           ".jsonl, .csv or .parquet file of records") from None
-    return _parse(tokenizer, text.strip(), codes), ""
+    return _parse(tokenizer, text.strip(), codes), None
   if not codes.startswith("<"):
     raise errors.UserError(
         f"--codes={codes!r} is neither a file nor codes text "
         "like '<a98><b624> <a3><b7>'")
-  return _parse(tokenizer, codes, "--codes"), ""
+  return _parse(tokenizer, codes, "--codes"), None
 
 
 def _is_file(codes: str) -> bool:
@@ -108,40 +117,98 @@ def output_format(out: str) -> str:
 
 
 def to_canvas(landmarks: np.ndarray) -> np.ndarray:
-  """Model-space landmarks -> normalised image coordinates, 0.5 + v / 8."""
+  """Drawable model-space landmarks (`Tokenizer.drawable`) -> normalised
+  image coordinates, 0.5 + v / 8."""
   return 0.5 + np.asarray(landmarks, np.float32) / (2 * CANVAS_STDS)
 
 
-def decode(tokenizer: Tokenizer, codes: np.ndarray, out: str, *,
-           n_q: int | None = None, fps: float = plotting.FPS,
-           title: str = "") -> np.ndarray:
-  """Decodes codes int [T, k] and writes them to `out` (.npy, .pose, .gif).
-
-  Returns the landmarks float32 [T, 42, 2] in the model's space (see the
-  module docstring), from the first `n_q` quantizers (default k).
+def frame_codes(record: dict, codes: np.ndarray) -> FrameCodes | None:
+  """What `Tokenizer.to_image` needs, from an `asl_vq.encode` record; None
+  for a record written before it kept its statistics.
 
   Raises:
-    ValueError: an unknown output extension, no codes, or `n_q` not in
-      [1, k].
+    errors.UserError: the record's fields are not one per code group.
+  """
+  if record.get("mean") is None or record.get("frames") is None:
+    return None
+  fields = {k: np.asarray(record[k]) for k in ("frames", "mean", "std",
+                                               "seen")}
+  if any(len(v) != len(codes) for v in fields.values()):
+    raise errors.UserError(f"record {record['id']}: its frames, mean, std "
+                           f"and seen are not one per code group")
+  return FrameCodes(
+      codes=codes, frames=fields["frames"].astype(np.int64),
+      missing=np.setdiff1d(np.arange(record["num_frames"]), fields["frames"]),
+      num_frames=int(record["num_frames"]), fps=record.get("fps"),
+      mean=fields["mean"].astype(np.float32),
+      std=fields["std"].astype(np.float32),
+      seen=fields["seen"].astype(bool))
+
+
+def input_hands(record: dict) -> np.ndarray | None:
+  """The hands [num_frames, 42, 2] a record was encoded from, read again
+  from its `source` (a `.pose` file, a Kaggle parquet file); None when
+  that cannot be read (a video: MediaPipe is not run again)."""
+  source = record.get("source") or ""
+  try:
+    if source.endswith(".pose"):
+      hands = pose_lib.read(source)[0]
+    elif source.endswith(".parquet"):
+      hands = reader.read_hands(source).get(int(record["id"]))
+    else:
+      return None
+  except (OSError, ValueError):
+    return None
+  if hands is None or len(hands) != record["num_frames"]:
+    return None
+  return hands
+
+
+def decode(tokenizer: Tokenizer, codes: np.ndarray, out: str, *,
+           n_q: int | None = None, fps: float | None = None,
+           record: dict | None = None) -> np.ndarray:
+  """Decodes codes int [T, k] and writes them to `out` (.npy, .pose, .gif).
+
+  Returns what it wrote (see the module docstring): with a `record` of
+  `asl_vq.encode` that keeps its statistics, landmarks float32
+  [num_frames, 42, 2] in the input's coordinates; otherwise [T, 42, 2] in
+  the model's space. From the first `n_q` quantizers (default k).
+
+  Raises:
+    errors.UserError: an unknown output extension, no codes, `n_q` not in
+      [1, k], or a record whose fields do not match its codes.
   """
   ext = output_format(out)
+  title = record["id"] if record else ""
   if not len(codes):
     raise errors.UserError(f"{title or 'the codes'}: no frames to decode (a "
                            "sequence with no hand has no codes)")
   if n_q is not None and not 1 <= n_q <= codes.shape[1]:
     raise errors.UserError(f"n_q={n_q}, but the codes hold {codes.shape[1]} "
                            "quantizers")
+  placement = frame_codes(record, codes) if record else None
   landmarks = tokenizer.decode(codes, n_q)
+  if placement is not None:
+    landmarks = tokenizer.to_image(landmarks, placement, every_frame=True)
+  fps = fps or (record or {}).get("fps") or plotting.FPS
   if not fileio.is_remote(out):
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
   with fileio.writing(out) as local:   # a gs:// out: uploaded when written.
     if ext == ".npy":
       np.save(local, landmarks)
+    elif ext == ".pose" and placement is not None:
+      width = record.get("width") or CANVAS_PIXELS
+      height = record.get("height") or CANVAS_PIXELS
+      pose_lib.write(local, landmarks, fps, width=width, height=height)
     elif ext == ".pose":
-      pose_lib.write(local, to_canvas(landmarks), fps, width=CANVAS_PIXELS,
-                     height=CANVAS_PIXELS)
+      pose_lib.write(local, to_canvas(tokenizer.drawable(landmarks)), fps,
+                     width=CANVAS_PIXELS, height=CANVAS_PIXELS)
+    elif placement is not None:
+      plotting.save_gif(landmarks, local, title=title, fps=fps,
+                        underlay=input_hands(record))
     else:
-      plotting.save_gif(landmarks, local, title=title, fps=fps)
+      plotting.save_gif(tokenizer.drawable(landmarks), local, title=title,
+                        fps=fps)
   return landmarks
 
 
@@ -159,7 +226,8 @@ def _define_flags():
   flags.DEFINE_string("id", None, "The record to decode from a records file "
                       "(default: the first).")
   flags.DEFINE_enum("which", "best", ["best", "latest"], "Checkpoint.")
-  flags.DEFINE_float("fps", plotting.FPS, "Frame rate of .pose and .gif.")
+  flags.DEFINE_float("fps", None, "Frame rate of .pose and .gif (default: "
+                     "the record's, else 30).")
   flags.mark_flags_as_required(["tokenizer", "codes", "out"])
 
 
@@ -171,10 +239,13 @@ def main(argv):
   compilation_cache.enable()
   output_format(FLAGS.out)   # Before the slow model load.
   tokenizer = Tokenizer.load(FLAGS.tokenizer, FLAGS.which)
-  codes, name = read_codes(tokenizer, FLAGS.codes, FLAGS.id)
+  codes, record = read_codes(tokenizer, FLAGS.codes, FLAGS.id)
   landmarks = decode(tokenizer, codes, FLAGS.out, n_q=FLAGS.n_q,
-                     fps=FLAGS.fps, title=name)
-  print(f"{FLAGS.out}: {len(landmarks)} frames")
+                     fps=FLAGS.fps, record=record)
+  where = ("the input's coordinates and frames"
+           if record and record.get("mean") is not None
+           else "the model's space")
+  print(f"{FLAGS.out}: {len(landmarks)} frames, in {where}")
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ from asl_vq import fileio
 from asl_vq.data import layout
 from asl_vq.data import pose as pose_lib
 from asl_vq.data import reader
+from asl_vq.inference import FrameCodes
 from asl_vq.inference import Tokenizer
 from asl_vq.models import tokenizer as tokenizer_lib
 
@@ -61,20 +62,22 @@ class Item:
   hands: np.ndarray | None   # float32 [T, 42, 2], NaN: no hand.
   error: str | None = None
   fps: float | None = None   # where the input says.
+  size: tuple[int, int] | None = None   # (width, height) pixels, likewise.
 
 
 class UnreadableInputs(errors.UserError):
   """Some inputs could not be read; the others were encoded and written."""
 
 
-def _video_hands(path: str) -> tuple[np.ndarray, float]:
+def _video_hands(path: str) -> tuple[np.ndarray, float, tuple[int, int]]:
   try:
     from asl_vq.data import video  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     raise errors.MissingExtra(f"{path}: reading videos needs "
                               f"asl_vq.data.video, which failed to import "
                               f"({e})") from None
-  return video.hands(path)
+  info = video.info(path)
+  return (*video.hands(path), (info.width, info.height))
 
 
 # What one unreadable input file raises (a bad `.pose` or landmark file, a
@@ -87,13 +90,15 @@ def _file_items(path: str, id_: str) -> Iterator[Item]:
   try:
     if path.lower().endswith(".pose"):
       hands, fps = pose_lib.read(path)
+      size = pose_lib.dimensions(path)
     else:
-      hands, fps = _video_hands(path)
+      hands, fps, size = _video_hands(path)
   except _UNREADABLE as e:
     yield Item(id_, path, None, cli.one_line(e))
     return
   yield Item(id_, path, hands,
-             fps=float(fps) if fps and math.isfinite(fps) else None)
+             fps=float(fps) if fps and math.isfinite(fps) else None,
+             size=size if all(size) else None)
 
 
 def _kaggle_items(metadata: Sequence[reader.Metadata]) -> Iterator[Item]:
@@ -189,20 +194,26 @@ def _encode_chunk(tokenizer: Tokenizer, items: Sequence[Item],
   with_hand = [i for i, item in enumerate(items)
                if not np.isnan(item.hands).all()]
   q = tokenizer.code_spec.num_quantizers
-  codes = [np.zeros((0, q), np.int32)] * len(items)
-  frames = [np.zeros(0, np.int64)] * len(items)
+  got = [None] * len(items)
   hands = [items[i].hands for i in with_hand]
-  for i, got in zip(with_hand, tokenizer.encode_frames(
+  for i, frame_codes in zip(with_hand, tokenizer.encode_frames(
       hands, [items[i].fps for i in with_hand])):
-    codes[i], frames[i] = got.codes, got.frames
+    got[i] = frame_codes
   texts = [""] * len(items) if transcribe else [None] * len(items)
   if transcribe:
     for i, t in zip(with_hand, tokenizer.transcribe(hands)):
       texts[i] = t
-  return [code_records.record(item.id, item.source, len(item.hands), c,
-                              tokenizer.to_text(c), t, frames=f,
-                              fps=item.fps)
-          for item, c, f, t in zip(items, codes, frames, texts)]
+  none = FrameCodes(  # a sequence with no hand: no code group.
+      codes=np.zeros((0, q), np.int32), frames=np.zeros(0, np.int64),
+      missing=np.zeros(0, np.int64), num_frames=0, fps=None,
+      mean=np.zeros((0, 2, 2), np.float32),
+      std=np.zeros((0, 2, 2), np.float32),
+      seen=np.zeros((0, 2), bool))
+  return [code_records.record(
+      item.id, item.source, len(item.hands), g.codes,
+      tokenizer.to_text(g.codes), t, frames=g.frames, fps=item.fps,
+      mean=g.mean, std=g.std, seen=g.seen, size=item.size)
+          for item, g, t in zip(items, [g or none for g in got], texts)]
 
 
 def encode(tokenizer: Tokenizer, items: Iterable[Item], out: str, *,

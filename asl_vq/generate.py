@@ -182,7 +182,8 @@ def write_samples(samples: Sequence[Sample], tokenizer: Tokenizer,
         tokenizer.to_text(s.codes) + "\n")
     with epath.Path(f"{stem}_landmarks.npy").open("wb") as f:
       np.save(f, s.landmarks)
-    paths.append(plotting.save_gif(s.landmarks, f"{stem}.gif", title=s.text))
+    paths.append(plotting.save_gif(tokenizer.drawable(s.landmarks),
+                                   f"{stem}.gif", title=s.text))
   return paths
 
 

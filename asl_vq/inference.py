@@ -100,7 +100,8 @@ def fingerprint(config: ml_collections.ConfigDict,
   copy of a run elsewhere; different after any further training step."""
   h = hashlib.sha256(json.dumps(
       dict(model=config.model.to_dict(), max_len=int(config.data.max_len),
-           resample=str(config.data.resample)),
+           resample=str(config.data.resample),
+           normalization=str(config.data.normalization)),
       sort_keys=True, default=str).encode())
   for path, leaf in jax.tree_util.tree_flatten_with_path(variables)[0]:
     leaf = np.ascontiguousarray(jax.device_get(leaf))
@@ -119,8 +120,11 @@ class FrameCodes:
   missing: np.ndarray   # int64 [T - N]: input frames with no hand (no code).
   num_frames: int       # T, the input's frames.
   fps: float | None     # frames per second of the input, where known.
-  mean: np.ndarray      # float32 [N, 2]: per code group, the x / y mean and
-  std: np.ndarray       # std of the window it was normalised over.
+  mean: np.ndarray      # float32 [N, 2, 2]: per code group and hand (left,
+  std: np.ndarray       # right), the x / y mean and std it was normalised
+                        # with (`pipeline.statistics`: its window's, or the
+                        # hand's own).
+  seen: np.ndarray      # bool [N, 2]: the left / right hand was detected.
 
   @property
   def timestamps(self) -> np.ndarray | None:
@@ -187,6 +191,14 @@ def _stitch(pieces: Sequence[np.ndarray], length: int,
   owner = central_window(length, starts, window)
   local = np.arange(length) - np.asarray(starts)[owner]
   return np.stack([pieces[w][i] for w, i in zip(owner, local)])
+
+
+def hands_seen(hands: np.ndarray) -> np.ndarray:
+  """bool [T, 2]: whether the left / right hand of hands [T, 42, 2] has a
+  detected point."""
+  h = layout.NUM_HAND_POINTS
+  detected = ~np.isnan(hands).any(axis=-1)
+  return np.stack([detected[:, :h].any(1), detected[:, h:].any(1)], axis=1)
 
 
 def _checked_hands(hands, mask=None) -> np.ndarray:
@@ -426,7 +438,8 @@ class Tokenizer:
     """
     inputs, valid = pipeline.preprocess(
         _checked_hands(hands, mask), max_len=self.max_len, flip=False,
-        resample_method=self.config.data.resample)
+        resample_method=self.config.data.resample,
+        normalization=self.config.data.normalization)
     return inputs[:valid.sum()]
 
   def encode(self, hands, mask=None):
@@ -466,45 +479,70 @@ class Tokenizer:
       raise errors.UserError(f"window={window}: must be in [1, max_len="
                              f"{self.max_len}] (the model's length)")
     overlap = window // 2 if overlap is None else int(overlap)
-    plans, windows = [], []   # per recording: (present, starts, first window)
-    for h in hands:
+    plans, windows = [], []   # per recording: (present, starts, first
+    for h in hands:           # window, hands seen)
       h = _checked_hands(h)
       present = ~np.isnan(h).all(axis=(1, 2))
       kept = h[present]
       starts = window_starts(len(kept), window, overlap)
-      plans.append((present, starts, len(windows)))
+      plans.append((present, starts, len(windows), hands_seen(kept)))
       windows += [kept[s:s + window] for s in starts]
-    stats = [pipeline.axis_statistics(w) for w in windows]
+    stats = [pipeline.statistics(w, self.config.data.normalization)
+             for w in windows]
     codes = self._run(self._encode, [pipeline.normalize(w, st) for w, st in
                                      zip(windows, stats)],
                       (layout.NUM_POINTS, 2), np.float32)
-    means = [np.broadcast_to(m, (len(w), 2)) for w, (m, _) in
-             zip(windows, stats)]
-    stds = [np.broadcast_to(d, (len(w), 2)) for w, (_, d) in
-            zip(windows, stats)]
+    # Per frame and hand: a hand's 21 points share their statistics.
+    per_frame = lambda v, w: np.broadcast_to(
+        v, (len(w), layout.NUM_POINTS, 2))[:, ::layout.NUM_HAND_POINTS]
+    means = [per_frame(m, w) for w, (m, _) in zip(windows, stats)]
+    stds = [per_frame(d, w) for w, (_, d) in zip(windows, stats)]
     out = []
-    for (present, starts, first), rate in zip(plans, rates):
+    for (present, starts, first, seen), rate in zip(plans, rates):
       n, part = int(present.sum()), slice(first, first + len(starts))
       out.append(FrameCodes(
           codes=_stitch(codes[part], n, starts, window).astype(np.int32),
           frames=np.flatnonzero(present), missing=np.flatnonzero(~present),
           num_frames=len(present), fps=None if rate is None else float(rate),
           mean=_stitch(means[part], n, starts, window).astype(np.float32),
-          std=_stitch(stds[part], n, starts, window).astype(np.float32)))
+          std=_stitch(stds[part], n, starts, window).astype(np.float32),
+          seen=seen))
     return out
 
-  def to_image(self, landmarks: np.ndarray, frame_codes: FrameCodes
-               ) -> np.ndarray:
+  def to_image(self, landmarks: np.ndarray, frame_codes: FrameCodes, *,
+               every_frame: bool = False) -> np.ndarray:
     """Decoded landmarks [N, 42, 2] of `frame_codes.codes` (model space) ->
     the input's coordinates (e.g. image fractions), each frame with the
-    statistics of the window it was encoded in: `v * std + mean`."""
+    statistics it was encoded with: `v * std + mean`; a hand the input
+    did not have in that frame NaN (codes do not say; `seen` does).
+    `every_frame`: at the input's frames, [num_frames, 42, 2], NaN where
+    it had no hand.
+
+    Raises:
+      errors.UserError: not one decoded frame per code group.
+    """
     landmarks = np.asarray(landmarks, np.float32)
     if landmarks.shape[0] != len(frame_codes.frames):
       raise errors.UserError(
           f"{landmarks.shape[0]} decoded frames for "
           f"{len(frame_codes.frames)} code groups")
-    return (landmarks * frame_codes.std[:, None, :]
-            + frame_codes.mean[:, None, :])
+    per_point = lambda v: np.repeat(v, layout.NUM_HAND_POINTS, axis=1)
+    placed = (landmarks * per_point(frame_codes.std)
+              + per_point(frame_codes.mean))
+    absent = ~np.repeat(frame_codes.seen, layout.NUM_HAND_POINTS, axis=1)
+    placed[absent] = np.nan
+    if not every_frame:
+      return placed
+    out = np.full((frame_codes.num_frames, *placed.shape[1:]), np.nan,
+                  np.float32)
+    out[frame_codes.frames] = placed
+    return out
+
+  def drawable(self, landmarks: np.ndarray) -> np.ndarray:
+    """Model-space landmarks [..., 42, 2] (`preprocess`'s, `decode`'s)
+    laid out to be drawn (`pipeline.drawable`: with the "hand"
+    normalization each hand is at its own origin; side by side here)."""
+    return pipeline.drawable(landmarks, self.config.data.normalization)
 
   def _inputs(self, hands: Sequence[Any], mask) -> list[np.ndarray]:
     """`preprocess` of each sequence of a batch (`mask` a list or None)."""

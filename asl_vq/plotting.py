@@ -28,13 +28,14 @@ def pyplot():
 
 
 def draw_hand(ax, points: np.ndarray, title: str = "", lw: float = 2.,
-              invert_y: bool = True) -> None:
-  """A 2D hand skeleton from [21, >=2] image coordinates (y down)."""
+              invert_y: bool = True, color: str | None = None) -> None:
+  """A 2D hand skeleton from [21, >=2] image coordinates (y down); `color`
+  for every bone and point (default: a colour per finger)."""
   for a, b in hm.BONES:
     palm = a == 0 and b > 4 or a in (5, 9, 13) and b in (9, 13, 17)
-    color = "gray" if palm else _FINGER_COLORS[(b - 1) // 4]
-    ax.plot(points[[a, b], 0], points[[a, b], 1], "-", color=color, lw=lw)
-  ax.scatter(points[:, 0], points[:, 1], s=4 * lw, c="k", zorder=3)
+    bone = color or ("gray" if palm else _FINGER_COLORS[(b - 1) // 4])
+    ax.plot(points[[a, b], 0], points[[a, b], 1], "-", color=bone, lw=lw)
+  ax.scatter(points[:, 0], points[:, 1], s=4 * lw, c=color or "k", zorder=3)
   _finish(ax, title, invert_y)
 
 
@@ -45,9 +46,11 @@ def hand_present(points: np.ndarray, eps: float = 1e-6) -> bool:
   return bool(finite.any() and np.abs(points[finite]).max() > eps)
 
 
-def draw_hands(ax, hands: np.ndarray, title: str = "", lw: float = 2.) -> None:
+def draw_hands(ax, hands: np.ndarray, title: str = "", lw: float = 2.,
+               color: str | None = None) -> None:
   """Both hands of one frame, [42, 2] (left 0..20, right 21..41), drawing
-  only those present; the left hand's skeleton is drawn thinner."""
+  only those present; the left hand's skeleton is drawn thinner; `color`
+  as `draw_hand`'s."""
   hands = np.asarray(hands)
   if hands.shape != (42, 2):
     raise errors.UserError(f"hands must be [42, 2], got {hands.shape}")
@@ -58,18 +61,27 @@ def draw_hands(ax, hands: np.ndarray, title: str = "", lw: float = 2.) -> None:
     # A decoder draws an absent hand as a small blob (a few % of a hand's
     # size) rather than exact zeros: skip it next to a real hand.
     if e >= SMALL_HAND * max(extent):
-      draw_hand(ax, hands[side], lw=thickness, invert_y=False)
+      draw_hand(ax, hands[side], lw=thickness, invert_y=False, color=color)
   _finish(ax, title, True)
 
 
 def save_gif(hands: np.ndarray, path: str, *, title: str = "",
-             fps: int = FPS) -> str:
+             fps: float = FPS, underlay: np.ndarray | None = None) -> str:
   """An animated GIF of landmarks [T, 42, 2], one frame per row, to a local
-  path or an object store URL."""
+  path or an object store URL; `underlay` [T, 42, 2] (e.g. the input a
+  reconstruction is of) drawn under them in light grey.
+
+  Raises:
+    errors.UserError: `underlay` not of `hands`' shape.
+  """
   plt = pyplot()
   from matplotlib import animation  # pylint: disable=g-import-not-at-top
   hands = np.asarray(hands)
-  finite = hands[np.isfinite(hands).all(-1)].reshape(-1, 2)
+  if underlay is not None and np.shape(underlay) != hands.shape:
+    raise errors.UserError(f"underlay {np.shape(underlay)} is not of the "
+                           f"hands' shape {hands.shape}")
+  both = hands if underlay is None else np.concatenate([hands, underlay])
+  finite = both[np.isfinite(both).all(-1)].reshape(-1, 2)
   lo, hi = (finite.min(0), finite.max(0)) if len(finite) else (
       -np.ones(2), np.ones(2))
   margin = 0.05 * np.max(hi - lo) + 1e-3
@@ -77,6 +89,8 @@ def save_gif(hands: np.ndarray, path: str, *, title: str = "",
 
   def draw(t):
     ax.clear()
+    if underlay is not None:
+      draw_hands(ax, underlay[t], lw=3., color="0.8")
     draw_hands(ax, hands[t], f"{title} {t + 1}/{len(hands)}".strip())
     ax.set_xlim(lo[0] - margin, hi[0] + margin)
     ax.set_ylim(hi[1] + margin, lo[1] - margin)    # y down, as images.

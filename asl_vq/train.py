@@ -503,6 +503,7 @@ def _pipeline_args(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """`pipeline.make_dataset`'s arguments every stream of a run shares."""
   return dict(max_len=config.data.max_len,
               resample_method=config.data.resample,
+              normalization=config.data.normalization,
               max_label_len=config.data.max_label_len,
               buckets=tuple(config.data.buckets) or None,
               process_index=jax.process_index(),

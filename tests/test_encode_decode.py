@@ -154,6 +154,7 @@ def test_videos_go_through_the_video_module(tok, sequences, tmp_path,
   video.write_bytes(b"")
   fake = types.ModuleType("asl_vq.data.video")
   fake.hands = lambda path: (sequences[0], 30.)
+  fake.info = lambda path: types.SimpleNamespace(width=640, height=480)
   monkeypatch.setitem(sys.modules, "asl_vq.data.video", fake)
   # `from asl_vq.data import video` reads the package's attribute first,
   # which an earlier import of the real module set.
@@ -161,7 +162,7 @@ def test_videos_go_through_the_video_module(tok, sequences, tmp_path,
   out = tmp_path / "codes.csv"
   _encode(tok, [video], out)
   [r] = code_records.read(out)
-  assert r["id"] == "clip"
+  assert r["id"] == "clip" and (r["width"], r["height"]) == (640, 480)
   np.testing.assert_array_equal(r["codes"], tok.encode(sequences[0]))
   monkeypatch.setitem(sys.modules, "asl_vq.data.video", None)
   with pytest.raises(ImportError, match="clip.mp4: reading videos needs "
@@ -226,19 +227,52 @@ def test_decode_outputs(tok, sequences, tmp_path):
   with open(path, "rb") as f:
     p = Pose.read(f.read())
   assert p.body.fps == 25. and p.body.data.shape == (len(codes), 1, 42, 2)
-  canvas = decode.to_canvas(tok.decode(codes))
+  canvas = decode.to_canvas(tok.drawable(tok.decode(codes)))
   np.testing.assert_allclose(p.body.data.data[:, 0],
                              canvas * decode.CANVAS_PIXELS, rtol=1e-5)
   np.testing.assert_allclose(pose.read(path)[0], canvas, rtol=1e-5)
 
   gif = tmp_path / "a.gif"
-  decode.decode(tok, codes[:3], str(gif), title="x")
+  decode.decode(tok, codes[:3], str(gif))
   assert gif.read_bytes()[:6] == b"GIF89a"
 
   with pytest.raises(ValueError, match="n_q=3, but the codes hold 2"):
     decode.decode(tok, codes[:, :2], str(npy), n_q=3)
   with pytest.raises(ValueError, match="no frames to decode"):
     decode.decode(tok, codes[:0], str(npy))
+
+
+@pytest.mark.parametrize("ext", code_records.FORMATS)
+def test_a_record_decodes_back_into_its_inputs_picture(
+    tok, sequences, tmp_path, monkeypatch, ext):
+  """Issue 28, 3: a record's frames go back to the input's frames, image
+  coordinates, size and frame rate, a hand it did not have NaN (confidence
+  0). With a perfect decoder (the normalised inputs themselves) that is the
+  input; the error of a trained one is `asl_vq.analysis.stability`'s."""
+  hands = np.concatenate([sequences[0], sequences[1]])[:tok.max_len]
+  hands[3] = np.nan            # no hand: no code group.
+  hands[5:9, :21] = np.nan     # the left hand missing.
+  hands[10:12, 21:] = np.nan   # the right hand missing.
+  pose.write(tmp_path / "sign.pose", hands, 25., width=640, height=480)
+  records = tmp_path / f"codes{ext}"
+  _encode(tok, [tmp_path / "sign.pose"], records)
+  codes, record = decode.read_codes(tok, str(records))
+  assert (record["width"], record["height"], record["fps"]) == (640, 480, 25.)
+  read = pose.read(tmp_path / "sign.pose")[0]
+  kept = read[~np.isnan(read).all(axis=(1, 2))]
+  perfect = tok.preprocess(kept)   # under max_len: one window, unresampled.
+  assert len(perfect) == len(codes)
+  monkeypatch.setattr(tok, "decode", lambda c, n_q=None: perfect)
+  out = decode.decode(tok, codes, str(tmp_path / "back.npy"), record=record)
+  assert out.shape == hands.shape
+  np.testing.assert_allclose(out, read, atol=1e-6)   # NaN where read's are.
+  decode.decode(tok, codes, str(tmp_path / "back.pose"), record=record)
+  back, fps = pose.read(tmp_path / "back.pose")
+  assert fps == 25. and pose.dimensions(tmp_path / "back.pose") == (640, 480)
+  np.testing.assert_allclose(back, read, atol=1e-5)
+  gif = tmp_path / "back.gif"
+  decode.decode(tok, codes, str(gif), record=record)   # over the input.
+  assert gif.read_bytes()[:6] == b"GIF89a"
 
 
 def test_decode_reads_text_and_records(tok, sequences, tmp_path):
@@ -254,10 +288,11 @@ def test_decode_reads_text_and_records(tok, sequences, tmp_path):
                                  tok.to_text(codes[:2])),
              code_records.record("second", "y", 9, codes,
                                  tok.to_text(codes))])
-  read, name = decode.read_codes(tok, str(out), "second")
-  assert name == "second"
+  read, record = decode.read_codes(tok, str(out), "second")
+  assert record["id"] == "second"
   np.testing.assert_array_equal(read, codes)
-  assert decode.read_codes(tok, str(out))[1] == "first"
+  assert decode.read_codes(tok, str(out))[1]["id"] == "first"
+  assert decode.read_codes(tok, text)[1] is None
   with pytest.raises(ValueError, match="no record has the id 'third'"):
     decode.read_codes(tok, str(out), "third")
   with pytest.raises(ValueError, match="--codes: frame 1: 'junk' is not a "

@@ -260,4 +260,6 @@ def test_long_codes_decode_in_windows_like_their_encoding(tok, sequences):
   np.testing.assert_allclose(recon[:tok.max_len // 2],
                              first[:tok.max_len // 2], atol=1e-6)
   back = tok.to_image(recon, got)
-  assert back.shape == recon.shape and np.isfinite(back).all()
+  seen = np.repeat(got.seen, 21, axis=1)   # a hand the input had: placed.
+  assert back.shape == recon.shape and not got.seen.all()
+  assert np.isfinite(back[seen]).all() and np.isnan(back[~seen]).all()

@@ -187,6 +187,33 @@ def test_padded_frames_do_not_affect_valid_outputs():
                                    rtol=1e-4, atol=1e-4)
 
 
+def test_a_frames_codes_depend_only_on_its_receptive_field():
+  """attention_window=w: a frame's codes read at most 1 (the stem's conv)
+  + blocks x (w + kernel // 2) frames each side, so a sign's codes do not
+  change when another follows it (README, "Any length")."""
+  config = dataclasses.replace(TINY, attention_window=2)
+  reach = 1 + config.num_blocks * (2 + config.kernel_size // 2)
+  model = TokenizerModel(config)
+  x = jax.random.normal(jax.random.key(0), (2, 30, 42, 2))
+  mask = jnp.ones((2, 30), bool)
+  variables = model.init(jax.random.key(0), x, mask, train=False)
+  _, state = model.apply(variables, x, mask, train=True,
+                         mutable=['batch_stats', 'vq'],
+                         rngs={'dropout': jax.random.key(1),
+                               'vq': jax.random.key(2)})
+  variables = {**variables, **state}
+  followed = x.at[:, 20:].set(jax.random.normal(jax.random.key(3),
+                                                (2, 10, 42, 2)))
+  encode = jax.jit(functools.partial(model.apply,
+                                     method=TokenizerModel.encode))
+  alone = encode(variables, x[:, :20], mask[:, :20])
+  np.testing.assert_array_equal(encode(variables, x, mask)[:, :20 - reach],
+                                alone[:, :20 - reach])
+  np.testing.assert_array_equal(
+      encode(variables, followed, mask)[:, :20 - reach],
+      alone[:, :20 - reach])
+
+
 def test_encode_decode_round_trip_matches_forward():
   model, variables = tiny_model()
   _, state = apply_fn(True)(variables, *batch())  # k-means init the codebooks.
@@ -287,6 +314,31 @@ def test_relative_attention_matches_shifted_formulation():
     np.testing.assert_allclose(g_fast, g, rtol=1e-3,
                                atol=1e-4 * float(jnp.max(jnp.abs(g))),
                                err_msg=jax.tree_util.keystr(path))
+
+
+@pytest.mark.parametrize('per_pass', [0, 1])
+def test_attention_window_ignores_frames_beyond_it(per_pass):
+  """window=w: a frame's output is the same whatever the frames more than
+  w away hold; with every frame (0) it is not."""
+  b, t, d, w = 2, 30, 32, 3
+  x = jax.random.normal(jax.random.key(0), (b, t, d))
+  far = x.at[:, 20:].set(jax.random.normal(jax.random.key(2), (b, 10, d)))
+  mask = jnp.arange(t)[None] < jnp.array([30, 25])[:, None]
+  outs = {}
+  for window in (0, w):
+    module = squeezeformer.RelativeSelfAttention(
+        num_heads=4, window=window, sequences_per_pass=per_pass)
+    params = module.init(jax.random.key(1), x, mask, train=False)
+    outs[window] = [module.apply(params, z, mask, train=False)
+                    for z in (x, far)]
+  near, changed = outs[w]
+  np.testing.assert_allclose(near[:, :20 - w], changed[:, :20 - w],
+                             rtol=1e-6, atol=1e-6)
+  assert not np.allclose(near[:, 20 - w:20], changed[:, 20 - w:20],
+                         atol=1e-3)
+  every, every_changed = outs[0]
+  assert not np.allclose(every[:, :20 - w], every_changed[:, :20 - w],
+                         atol=1e-3)
 
 
 def test_attention_in_passes_equals_one_pass():

@@ -7,6 +7,7 @@ import grain
 import numpy as np
 import pytest
 
+from asl_vq import errors
 from asl_vq import vocab
 from asl_vq.data import pipeline
 
@@ -106,6 +107,53 @@ def test_normalize_constant_axis_is_centred():
   out = pipeline.normalize(hands)
   np.testing.assert_allclose(out, _reference_normalize(hands), atol=1e-6)
   np.testing.assert_array_equal(out[..., 0], 0.)
+
+
+def test_hand_normalization_reads_each_hand_alone(source):
+  """"hand": a frame's values do not depend on the frames around it, nor a
+  hand's on where it is in the image, how large, or where the other hand
+  is; `v * std + mean` undoes it (what `Tokenizer.to_image` applies)."""
+  hands = pipeline.drop_empty_frames(source[0]["hands"])
+  hands[2, :21] = np.nan   # a frame with one hand of two.
+  out = pipeline.normalize(hands, normalization="hand")
+  for t in (0, 2, len(hands) - 1):
+    np.testing.assert_allclose(
+        pipeline.normalize(hands[t:t + 1], normalization="hand")[0], out[t],
+        atol=1e-6)
+  moved = hands * 1.7 + 0.2
+  moved[:, 21:] += 0.3     # the right hand elsewhere.
+  np.testing.assert_allclose(
+      pipeline.normalize(moved, normalization="hand"), out, atol=1e-5)
+  mean, std = pipeline.statistics(hands, "hand")
+  seen = ~np.isnan(hands)
+  np.testing.assert_allclose((out * std + mean)[seen], hands[seen],
+                             atol=1e-5)
+  # Each detected hand: its detected points centred, their RMS distance
+  # from the centre 1.
+  checked = 0
+  for side in (slice(0, 21), slice(21, 42)):
+    for frame, points in zip(out[:, side], seen[:, side].all(-1)):
+      if points.sum() > 1:
+        x = frame[points]
+        np.testing.assert_allclose(x.mean(0), 0., atol=1e-5)
+        np.testing.assert_allclose(np.sqrt((x ** 2).sum(-1).mean()), 1.,
+                                   rtol=1e-5)
+        checked += 1
+  assert checked >= len(hands)
+
+
+def test_hand_normalized_frames_are_drawn_side_by_side(source):
+  x = pipeline.normalize(source[0]["hands"], normalization="hand")
+  drawn = pipeline.drawable(x, "hand")
+  np.testing.assert_allclose(drawn[:, :21, 0], x[:, :21, 0] - 2.5)
+  np.testing.assert_allclose(drawn[:, 21:, 0], x[:, 21:, 0] + 2.5)
+  np.testing.assert_array_equal(drawn[..., 1], x[..., 1])
+  np.testing.assert_array_equal(pipeline.drawable(x, "sequence"), x)
+
+
+def test_unknown_normalization_is_refused():
+  with pytest.raises(errors.UserError, match="data.normalization='image'"):
+    pipeline.statistics(np.zeros((2, 42, 2)), "image")
 
 
 def test_flip_matches_reference_and_is_an_involution(source):

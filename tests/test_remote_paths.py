@@ -177,8 +177,8 @@ def test_encode_and_decode_read_and_write_the_store(tmp_path, monkeypatch):
                          progress=False) == 1
     (record,) = code_records.read(f"{base}/c{ext}")
     np.testing.assert_array_equal(record["codes"], expected)
-    codes, name = decode.read_codes(tok, f"{base}/c{ext}")
-    assert name == "s0"
+    codes, record = decode.read_codes(tok, f"{base}/c{ext}")
+    assert record["id"] == "s0"
     np.testing.assert_array_equal(codes, expected)
   epath.Path(base, "c.txt").write_text(tok.to_text(expected))
   np.testing.assert_array_equal(

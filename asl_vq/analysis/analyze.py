@@ -56,14 +56,15 @@ def load_frames(tok: inference.Tokenizer, source,
                 token_source: tokens_lib.TokenSource,
                 indices: Sequence[int]) -> dict[int, np.ndarray]:
   """{i: float32 [T', 42, 2]}: sequence i preprocessed as tokenization did,
-  so frame t is the frame of code row t."""
+  so frame t is the frame of code row t, laid out to be drawn
+  (`Tokenizer.drawable`)."""
   if not np.array_equal(source.sequence_ids, token_source.sequence_ids):
     raise errors.UserError(
         f"{token_source.path}: its sequences are not those of "
         "the tokenizer's data split")
   out = {}
   for i in indices:
-    out[i] = tok.preprocess(source[i]["hands"])
+    out[i] = tok.drawable(tok.preprocess(source[i]["hands"]))
     if len(out[i]) != token_source.lengths[i]:
       raise errors.UserError(
           f"sequence {token_source.sequence_ids[i]}: {len(out[i])} "

@@ -88,11 +88,13 @@ def drop_empty_frames(hands: np.ndarray) -> np.ndarray:
   return hands[~np.isnan(hands).all(axis=(1, 2))]
 
 
+NORMALIZATIONS = ("sequence", "hand")
+
+
 def axis_statistics(hands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """(mean, std), float64 [D] each: per axis over the non-NaN values, the
   population std (ddof 0) as in the reference; a constant or empty axis has
-  std 1 (only centred), an empty one mean 0. `normalize` divides by these;
-  `v * std + mean` undoes it (`Tokenizer.to_image`)."""
+  std 1 (only centred), an empty one mean 0."""
   mean, std = np.zeros(hands.shape[-1]), np.ones(hands.shape[-1])
   for axis in range(hands.shape[-1]):
     values = hands[..., axis][~np.isnan(hands[..., axis])].astype(np.float64)
@@ -102,17 +104,71 @@ def axis_statistics(hands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return mean, std
 
 
-def normalize(hands: np.ndarray,
-              statistics: tuple[np.ndarray, np.ndarray] | None = None
-              ) -> np.ndarray:
-  """Per-axis `(v - mean) / std` over the non-NaN values
-  (`axis_statistics`, or the `statistics` given), then NaN -> 0.
+def hand_statistics(hands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """(mean, std), float64 [T, 42, 2] each, of each hand of each frame of
+  hands [T, 42, 2] on its own (the values of a hand's 21 points repeated):
+  the mean of the hand's detected points per axis, and one scale for both
+  axes (the image's aspect kept), their RMS distance from that mean (the
+  hand's size). An undetected hand, or one of a single point, has mean 0
+  / std 1 where undefined."""
+  t = len(hands)
+  h = hands.astype(np.float64).reshape(t, 2, _H, 2)
+  present = ~np.isnan(h).any(axis=-1)                    # [T, 2, 21]
+  count = np.maximum(present.sum(axis=-1), 1)[..., None]  # [T, 2, 1]
+  centre = np.where(present[..., None], h, 0.).sum(axis=2) / count
+  sq = np.where(present, ((h - centre[:, :, None]) ** 2).sum(-1), 0.)
+  size = np.sqrt(sq.sum(axis=-1, keepdims=True) / count)  # [T, 2, 1]
+  size = np.where((present.sum(axis=-1, keepdims=True) > 1) & (size > 0),
+                  size, 1.)
+  return (np.repeat(centre, _H, axis=1),
+          np.repeat(np.broadcast_to(size, (t, 2, 2)), _H, axis=1))
 
-  Statistics are per sequence so that camera placement and signer size do not
-  matter; the population std (ddof 0) as in the reference. A constant axis
-  (std 0) is only centred.
+
+def statistics(hands: np.ndarray, normalization: str = "sequence"
+               ) -> tuple[np.ndarray, np.ndarray]:
+  """What `normalize` subtracts and divides by, of hands [T, 42, 2]:
+  "sequence" (the reference): per axis over the whole sequence
+  (`axis_statistics`, [2] each), so that camera placement and signer size
+  do not matter; "hand": each hand of each frame on its own
+  (`hand_statistics`, [T, 42, 2] each), so that a frame's values do not
+  depend on the frames around it, nor a hand's shape on where the hand is
+  (README, "Any length"). `v * std + mean` undoes either
+  (`Tokenizer.to_image`).
+
+  Raises:
+    errors.UserError: an unknown `normalization`.
   """
-  mean, std = axis_statistics(hands) if statistics is None else statistics
+  if normalization == "sequence":
+    return axis_statistics(hands)
+  if normalization == "hand":
+    return hand_statistics(hands)
+  raise errors.UserError(f"data.normalization={normalization!r}: one of "
+                         f"{', '.join(NORMALIZATIONS)}")
+
+
+# "hand": where `drawable` puts each hand's origin (x, model units: a hand's
+# RMS radius is 1, its extent about +-2).
+HAND_SPACING = 2.5
+
+
+def drawable(x: np.ndarray, normalization: str) -> np.ndarray:
+  """Model-space landmarks [..., 42, 2] (`normalize`'s, or a decoder's)
+  laid out to be drawn: "hand" puts every hand at its own origin, so the
+  left one is moved `HAND_SPACING` to the left and the right one as far to
+  the right; "sequence" as they are."""
+  x = np.array(x, np.float32)
+  if normalization == "hand":
+    x[..., :_H, 0] -= HAND_SPACING
+    x[..., _H:, 0] += HAND_SPACING
+  return x
+
+
+def normalize(hands: np.ndarray,
+              stats: tuple[np.ndarray, np.ndarray] | None = None,
+              normalization: str = "sequence") -> np.ndarray:
+  """`(v - mean) / std` with `statistics(hands, normalization)` (or the
+  `stats` given), then NaN -> 0; float32 [T, 42, 2]."""
+  mean, std = statistics(hands, normalization) if stats is None else stats
   out = (hands.astype(np.float64) - mean) / std
   return np.where(np.isnan(out), 0., out).astype(np.float32)
 
@@ -163,17 +219,20 @@ def resample(hands: np.ndarray, length: int,
 
 
 def preprocess(hands: np.ndarray, *, max_len: int, flip: bool,
-               pad_to: int | None = None, resample_method: str = "nearest"
+               pad_to: int | None = None, resample_method: str = "nearest",
+               normalization: str = "sequence"
                ) -> tuple[np.ndarray, np.ndarray]:
   """Raw hands [T, 42, 2] -> (inputs f32 [pad_to, 42, 2], mask bool [pad_to]).
 
-  Drops empty frames, normalises, optionally flips, resamples sequences longer
-  than `max_len` to `max_len` (`resample`'s method) and zero-pads to `pad_to`
-  (default `max_len`); the mask is True on real frames. Non-finite values
+  Drops empty frames, normalises (`statistics`' `normalization`),
+  optionally flips, resamples sequences longer than `max_len` to `max_len`
+  (`resample`'s method) and zero-pads to `pad_to` (default `max_len`); the
+  mask is True on real frames. Non-finite values
   are missing detections (`layout.missing_as_nan`).
   """
   pad_to = max_len if pad_to is None else pad_to
-  x = normalize(drop_empty_frames(layout.missing_as_nan(hands)))
+  x = normalize(drop_empty_frames(layout.missing_as_nan(hands)),
+                normalization=normalization)
   if flip:
     x = _flip(x)
   if x.shape[0] > max_len:
@@ -296,9 +355,11 @@ class _BatchLoader:
                max_label_len: int, seed: int, train: bool,
                buckets: Sequence[int], process_index: int, process_count: int,
                flip_prob: float, truncate_labels: bool,
-               length_grouping: int, resample_method: str):
+               length_grouping: int, resample_method: str,
+               normalization: str):
     self._source = source
     self._resample = resample_method
+    self._normalization = normalization
     self._global = global_batch_size
     self._local = global_batch_size // process_count
     self._offset = process_index * self._local
@@ -367,7 +428,8 @@ class _BatchLoader:
       if self._num_quantizers is None:
         batch["inputs"][row], batch["input_mask"][row] = preprocess(
             ex["hands"], max_len=self._max_len, flip=flip_it, pad_to=length,
-            resample_method=self._resample)
+            resample_method=self._resample,
+            normalization=self._normalization)
       else:   # Codes are never flipped: a mirrored code is not defined.
         batch["codes"][row], batch["input_mask"][row] = pad_codes(
             ex["codes"], length)
@@ -406,7 +468,8 @@ def make_dataset(source: Source, *, global_batch_size: int, max_len: int = 384,
                  buckets: Sequence[int] | None = None, process_index: int = 0,
                  process_count: int = 1, flip_prob: float = 0.25,
                  truncate_labels: bool = False, length_grouping: int = 0,
-                 resample_method: str = "nearest", prefetch: int = 2,
+                 resample_method: str = "nearest",
+                 normalization: str = "sequence", prefetch: int = 2,
                  num_threads: int = 1) -> grain.IterDataset:
   """Batches of this process's slice of the global batch.
 
@@ -416,10 +479,11 @@ def make_dataset(source: Source, *, global_batch_size: int, max_len: int = 384,
   to the smallest of `buckets` (default `default_buckets(max_len)`) that holds
   its longest sequence, computed from `source.hand_frames` so every process
   agrees; longer sequences than `max_len` are resampled (`resample`, by
-  `resample_method`); `length_grouping` > 1 batches training sequences of
+  `resample_method`); each is normalised as `normalization` says
+  (`statistics`); `length_grouping` > 1 batches training sequences of
   similar length (see `epoch_batches`). `prefetch` batches are prepared
-  ahead by `num_threads` background threads while the device runs (`prefetch=0` disables); the work is mostly
-  GIL-bound numpy, so more threads only help a source that waits on I/O. The
+  ahead by `num_threads` background threads while the device runs
+  (`prefetch=0` disables); the work is mostly GIL-bound numpy, so more threads only help a source that waits on I/O. The
   source must allow concurrent reads when `num_threads` > 1.
 
   A source of tokenized sequences (items with "codes" int [T, Q] instead of
@@ -443,7 +507,8 @@ def make_dataset(source: Source, *, global_batch_size: int, max_len: int = 384,
       max_label_len=max_label_len, seed=seed, train=train, buckets=buckets,
       process_index=process_index, process_count=process_count,
       flip_prob=flip_prob, truncate_labels=truncate_labels,
-      length_grouping=length_grouping, resample_method=resample_method)
+      length_grouping=length_grouping, resample_method=resample_method,
+      normalization=normalization)
   num_steps = (sys.maxsize if train
                else steps_per_epoch(source, global_batch_size, train))
   return grain.MapDataset.range(num_steps).map(loader).to_iter_dataset(

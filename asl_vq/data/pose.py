@@ -144,6 +144,28 @@ def read(path: str | os.PathLike) -> tuple[np.ndarray, float]:
   return layout.missing_as_nan(hands), float(pose.body.fps)
 
 
+def dimensions(path: str | os.PathLike) -> tuple[int, int]:
+  """A `.pose` file's image (width, height) in pixels, from its header.
+
+  Raises:
+    PoseFileError: not a readable `.pose` header.
+    OSError: the file cannot be opened.
+    ModuleNotFoundError: pose-format is not installed.
+  """
+  path = os.fspath(path)
+  _require_pose_format()
+  # pylint: disable-next=g-import-not-at-top
+  from pose_format.utils.reader import BufferReader
+  with open(path, "rb") as f:
+    buffer = f.read()
+  try:
+    header = pose_header.PoseHeader.read(BufferReader(buffer))
+  except Exception as e:  # pylint: disable=broad-except
+    raise PoseFileError(f"{path}: not a readable .pose header "
+                        f"({type(e).__name__}: {e})") from None
+  return int(header.dimensions.width), int(header.dimensions.height)
+
+
 def write(path: str | os.PathLike, hands: np.ndarray, fps: float, *,
           width: int = 1000, height: int = 1000) -> None:
   """Writes hands [T, 42, 2] as a `.pose` file of one person.

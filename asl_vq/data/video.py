@@ -170,14 +170,8 @@ class VideoInfo:
   height: int
 
 
-def frames(path: str | os.PathLike) -> tuple[Iterator[np.ndarray], VideoInfo]:
-  """The decoded frames, uint8 RGB [H, W, 3] each, and the video's info.
-
-  Raises:
-    FileNotFoundError: no such file.
-    VideoError: OpenCV cannot open it.
-    SetupError: OpenCV is not installed.
-  """
+def _open(path: str | os.PathLike):
+  """(an open cv2.VideoCapture, the video's info); errors as `frames`."""
   try:
     import cv2  # pylint: disable=g-import-not-at-top
   except ImportError:
@@ -190,10 +184,29 @@ def frames(path: str | os.PathLike) -> tuple[Iterator[np.ndarray], VideoInfo]:
     capture.release()
     raise VideoError(f"{path}: cannot open the video")
   fps = capture.get(cv2.CAP_PROP_FPS)
-  info = VideoInfo(
+  return capture, VideoInfo(
       fps=float(fps) if fps > 0 and math.isfinite(fps) else math.nan,
       width=int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
       height=int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+
+
+def info(path: str | os.PathLike) -> VideoInfo:
+  """What the container says (nothing decoded); errors as `frames`."""
+  capture, video_info = _open(path)
+  capture.release()
+  return video_info
+
+
+def frames(path: str | os.PathLike) -> tuple[Iterator[np.ndarray], VideoInfo]:
+  """The decoded frames, uint8 RGB [H, W, 3] each, and the video's info.
+
+  Raises:
+    FileNotFoundError: no such file.
+    VideoError: OpenCV cannot open it.
+    SetupError: OpenCV is not installed.
+  """
+  capture, video_info = _open(path)
+  import cv2  # pylint: disable=g-import-not-at-top  (there: `_open`)
 
   def generate():
     try:
@@ -204,7 +217,7 @@ def frames(path: str | os.PathLike) -> tuple[Iterator[np.ndarray], VideoInfo]:
         yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     finally:
       capture.release()
-  return generate(), info
+  return generate(), video_info
 
 
 def _points(landmark_list, n: int) -> np.ndarray:

@@ -53,13 +53,14 @@ def absolute_sinusoids(length: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
   return np.sin(pos * inv_freq), np.cos(pos * inv_freq)
 
 
-def _relative_attention(q, k, v, mask, u_bias, v_bias, w_pos):
+def _relative_attention(q, k, v, mask, u_bias, v_bias, w_pos, window=0):
   """The attention of `RelativeSelfAttention` from its projections.
 
   q, k, v: [B, T, H, dh]; mask: [B, T] bool; u_bias, v_bias: [H, dh];
   w_pos: [d, H, dh], the 'pos' kernel with its rows ordered as the even
-  (sin) then the odd (cos) sinusoid channels. Returns [B, T, H, dh] in q's
-  dtype, zero on padded query frames.
+  (sin) then the odd (cos) sinusoid channels; window: > 0 attends only to
+  keys at most `window` frames away. Returns [B, T, H, dh] in q's dtype,
+  zero on padded query frames.
   """
   t, dh = q.shape[1], q.shape[3]
   # A Python float is weakly typed: the scaled queries, and with them the
@@ -76,8 +77,11 @@ def _relative_attention(q, k, v, mask, u_bias, v_bias, w_pos):
   # Padded keys: their exp underflows to exactly 0. Padded queries: zeroed
   # on the [B, T, H, dh] output rather than on the [B, H, T, T] weights
   # (the same values; a multiply fused into the weights' dot is slow).
-  scores = jnp.where(mask[:, None, None, :], content + position,
-                     jnp.finfo(content.dtype).min)
+  keys = mask[:, None, None, :]
+  if window > 0:
+    offset = np.arange(t)[:, None] - np.arange(t)[None, :]
+    keys = keys & (np.abs(offset) <= window)
+  scores = jnp.where(keys, content + position, jnp.finfo(content.dtype).min)
   # No dropout on the [B, H, T, T] weights: its random bits cost more than
   # the attention itself on CPU; the module's output dropout regularises.
   weights = nn.softmax(scores.astype(jnp.float32), axis=-1)
@@ -147,7 +151,9 @@ class RelativeSelfAttention(nn.Module):
   1.06x at 22 x 196 and 1.14x at 32 x 256, encoding 0.96x and 1.17x.
 
   Padded keys get no weight; padded query rows output zeros, so a fully
-  padded sequence yields zeros rather than NaN.
+  padded sequence yields zeros rather than NaN. `window` > 0 gives no
+  weight to keys more than `window` frames away either (0: every frame, as
+  the reference), so that a frame's output does not depend on far context.
 
   x: [B, T, d] of `dtype`; mask: [B, T] bool -> [B, T, d] of `dtype`.
   """
@@ -155,6 +161,7 @@ class RelativeSelfAttention(nn.Module):
   dropout: float = 0.0
   dtype: Any = jnp.float32
   sequences_per_pass: int | None = None
+  window: int = 0
 
   @nn.compact
   def __call__(self, x, mask, *, train: bool):
@@ -181,7 +188,7 @@ class RelativeSelfAttention(nn.Module):
       per_pass = _default_sequences_per_pass()
     passes = attention_passes(batch, per_pass, jax.device_count())
     attend = lambda q, k, v, mask: _relative_attention(
-        q, k, v, mask, u_bias, v_bias, w_pos)
+        q, k, v, mask, u_bias, v_bias, w_pos, self.window)
     if passes == 1:
       out = attend(q, k, v, mask)
     else:
@@ -287,11 +294,13 @@ class ScaleBias(nn.Module):
 
 
 class SqueezeformerBlock(nn.Module):
-  """One post-LN Squeezeformer block: MHSA, FF, Conv, FF."""
+  """One post-LN Squeezeformer block: MHSA, FF, Conv, FF (`attention_window`
+  as `RelativeSelfAttention`'s `window`)."""
   num_heads: int = 4
   kernel_size: int = 51
   dropout: float = 0.0
   dtype: Any = jnp.float32
+  attention_window: int = 0
 
   @nn.compact
   def __call__(self, x, mask, *, train: bool):
@@ -299,6 +308,7 @@ class SqueezeformerBlock(nn.Module):
                              dtype=self.dtype)
     y = ScaleBias(name='scale_0')(x)
     y = RelativeSelfAttention(self.num_heads, self.dropout, self.dtype,
+                              window=self.attention_window,
                               name='mhsa')(y, mask, train=train)
     x = norm(name='ln_0')(x + y)
     y = ScaleBias(name='scale_1')(x)
@@ -318,18 +328,20 @@ class Squeezeformer(nn.Module):
   """A stack of Squeezeformer blocks over [B, T, d] with a [B, T] frame mask.
 
   Shared by the tokenizer's encoder and decoder and the continuous baselines.
-  Returns [B, T, d] of `dtype` (the compute dtype).
+  Returns [B, T, d] of `dtype` (the compute dtype). `attention_window`:
+  `RelativeSelfAttention`'s `window` (0: every frame).
   """
   num_blocks: int = 6
   num_heads: int = 4
   kernel_size: int = 51
   dropout: float = 0.0
   dtype: Any = jnp.float32
+  attention_window: int = 0
 
   @nn.compact
   def __call__(self, x, mask, *, train: bool):
     for i in range(self.num_blocks):
       x = SqueezeformerBlock(self.num_heads, self.kernel_size, self.dropout,
-                             self.dtype, name=f'block_{i}')(x, mask,
-                                                            train=train)
+                             self.dtype, self.attention_window,
+                             name=f'block_{i}')(x, mask, train=train)
     return x

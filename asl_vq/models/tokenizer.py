@@ -34,6 +34,8 @@ class TokenizerConfig:
     and the output head's transposed conv: 'none' (the reference as trained
     and tokenized, after `convert_sync_batchnorm`) or 'silu' (its modules
     as written); see `asl_vq.models.features`.
+  attention_window: frames each side a frame attends to in the encoder and
+    decoder; 0: every frame (the reference). See `RelativeSelfAttention`.
   commit_grad: 'first' (reference) or 'all', see ResidualVQ.
   revival: 'batch' or 'reference', see ResidualVQ.
   dtype: the compute dtype, 'float32' (the reference) or 'bfloat16'.
@@ -46,6 +48,7 @@ class TokenizerConfig:
   num_blocks: int = 6
   kernel_size: int = 51
   dropout: float = 0.0
+  attention_window: int = 0
   conv_bn_activation: str = 'none'
   num_quantizers: int = 4
   codebook_size: int = 1024
@@ -72,7 +75,8 @@ class TokenizerModel(nn.Module):
     c = self.config
     dtype = jnp.dtype(c.dtype)
     stack = functools.partial(Squeezeformer, c.num_blocks, c.num_heads,
-                              c.kernel_size, c.dropout, dtype)
+                              c.kernel_size, c.dropout, dtype,
+                              c.attention_window)
     self.features = FeatureExtractor(c.dim, dtype, c.conv_bn_activation)
     self.encoder = stack()
     self.rvq = ResidualVQ(
