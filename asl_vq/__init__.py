@@ -51,8 +51,11 @@ def _simulated_cpu_devices(flags: str) -> int:
 def _configure_cpu_collectives() -> None:
   global _pjrt_nproc
   flags = _os.environ.get("XLA_FLAGS", "")
-  extra = [f"--{k}={v}" for k, v in _CPU_COLLECTIVE_TIMEOUTS.items()
-           if f"--{k}=" not in flags]
+  extra = [
+      f"--{k}={v}"
+      for k, v in _CPU_COLLECTIVE_TIMEOUTS.items()
+      if f"--{k}=" not in flags
+  ]
   _os.environ["XLA_FLAGS"] = " ".join([flags, *extra]).strip()
   devices = _simulated_cpu_devices(flags)
   if devices > 1 and not {"PJRT_NPROC", "NPROC"} & set(_os.environ):
@@ -60,7 +63,7 @@ def _configure_cpu_collectives() -> None:
     _os.environ["PJRT_NPROC"] = _pjrt_nproc
 
 
-_pjrt_nproc = None   # What _configure_cpu_collectives set, if anything.
+_pjrt_nproc = None  # What _configure_cpu_collectives set, if anything.
 _configure_cpu_collectives()
 
 
@@ -85,5 +88,6 @@ def default_cpu_threads_for_gloo() -> None:
 def __getattr__(name):
   if name == "Tokenizer":
     from asl_vq.inference import Tokenizer  # pylint: disable=g-import-not-at-top
+
     return Tokenizer
   raise AttributeError(f"module 'asl_vq' has no attribute {name!r}")

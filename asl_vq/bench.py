@@ -53,15 +53,26 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("shapes", ["22x196", "32x256"], "batch x frames to time.")
 flags.DEFINE_integer("steps", 10, "Timed steps per shape (median reported).")
 flags.DEFINE_string("preset", "paper", "Size preset of configs/rvq_ctc.py.")
-flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
-                  "Compute dtype (config.model.dtype).")
-flags.DEFINE_integer("epoch_steps", 0, "Consecutive training steps to time "
-                     "at the last shape (0: none).")
+flags.DEFINE_enum(
+    "dtype",
+    "float32",
+    ["float32", "bfloat16"],
+    "Compute dtype (config.model.dtype).",
+)
+flags.DEFINE_integer(
+    "epoch_steps",
+    0,
+    "Consecutive training steps to time " "at the last shape (0: none).",
+)
 flags.DEFINE_bool("torch_rvq", False, "Also time vector_quantize_pytorch.")
-flags.DEFINE_string("profile_dir", None, "Also write a jax.profiler trace of "
-                    f"{PROFILED_CALLS} encodes and training steps per shape "
-                    "under DIR/BATCHxFRAMES-DTYPE (XProf, TensorBoard or "
-                    "Perfetto).")
+flags.DEFINE_string(
+    "profile_dir",
+    None,
+    "Also write a jax.profiler trace of "
+    f"{PROFILED_CALLS} encodes and training steps per shape "
+    "under DIR/BATCHxFRAMES-DTYPE (XProf, TensorBoard or "
+    "Perfetto).",
+)
 
 
 def random_batch(batch: int, frames: int, label_len: int = 64, seed: int = 0):
@@ -82,8 +93,14 @@ def random_batch(batch: int, frames: int, label_len: int = 64, seed: int = 0):
 
 def _bar(shape: str, total: int) -> tqdm.tqdm:
   """One shape's progress in calls (compiles included); gone when done."""
-  return tqdm.tqdm(total=total, desc=shape, unit="call", file=sys.stderr,
-                   leave=False, dynamic_ncols=True)
+  return tqdm.tqdm(
+      total=total,
+      desc=shape,
+      unit="call",
+      file=sys.stderr,
+      leave=False,
+      dynamic_ncols=True,
+  )
 
 
 def _median_time(fn, steps: int, bar: tqdm.tqdm) -> float:
@@ -97,8 +114,14 @@ def _median_time(fn, steps: int, bar: tqdm.tqdm) -> float:
   return float(np.median(times))
 
 
-def bench_shape(config, batch: int, frames: int, steps: int,
-                epoch_steps: int = 0, profile_dir: str | None = None) -> dict:
+def bench_shape(
+    config,
+    batch: int,
+    frames: int,
+    steps: int,
+    epoch_steps: int = 0,
+    profile_dir: str | None = None,
+) -> dict:
   """Times one shape; see the module docstring for what and how.
 
   Args:
@@ -119,22 +142,27 @@ def bench_shape(config, batch: int, frames: int, steps: int,
   repl, data = sharding.replicated(mesh), sharding.data_sharding(mesh)
   task = tokenizer_training.TokenizerTask(config)
   tx = train.make_optimizer(config, config.train.batch_size)
-  init = jax.jit(functools.partial(train.init_state, task, tx),
-                 out_shardings=repl)
-  step = jax.jit(functools.partial(train.train_step, task=task, tx=tx,
-                                   base_rng=jax.random.PRNGKey(1)),
-                 in_shardings=(repl, {k: data for k in tokenizer_training.DEVICE_KEYS}),
-                 out_shardings=(repl, repl), donate_argnums=(0,))
-  gbatch = {k: jax.device_put(v, data)
-            for k, v in random_batch(batch, frames).items()}
+  init = jax.jit(
+      functools.partial(train.init_state, task, tx), out_shardings=repl
+  )
+  step = jax.jit(
+      functools.partial(
+          train.train_step, task=task, tx=tx, base_rng=jax.random.PRNGKey(1)
+      ),
+      in_shardings=(repl, {k: data for k in tokenizer_training.DEVICE_KEYS}),
+      out_shardings=(repl, repl),
+      donate_argnums=(0,),
+  )
+  gbatch = {
+      k: jax.device_put(v, data) for k, v in random_batch(batch, frames).items()
+  }
 
   profiled = 2 * PROFILED_CALLS if profile_dir else 0
   profile = None
   with _bar(f"{batch}x{frames}", 2 * steps + 3 + profiled) as bar:
     bar.set_postfix_str("compile train step")
     t0 = time.perf_counter()
-    state = jax.block_until_ready(
-        step(init(jax.random.PRNGKey(0)), gbatch)[0])
+    state = jax.block_until_ready(step(init(jax.random.PRNGKey(0)), gbatch)[0])
     compile_s = time.perf_counter() - t0
     bar.update()
     # The first step of a fresh state runs k-means; later ones do not.
@@ -161,16 +189,22 @@ def bench_shape(config, batch: int, frames: int, steps: int,
       host = [random_batch(batch, frames, seed=i) for i in range(4)]
       t0 = time.perf_counter()
       for i in range(epoch_steps):
-        holder[0], m = step(holder[0], {k: jax.device_put(v, data)
-                                        for k, v in host[i % 4].items()})
+        holder[0], m = step(
+            holder[0],
+            {k: jax.device_put(v, data) for k, v in host[i % 4].items()},
+        )
       jax.block_until_ready(m["loss"])
       epoch_s = time.perf_counter() - t0
     variables = holder[0].variables()
     model = task.model
-    encode = jax.jit(lambda v, x, m: model.apply(v, x, m, method=model.encode),
-                     in_shardings=(repl, data, data), out_shardings=data)
-    encode_batch = functools.partial(encode, variables, gbatch["inputs"],
-                                     gbatch["input_mask"])
+    encode = jax.jit(
+        lambda v, x, m: model.apply(v, x, m, method=model.encode),
+        in_shardings=(repl, data, data),
+        out_shardings=data,
+    )
+    encode_batch = functools.partial(
+        encode, variables, gbatch["inputs"], gbatch["input_mask"]
+    )
     bar.set_postfix_str("compile encode")
     jax.block_until_ready(encode_batch())
     bar.update()
@@ -178,8 +212,9 @@ def bench_shape(config, batch: int, frames: int, steps: int,
     encode_s = _median_time(encode_batch, steps, bar)
     if profile_dir:
       bar.set_postfix_str("profile")
-      profile = os.path.join(profile_dir,
-                             f"{batch}x{frames}-{config.model.dtype}")
+      profile = os.path.join(
+          profile_dir, f"{batch}x{frames}-{config.model.dtype}"
+      )
       # jax's Perfetto export reads the trace back from a local directory
       # holding one process's files.
       perfetto = not fileio.is_remote(profile) and jax.process_count() == 1
@@ -194,88 +229,121 @@ def bench_shape(config, batch: int, frames: int, steps: int,
             jax.block_until_ready(one_step())
           bar.update()
         bar.set_postfix_str("write profile")
-  return dict(shape=f"{batch}x{frames}", train_frames_s=batch * frames / train_s,
-              train_step_ms=1e3 * train_s,
-              encode_frames_s=batch * frames / encode_s,
-              kmeans_init_s=max(first_step_s - train_s, 0.0),
-              compile_s=compile_s, epoch_s=epoch_s,
-              epoch_frames_s=epoch_steps * batch * frames / max(epoch_s, 1e-9),
-              profile=profile)
+  return dict(
+      shape=f"{batch}x{frames}",
+      train_frames_s=batch * frames / train_s,
+      train_step_ms=1e3 * train_s,
+      encode_frames_s=batch * frames / encode_s,
+      kmeans_init_s=max(first_step_s - train_s, 0.0),
+      compile_s=compile_s,
+      epoch_s=epoch_s,
+      epoch_frames_s=epoch_steps * batch * frames / max(epoch_s, 1e-9),
+      profile=profile,
+  )
 
 
 def bench_rvq(config, batch: int, frames: int, steps: int) -> dict:
   """Our RVQ alone (train mode, EMA updates) vs vector_quantize_pytorch."""
   import torch  # pylint: disable=g-import-not-at-top
   from vector_quantize_pytorch import ResidualVQ  # pylint: disable=g-import-not-at-top
+
   m = config.model
-  x = np.random.default_rng(0).standard_normal(
-      (batch, frames, m.dim)).astype(np.float32)
+  x = (
+      np.random.default_rng(0)
+      .standard_normal((batch, frames, m.dim))
+      .astype(np.float32)
+  )
   mask = np.ones((batch, frames), bool)
-  ours = rvq_lib.ResidualVQ(num_quantizers=m.num_quantizers,
-                            codebook_size=m.codebook_size, dim=m.dim)
+  ours = rvq_lib.ResidualVQ(
+      num_quantizers=m.num_quantizers, codebook_size=m.codebook_size, dim=m.dim
+  )
   variables = ours.init(jax.random.PRNGKey(0), x, mask, train=False)
 
   @jax.jit
   def fwd(variables, x, mask, rng):
-    (q, codes, aux), upd = ours.apply(variables, x, mask, train=True,
-                                      rngs={"vq": rng}, mutable=["vq"])
+    (q, codes, aux), upd = ours.apply(
+        variables, x, mask, train=True, rngs={"vq": rng}, mutable=["vq"]
+    )
     return q, codes, dict(variables, **upd)
 
   with _bar(f"{batch}x{frames} RVQ", 2 * steps + 2) as bar:
     bar.set_postfix_str("ours")
     _, _, variables = fwd(variables, x, mask, jax.random.PRNGKey(1))
     bar.update()
-    ours_s = _median_time(lambda: fwd(variables, x, mask,
-                                      jax.random.PRNGKey(1))[0], steps, bar)
+    ours_s = _median_time(
+        lambda: fwd(variables, x, mask, jax.random.PRNGKey(1))[0], steps, bar
+    )
     bar.set_postfix_str("vector_quantize_pytorch")
-    theirs = ResidualVQ(dim=m.dim, num_quantizers=m.num_quantizers,
-                        codebook_size=m.codebook_size, decay=m.vq_decay,
-                        kmeans_init=True, kmeans_iters=m.kmeans_iters,
-                        threshold_ema_dead_code=int(m.dead_threshold),
-                        rotation_trick=False)
+    theirs = ResidualVQ(
+        dim=m.dim,
+        num_quantizers=m.num_quantizers,
+        codebook_size=m.codebook_size,
+        decay=m.vq_decay,
+        kmeans_init=True,
+        kmeans_iters=m.kmeans_iters,
+        threshold_ema_dead_code=int(m.dead_threshold),
+        rotation_trick=False,
+    )
     theirs.train()
     tx = torch.from_numpy(x)
     with torch.no_grad():
       theirs(tx)
       bar.update()
       theirs_s = _median_time(lambda: theirs(tx), steps, bar)
-  return dict(shape=f"{batch}x{frames}", ours_frames_s=batch * frames / ours_s,
-              torch_frames_s=batch * frames / theirs_s,
-              speedup=theirs_s / ours_s)
+  return dict(
+      shape=f"{batch}x{frames}",
+      ours_frames_s=batch * frames / ours_s,
+      torch_frames_s=batch * frames / theirs_s,
+      speedup=theirs_s / ours_s,
+  )
 
 
 def main(argv):
   del argv
   config = config_lib.load("rvq_ctc", FLAGS.preset)
   config.model.dtype = FLAGS.dtype
-  print(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind} "
-        f"({jax.default_backend()}); preset {FLAGS.preset}; {FLAGS.dtype}")
+  print(
+      f"devices: {jax.device_count()} x {jax.devices()[0].device_kind} "
+      f"({jax.default_backend()}); preset {FLAGS.preset}; {FLAGS.dtype}"
+  )
   for i, shape in enumerate(FLAGS.shapes):
     batch, _, frames = shape.partition("x")
     if not (batch.isdigit() and frames.isdigit()):
-      raise errors.UserError(f"--shapes: {shape!r} is not BATCHxFRAMES (e.g. "
-                             "22x196)")
+      raise errors.UserError(
+          f"--shapes: {shape!r} is not BATCHxFRAMES (e.g. " "22x196)"
+      )
     batch, frames = int(batch), int(frames)
     epoch_steps = FLAGS.epoch_steps if i == len(FLAGS.shapes) - 1 else 0
-    r = bench_shape(config, batch, frames, FLAGS.steps, epoch_steps,
-                    FLAGS.profile_dir)
-    print(f"{r['shape']:>8}: train {r['train_frames_s']:8.0f} frames/s "
-          f"({r['train_step_ms']:.0f} ms/step), encode "
-          f"{r['encode_frames_s']:8.0f} frames/s, k-means init "
-          f"{r['kmeans_init_s']:.2f} s, compile {r['compile_s']:.1f} s",
-          flush=True)
+    r = bench_shape(
+        config, batch, frames, FLAGS.steps, epoch_steps, FLAGS.profile_dir
+    )
+    print(
+        f"{r['shape']:>8}: train {r['train_frames_s']:8.0f} frames/s "
+        f"({r['train_step_ms']:.0f} ms/step), encode "
+        f"{r['encode_frames_s']:8.0f} frames/s, k-means init "
+        f"{r['kmeans_init_s']:.2f} s, compile {r['compile_s']:.1f} s",
+        flush=True,
+    )
     if FLAGS.profile_dir:
-      print(f"{r['shape']:>8}: profile of {PROFILED_CALLS} encodes and "
-            f"{PROFILED_CALLS} train steps in {r['profile']}", flush=True)
+      print(
+          f"{r['shape']:>8}: profile of {PROFILED_CALLS} encodes and "
+          f"{PROFILED_CALLS} train steps in {r['profile']}",
+          flush=True,
+      )
     if epoch_steps:
-      print(f"{r['shape']:>8}: {epoch_steps} consecutive train steps in "
-            f"{r['epoch_s']:.1f} s, {r['epoch_frames_s']:8.0f} frames/s",
-            flush=True)
+      print(
+          f"{r['shape']:>8}: {epoch_steps} consecutive train steps in "
+          f"{r['epoch_s']:.1f} s, {r['epoch_frames_s']:8.0f} frames/s",
+          flush=True,
+      )
     if FLAGS.torch_rvq:
       r = bench_rvq(config, batch, frames, FLAGS.steps)
-      print(f"{r['shape']:>8}: RVQ alone: ours {r['ours_frames_s']:8.0f} "
-            f"frames/s, vector_quantize_pytorch {r['torch_frames_s']:8.0f} "
-            f"frames/s ({r['speedup']:.1f}x)", flush=True)
+      print(
+          f"{r['shape']:>8}: RVQ alone: ours {r['ours_frames_s']:8.0f} "
+          f"frames/s, vector_quantize_pytorch {r['torch_frames_s']:8.0f} "
+          f"frames/s ({r['speedup']:.1f}x)",
+          flush=True,
+      )
 
 
 if __name__ == "__main__":

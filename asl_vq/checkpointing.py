@@ -48,12 +48,13 @@ def _whole_arrays_on_cpu() -> None:
   arrays 230 s (a slice program compiled per shape)."""
   if jax.default_backend() == "cpu":
     level = logging.get_verbosity()
-    logging.set_verbosity(logging.ERROR)   # Orbax warns of every override.
+    logging.set_verbosity(logging.ERROR)  # Orbax warns of every override.
     try:
       ocp.type_handlers.register_type_handler(
           jax.Array,
           ocp.type_handlers.ArrayHandler(use_replica_parallel=False),
-          override=True)
+          override=True,
+      )
     finally:
       logging.set_verbosity(level)
 
@@ -74,17 +75,26 @@ def _one_copy(state: Any) -> Any:
   if jax.process_count() > 1 or jax.default_backend() != "cpu":
     return state
   return jax.tree.map(
-      lambda x: x.addressable_data(0) if isinstance(x, jax.Array)
-      and len(x.sharding.device_set) > 1 and x.sharding.is_fully_replicated
-      else x, state)
+      lambda x: x.addressable_data(0)
+      if isinstance(x, jax.Array)
+      and len(x.sharding.device_set) > 1
+      and x.sharding.is_fully_replicated
+      else x,
+      state,
+  )
 
 
 class Checkpoints:
   """`<workdir>/checkpoints` (latest, with data state) and `<workdir>/best`;
   `workdir` is local or an object store URL (`gs://bucket/run`)."""
 
-  def __init__(self, workdir: str, keep_latest: int = 2,
-               best_metric: str = "loss", async_saves: bool = True):
+  def __init__(
+      self,
+      workdir: str,
+      keep_latest: int = 2,
+      best_metric: str = "loss",
+      async_saves: bool = True,
+  ):
     workdir = fileio.abspath(workdir)
     _whole_arrays_on_cpu()
     # Several processes on XLA:CPU: with asynchronous saves the 2-host run
@@ -92,43 +102,62 @@ class Checkpoints:
     # timeout while a save was in flight), likely Orbax's save thread syncing
     # processes beside the training step's gloo collectives (not proven:
     # coordination-service barriers did not cure it). There, saves wait.
-    async_saves = async_saves and not (jax.process_count() > 1
-                                       and jax.default_backend() == "cpu")
+    async_saves = async_saves and not (
+        jax.process_count() > 1 and jax.default_backend() == "cpu"
+    )
     self.best_metric = best_metric
     self.latest = ocp.CheckpointManager(
         os.path.join(workdir, "checkpoints"),
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=keep_latest, create=True,
-            enable_async_checkpointing=async_saves),
-        item_names=(STATE, DATA))
+            max_to_keep=keep_latest,
+            create=True,
+            enable_async_checkpointing=async_saves,
+        ),
+        item_names=(STATE, DATA),
+    )
     self.best = ocp.CheckpointManager(
         os.path.join(workdir, "best"),
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=1, create=True, best_fn=lambda m: m[best_metric],
-            best_mode="min", enable_async_checkpointing=async_saves),
-        item_names=(STATE,))
+            max_to_keep=1,
+            create=True,
+            best_fn=lambda m: m[best_metric],
+            best_mode="min",
+            enable_async_checkpointing=async_saves,
+        ),
+        item_names=(STATE,),
+    )
 
   def latest_step(self) -> Optional[int]:
     return self.latest.latest_step()
 
-  def save_latest(self, step: int, state: Any, data_iter: Any,
-                  wait: bool = False) -> None:
+  def save_latest(
+      self, step: int, state: Any, data_iter: Any, wait: bool = False
+  ) -> None:
     """Starts saving `state` and the iterator's position at `step`; with
     `wait`, returns once it is on disk (a preempted run's last save)."""
     if step not in self.latest.all_steps():
-      self.latest.save(step, args=ocp.args.Composite(**{
-          STATE: ocp.args.StandardSave(_one_copy(state)),
-          DATA: grain.checkpoint.CheckpointSave(data_iter)}))
+      self.latest.save(
+          step,
+          args=ocp.args.Composite(
+              **{
+                  STATE: ocp.args.StandardSave(_one_copy(state)),
+                  DATA: grain.checkpoint.CheckpointSave(data_iter),
+              }
+          ),
+      )
     if wait:
       self.latest.wait_until_finished()
 
-  def save_best(self, step: int, state: Any, metrics: dict[str, float]
-                ) -> None:
+  def save_best(self, step: int, state: Any, metrics: dict[str, float]) -> None:
     if step in self.best.all_steps():
       return
-    self.best.save(step, args=ocp.args.Composite(
-        **{STATE: ocp.args.StandardSave(_one_copy(state))}),
-        metrics={k: float(v) for k, v in metrics.items()})
+    self.best.save(
+        step,
+        args=ocp.args.Composite(
+            **{STATE: ocp.args.StandardSave(_one_copy(state))}
+        ),
+        metrics={k: float(v) for k, v in metrics.items()},
+    )
 
   def has_best(self, step: int) -> bool:
     """Whether `step` was evaluated (and saved as a best candidate)."""
@@ -146,28 +175,42 @@ class Checkpoints:
         resumed on other batches.
     """
     step = self.latest.latest_step()
-    saved = sorted(p.name for p in (
-        epath.Path(self.latest.directory) / str(step) / DATA).glob(
-            "process_*-of-*.json"))
-    counts = {name.rsplit("-of-", 1)[1][:-len(".json")] for name in saved}
+    saved = sorted(
+        p.name
+        for p in (epath.Path(self.latest.directory) / str(step) / DATA).glob(
+            "process_*-of-*.json"
+        )
+    )
+    counts = {name.rsplit("-of-", 1)[1][: -len(".json")] for name in saved}
     if counts and counts != {str(jax.process_count())}:
       raise ProcessCountChanged(
           f"{self.latest.directory}: step {step} was saved by "
           f"{'/'.join(sorted(counts))} process(es), this run has "
           f"{jax.process_count()}: resume with --num_processes="
           f"{'/'.join(sorted(counts))} (each process's data position is "
-          "its own), or give a new --workdir")
-    restored = self.latest.restore(step, args=ocp.args.Composite(**{
-        STATE: ocp.args.StandardRestore(abstract_state),
-        DATA: grain.checkpoint.CheckpointRestore(data_iter)}))
+          "its own), or give a new --workdir"
+      )
+    restored = self.latest.restore(
+        step,
+        args=ocp.args.Composite(
+            **{
+                STATE: ocp.args.StandardRestore(abstract_state),
+                DATA: grain.checkpoint.CheckpointRestore(data_iter),
+            }
+        ),
+    )
     return restored[STATE]
 
   def restore_best(self, abstract_state: Any) -> Any:
     """The state with the lowest validation metric, in place of the target."""
     self.best.wait_until_finished()
     step = self.best.best_step()
-    return self.best.restore(step, args=ocp.args.Composite(**{
-        STATE: ocp.args.StandardRestore(abstract_state)}))[STATE]
+    return self.best.restore(
+        step,
+        args=ocp.args.Composite(
+            **{STATE: ocp.args.StandardRestore(abstract_state)}
+        ),
+    )[STATE]
 
   def close(self) -> None:
     """Waits for the saves in flight, then closes."""
@@ -180,11 +223,13 @@ def _on_this_host(metadata: Any) -> Any:
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   return jax.tree.map(
       lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-      metadata)
+      metadata,
+  )
 
 
-def restore(directory: str, which: str = "best", abstract_state: Any = None
-            ) -> Any:
+def restore(
+    directory: str, which: str = "best", abstract_state: Any = None
+) -> Any:
   """A run's best state (or, with no validation yet, its latest) or latest;
   `directory` is local or an object store URL (`gs://bucket/run`)."""
   directory = fileio.abspath(directory)
@@ -197,20 +242,26 @@ def restore(directory: str, which: str = "best", abstract_state: Any = None
     if sub == "checkpoints":
       handlers[DATA] = grain.checkpoint.CheckpointHandler()
     manager = ocp.CheckpointManager(path, item_handlers=handlers)
-    step = (manager.best_step() if sub == "best" else None) or \
-        manager.latest_step()
+    step = (
+        manager.best_step() if sub == "best" else None
+    ) or manager.latest_step()
     if step is None:
       continue
     if abstract_state is None:
       abstract_state = _on_this_host(manager.item_metadata(step)[STATE])
-    return manager.restore(step, args=ocp.args.Composite(**{
-        STATE: ocp.args.StandardRestore(abstract_state)}))[STATE]
-  raise FileNotFoundError(f"{directory}: no checkpoint under "
-                          f"{' or '.join(s + '/' for s in subs)}")
+    return manager.restore(
+        step,
+        args=ocp.args.Composite(
+            **{STATE: ocp.args.StandardRestore(abstract_state)}
+        ),
+    )[STATE]
+  raise FileNotFoundError(
+      f"{directory}: no checkpoint under "
+      f"{' or '.join(s + '/' for s in subs)}"
+  )
 
 
-def load_codebooks(path: str | os.PathLike, which: str = "best"
-                   ) -> np.ndarray:
+def load_codebooks(path: str | os.PathLike, which: str = "best") -> np.ndarray:
   """A tokenizer run's RVQ codebooks, float32 [Q, K, D] (the 'vq' collection
   of its train state), without building the model or its task."""
   state = restore(os.fspath(path), which)

@@ -18,8 +18,12 @@ from asl_vq import errors
 # cannot be read or written: OSError; a diverged run: FloatingPointError; a
 # missing optional extra: `errors.MissingExtra`). Anything else is a bug,
 # ValueError and ImportError included: a traceback.
-USER_ERRORS = (errors.UserError, errors.MissingExtra, OSError,
-               FloatingPointError)
+USER_ERRORS = (
+    errors.UserError,
+    errors.MissingExtra,
+    OSError,
+    FloatingPointError,
+)
 
 
 class Stopped(Exception):
@@ -45,13 +49,15 @@ def run(main: Callable[[Sequence[str]], None], flags_parser=None) -> None:
       main(argv)
     except Stopped as e:
       sys.exit(e.exit_code)
-    except KeyboardInterrupt:   # a second Ctrl-C during training, or any.
+    except KeyboardInterrupt:  # a second Ctrl-C during training, or any.
       print("interrupted", file=sys.stderr)
       sys.exit(130)
     except USER_ERRORS as e:
-      if (flags.FLAGS["verbosity"].present
-          and logging.get_verbosity() >= logging.INFO):
-        raise   # asked for: --verbosity=0 or more.
+      if (
+          flags.FLAGS["verbosity"].present
+          and logging.get_verbosity() >= logging.INFO
+      ):
+        raise  # asked for: --verbosity=0 or more.
       sys.exit(f"error: {one_line(e)}")
 
   if flags_parser is None:

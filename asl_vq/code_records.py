@@ -46,23 +46,42 @@ from etils import epath
 from asl_vq import errors
 from asl_vq import fileio
 
-FIELDS = ("id", "source", "num_frames", "fps", "frames", "codes", "text",
-          "mean", "std", "seen", "width", "height")
-TRANSCRIPT = "transcript"   # the optional field.
+FIELDS = (
+    "id",
+    "source",
+    "num_frames",
+    "fps",
+    "frames",
+    "codes",
+    "text",
+    "mean",
+    "std",
+    "seen",
+    "width",
+    "height",
+)
+TRANSCRIPT = "transcript"  # the optional field.
 # Absent from files written before them: None.
 _ADDED = ("fps", "frames", "mean", "std", "seen", "width", "height")
-_LISTS = ("frames", "codes", "mean", "std", "seen")   # JSON text in a CSV.
+_LISTS = ("frames", "codes", "mean", "std", "seen")  # JSON text in a CSV.
 FORMATS = (".jsonl", ".csv", ".parquet")
-_SCHEMA = pa.schema([("id", pa.string()), ("source", pa.string()),
-                     ("num_frames", pa.int64()), ("fps", pa.float64()),
-                     ("frames", pa.list_(pa.int64())),
-                     ("codes", pa.list_(pa.list_(pa.int32()))),
-                     ("text", pa.string()),
-                     ("mean", pa.list_(pa.list_(pa.list_(pa.float32())))),
-                     ("std", pa.list_(pa.list_(pa.list_(pa.float32())))),
-                     ("seen", pa.list_(pa.list_(pa.bool_()))),
-                     ("width", pa.int64()), ("height", pa.int64()),
-                     (TRANSCRIPT, pa.string())])
+_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("source", pa.string()),
+        ("num_frames", pa.int64()),
+        ("fps", pa.float64()),
+        ("frames", pa.list_(pa.int64())),
+        ("codes", pa.list_(pa.list_(pa.int32()))),
+        ("text", pa.string()),
+        ("mean", pa.list_(pa.list_(pa.list_(pa.float32())))),
+        ("std", pa.list_(pa.list_(pa.list_(pa.float32())))),
+        ("seen", pa.list_(pa.list_(pa.bool_()))),
+        ("width", pa.int64()),
+        ("height", pa.int64()),
+        (TRANSCRIPT, pa.string()),
+    ]
+)
 
 
 def file_format(path: str | os.PathLike) -> str:
@@ -74,16 +93,26 @@ def file_format(path: str | os.PathLike) -> str:
   ext = os.path.splitext(os.fspath(path))[1].lower()
   if ext not in FORMATS:
     raise errors.UserError(
-        f"{path}: a codes file must end in {', '.join(FORMATS)}")
+        f"{path}: a codes file must end in {', '.join(FORMATS)}"
+    )
   return ext
 
 
-def record(id_: str, source: str, num_frames: int, codes: np.ndarray,
-           text: str, transcript: str | None = None, *,
-           frames: np.ndarray | None = None, fps: float | None = None,
-           mean: np.ndarray | None = None, std: np.ndarray | None = None,
-           seen: np.ndarray | None = None,
-           size: tuple[int, int] | None = None) -> dict[str, Any]:
+def record(
+    id_: str,
+    source: str,
+    num_frames: int,
+    codes: np.ndarray,
+    text: str,
+    transcript: str | None = None,
+    *,
+    frames: np.ndarray | None = None,
+    fps: float | None = None,
+    mean: np.ndarray | None = None,
+    std: np.ndarray | None = None,
+    seen: np.ndarray | None = None,
+    size: tuple[int, int] | None = None,
+) -> dict[str, Any]:
   """A record with plain Python values (codes int [T', Q] as nested lists,
   frames int [T'] as a list, mean and std [T', 2, 2] and seen [T', 2] as
   nested lists,
@@ -95,20 +124,32 @@ def record(id_: str, source: str, num_frames: int, codes: np.ndarray,
       group.
   """
   codes = np.asarray(codes)
-  for name, values in (("frame indices", frames), ("means", mean),
-                       ("stds", std), ("hands seen", seen)):
+  for name, values in (
+      ("frame indices", frames),
+      ("means", mean),
+      ("stds", std),
+      ("hands seen", seen),
+  ):
     if values is not None and len(values) != len(codes):
-      raise errors.UserError(f"{id_}: {len(values)} {name} for "
-                             f"{len(codes)} code groups")
+      raise errors.UserError(
+          f"{id_}: {len(values)} {name} for " f"{len(codes)} code groups"
+      )
   floats = lambda v: None if v is None else np.asarray(v, np.float32).tolist()
   width, height = (None, None) if size is None else map(int, size)
-  out = dict(id=id_, source=source, num_frames=int(num_frames),
-             fps=None if fps is None else float(fps),
-             frames=None if frames is None else [int(f) for f in frames],
-             codes=codes.tolist(), text=text, mean=floats(mean),
-             std=floats(std),
-             seen=None if seen is None else np.asarray(seen, bool).tolist(),
-             width=width, height=height)
+  out = dict(
+      id=id_,
+      source=source,
+      num_frames=int(num_frames),
+      fps=None if fps is None else float(fps),
+      frames=None if frames is None else [int(f) for f in frames],
+      codes=codes.tolist(),
+      text=text,
+      mean=floats(mean),
+      std=floats(std),
+      seen=None if seen is None else np.asarray(seen, bool).tolist(),
+      width=width,
+      height=height,
+  )
   if transcript is not None:
     out[TRANSCRIPT] = transcript
   return out
@@ -150,17 +191,19 @@ class Writer:
 
   def write(self, records: Sequence[dict[str, Any]]) -> None:
     if self._parquet:
-      self._parquet.write_table(pa.Table.from_pylist(list(records),
-                                                     self._schema))
+      self._parquet.write_table(
+          pa.Table.from_pylist(list(records), self._schema)
+      )
     elif self._csv:
-      self._csv.writerows(dict(r, **{k: json.dumps(r[k]) for k in _LISTS})
-                          for r in records)
+      self._csv.writerows(
+          dict(r, **{k: json.dumps(r[k]) for k in _LISTS}) for r in records
+      )
     else:
       self._file.writelines(json.dumps(r) + "\n" for r in records)
 
   def __exit__(self, exc_type, exc, traceback) -> None:
     (self._parquet or self._file).close()
-    if fileio.is_remote(self.path):   # uploaded unless the block failed.
+    if fileio.is_remote(self.path):  # uploaded unless the block failed.
       self._upload.__exit__(exc_type, exc, traceback)
     elif exc_type is None:
       os.replace(self._tmp, self.path)
@@ -199,20 +242,24 @@ def read(path: str | os.PathLike) -> list[dict[str, Any]]:
     elif fmt == ".csv":
       # utf-8-sig: a CSV saved again by Excel starts with a byte-order mark.
       text = epath.Path(path).read_bytes().decode("utf-8-sig")
-      rows = [_from_csv(r)
-              for r in csv.DictReader(io.StringIO(text, newline=""))]
+      rows = [
+          _from_csv(r) for r in csv.DictReader(io.StringIO(text, newline=""))
+      ]
     else:
       text = epath.Path(path).read_bytes().decode("utf-8")
       rows = [json.loads(line) for line in text.splitlines() if line.strip()]
   except (pa.ArrowException, ValueError, KeyError, TypeError) as e:
     raise errors.UserError(
-        f"{path}: not a file of code records ({e})") from None
+        f"{path}: not a file of code records ({e})"
+    ) from None
   for i, r in enumerate(rows):
     if not isinstance(r, dict) or (set(r) - {TRANSCRIPT}) | set(_ADDED) != set(
-        FIELDS):
+        FIELDS
+    ):
       raise errors.UserError(
           f"{path}: record {i} does not have the fields "
-          f"{', '.join(FIELDS)} (and optionally {TRANSCRIPT})")
+          f"{', '.join(FIELDS)} (and optionally {TRANSCRIPT})"
+      )
     for name in _ADDED:
       r.setdefault(name, None)
   return rows

@@ -12,7 +12,7 @@ import jax
 
 from asl_vq.data import datasets
 
-MAX_BYTES = 4 << 30   # least recently used entries go beyond this.
+MAX_BYTES = 4 << 30  # least recently used entries go beyond this.
 
 
 def enable() -> str:
@@ -20,8 +20,9 @@ def enable() -> str:
   ~/.cache/asl_vq/jax) unless a directory is already set (e.g. by
   JAX_COMPILATION_CACHE_DIR); returns the directory."""
   if not jax.config.jax_compilation_cache_dir:
-    jax.config.update("jax_compilation_cache_dir",
-                      os.path.join(datasets.cache_root(), "jax"))
+    jax.config.update(
+        "jax_compilation_cache_dir", os.path.join(datasets.cache_root(), "jax")
+    )
     if jax.config.jax_compilation_cache_max_size < 0:
       jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
   return jax.config.jax_compilation_cache_dir

@@ -42,8 +42,10 @@ def parse_arg(arg: str | None, **options: tuple[str, ...]) -> dict[str, str]:
     if allowed is None:
       known = ", ".join(f"{k}=" for k in options) or "none"
       # Raised inside absl's flag parsing, which names the type: ValueError.
-      raise ValueError(f"unknown config option {token!r}: a size preset "
-                       f"({', '.join(SIZES)}) or one of {known}")
+      raise ValueError(
+          f"unknown config option {token!r}: a size preset "
+          f"({', '.join(SIZES)}) or one of {known}"
+      )
     if value not in allowed:
       raise ValueError(f"unknown {name} {value!r}: {', '.join(allowed)}")
     out[name] = value
@@ -53,33 +55,48 @@ def parse_arg(arg: str | None, **options: tuple[str, ...]) -> dict[str, str]:
 # The `train` block's fields at the paper's scale; a config gives what
 # differs. Presets: `cpu` logs and saves more often, `tiny` runs in seconds.
 _TRAIN = dict(
-    optimizer="schedule_free_adamw",   # or "adamw" (asl_vq.train).
-    batch_size=44, eval_batch_size=64, num_epochs=100, learning_rate=1e-3,
+    optimizer="schedule_free_adamw",  # or "adamw" (asl_vq.train).
+    batch_size=44,
+    eval_batch_size=64,
+    num_epochs=100,
+    learning_rate=1e-3,
     # A linear warm-up over updates, or the reference's over epochs (one of
     # them 0; asl_vq.train.learning_rate_schedule).
-    warmup_steps=500, warmup_epochs=0.0, grad_clip=4.0, weight_decay=0.0,
+    warmup_steps=500,
+    warmup_epochs=0.0,
+    grad_clip=4.0,
+    weight_decay=0.0,
     log_every_steps=50,
-    checkpoint_every_steps=500, keep_checkpoints=2, eval_every_epochs=1,
+    checkpoint_every_steps=500,
+    keep_checkpoints=2,
+    eval_every_epochs=1,
     # Checkpoints are written in the background while training goes on
     # (asl_vq.checkpointing); False writes them before the next step.
     async_checkpoints=True,
-    max_eval_batches=-1,   # -1 = the whole validation split.
+    max_eval_batches=-1,  # -1 = the whole validation split.
     # BatchNorm statistics recomputed at the schedule-free evaluation point
     # over this many training batches (at most an epoch) before every
     # evaluation, as the reference (50); 0 = the training point's running
     # statistics. Models without BatchNorm ignore it.
-    bn_batches=50)
+    bn_batches=50,
+)
 _CPU_TRAIN = dict(log_every_steps=10, checkpoint_every_steps=100)
-_TINY_TRAIN = dict(batch_size=8, eval_batch_size=8, num_epochs=2,
-                   warmup_steps=2, warmup_epochs=0.0, log_every_steps=2,
-                   checkpoint_every_steps=3)
+_TINY_TRAIN = dict(
+    batch_size=8,
+    eval_batch_size=8,
+    num_epochs=2,
+    warmup_steps=2,
+    warmup_epochs=0.0,
+    log_every_steps=2,
+    checkpoint_every_steps=3,
+)
 # Model sizes of the `tiny` preset that every model shares (those it has).
-TINY_MODEL = dict(dim=16, num_heads=2, mlp_dim=32, num_blocks=1,
-                  kernel_size=5)
+TINY_MODEL = dict(dim=16, num_heads=2, mlp_dim=32, num_blocks=1, kernel_size=5)
 
 
-def train_config(size: str, *, cpu: dict | None = None,
-                 **paper) -> ml_collections.ConfigDict:
+def train_config(
+    size: str, *, cpu: dict | None = None, **paper
+) -> ml_collections.ConfigDict:
   """The `train` block: the base fields, the config's `paper` values, then
   the preset's (`cpu` adds the config's own `cpu` values; `tiny` is
   common to all)."""
@@ -91,8 +108,9 @@ def train_config(size: str, *, cpu: dict | None = None,
   return ml_collections.ConfigDict(fields)
 
 
-def model_config(size: str, *, cpu: dict | None = None,
-                 tiny: dict | None = None, **paper) -> ml_collections.ConfigDict:
+def model_config(
+    size: str, *, cpu: dict | None = None, tiny: dict | None = None, **paper
+) -> ml_collections.ConfigDict:
   """The `model` block: the config's `paper` fields, then the preset's:
   `cpu` the config's own values, `tiny` the sizes every model shares
   (`TINY_MODEL`, those fields it has) and the config's own `tiny` values."""
@@ -100,13 +118,15 @@ def model_config(size: str, *, cpu: dict | None = None,
   if size == "cpu":
     fields.update(cpu or {})
   elif size == "tiny":
-    fields.update({k: v for k, v in TINY_MODEL.items() if k in fields},
-                  **(tiny or {}))
+    fields.update(
+        {k: v for k, v in TINY_MODEL.items() if k in fields}, **(tiny or {})
+    )
   return ml_collections.ConfigDict(fields)
 
 
-def downstream_config(task: str, size: str, inputs: str = "tokens"
-                      ) -> ml_collections.ConfigDict:
+def downstream_config(
+    task: str, size: str, inputs: str = "tokens"
+) -> ml_collections.ConfigDict:
   """The fields every downstream config (seq2seq, probe, lm) shares: its
   task, the seed, `tokens` (the tokenized dataset, configs/tokenize.py's
   output; input=tokens) and the tokenizer's data block at the same preset
@@ -173,12 +193,16 @@ def resolve(spec: str) -> str:
   if os.path.isfile(path):
     return spec
   name = os.path.splitext(os.path.basename(path))[0]
-  found = importlib.util.find_spec(f"asl_vq.configs.{name}") if (
-      name.isidentifier()) else None
+  found = (
+      importlib.util.find_spec(f"asl_vq.configs.{name}")
+      if (name.isidentifier())
+      else None
+  )
   if found is None or not found.origin:
     raise errors.UserError(
         f"--config={spec}: no such file and no packaged config "
-        f"{name!r}; packaged: {', '.join(packaged())}")
+        f"{name!r}; packaged: {', '.join(packaged())}"
+    )
   return found.origin + colon + arg
 
 
@@ -186,5 +210,8 @@ def packaged() -> list[str]:
   """The names of the packaged configs."""
   package = importlib.import_module("asl_vq.configs")
   directory = os.path.dirname(package.__file__)
-  return sorted(f[:-3] for f in os.listdir(directory)
-                if f.endswith(".py") and not f.startswith("_"))
+  return sorted(
+      f[:-3]
+      for f in os.listdir(directory)
+      if f.endswith(".py") and not f.startswith("_")
+  )

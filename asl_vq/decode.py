@@ -53,12 +53,13 @@ from asl_vq.inference import FrameCodes
 from asl_vq.inference import Tokenizer
 
 OUTPUTS = (".npy", ".pose", ".gif")
-CANVAS_STDS = 4.       # Standard deviations from the centre to the edge.
-CANVAS_PIXELS = 512    # The .pose canvas' width and height.
+CANVAS_STDS = 4.0  # Standard deviations from the centre to the edge.
+CANVAS_PIXELS = 512  # The .pose canvas' width and height.
 
 
-def read_codes(tokenizer: Tokenizer, codes: str, id_: str | None = None
-               ) -> tuple[np.ndarray, dict | None]:
+def read_codes(
+    tokenizer: Tokenizer, codes: str, id_: str | None = None
+) -> tuple[np.ndarray, dict | None]:
   """(int32 codes [T, k], the record or None for text) from `--codes` (see
   the module docstring).
 
@@ -72,24 +73,30 @@ def read_codes(tokenizer: Tokenizer, codes: str, id_: str | None = None
     records = code_records.read(codes)
     chosen = [r for r in records if id_ is None or r["id"] == id_]
     if not chosen:
-      raise errors.UserError(f"{codes}: " + (f"no record has the id {id_!r}"
-                                       if records else "holds no records"))
+      raise errors.UserError(
+          f"{codes}: "
+          + (f"no record has the id {id_!r}" if records else "holds no records")
+      )
     return _parse(tokenizer, chosen[0]["text"], codes), chosen[0]
   if id_ is not None:
-    raise errors.UserError("--id picks a record of a .jsonl, .csv or .parquet "
-                           "file from asl_vq.encode, not of codes text")
+    raise errors.UserError(
+        "--id picks a record of a .jsonl, .csv or .parquet "
+        "file from asl_vq.encode, not of codes text"
+    )
   if _is_file(codes):
     try:
       text = epath.Path(codes).read_text(encoding="utf-8")
     except UnicodeDecodeError:
       raise errors.UserError(
           f"{codes}: not a text file of codes; give codes text, or a "
-          ".jsonl, .csv or .parquet file of records") from None
+          ".jsonl, .csv or .parquet file of records"
+      ) from None
     return _parse(tokenizer, text.strip(), codes), None
   if not codes.startswith("<"):
     raise errors.UserError(
         f"--codes={codes!r} is neither a file nor codes text "
-        "like '<a98><b624> <a3><b7>'")
+        "like '<a98><b624> <a3><b7>'"
+    )
   return _parse(tokenizer, codes, "--codes"), None
 
 
@@ -112,7 +119,8 @@ def output_format(out: str) -> str:
   ext = os.path.splitext(out)[1].lower()
   if ext not in OUTPUTS:
     raise errors.UserError(
-        f"{out}: the output must end in {', '.join(OUTPUTS)}")
+        f"{out}: the output must end in {', '.join(OUTPUTS)}"
+    )
   return ext
 
 
@@ -131,18 +139,22 @@ def frame_codes(record: dict, codes: np.ndarray) -> FrameCodes | None:
   """
   if record.get("mean") is None or record.get("frames") is None:
     return None
-  fields = {k: np.asarray(record[k]) for k in ("frames", "mean", "std",
-                                               "seen")}
+  fields = {k: np.asarray(record[k]) for k in ("frames", "mean", "std", "seen")}
   if any(len(v) != len(codes) for v in fields.values()):
-    raise errors.UserError(f"record {record['id']}: its frames, mean, std "
-                           f"and seen are not one per code group")
+    raise errors.UserError(
+        f"record {record['id']}: its frames, mean, std "
+        f"and seen are not one per code group"
+    )
   return FrameCodes(
-      codes=codes, frames=fields["frames"].astype(np.int64),
+      codes=codes,
+      frames=fields["frames"].astype(np.int64),
       missing=np.setdiff1d(np.arange(record["num_frames"]), fields["frames"]),
-      num_frames=int(record["num_frames"]), fps=record.get("fps"),
+      num_frames=int(record["num_frames"]),
+      fps=record.get("fps"),
       mean=fields["mean"].astype(np.float32),
       std=fields["std"].astype(np.float32),
-      seen=fields["seen"].astype(bool))
+      seen=fields["seen"].astype(bool),
+  )
 
 
 def input_hands(record: dict) -> np.ndarray | None:
@@ -164,9 +176,15 @@ def input_hands(record: dict) -> np.ndarray | None:
   return hands
 
 
-def decode(tokenizer: Tokenizer, codes: np.ndarray, out: str, *,
-           n_q: int | None = None, fps: float | None = None,
-           record: dict | None = None) -> np.ndarray:
+def decode(
+    tokenizer: Tokenizer,
+    codes: np.ndarray,
+    out: str,
+    *,
+    n_q: int | None = None,
+    fps: float | None = None,
+    record: dict | None = None,
+) -> np.ndarray:
   """Decodes codes int [T, k] and writes them to `out` (.npy, .pose, .gif).
 
   Returns what it wrote (see the module docstring): with a `record` of
@@ -181,11 +199,14 @@ def decode(tokenizer: Tokenizer, codes: np.ndarray, out: str, *,
   ext = output_format(out)
   title = record["id"] if record else ""
   if not len(codes):
-    raise errors.UserError(f"{title or 'the codes'}: no frames to decode (a "
-                           "sequence with no hand has no codes)")
+    raise errors.UserError(
+        f"{title or 'the codes'}: no frames to decode (a "
+        "sequence with no hand has no codes)"
+    )
   if n_q is not None and not 1 <= n_q <= codes.shape[1]:
-    raise errors.UserError(f"n_q={n_q}, but the codes hold {codes.shape[1]} "
-                           "quantizers")
+    raise errors.UserError(
+        f"n_q={n_q}, but the codes hold {codes.shape[1]} " "quantizers"
+    )
   placement = frame_codes(record, codes) if record else None
   landmarks = tokenizer.decode(codes, n_q)
   if placement is not None:
@@ -193,7 +214,7 @@ def decode(tokenizer: Tokenizer, codes: np.ndarray, out: str, *,
   fps = fps or (record or {}).get("fps") or plotting.FPS
   if not fileio.is_remote(out):
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-  with fileio.writing(out) as local:   # a gs:// out: uploaded when written.
+  with fileio.writing(out) as local:  # a gs:// out: uploaded when written.
     if ext == ".npy":
       np.save(local, landmarks)
     elif ext == ".pose" and placement is not None:
@@ -201,14 +222,21 @@ def decode(tokenizer: Tokenizer, codes: np.ndarray, out: str, *,
       height = record.get("height") or CANVAS_PIXELS
       pose_lib.write(local, landmarks, fps, width=width, height=height)
     elif ext == ".pose":
-      pose_lib.write(local, to_canvas(tokenizer.drawable(landmarks)), fps,
-                     width=CANVAS_PIXELS, height=CANVAS_PIXELS)
+      pose_lib.write(
+          local,
+          to_canvas(tokenizer.drawable(landmarks)),
+          fps,
+          width=CANVAS_PIXELS,
+          height=CANVAS_PIXELS,
+      )
     elif placement is not None:
-      plotting.save_gif(landmarks, local, title=title, fps=fps,
-                        underlay=input_hands(record))
+      plotting.save_gif(
+          landmarks, local, title=title, fps=fps, underlay=input_hands(record)
+      )
     else:
-      plotting.save_gif(tokenizer.drawable(landmarks), local, title=title,
-                        fps=fps)
+      plotting.save_gif(
+          tokenizer.drawable(landmarks), local, title=title, fps=fps
+      )
   return landmarks
 
 
@@ -218,16 +246,28 @@ FLAGS = flags.FLAGS
 def _define_flags():
   """Only when run as a program, so importing the module defines no flags."""
   flags.DEFINE_string("tokenizer", None, "The tokenizer's training workdir.")
-  flags.DEFINE_string("codes", None, "Codes text, a file of it, or a records "
-                      "file from asl_vq.encode.")
+  flags.DEFINE_string(
+      "codes",
+      None,
+      "Codes text, a file of it, or a records " "file from asl_vq.encode.",
+  )
   flags.DEFINE_string("out", None, "Output file: .npy, .pose or .gif.")
-  flags.DEFINE_integer("n_q", None, "Decode from the first K quantizers "
-                       "(default: all the codes hold).")
-  flags.DEFINE_string("id", None, "The record to decode from a records file "
-                      "(default: the first).")
+  flags.DEFINE_integer(
+      "n_q",
+      None,
+      "Decode from the first K quantizers " "(default: all the codes hold).",
+  )
+  flags.DEFINE_string(
+      "id",
+      None,
+      "The record to decode from a records file " "(default: the first).",
+  )
   flags.DEFINE_enum("which", "best", ["best", "latest"], "Checkpoint.")
-  flags.DEFINE_float("fps", None, "Frame rate of .pose and .gif (default: "
-                     "the record's, else 30).")
+  flags.DEFINE_float(
+      "fps",
+      None,
+      "Frame rate of .pose and .gif (default: " "the record's, else 30).",
+  )
   flags.mark_flags_as_required(["tokenizer", "codes", "out"])
 
 
@@ -235,16 +275,19 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError("Too many command-line arguments.")
   if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)   # Orbax's INFO lines.
+    logging.set_verbosity(logging.WARNING)  # Orbax's INFO lines.
   compilation_cache.enable()
-  output_format(FLAGS.out)   # Before the slow model load.
+  output_format(FLAGS.out)  # Before the slow model load.
   tokenizer = Tokenizer.load(FLAGS.tokenizer, FLAGS.which)
   codes, record = read_codes(tokenizer, FLAGS.codes, FLAGS.id)
-  landmarks = decode(tokenizer, codes, FLAGS.out, n_q=FLAGS.n_q,
-                     fps=FLAGS.fps, record=record)
-  where = ("the input's coordinates and frames"
-           if record and record.get("mean") is not None
-           else "the model's space")
+  landmarks = decode(
+      tokenizer, codes, FLAGS.out, n_q=FLAGS.n_q, fps=FLAGS.fps, record=record
+  )
+  where = (
+      "the input's coordinates and frames"
+      if record and record.get("mean") is not None
+      else "the model's space"
+  )
   print(f"{FLAGS.out}: {len(landmarks)} frames, in {where}")
 
 

@@ -50,19 +50,20 @@ from asl_vq.inference import Tokenizer
 from asl_vq.models import tokenizer as tokenizer_lib
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm")
-_KAGGLE_MARKER = layout.SOURCES["train"][0]   # train.csv
+_KAGGLE_MARKER = layout.SOURCES["train"][0]  # train.csv
 
 
 @dataclasses.dataclass(frozen=True)
 class Item:
   """One input sequence; hands None: listed, but absent from its file, or
   its file could not be read (`error` then says why)."""
+
   id: str
   source: str
-  hands: np.ndarray | None   # float32 [T, 42, 2], NaN: no hand.
+  hands: np.ndarray | None  # float32 [T, 42, 2], NaN: no hand.
   error: str | None = None
-  fps: float | None = None   # where the input says.
-  size: tuple[int, int] | None = None   # (width, height) pixels, likewise.
+  fps: float | None = None  # where the input says.
+  size: tuple[int, int] | None = None  # (width, height) pixels, likewise.
 
 
 class UnreadableInputs(errors.UserError):
@@ -73,9 +74,11 @@ def _video_hands(path: str) -> tuple[np.ndarray, float, tuple[int, int]]:
   try:
     from asl_vq.data import video  # pylint: disable=g-import-not-at-top
   except ImportError as e:
-    raise errors.MissingExtra(f"{path}: reading videos needs "
-                              f"asl_vq.data.video, which failed to import "
-                              f"({e})") from None
+    raise errors.MissingExtra(
+        f"{path}: reading videos needs "
+        f"asl_vq.data.video, which failed to import "
+        f"({e})"
+    ) from None
   info = video.info(path)
   return (*video.hands(path), (info.width, info.height))
 
@@ -96,9 +99,13 @@ def _file_items(path: str, id_: str) -> Iterator[Item]:
   except _UNREADABLE as e:
     yield Item(id_, path, None, cli.one_line(e))
     return
-  yield Item(id_, path, hands,
-             fps=float(fps) if fps and math.isfinite(fps) else None,
-             size=size if all(size) else None)
+  yield Item(
+      id_,
+      path,
+      hands,
+      fps=float(fps) if fps and math.isfinite(fps) else None,
+      size=size if all(size) else None,
+  )
 
 
 def _kaggle_items(metadata: Sequence[reader.Metadata]) -> Iterator[Item]:
@@ -121,17 +128,22 @@ def _is_input_file(name: str) -> bool:
 
 def _kaggle_metadata(data_dir: str) -> list[reader.Metadata]:
   reader.check_data_dir(data_dir)
-  return [reader.read_metadata(data_dir, s)
-          for s in reader.available_sources(data_dir)]
+  return [
+      reader.read_metadata(data_dir, s)
+      for s in reader.available_sources(data_dir)
+  ]
 
 
 def input_paths(values: Sequence[str]) -> list[str]:
   """The paths of `--input` values: a value that exists is one path (a file
   name may hold commas); any other is split at its commas, each part
   stripped, empty parts dropped."""
-  return [p.strip() for v in values
-          for p in ([v] if os.path.exists(v) else v.split(","))
-          if p.strip()]
+  return [
+      p.strip()
+      for v in values
+      for p in ([v] if os.path.exists(v) else v.split(","))
+      if p.strip()
+  ]
 
 
 def sequences(paths: Sequence[str]) -> tuple[Iterator[Item], int]:
@@ -153,14 +165,18 @@ def sequences(paths: Sequence[str]) -> tuple[Iterator[Item], int]:
     if fileio.is_remote(path):
       raise errors.UserError(
           f"{path}: encode reads local inputs only; copy them "
-          f"here first (gcloud storage cp -r {path} .)")
+          f"here first (gcloud storage cp -r {path} .)"
+      )
     path = os.path.normpath(path)
     if os.path.isfile(path):
       if not _is_input_file(path):
-        raise errors.UserError(f"{path}: not a .pose file nor a video "
-                               f"({', '.join(VIDEO_EXTENSIONS)})")
-      parts.append(_file_items(path, os.path.splitext(
-          os.path.basename(path))[0]))
+        raise errors.UserError(
+            f"{path}: not a .pose file nor a video "
+            f"({', '.join(VIDEO_EXTENSIONS)})"
+        )
+      parts.append(
+          _file_items(path, os.path.splitext(os.path.basename(path))[0])
+      )
       count += 1
       continue
     if not os.path.isdir(path):
@@ -172,7 +188,7 @@ def sequences(paths: Sequence[str]) -> tuple[Iterator[Item], int]:
         metadata = _kaggle_metadata(root)
         parts.append(_kaggle_items(metadata))
         found += sum(len(m) for m in metadata)
-        dirs.clear()   # Its landmark directories hold no other inputs.
+        dirs.clear()  # Its landmark directories hold no other inputs.
         continue
       for name in sorted(filter(_is_input_file, files)):
         file_path = os.path.join(root, name)
@@ -182,43 +198,70 @@ def sequences(paths: Sequence[str]) -> tuple[Iterator[Item], int]:
     if not found:
       raise errors.UserError(
           f"{path}: holds no .pose file, video or Kaggle-layout "
-          f"dataset ({_KAGGLE_MARKER})")
+          f"dataset ({_KAGGLE_MARKER})"
+      )
     count += found
   return (item for part in parts for item in part), count
 
 
-def _encode_chunk(tokenizer: Tokenizer, items: Sequence[Item],
-                  transcribe: bool) -> list[dict]:
+def _encode_chunk(
+    tokenizer: Tokenizer, items: Sequence[Item], transcribe: bool
+) -> list[dict]:
   """Records of items, in order; those with a hand in one `encode_frames`
   call (and one transcribe call)."""
-  with_hand = [i for i, item in enumerate(items)
-               if not np.isnan(item.hands).all()]
+  with_hand = [
+      i for i, item in enumerate(items) if not np.isnan(item.hands).all()
+  ]
   q = tokenizer.code_spec.num_quantizers
   got = [None] * len(items)
   hands = [items[i].hands for i in with_hand]
-  for i, frame_codes in zip(with_hand, tokenizer.encode_frames(
-      hands, [items[i].fps for i in with_hand])):
+  for i, frame_codes in zip(
+      with_hand,
+      tokenizer.encode_frames(hands, [items[i].fps for i in with_hand]),
+  ):
     got[i] = frame_codes
   texts = [""] * len(items) if transcribe else [None] * len(items)
   if transcribe:
     for i, t in zip(with_hand, tokenizer.transcribe(hands)):
       texts[i] = t
   none = FrameCodes(  # a sequence with no hand: no code group.
-      codes=np.zeros((0, q), np.int32), frames=np.zeros(0, np.int64),
-      missing=np.zeros(0, np.int64), num_frames=0, fps=None,
+      codes=np.zeros((0, q), np.int32),
+      frames=np.zeros(0, np.int64),
+      missing=np.zeros(0, np.int64),
+      num_frames=0,
+      fps=None,
       mean=np.zeros((0, 2, 2), np.float32),
       std=np.zeros((0, 2, 2), np.float32),
-      seen=np.zeros((0, 2), bool))
-  return [code_records.record(
-      item.id, item.source, len(item.hands), g.codes,
-      tokenizer.to_text(g.codes), t, frames=g.frames, fps=item.fps,
-      mean=g.mean, std=g.std, seen=g.seen, size=item.size)
-          for item, g, t in zip(items, [g or none for g in got], texts)]
+      seen=np.zeros((0, 2), bool),
+  )
+  return [
+      code_records.record(
+          item.id,
+          item.source,
+          len(item.hands),
+          g.codes,
+          tokenizer.to_text(g.codes),
+          t,
+          frames=g.frames,
+          fps=item.fps,
+          mean=g.mean,
+          std=g.std,
+          seen=g.seen,
+          size=item.size,
+      )
+      for item, g, t in zip(items, [g or none for g in got], texts)
+  ]
 
 
-def encode(tokenizer: Tokenizer, items: Iterable[Item], out: str, *,
-           total: int | None = None, progress: bool = True,
-           transcribe: bool = False) -> int:
+def encode(
+    tokenizer: Tokenizer,
+    items: Iterable[Item],
+    out: str,
+    *,
+    total: int | None = None,
+    progress: bool = True,
+    transcribe: bool = False,
+) -> int:
   """Writes the records of `items` (e.g. `sequences`' first) to `out`;
   returns how many. `transcribe`: each record also holds the CTC head's
   transcript ('' for a sequence without a hand).
@@ -239,9 +282,16 @@ def encode(tokenizer: Tokenizer, items: Iterable[Item], out: str, *,
     raise errors.UserError(f"--transcribe: {tokenizer_lib.NO_CTC_HEAD}")
   chunk = tokenizer.batch_size * len(tokenizer.buckets)
   sources, absent, unreadable, pending, written = {}, [], {}, [], 0
-  with code_records.Writer(out, transcribe) as writer, tqdm.tqdm(
-      total=total, desc="encode", unit="seq", file=sys.stderr,
-      disable=not progress) as bar:
+  with (
+      code_records.Writer(out, transcribe) as writer,
+      tqdm.tqdm(
+          total=total,
+          desc="encode",
+          unit="seq",
+          file=sys.stderr,
+          disable=not progress,
+      ) as bar,
+  ):
     for item in items:
       bar.update()
       if item.error is not None:
@@ -251,9 +301,11 @@ def encode(tokenizer: Tokenizer, items: Iterable[Item], out: str, *,
         absent.append(item.id)
         continue
       if item.id in sources:
-        raise errors.UserError(f"two sequences have the id {item.id!r} (from "
-                               f"{sources[item.id]} and {item.source}); encode "
-                               "them into separate files")
+        raise errors.UserError(
+            f"two sequences have the id {item.id!r} (from "
+            f"{sources[item.id]} and {item.source}); encode "
+            "them into separate files"
+        )
       sources[item.id] = item.source
       pending.append(item)
       if len(pending) == chunk:
@@ -263,18 +315,24 @@ def encode(tokenizer: Tokenizer, items: Iterable[Item], out: str, *,
       writer.write(_encode_chunk(tokenizer, pending, transcribe))
       written += len(pending)
   if absent:
-    print(f"warning: left out {len(absent)} sequences listed in a metadata "
-          f"CSV but absent from their landmark file (e.g. {absent[:3]})",
-          file=sys.stderr)
+    print(
+        f"warning: left out {len(absent)} sequences listed in a metadata "
+        f"CSV but absent from their landmark file (e.g. {absent[:3]})",
+        file=sys.stderr,
+    )
   if unreadable:
     (source, why), *_ = unreadable.items()
     why = why if source in why else f"{source}: {why}"
     raise UnreadableInputs(
         f"{out}: wrote the {written} sequences read; {len(unreadable)} input "
-        f"file(s) could not be read and are left out, e.g. {why}" + (
+        f"file(s) could not be read and are left out, e.g. {why}"
+        + (
             f" (and {', '.join(list(unreadable)[1:4])}"
             f"{' ...' if len(unreadable) > 4 else ''})"
-            if len(unreadable) > 1 else ""))
+            if len(unreadable) > 1
+            else ""
+        )
+    )
   return written
 
 
@@ -285,16 +343,23 @@ def _define_flags():
   """Only when run as a program, so importing the module defines no flags."""
   flags.DEFINE_string("tokenizer", None, "The tokenizer's training workdir.")
   flags.DEFINE_multi_string(
-      "input", None, ".pose files, videos, Kaggle-layout dataset directories, "
+      "input",
+      None,
+      ".pose files, videos, Kaggle-layout dataset directories, "
       "or directories of these; repeat the flag, or separate paths with "
       "commas (a value that names an existing path is one path, commas and "
-      "all).")
+      "all).",
+  )
   flags.DEFINE_string("out", None, "Output file: .jsonl, .csv or .parquet.")
   flags.DEFINE_enum("which", "best", ["best", "latest"], "Checkpoint.")
   flags.DEFINE_integer("batch_size", 16, "Sequences per model call.")
-  flags.DEFINE_bool("transcribe", False, "Add each record's transcript: the "
-                    "tokenizer's CTC head read greedily (needs a tokenizer "
-                    "trained with CTC).")
+  flags.DEFINE_bool(
+      "transcribe",
+      False,
+      "Add each record's transcript: the "
+      "tokenizer's CTC head read greedily (needs a tokenizer "
+      "trained with CTC).",
+  )
   flags.mark_flags_as_required(["tokenizer", "input", "out"])
 
 
@@ -302,13 +367,14 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError("Too many command-line arguments.")
   if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)   # Orbax's INFO lines.
+    logging.set_verbosity(logging.WARNING)  # Orbax's INFO lines.
   compilation_cache.enable()
-  code_records.file_format(FLAGS.out)   # Before the slow model load.
+  code_records.file_format(FLAGS.out)  # Before the slow model load.
   items, count = sequences(input_paths(FLAGS.input))
   tokenizer = Tokenizer.load(FLAGS.tokenizer, FLAGS.which, FLAGS.batch_size)
-  n = encode(tokenizer, items, FLAGS.out, total=count,
-             transcribe=FLAGS.transcribe)
+  n = encode(
+      tokenizer, items, FLAGS.out, total=count, transcribe=FLAGS.transcribe
+  )
   print(f"{FLAGS.out}: {n} sequences")
 
 

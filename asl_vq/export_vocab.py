@@ -77,12 +77,17 @@ def _libraries():
   except ImportError:
     raise errors.MissingExtra(
         "asl_vq.export_vocab needs tokenizers and safetensors: pip install "
-        "-e '.[lm]'") from None
+        "-e '.[lm]'"
+    ) from None
   return tokenizers, safetensors.numpy
 
 
-def code_tokens(num_quantizers: int, codebook_size: int, layout: str = "code",
-                frame_quantizers: int = 1) -> list[str]:
+def code_tokens(
+    num_quantizers: int,
+    codebook_size: int,
+    layout: str = "code",
+    frame_quantizers: int = 1,
+) -> list[str]:
   """The new code tokens in id order (see the module docstring).
 
   Raises:
@@ -94,10 +99,11 @@ def code_tokens(num_quantizers: int, codebook_size: int, layout: str = "code",
   if layout != "frame":
     raise errors.UserError(f"--layout={layout}: one of {', '.join(LAYOUTS)}")
   k = frame_quantizers
-  if not 1 <= k <= num_quantizers or codebook_size ** k > MAX_FRAME_TOKENS:
+  if not 1 <= k <= num_quantizers or codebook_size**k > MAX_FRAME_TOKENS:
     raise errors.UserError(
         f"--frame_quantizers={k}: the frame layout needs 1 <= k <= "
-        f"{num_quantizers} and {codebook_size}^k <= {MAX_FRAME_TOKENS} tokens")
+        f"{num_quantizers} and {codebook_size}^k <= {MAX_FRAME_TOKENS} tokens"
+    )
   grid = np.indices((codebook_size,) * k).reshape(k, -1).T
   return ["<f" + "_".join(map(str, g)) + ">" for g in grid]
 
@@ -134,64 +140,86 @@ def codes_from_tokens(tokens: Sequence[str]) -> np.ndarray:
   return np.asarray(rows, np.int32).reshape(len(rows), -1)
 
 
-def build(tok: inference.Tokenizer, layout: str = "code",
-          frame_quantizers: int = 1, base: str | None = None):
+def build(
+    tok: inference.Tokenizer,
+    layout: str = "code",
+    frame_quantizers: int = 1,
+    base: str | None = None,
+):
   """(`tokenizers.Tokenizer`, first new id): standalone, or `base`'s
   tokenizer.json with the new tokens after its vocabulary."""
   tokenizers, _ = _libraries()
   spec = tok.code_spec
-  new = code_tokens(spec.num_quantizers, spec.codebook_size, layout,
-                    frame_quantizers)
+  new = code_tokens(
+      spec.num_quantizers, spec.codebook_size, layout, frame_quantizers
+  )
   if base is None:
     vocab = {t: i for i, t in enumerate([UNK, BEGIN, END, FRAME] + new)}
     hf = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, UNK))
-    if layout == "code":   # the text form's space is the frame separator.
+    if layout == "code":  # the text form's space is the frame separator.
       hf.normalizer = tokenizers.normalizers.Replace(" ", FRAME)
     hf.pre_tokenizer = tokenizers.pre_tokenizers.Split(
-        tokenizers.Regex(r"<[^<>]*>"), behavior="isolated")
+        tokenizers.Regex(r"<[^<>]*>"), behavior="isolated"
+    )
     fuse = [tokenizers.decoders.Fuse()]
     hf.decoder = tokenizers.decoders.Sequence(
-        [tokenizers.decoders.Replace(FRAME, " ")] + fuse if layout == "code"
-        else fuse)
+        [tokenizers.decoders.Replace(FRAME, " ")] + fuse
+        if layout == "code"
+        else fuse
+    )
     hf.add_special_tokens([BEGIN, END])
     hf.post_processor = tokenizers.processors.TemplateProcessing(
         single=f"{BEGIN} $A {END}",
-        special_tokens=[(BEGIN, vocab[BEGIN]), (END, vocab[END])])
+        special_tokens=[(BEGIN, vocab[BEGIN]), (END, vocab[END])],
+    )
     return hf, vocab[new[0]]
   try:
     hf = tokenizers.Tokenizer.from_str(epath.Path(base).read_text())
   except Exception as e:  # pylint: disable=broad-except
     # tokenizers raises a bare Exception on a file it cannot parse.
-    raise errors.UserError(f"--base={base}: not a tokenizers "
-                           f"tokenizer.json ({e})") from None
-  clash = [t for t in new + [FRAME, BEGIN, END] if hf.token_to_id(t)
-           is not None]
+    raise errors.UserError(
+        f"--base={base}: not a tokenizers " f"tokenizer.json ({e})"
+    ) from None
+  clash = [
+      t for t in new + [FRAME, BEGIN, END] if hf.token_to_id(t) is not None
+  ]
   if clash:
-    raise errors.UserError(f"--base={base}: already holds {clash[0]!r} (and "
-                           f"{len(clash) - 1} more of the new tokens)")
-  hf.add_tokens([tokenizers.AddedToken(t, normalized=False)
-                 for t in new + [FRAME]])
+    raise errors.UserError(
+        f"--base={base}: already holds {clash[0]!r} (and "
+        f"{len(clash) - 1} more of the new tokens)"
+    )
+  hf.add_tokens(
+      [tokenizers.AddedToken(t, normalized=False) for t in new + [FRAME]]
+  )
   hf.add_special_tokens([BEGIN, END])
   first = hf.token_to_id(new[0])
-  if [hf.token_to_id(t) for t in (new[-1], new[0])] != [first + len(new) - 1,
-                                                         first]:
-    raise errors.UserError(f"--base={base}: the new tokens did not get "
-                           "consecutive ids, so the embedding rows would not "
-                           "match them")
+  if [hf.token_to_id(t) for t in (new[-1], new[0])] != [
+      first + len(new) - 1,
+      first,
+  ]:
+    raise errors.UserError(
+        f"--base={base}: the new tokens did not get "
+        "consecutive ids, so the embedding rows would not "
+        "match them"
+    )
   return hf, first
 
 
-def embeddings(tok: inference.Tokenizer, layout: str = "code",
-               frame_quantizers: int = 1, width: int | None = None,
-               projection: str = "orthogonal", seed: int = 0
-               ) -> dict[str, np.ndarray]:
+def embeddings(
+    tok: inference.Tokenizer,
+    layout: str = "code",
+    frame_quantizers: int = 1,
+    width: int | None = None,
+    projection: str = "orthogonal",
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
   """The safetensors arrays of the module docstring."""
-  books = tok.codebooks.astype(np.float32)          # [Q, K, D]
+  books = tok.codebooks.astype(np.float32)  # [Q, K, D]
   q, k, d = books.shape
   if layout == "code":
     rows = books.reshape(q * k, d)
   else:
-    code_tokens(q, k, layout, frame_quantizers)     # the size check.
+    code_tokens(q, k, layout, frame_quantizers)  # the size check.
     grid = np.indices((k,) * frame_quantizers).reshape(frame_quantizers, -1)
     rows = sum(books[j][grid[j]] for j in range(frame_quantizers))
   out = {"codebooks": books, "tokens": np.ascontiguousarray(rows)}
@@ -205,10 +233,11 @@ def embeddings(tok: inference.Tokenizer, layout: str = "code",
       flat = books.reshape(-1, d) - books.reshape(-1, d).mean(0)
       _, _, vt = np.linalg.svd(flat, full_matrices=False)
       proj = np.zeros((d, width))
-      proj[:, :min(d, width)] = vt.T[:, :min(d, width)]
+      proj[:, : min(d, width)] = vt.T[:, : min(d, width)]
     else:
       raise errors.UserError(
-          f"--projection={projection}: one of {', '.join(PROJECTIONS)}")
+          f"--projection={projection}: one of {', '.join(PROJECTIONS)}"
+      )
     projected = rows @ proj
     scale = 1.0 / max(float(np.linalg.norm(projected, axis=1).mean()), 1e-12)
     out["projection"] = (proj * scale).astype(np.float32)
@@ -216,21 +245,29 @@ def embeddings(tok: inference.Tokenizer, layout: str = "code",
   return out
 
 
-def sign_text(codes: np.ndarray, layout: str = "code",
-              frame_quantizers: int = 1) -> str:
+def sign_text(
+    codes: np.ndarray, layout: str = "code", frame_quantizers: int = 1
+) -> str:
   """Codes int [T, Q] -> `<sign>...</sign>` with `<frame>` between frames:
   the corpus' form, which the standalone file and a base both read."""
-  body = (inference.codes_text(codes, FRAME) if layout == "code"
-          else frame_text(codes, frame_quantizers))
+  body = (
+      inference.codes_text(codes, FRAME)
+      if layout == "code"
+      else frame_text(codes, frame_quantizers)
+  )
   return f"{BEGIN}{body}{END}"
 
 
 SPLITS = ("train", "validation", "test")
 
 
-def write_corpus(tokens_dir: str, out: str, layout: str = "code",
-                 frame_quantizers: int = 1,
-                 tokenizer: str | None = None) -> dict[str, int]:
+def write_corpus(
+    tokens_dir: str,
+    out: str,
+    layout: str = "code",
+    frame_quantizers: int = 1,
+    tokenizer: str | None = None,
+) -> dict[str, int]:
   """`out/<split>.jsonl` from a tokenized dataset (configs/tokenize.py's
   output: the tokenizer's own signer split, kept): one record per sequence,
   {id, participant_id, phrase, signing (`sign_text`), text_to_sign
@@ -243,54 +280,84 @@ def write_corpus(tokens_dir: str, out: str, layout: str = "code",
   """
   # pylint: disable-next=g-import-not-at-top
   from asl_vq.data import tokens as tokens_lib
+
   counts = {}
   for split in SPLITS:
-    source = tokens_lib.TokenSource(os.path.join(tokens_dir,
-                                                 f"{split}.parquet"))
+    source = tokens_lib.TokenSource(
+        os.path.join(tokens_dir, f"{split}.parquet")
+    )
     made_by = source.metadata.get("tokenizer")
     if tokenizer is not None and made_by != tokenizer:
       raise errors.UserError(
           f"{source.path}: made by tokenizer {made_by}, not {tokenizer} "
-          "(--tokenizer's): tokenize with it first (configs/tokenize.py)")
+          "(--tokenizer's): tokenize with it first (configs/tokenize.py)"
+      )
     lines = []
     for i in range(len(source)):
       item = source[i]
       signing = sign_text(item["codes"], layout, frame_quantizers)
-      lines.append(json.dumps(dict(
-          id=int(item["sequence_id"]),
-          participant_id=int(item["participant_id"]),
-          phrase=item["phrase"], signing=signing,
-          text_to_sign=f"{item['phrase']}\n{signing}",
-          sign_to_text=f"{signing}\n{item['phrase']}")) + "\n")
-    fileio.atomic_write(os.path.join(out, f"{split}.jsonl"),
-                        lambda f, lines=lines: f.write("".join(lines).encode()))
+      lines.append(
+          json.dumps(
+              dict(
+                  id=int(item["sequence_id"]),
+                  participant_id=int(item["participant_id"]),
+                  phrase=item["phrase"],
+                  signing=signing,
+                  text_to_sign=f"{item['phrase']}\n{signing}",
+                  sign_to_text=f"{signing}\n{item['phrase']}",
+              )
+          )
+          + "\n"
+      )
+    fileio.atomic_write(
+        os.path.join(out, f"{split}.jsonl"),
+        lambda f, lines=lines: f.write("".join(lines).encode()),
+    )
     counts[split] = len(lines)
   return counts
 
 
-def export(tok: inference.Tokenizer, out: str, *, layout: str = "code",
-           frame_quantizers: int = 1, base: str | None = None,
-           width: int | None = None, projection: str = "orthogonal",
-           seed: int = 0) -> dict:
+def export(
+    tok: inference.Tokenizer,
+    out: str,
+    *,
+    layout: str = "code",
+    frame_quantizers: int = 1,
+    base: str | None = None,
+    width: int | None = None,
+    projection: str = "orthogonal",
+    seed: int = 0,
+) -> dict:
   """Writes the three files of the module docstring; returns sign_vocab."""
   _, st = _libraries()
   hf, first = build(tok, layout, frame_quantizers, base)
   arrays = embeddings(tok, layout, frame_quantizers, width, projection, seed)
   spec = tok.code_spec
-  info = dict(layout=layout, frame_quantizers=frame_quantizers,
-              num_quantizers=spec.num_quantizers,
-              codebook_size=spec.codebook_size, first_id=first,
-              num_tokens=len(arrays["tokens"]), begin=BEGIN, end=END,
-              frame=FRAME, base=base, tokenizer=tok.fingerprint,
-              width=width, projection=projection if width else None)
+  info = dict(
+      layout=layout,
+      frame_quantizers=frame_quantizers,
+      num_quantizers=spec.num_quantizers,
+      codebook_size=spec.codebook_size,
+      first_id=first,
+      num_tokens=len(arrays["tokens"]),
+      begin=BEGIN,
+      end=END,
+      frame=FRAME,
+      base=base,
+      tokenizer=tok.fingerprint,
+      width=width,
+      projection=projection if width else None,
+  )
   if not fileio.is_remote(out):
     os.makedirs(out, exist_ok=True)
   with fileio.writing(os.path.join(out, "tokenizer.json")) as local:
     hf.save(local)
-  fileio.atomic_write(os.path.join(out, "embeddings.safetensors"),
-                      lambda f: f.write(st.save(
-                          arrays, metadata={k: json.dumps(v)
-                                            for k, v in info.items()})))
+  fileio.atomic_write(
+      os.path.join(out, "embeddings.safetensors"),
+      lambda f: f.write(
+          st.save(arrays, metadata={k: json.dumps(v) for k, v in info.items()})
+      ),
+  )
   fileio.write_json(os.path.join(out, "sign_vocab.json"), info)
   return info
 
@@ -302,37 +369,62 @@ def _define_flags() -> None:
   flags.DEFINE_string("tokenizer", None, "The tokenizer's training workdir.")
   flags.DEFINE_string("out", None, "The directory to write.")
   flags.DEFINE_string("base", None, "An LLM's tokenizer.json to add to.")
-  flags.DEFINE_enum("layout", "code", LAYOUTS, "One token per code, or per "
-                    "frame of the first --frame_quantizers codes.")
+  flags.DEFINE_enum(
+      "layout",
+      "code",
+      LAYOUTS,
+      "One token per code, or per "
+      "frame of the first --frame_quantizers codes.",
+  )
   flags.DEFINE_integer("frame_quantizers", 1, "Quantizers per frame token.")
-  flags.DEFINE_integer("width", None, "An LLM's embedding width: also write "
-                       "the rows projected to it.")
+  flags.DEFINE_integer(
+      "width",
+      None,
+      "An LLM's embedding width: also write " "the rows projected to it.",
+  )
   flags.DEFINE_enum("projection", "orthogonal", PROJECTIONS, "How.")
   flags.DEFINE_integer("seed", 0, "Of the orthogonal projection.")
   flags.DEFINE_enum("which", "best", ["best", "latest"], "Checkpoint.")
-  flags.DEFINE_string("tokens", None, "A tokenized dataset (configs/"
-                      "tokenize.py's output): also write its text-sign corpus "
-                      "to OUT/corpus/<split>.jsonl.")
+  flags.DEFINE_string(
+      "tokens",
+      None,
+      "A tokenized dataset (configs/"
+      "tokenize.py's output): also write its text-sign corpus "
+      "to OUT/corpus/<split>.jsonl.",
+  )
   flags.mark_flags_as_required(["tokenizer", "out"])
 
 
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  _libraries()   # before the slow model load.
+  _libraries()  # before the slow model load.
   tok = inference.Tokenizer.load(FLAGS.tokenizer, FLAGS.which)
-  info = export(tok, FLAGS.out, layout=FLAGS.layout,
-                frame_quantizers=FLAGS.frame_quantizers, base=FLAGS.base,
-                width=FLAGS.width, projection=FLAGS.projection,
-                seed=FLAGS.seed)
-  print(f"wrote {FLAGS.out}: {info['num_tokens']} tokens from id "
-        f"{info['first_id']} ({info['layout']} layout)")
+  info = export(
+      tok,
+      FLAGS.out,
+      layout=FLAGS.layout,
+      frame_quantizers=FLAGS.frame_quantizers,
+      base=FLAGS.base,
+      width=FLAGS.width,
+      projection=FLAGS.projection,
+      seed=FLAGS.seed,
+  )
+  print(
+      f"wrote {FLAGS.out}: {info['num_tokens']} tokens from id "
+      f"{info['first_id']} ({info['layout']} layout)"
+  )
   if FLAGS.tokens:
     corpus = os.path.join(FLAGS.out, "corpus")
     if not fileio.is_remote(corpus):
       os.makedirs(corpus, exist_ok=True)
-    counts = write_corpus(FLAGS.tokens, corpus, FLAGS.layout,
-                          FLAGS.frame_quantizers, tok.fingerprint)
+    counts = write_corpus(
+        FLAGS.tokens,
+        corpus,
+        FLAGS.layout,
+        FLAGS.frame_quantizers,
+        tok.fingerprint,
+    )
     print(f"wrote {corpus}: {counts}")
 
 

@@ -35,8 +35,9 @@ def abspath(path: str | os.PathLike) -> str:
   return path if is_remote(path) else os.path.abspath(path)
 
 
-def atomic_write(path: str | os.PathLike,
-                 write: Callable[[IO[bytes]], None]) -> None:
+def atomic_write(
+    path: str | os.PathLike, write: Callable[[IO[bytes]], None]
+) -> None:
   """Calls `write(f)` on a binary file that appears at `path` only whole,
   and not at all if `write` fails."""
   if is_remote(path):

@@ -63,6 +63,7 @@ from asl_vq.tasks import translation
 @dataclasses.dataclass(frozen=True)
 class Run:
   """A trained run for inference: its config, model config and variables."""
+
   path: str
   config: ml_collections.ConfigDict
   model_config: Any
@@ -72,22 +73,28 @@ class Run:
 @dataclasses.dataclass(frozen=True)
 class Sample:
   text: str
-  codes: np.ndarray        # int32 [T, Q]
-  landmarks: np.ndarray    # float32 [T, 42, 2], normalised coordinates.
+  codes: np.ndarray  # int32 [T, Q]
+  landmarks: np.ndarray  # float32 [T, 42, 2], normalised coordinates.
 
 
 def _load_run(path: str, make_task, **kind) -> Run:
   """The best checkpoint's schedule-free evaluation variables, on one device
   (`kind`: `inference.load_for_inference`'s)."""
   config, task, variables, _ = inference.load_for_inference(
-      path, make_task, **kind)
+      path, make_task, **kind
+  )
   return Run(fileio.abspath(path), config, task.model_config, variables)
 
 
 def load_lm(path: str) -> Run:
   """A configs/lm.py run."""
-  return _load_run(path, lambda config: language_modeling.LMTask(
-      config, tokens_lib.code_spec(config.tokens)), kind="lm")
+  return _load_run(
+      path,
+      lambda config: language_modeling.LMTask(
+          config, tokens_lib.code_spec(config.tokens)
+      ),
+      kind="lm",
+  )
 
 
 def load_recognizer(path: str) -> Run:
@@ -96,8 +103,9 @@ def load_recognizer(path: str) -> Run:
   Raises:
     errors.UserError: another run, e.g. a token translator, named.
   """
-  return _load_run(path, translation.TranslatorTask, kind="seq2seq",
-                   encoder="continuous")
+  return _load_run(
+      path, translation.TranslatorTask, kind="seq2seq", encoder="continuous"
+  )
 
 
 def default_tokenizer(lm: Run) -> str:
@@ -107,18 +115,26 @@ def default_tokenizer(lm: Run) -> str:
 
 def _check_vocab(lm: Run, tokenizer: Tokenizer) -> None:
   c = lm.model_config
-  if (tokenizer.code_spec.num_quantizers, tokenizer.code_spec.codebook_size) != (
-      c.num_quantizers, c.codebook_size):
+  if (
+      tokenizer.code_spec.num_quantizers,
+      tokenizer.code_spec.codebook_size,
+  ) != (c.num_quantizers, c.codebook_size):
     raise errors.UserError(
         f"the tokenizer's codes ({tokenizer.code_spec}) are not the "
-        f"LM's ({c.num_quantizers} x {c.codebook_size})")
+        f"LM's ({c.num_quantizers} x {c.codebook_size})"
+    )
 
 
 def _batch_starts(n: int, batch_size: int, progress: str) -> Iterator[int]:
   """range(0, n, batch_size), with a progress bar over the n phrases on
   stderr labelled `progress` ('' = none)."""
-  with tqdm.tqdm(total=n, desc=progress, unit="phrase", file=sys.stderr,
-                 disable=not progress) as bar:
+  with tqdm.tqdm(
+      total=n,
+      desc=progress,
+      unit="phrase",
+      file=sys.stderr,
+      disable=not progress,
+  ) as bar:
     for start in range(0, n, batch_size):
       yield start
       bar.update(min(batch_size, n - start))
@@ -126,13 +142,24 @@ def _batch_starts(n: int, batch_size: int, progress: str) -> Iterator[int]:
 
 @functools.lru_cache(maxsize=8)
 def _sampler(config: lm_lib.LMConfig, max_frames: int, top_k: int):
-  return jax.jit(functools.partial(lm_lib.sample, config,
-                                   max_frames=max_frames, top_k=top_k))
+  return jax.jit(
+      functools.partial(
+          lm_lib.sample, config, max_frames=max_frames, top_k=top_k
+      )
+  )
 
 
-def sample_codes(lm: Run, phrases: Sequence[str], *, temperature: float = 1.0,
-                 top_k: int = 250, seed: int = 0, max_frames: int = 0,
-                 batch_size: int = 16, progress: str = "") -> list[np.ndarray]:
+def sample_codes(
+    lm: Run,
+    phrases: Sequence[str],
+    *,
+    temperature: float = 1.0,
+    top_k: int = 250,
+    seed: int = 0,
+    max_frames: int = 0,
+    batch_size: int = 16,
+    progress: str = "",
+) -> list[np.ndarray]:
   """Phrases -> one code sequence int32 [T, Q] each (T <= max_frames).
 
   max_frames 0: the LM's data.max_len. Batches are padded to batch_size,
@@ -144,32 +171,48 @@ def sample_codes(lm: Run, phrases: Sequence[str], *, temperature: float = 1.0,
   sampler = _sampler(lm.model_config, max_frames, top_k)
   out = []
   for start in _batch_starts(len(phrases), batch_size, progress):
-    chunk = list(phrases[start:start + batch_size])
+    chunk = list(phrases[start : start + batch_size])
     labels = np.full((batch_size, width), vocab.PAD_ID, np.int32)
     label_mask = np.zeros((batch_size, width), bool)
     for row, phrase in enumerate(chunk):
       labels[row], label_mask[row] = pipeline.encode_labels(phrase, width)
     text, text_mask = lm_lib.phrase_inputs(labels, label_mask)
     key = jax.random.fold_in(jax.random.key(seed), start)
-    codes, lengths = jax.device_get(sampler(
-        lm.variables, text, text_mask, key, temperature=temperature))
-    out += [c[:n] for c, n in zip(codes[:len(chunk)], lengths)]
+    codes, lengths = jax.device_get(
+        sampler(lm.variables, text, text_mask, key, temperature=temperature)
+    )
+    out += [c[:n] for c, n in zip(codes[: len(chunk)], lengths)]
   return out
 
 
-def generate(lm: Run, tokenizer: Tokenizer, text: str, *,
-             num_samples: int = 1, temperature: float = 1.0, top_k: int = 250,
-             seed: int = 0, max_frames: int = 0) -> list[Sample]:
+def generate(
+    lm: Run,
+    tokenizer: Tokenizer,
+    text: str,
+    *,
+    num_samples: int = 1,
+    temperature: float = 1.0,
+    top_k: int = 250,
+    seed: int = 0,
+    max_frames: int = 0,
+) -> list[Sample]:
   """Signing for `text` (lower-cased: the vocabulary has no capitals)."""
   _check_vocab(lm, tokenizer)
   text = text.lower()
-  codes = sample_codes(lm, [text] * num_samples, temperature=temperature,
-                       top_k=top_k, seed=seed, max_frames=max_frames)
+  codes = sample_codes(
+      lm,
+      [text] * num_samples,
+      temperature=temperature,
+      top_k=top_k,
+      seed=seed,
+      max_frames=max_frames,
+  )
   return [Sample(text, c, h) for c, h in zip(codes, tokenizer.decode(codes))]
 
 
-def write_samples(samples: Sequence[Sample], tokenizer: Tokenizer,
-                  out: str) -> list[str]:
+def write_samples(
+    samples: Sequence[Sample], tokenizer: Tokenizer, out: str
+) -> list[str]:
   """Codes (npy, text), landmarks (npy) and a GIF per sample into `out`
   (local or an object store URL)."""
   epath.Path(out).mkdir(parents=True, exist_ok=True)
@@ -179,11 +222,15 @@ def write_samples(samples: Sequence[Sample], tokenizer: Tokenizer,
     with epath.Path(f"{stem}_codes.npy").open("wb") as f:
       np.save(f, s.codes)
     epath.Path(f"{stem}_codes.txt").write_text(
-        tokenizer.to_text(s.codes) + "\n")
+        tokenizer.to_text(s.codes) + "\n"
+    )
     with epath.Path(f"{stem}_landmarks.npy").open("wb") as f:
       np.save(f, s.landmarks)
-    paths.append(plotting.save_gif(tokenizer.drawable(s.landmarks),
-                                   f"{stem}.gif", title=s.text))
+    paths.append(
+        plotting.save_gif(
+            tokenizer.drawable(s.landmarks), f"{stem}.gif", title=s.text
+        )
+    )
   return paths
 
 
@@ -192,8 +239,12 @@ def _greedy_decoder(config: translator.TranslatorConfig):
   return jax.jit(functools.partial(translator.greedy_decode, config))
 
 
-def recognize(recognizer: Run, landmarks: Sequence[np.ndarray],
-              batch_size: int = 16, progress: str = "") -> list[str]:
+def recognize(
+    recognizer: Run,
+    landmarks: Sequence[np.ndarray],
+    batch_size: int = 16,
+    progress: str = "",
+) -> list[str]:
   """Normalised landmarks [T, 42, 2] -> the continuous translator's text.
 
   Longer sequences than its max_len are resampled, as its pipeline does;
@@ -201,42 +252,60 @@ def recognize(recognizer: Run, landmarks: Sequence[np.ndarray],
   `progress`: a progress bar's label ('' = none).
   """
   max_len = int(recognizer.config.data.max_len)
-  buckets = (tuple(recognizer.config.data.buckets)
-             or pipeline.default_buckets(max_len))
+  buckets = tuple(recognizer.config.data.buckets) or pipeline.default_buckets(
+      max_len
+  )
   decode = _greedy_decoder(recognizer.model_config)
-  items = [pipeline.resample(np.asarray(x, np.float32), max_len,
-                            recognizer.config.data.resample)
-           if len(x) > max_len else np.asarray(x, np.float32)
-           for x in landmarks]
+  items = [
+      pipeline.resample(
+          np.asarray(x, np.float32), max_len, recognizer.config.data.resample
+      )
+      if len(x) > max_len
+      else np.asarray(x, np.float32)
+      for x in landmarks
+  ]
   out = []
   for start in _batch_starts(len(items), batch_size, progress):
-    chunk = items[start:start + batch_size]
+    chunk = items[start : start + batch_size]
     length = pipeline.choose_bucket(max(len(x) for x in chunk), buckets)
     inputs = np.zeros((batch_size, length, 42, 2), np.float32)
     mask = np.zeros((batch_size, length), bool)
     for row, x in enumerate(chunk):
-      inputs[row, :len(x)], mask[row, :len(x)] = x, True
-    ids = jax.device_get(decode(recognizer.variables, jnp.asarray(inputs),
-                                jnp.asarray(mask)))
-    out += [vocab.decode(r) for r in ids[:len(chunk)]]
+      inputs[row, : len(x)], mask[row, : len(x)] = x, True
+    ids = jax.device_get(
+        decode(recognizer.variables, jnp.asarray(inputs), jnp.asarray(mask))
+    )
+    out += [vocab.decode(r) for r in ids[: len(chunk)]]
   return out
 
 
-def _decode(tokenizer: Tokenizer, codes: Sequence[np.ndarray],
-            batch_size: int, progress: str) -> list[np.ndarray]:
+def _decode(
+    tokenizer: Tokenizer,
+    codes: Sequence[np.ndarray],
+    batch_size: int,
+    progress: str,
+) -> list[np.ndarray]:
   """`tokenizer.decode` by batches, for the progress bar (the same result:
   each sequence decodes on its own)."""
   out = []
   for start in _batch_starts(len(codes), batch_size, progress):
-    out += tokenizer.decode(list(codes[start:start + batch_size]))
+    out += tokenizer.decode(list(codes[start : start + batch_size]))
   return out
 
 
-def evaluate(lm: Run, tokenizer: Tokenizer, recognizer: Run,
-             phrases: Sequence[str],
-             reference_codes: Sequence[np.ndarray] | None = None, *,
-             temperature: float = 1.0, top_k: int = 250, seed: int = 0,
-             batch_size: int = 16, progress: bool = False) -> dict[str, Any]:
+def evaluate(
+    lm: Run,
+    tokenizer: Tokenizer,
+    recognizer: Run,
+    phrases: Sequence[str],
+    reference_codes: Sequence[np.ndarray] | None = None,
+    *,
+    temperature: float = 1.0,
+    top_k: int = 250,
+    seed: int = 0,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> dict[str, Any]:
   """The paper's generation score: generate, decode, recognise, score.
 
   Returns {'score': normalised Levenshtein of the recognised text against
@@ -248,34 +317,57 @@ def evaluate(lm: Run, tokenizer: Tokenizer, recognizer: Run,
   """
   _check_vocab(lm, tokenizer)
   label = lambda stage: stage if progress else ""
-  codes = sample_codes(lm, phrases, temperature=temperature, top_k=top_k,
-                       seed=seed, batch_size=batch_size,
-                       progress=label("sample"))
-  hyps = recognize(recognizer,
-                   _decode(tokenizer, codes, batch_size, label("decode")),
-                   batch_size, progress=label("recognise"))
+  codes = sample_codes(
+      lm,
+      phrases,
+      temperature=temperature,
+      top_k=top_k,
+      seed=seed,
+      batch_size=batch_size,
+      progress=label("sample"),
+  )
+  hyps = recognize(
+      recognizer,
+      _decode(tokenizer, codes, batch_size, label("decode")),
+      batch_size,
+      progress=label("recognise"),
+  )
   result = {
       "score": metrics_lib.normalized_levenshtein(phrases, hyps),
       "num_phrases": len(phrases),
       "mean_frames": float(np.mean([len(c) for c in codes])),
-      "temperature": temperature, "top_k": top_k, "seed": seed,
+      "temperature": temperature,
+      "top_k": top_k,
+      "seed": seed,
   }
   if reference_codes is not None:
     resynth = recognize(
-        recognizer, _decode(tokenizer, list(reference_codes), batch_size,
-                            label("decode real codes")),
-        batch_size, progress=label("recognise real codes"))
+        recognizer,
+        _decode(
+            tokenizer,
+            list(reference_codes),
+            batch_size,
+            label("decode real codes"),
+        ),
+        batch_size,
+        progress=label("recognise real codes"),
+    )
     result["score_resynthesized"] = metrics_lib.normalized_levenshtein(
-        phrases, resynth)
-    result["mean_frames_real"] = float(np.mean([len(c)
-                                                for c in reference_codes]))
-  result["records"] = [dict(reference=r, recognized=h, frames=len(c))
-                       for r, h, c in zip(phrases, hyps, codes)]
+        phrases, resynth
+    )
+    result["mean_frames_real"] = float(
+        np.mean([len(c) for c in reference_codes])
+    )
+  result["records"] = [
+      dict(reference=r, recognized=h, frames=len(c))
+      for r, h, c in zip(phrases, hyps, codes)
+  ]
   return result
 
 
-def choose_phrases(num_sequences: int, num_phrases: int, seed: int
-                   ) -> np.ndarray:
+def choose_phrases(
+    num_sequences: int, num_phrases: int, seed: int
+) -> np.ndarray:
   """The paper's protocol: `num_phrases` sequences of a split drawn at
   random without replacement (all of them when the split is smaller),
   int64 indices in drawn order; the same for the same seed."""
@@ -283,20 +375,36 @@ def choose_phrases(num_sequences: int, num_phrases: int, seed: int
   return rng.permutation(num_sequences)[:num_phrases]
 
 
-def evaluate_split(lm: Run, tokenizer: Tokenizer, recognizer: Run,
-                   split: str = "test", num_phrases: int = 100,
-                   phrase_seed: int = 0, **kwargs) -> dict[str, Any]:
+def evaluate_split(
+    lm: Run,
+    tokenizer: Tokenizer,
+    recognizer: Run,
+    split: str = "test",
+    num_phrases: int = 100,
+    phrase_seed: int = 0,
+    **kwargs,
+) -> dict[str, Any]:
   """`evaluate` on `num_phrases` random phrases of a split of the LM's
   tokens (`choose_phrases`; the paper: 100 random test phrases); their real
   codes give `score_resynthesized`."""
-  source = tokens_lib.TokenSource(os.path.join(lm.config.tokens,
-                                               f"{split}.parquet"))
+  source = tokens_lib.TokenSource(
+      os.path.join(lm.config.tokens, f"{split}.parquet")
+  )
   chosen = choose_phrases(len(source), num_phrases, phrase_seed)
-  result = evaluate(lm, tokenizer, recognizer,
-                    [source.phrases[i] for i in chosen],
-                    [source[i]["codes"] for i in chosen], **kwargs)
-  return dict(result, split=split, sequence_ids=[
-      int(source.sequence_ids[i]) for i in chosen], phrase_seed=phrase_seed)
+  result = evaluate(
+      lm,
+      tokenizer,
+      recognizer,
+      [source.phrases[i] for i in chosen],
+      [source[i]["codes"] for i in chosen],
+      **kwargs,
+  )
+  return dict(
+      result,
+      split=split,
+      sequence_ids=[int(source.sequence_ids[i]) for i in chosen],
+      phrase_seed=phrase_seed,
+  )
 
 
 FLAGS = flags.FLAGS
@@ -305,23 +413,39 @@ FLAGS = flags.FLAGS
 def _define_flags():
   """Only when run as a program, so importing the module defines no flags."""
   flags.DEFINE_string("lm", None, "The LM's workdir (configs/lm.py).")
-  flags.DEFINE_string("tokenizer", "", "The tokenizer's workdir; default: "
-                      "the one that wrote the LM's tokens.")
+  flags.DEFINE_string(
+      "tokenizer",
+      "",
+      "The tokenizer's workdir; default: "
+      "the one that wrote the LM's tokens.",
+  )
   flags.DEFINE_string("out", None, "Output directory (local or gs://...).")
   flags.DEFINE_string("text", "", "A phrase to sign.")
   flags.DEFINE_float("temperature", 1.0, "Sampling temperature; 0 = greedy.")
-  flags.DEFINE_integer("top_k", 250, "Sample among the k likeliest codes "
-                       "(0 = all).")
+  flags.DEFINE_integer(
+      "top_k", 250, "Sample among the k likeliest codes " "(0 = all)."
+  )
   flags.DEFINE_integer("seed", 0, "Random seed.")
   flags.DEFINE_integer("num_samples", 1, "Samples of --text.")
   flags.DEFINE_integer("max_frames", 0, "Frame cap; 0 = the LM's max_len.")
-  flags.DEFINE_string("eval_split", "", "Evaluate on this split of the LM's "
-                      "tokens (e.g. test) instead of signing --text.")
-  flags.DEFINE_string("recognizer", "", "The continuous translator's "
-                      "workdir (configs/seq2seq.py:...,input=continuous), "
-                      "for --eval_split.")
-  flags.DEFINE_integer("num_phrases", 100, "Phrases evaluated, drawn at "
-                       "random from the split (the paper: 100).")
+  flags.DEFINE_string(
+      "eval_split",
+      "",
+      "Evaluate on this split of the LM's "
+      "tokens (e.g. test) instead of signing --text.",
+  )
+  flags.DEFINE_string(
+      "recognizer",
+      "",
+      "The continuous translator's "
+      "workdir (configs/seq2seq.py:...,input=continuous), "
+      "for --eval_split.",
+  )
+  flags.DEFINE_integer(
+      "num_phrases",
+      100,
+      "Phrases evaluated, drawn at " "random from the split (the paper: 100).",
+  )
   flags.DEFINE_integer("phrase_seed", 0, "Seed of the phrases' draw.")
   flags.mark_flags_as_required(["lm", "out"])
 
@@ -330,7 +454,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError("Too many command-line arguments.")
   if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)   # Orbax's INFO lines.
+    logging.set_verbosity(logging.WARNING)  # Orbax's INFO lines.
   if bool(FLAGS.text) == bool(FLAGS.eval_split):
     raise app.UsageError("pass one of --text or --eval_split")
   if FLAGS.eval_split and not FLAGS.recognizer:
@@ -340,26 +464,43 @@ def main(argv):
   tokenizer_dir = fileio.abspath(FLAGS.tokenizer or default_tokenizer(lm))
   tokenizer = Tokenizer.load(tokenizer_dir)
   recognizer = load_recognizer(FLAGS.recognizer) if FLAGS.eval_split else None
-  sampling = dict(temperature=FLAGS.temperature, top_k=FLAGS.top_k,
-                  seed=FLAGS.seed)
-  with provenance.recording(FLAGS.out):   # the report's captions.
+  sampling = dict(
+      temperature=FLAGS.temperature, top_k=FLAGS.top_k, seed=FLAGS.seed
+  )
+  with provenance.recording(FLAGS.out):  # the report's captions.
     if FLAGS.text:
-      samples = generate(lm, tokenizer, FLAGS.text,
-                         num_samples=FLAGS.num_samples,
-                         max_frames=FLAGS.max_frames, **sampling)
-      for path, s in zip(write_samples(samples, tokenizer, FLAGS.out),
-                         samples):
+      samples = generate(
+          lm,
+          tokenizer,
+          FLAGS.text,
+          num_samples=FLAGS.num_samples,
+          max_frames=FLAGS.max_frames,
+          **sampling,
+      )
+      for path, s in zip(write_samples(samples, tokenizer, FLAGS.out), samples):
         print(f"{path}: {len(s.codes)} frames")
       return
-    result = evaluate_split(lm, tokenizer, recognizer, FLAGS.eval_split,
-                            FLAGS.num_phrases, FLAGS.phrase_seed,
-                            progress=True, **sampling)
-    result.update(lm=lm.path, tokenizer=tokenizer_dir,
-                  recognizer=fileio.abspath(FLAGS.recognizer),
-                  data="real" if tokenizer.config.data.dir else "synthetic")
+    result = evaluate_split(
+        lm,
+        tokenizer,
+        recognizer,
+        FLAGS.eval_split,
+        FLAGS.num_phrases,
+        FLAGS.phrase_seed,
+        progress=True,
+        **sampling,
+    )
+    result.update(
+        lm=lm.path,
+        tokenizer=tokenizer_dir,
+        recognizer=fileio.abspath(FLAGS.recognizer),
+        data="real" if tokenizer.config.data.dir else "synthetic",
+    )
     epath.Path(os.path.join(FLAGS.out, "generation.json")).write_text(
-        json.dumps(result, indent=2))
+        json.dumps(result, indent=2)
+    )
   print(json.dumps({k: v for k, v in result.items() if k != "records"}))
+
 
 if __name__ == "__main__":
   _define_flags()

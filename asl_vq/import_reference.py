@@ -68,16 +68,25 @@ class WorkdirInUse(errors.UserError):
 
 # What an import writes, and what was derived from a workdir's weights or
 # its training: all removed together by `overwrite` (command.txt stays).
-_WEIGHTS_AND_DERIVED = ("best", "checkpoints", "config.json", "inputs.json",
-                        "test_metrics.json", "metrics.jsonl", "tensorboard",
-                        "learning_curves.png")
+_WEIGHTS_AND_DERIVED = (
+    "best",
+    "checkpoints",
+    "config.json",
+    "inputs.json",
+    "test_metrics.json",
+    "metrics.jsonl",
+    "tensorboard",
+    "learning_curves.png",
+)
 
 
 def _held_weights(workdir: str) -> list[str]:
   """The checkpoint folders of `workdir` that hold a step."""
-  return [sub for sub in ("best", "checkpoints")
-          if any(p.name.isdigit() for p in (epath.Path(workdir) / sub).glob(
-              "*"))]
+  return [
+      sub
+      for sub in ("best", "checkpoints")
+      if any(p.name.isdigit() for p in (epath.Path(workdir) / sub).glob("*"))
+  ]
 
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -94,18 +103,24 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
       with np.load(path, allow_pickle=False) as f:
         names = list(f.files)
         if any(k.startswith(_NPZ_PREFIX) for k in names):
-          return {k[len(_NPZ_PREFIX):]: f[k] for k in names
-                  if k.startswith(_NPZ_PREFIX)}
+          return {
+              k[len(_NPZ_PREFIX) :]: f[k]
+              for k in names
+              if k.startswith(_NPZ_PREFIX)
+          }
         return {k: f[k] for k in names}
-    except (ValueError, EOFError) as e:   # not an npz; pickled objects.
-      raise ReferenceMismatchError(f"not a readable .npz of arrays ({e})"
-                                   ) from None
+    except (ValueError, EOFError) as e:  # not an npz; pickled objects.
+      raise ReferenceMismatchError(
+          f"not a readable .npz of arrays ({e})"
+      ) from None
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError:
-    raise errors.MissingExtra(f"{path}: reading a PyTorch checkpoint needs "
-                              "torch (pip install torch), or give the "
-                              "state_dict as an .npz") from None
+    raise errors.MissingExtra(
+        f"{path}: reading a PyTorch checkpoint needs "
+        "torch (pip install torch), or give the "
+        "state_dict as an .npz"
+    ) from None
   state = torch.load(path, map_location="cpu", weights_only=True)
   for key in ("state_dict", "model"):
     if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
@@ -114,8 +129,10 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 # Each kind: (PyTorch shape from the Flax shape, PyTorch array -> Flax array).
-_Kind = tuple[Callable[[tuple[int, ...]], tuple[int, ...]],
-              Callable[[np.ndarray, tuple[int, ...]], np.ndarray]]
+_Kind = tuple[
+    Callable[[tuple[int, ...]], tuple[int, ...]],
+    Callable[[np.ndarray, tuple[int, ...]], np.ndarray],
+]
 _KINDS: dict[str, _Kind] = {
     "same": (lambda s: s, lambda w, s: w),
     "affine": (lambda s: (1, 1) + s, lambda w, s: w.reshape(s)),
@@ -124,30 +141,40 @@ _KINDS: dict[str, _Kind] = {
     "heads_bias": (lambda s: (s[0] * s[1],), lambda w, s: w.reshape(s)),
     "heads_out": (lambda s: (s[2], s[0] * s[1]), lambda w, s: w.T.reshape(s)),
     "pointwise": (lambda s: (s[1], s[0], 1), lambda w, s: w[:, :, 0].T),
-    "depthwise": (lambda s: (s[2], s[1], s[0]),
-                  lambda w, s: w.transpose(2, 1, 0)),
-    "conv2d": (lambda s: (s[3], s[2], s[0], s[1]),
-               lambda w, s: w.transpose(2, 3, 1, 0)),
-    "conv2d_transpose": (lambda s: (s[2], s[3], s[0], s[1]),
-                         lambda w, s: w.transpose(2, 3, 0, 1)[::-1, ::-1]),
+    "depthwise": (
+        lambda s: (s[2], s[1], s[0]),
+        lambda w, s: w.transpose(2, 1, 0),
+    ),
+    "conv2d": (
+        lambda s: (s[3], s[2], s[0], s[1]),
+        lambda w, s: w.transpose(2, 3, 1, 0),
+    ),
+    "conv2d_transpose": (
+        lambda s: (s[2], s[3], s[0], s[1]),
+        lambda w, s: w.transpose(2, 3, 0, 1)[::-1, ::-1],
+    ),
 }
 
 
 def _batch_norm(torch_name, path):
-  return {f"{torch_name}.weight": (("params",) + path + ("scale",), "same"),
-          f"{torch_name}.bias": (("params",) + path + ("bias",), "same"),
-          f"{torch_name}.running_mean": (("batch_stats",) + path + ("mean",),
-                                         "same"),
-          f"{torch_name}.running_var": (("batch_stats",) + path + ("var",),
-                                        "same")}
+  return {
+      f"{torch_name}.weight": (("params",) + path + ("scale",), "same"),
+      f"{torch_name}.bias": (("params",) + path + ("bias",), "same"),
+      f"{torch_name}.running_mean": (
+          ("batch_stats",) + path + ("mean",),
+          "same",
+      ),
+      f"{torch_name}.running_var": (("batch_stats",) + path + ("var",), "same"),
+  }
 
 
 def _linear(torch_name, path, kind="dense", bias=True):
   out = {f"{torch_name}.weight": (("params",) + path + ("kernel",), kind)}
   if bias:
-    out[f"{torch_name}.bias"] = (("params",) + path + ("bias",),
-                                 "heads_bias" if kind == "heads_in" else
-                                 "same")
+    out[f"{torch_name}.bias"] = (
+        ("params",) + path + ("bias",),
+        "heads_bias" if kind == "heads_in" else "same",
+    )
   return out
 
 
@@ -157,39 +184,64 @@ def _block(prefix, path):
   modules = (("mhsa", "0"), ("ff_mhsa", "1"), ("conv", "2"), ("ff_conv", "3"))
   for name, i in modules:
     scale = path + (f"scale_{i}",)
-    entries[f"{prefix}.scale_{name}"] = (("params",) + scale + ("scale",),
-                                         "affine")
-    entries[f"{prefix}.bias_{name}"] = (("params",) + scale + ("bias",),
-                                        "affine")
+    entries[f"{prefix}.scale_{name}"] = (
+        ("params",) + scale + ("scale",),
+        "affine",
+    )
+    entries[f"{prefix}.bias_{name}"] = (
+        ("params",) + scale + ("bias",),
+        "affine",
+    )
     for leaf, flax_leaf in (("weight", "scale"), ("bias", "bias")):
       entries[f"{prefix}.ln_{name}.{leaf}"] = (
-          ("params",) + path + (f"ln_{i}", flax_leaf), "same")
+          ("params",) + path + (f"ln_{i}", flax_leaf),
+          "same",
+      )
   attention = f"{prefix}.mhsa.attention"
   for proj in ("query", "key", "value"):
-    entries.update(_linear(f"{attention}.{proj}_proj", path + ("mhsa", proj),
-                           "heads_in"))
-  entries.update(_linear(f"{attention}.pos_proj", path + ("mhsa", "pos"),
-                         "heads_in", bias=False))
-  entries.update(_linear(f"{attention}.out_proj", path + ("mhsa", "out"),
-                         "heads_out"))
+    entries.update(
+        _linear(f"{attention}.{proj}_proj", path + ("mhsa", proj), "heads_in")
+    )
+  entries.update(
+      _linear(
+          f"{attention}.pos_proj",
+          path + ("mhsa", "pos"),
+          "heads_in",
+          bias=False,
+      )
+  )
+  entries.update(
+      _linear(f"{attention}.out_proj", path + ("mhsa", "out"), "heads_out")
+  )
   for b in ("u_bias", "v_bias"):
     entries[f"{attention}.{b}"] = (("params",) + path + ("mhsa", b), "same")
   for name, ff in (("ff_mhsa", "ff1"), ("ff_conv", "ff2")):
     entries.update(_linear(f"{prefix}.{name}.ffn1", path + (ff, "in")))
     entries.update(_linear(f"{prefix}.{name}.ffn2", path + (ff, "out")))
   conv = path + ("conv",)
-  entries.update(_linear(f"{prefix}.conv.pw_conv_1.conv",
-                         conv + ("pointwise_in",), "pointwise"))
-  entries.update(_linear(f"{prefix}.conv.pw_conv_2.conv",
-                         conv + ("pointwise_out",), "pointwise"))
+  entries.update(
+      _linear(
+          f"{prefix}.conv.pw_conv_1.conv", conv + ("pointwise_in",), "pointwise"
+      )
+  )
+  entries.update(
+      _linear(
+          f"{prefix}.conv.pw_conv_2.conv",
+          conv + ("pointwise_out",),
+          "pointwise",
+      )
+  )
   entries[f"{prefix}.conv.dw_conv.conv.weight"] = (
-      ("params",) + conv + ("depthwise", "kernel"), "depthwise")
+      ("params",) + conv + ("depthwise", "kernel"),
+      "depthwise",
+  )
   entries.update(_batch_norm(f"{prefix}.conv.bn", conv + ("bn",)))
   return entries
 
 
-def parameter_map(config: tokenizer_lib.TokenizerConfig
-                  ) -> dict[str, tuple[tuple[str, ...], str]]:
+def parameter_map(
+    config: tokenizer_lib.TokenizerConfig,
+) -> dict[str, tuple[tuple[str, ...], str]]:
   """Every reference parameter / BN entry -> (Flax variable path, kind).
 
   The codebook entries (`quantizer.vq.layers.{q}._codebook.*`) are not in it:
@@ -197,32 +249,41 @@ def parameter_map(config: tokenizer_lib.TokenizerConfig
   """
   entries = {}
   fe = "encoder.feature_extractor"
-  entries[f"{fe}.conv_stem.weight"] = (("params", "features", "conv",
-                                        "kernel"), "conv2d")
+  entries[f"{fe}.conv_stem.weight"] = (
+      ("params", "features", "conv", "kernel"),
+      "conv2d",
+  )
   entries.update(_batch_norm(f"{fe}.bn_conv", ("features", "conv_bn")))
-  entries.update(_linear(f"{fe}.stem_linear", ("features", "proj"),
-                         bias=False))
+  entries.update(_linear(f"{fe}.stem_linear", ("features", "proj"), bias=False))
   entries.update(_batch_norm(f"{fe}.stem_bn", ("features", "proj_bn")))
   for stack in ("encoder", "decoder"):
     for i in range(config.num_blocks):
       entries.update(_block(f"{stack}.blocks.{i}", (stack, f"block_{i}")))
   head = "decoder.transposed_feature_extractor"
   entries.update(_batch_norm(f"{head}.stem_bn", ("output_head", "bn")))
-  entries.update(_linear(f"{head}.stem_linear1", ("output_head", "proj"),
-                         bias=False))
+  entries.update(
+      _linear(f"{head}.stem_linear1", ("output_head", "proj"), bias=False)
+  )
   entries[f"{head}.conv_stem.weight"] = (
-      ("params", "output_head", "conv_t", "kernel"), "conv2d_transpose")
+      ("params", "output_head", "conv_t", "kernel"),
+      "conv2d_transpose",
+  )
   entries.update(_batch_norm(f"{head}.bn_conv", ("output_head", "conv_bn")))
-  entries.update(_linear(f"{head}.final_linear", ("output_head", "out"),
-                         bias=False))
+  entries.update(
+      _linear(f"{head}.final_linear", ("output_head", "out"), bias=False)
+  )
   if config.use_ctc:
     entries.update(_linear("lm_head", ("ctc_head",), bias=False))
   return entries
 
 
 # Reference codebook buffers -> the RVQ's 'vq' variables (stacked over q).
-_CODEBOOK = {"embed": "codebook", "cluster_size": "cluster_size",
-             "embed_avg": "embed_sum", "inited": "initialized"}
+_CODEBOOK = {
+    "embed": "codebook",
+    "cluster_size": "cluster_size",
+    "embed_avg": "embed_sum",
+    "inited": "initialized",
+}
 
 
 def _codebook_name(q: int, leaf: str) -> str:
@@ -231,9 +292,14 @@ def _codebook_name(q: int, leaf: str) -> str:
 
 def _abstract_variables(config: tokenizer_lib.TokenizerConfig):
   model = tokenizer_lib.TokenizerModel(config)
-  return jax.eval_shape(lambda: model.init(
-      jax.random.key(0), jnp.zeros((1, 2, 42, 2)), jnp.ones((1, 2), bool),
-      train=False))
+  return jax.eval_shape(
+      lambda: model.init(
+          jax.random.key(0),
+          jnp.zeros((1, 2, 42, 2)),
+          jnp.ones((1, 2), bool),
+          train=False,
+      )
+  )
 
 
 def _check_names(state_dict, expected) -> None:
@@ -244,23 +310,27 @@ def _check_names(state_dict, expected) -> None:
     raise ReferenceMismatchError(
         f"entry {missing[0]!r} is missing from the state dict ({len(missing)}"
         " missing in all): pass the reference tokenizer's complete "
-        "state_dict, built with the same sizes (and CTC head) as the config")
+        "state_dict, built with the same sizes (and CTC head) as the config"
+    )
   if extra:
     raise ReferenceMismatchError(
         f"unexpected entry {extra[0]!r} in the state dict ({len(extra)} extra "
         "in all): pass the tokenizer's state_dict only, built with the same "
-        "sizes as the config (e.g. its number of blocks, CTC head or not)")
+        "sizes as the config (e.g. its number of blocks, CTC head or not)"
+    )
 
 
 def _shape_error(name, got, want) -> ReferenceMismatchError:
   return ReferenceMismatchError(
       f"entry {name!r} has shape {list(got)}, expected {list(want)} "
       "(PyTorch layout): the checkpoint's sizes differ from the config's; "
-      "build the config with the checkpoint's sizes")
+      "build the config with the checkpoint's sizes"
+  )
 
 
-def to_variables(state_dict: Mapping[str, Any],
-                 config: tokenizer_lib.TokenizerConfig) -> dict[str, Any]:
+def to_variables(
+    state_dict: Mapping[str, Any], config: tokenizer_lib.TokenizerConfig
+) -> dict[str, Any]:
   """Reference state_dict -> {'params', 'batch_stats', 'vq'} of TokenizerModel.
 
   state_dict: PyTorch name -> array (any float dtype; cast to float32).
@@ -270,8 +340,11 @@ def to_variables(state_dict: Mapping[str, Any],
   (`initialized` a bool scalar: every layer's `inited` flag set).
   """
   entries = parameter_map(config)
-  codebook_names = [_codebook_name(q, leaf)
-                    for q in range(config.num_quantizers) for leaf in _CODEBOOK]
+  codebook_names = [
+      _codebook_name(q, leaf)
+      for q in range(config.num_quantizers)
+      for leaf in _CODEBOOK
+  ]
   _check_names(state_dict, list(entries) + codebook_names)
   abstract = _abstract_variables(config)
   variables = jax.tree.map(lambda _: None, abstract)
@@ -297,8 +370,10 @@ def to_variables(state_dict: Mapping[str, Any],
         raise _shape_error(_codebook_name(q, leaf), value.shape, want)
       layers.append(value)
     variables["vq"]["rvq"][flax_leaf] = (
-        np.array(all(v[0] > 0 for v in layers)) if leaf == "inited"
-        else np.stack(layers))
+        np.array(all(v[0] > 0 for v in layers))
+        if leaf == "inited"
+        else np.stack(layers)
+    )
   return variables
 
 
@@ -311,9 +386,12 @@ def paper_config(as_written: bool = False) -> ml_collections.ConfigDict:
   return config
 
 
-def write_workdir(state_dict: Mapping[str, Any], workdir: str,
-                  config: ml_collections.ConfigDict | None = None,
-                  overwrite: bool = False) -> str:
+def write_workdir(
+    state_dict: Mapping[str, Any],
+    workdir: str,
+    config: ml_collections.ConfigDict | None = None,
+    overwrite: bool = False,
+) -> str:
   """Writes config.json and a 'best' checkpoint (step 0) holding the weights.
 
   A workdir that already holds a checkpoint (an earlier import, a training
@@ -334,27 +412,33 @@ def write_workdir(state_dict: Mapping[str, Any], workdir: str,
     WorkdirInUse: `workdir` holds a checkpoint and `overwrite` is False.
   """
   config = paper_config() if config is None else config
-  variables = to_variables(state_dict,
-                           tokenizer_training.model_config(config))
+  variables = to_variables(state_dict, tokenizer_training.model_config(config))
   task = tokenizer_training.TokenizerTask(config)
   tx = train.make_optimizer(config, config.train.batch_size)
-  abstract = jax.eval_shape(lambda: train.init_state(
-      task, tx, jax.random.PRNGKey(config.seed)))
+  abstract = jax.eval_shape(
+      lambda: train.init_state(task, tx, jax.random.PRNGKey(config.seed))
+  )
   params = jax.tree.map(jnp.asarray, variables["params"])
   clip_state, schedule_free = tx.init(params)
   schedule_free = schedule_free._replace(
-      z=params, b1=jnp.ones_like(schedule_free.b1))
+      z=params, b1=jnp.ones_like(schedule_free.b1)
+  )
   state = abstract.replace(
-      step=jnp.zeros((), jnp.int32), params=params,
-      collections={k: jax.tree.map(jnp.asarray, variables[k])
-                   for k in ("batch_stats", "vq")},
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      collections={
+          k: jax.tree.map(jnp.asarray, variables[k])
+          for k in ("batch_stats", "vq")
+      },
       opt_state=(clip_state, schedule_free),
-      nonfinite_step=jnp.full((), -1, jnp.int32))
+      nonfinite_step=jnp.full((), -1, jnp.int32),
+  )
   held = _held_weights(fileio.abspath(workdir))
   if held and not overwrite:
     raise WorkdirInUse(
         f"{workdir}: already holds a checkpoint ({', '.join(held)}/); give "
-        "--overwrite to replace its weights, or another --workdir")
+        "--overwrite to replace its weights, or another --workdir"
+    )
   if held and jax.process_index() == 0:
     for name in _WEIGHTS_AND_DERIVED:
       path = epath.Path(fileio.abspath(workdir)) / name
@@ -362,7 +446,7 @@ def write_workdir(state_dict: Mapping[str, Any], workdir: str,
         path.rmtree()
       elif path.exists():
         path.unlink()
-  if held and jax.process_count() > 1:   # none reads the old files after.
+  if held and jax.process_count() > 1:  # none reads the old files after.
     multihost_utils.sync_global_devices("asl_vq: old weights removed")
   workdir = workdir_lib.write_config(config, workdir)
   ckpts = checkpointing.Checkpoints(workdir)
@@ -372,18 +456,28 @@ def write_workdir(state_dict: Mapping[str, Any], workdir: str,
 
 
 _CHECKPOINT = flags.DEFINE_string(
-    "checkpoint", None, "the reference tokenizer's state_dict: .pt (needs "
-    "torch) or .npz (keys bare or prefixed weights/)")
-_WORKDIR = flags.DEFINE_string("workdir", None,
-                               "the tokenizer workdir to write")
+    "checkpoint",
+    None,
+    "the reference tokenizer's state_dict: .pt (needs "
+    "torch) or .npz (keys bare or prefixed weights/)",
+)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "the tokenizer workdir to write"
+)
 _OVERWRITE = flags.DEFINE_bool(
-    "overwrite", False, "replace the checkpoints, config, test metrics and "
+    "overwrite",
+    False,
+    "replace the checkpoints, config, test metrics and "
     "training curves of a workdir that already holds a checkpoint "
-    "(otherwise refused)")
+    "(otherwise refused)",
+)
 _AS_WRITTEN = flags.DEFINE_bool(
-    "as_written", False, "the reference's modules as written, with the SiLU "
+    "as_written",
+    False,
+    "the reference's modules as written, with the SiLU "
     "after its two BatchNormAct2d; by default as main.py trains and "
-    "predict.py tokenizes (converted to SyncBatchNorm: no SiLU)")
+    "predict.py tokenizes (converted to SyncBatchNorm: no SiLU)",
+)
 
 
 def main(argv) -> None:
@@ -392,9 +486,12 @@ def main(argv) -> None:
   if not _CHECKPOINT.value or not _WORKDIR.value:
     raise app.UsageError("--checkpoint and --workdir are required")
   try:
-    workdir = write_workdir(load_state_dict(_CHECKPOINT.value),
-                            _WORKDIR.value, paper_config(_AS_WRITTEN.value),
-                            overwrite=_OVERWRITE.value)
+    workdir = write_workdir(
+        load_state_dict(_CHECKPOINT.value),
+        _WORKDIR.value,
+        paper_config(_AS_WRITTEN.value),
+        overwrite=_OVERWRITE.value,
+    )
   except ReferenceMismatchError as e:
     raise ReferenceMismatchError(f"{_CHECKPOINT.value}: {e}") from e
   print(f"wrote {workdir}: asl_vq.Tokenizer.load({workdir!r})")

@@ -38,8 +38,14 @@ def smooth_l1(recon, target, mask, beta: float = 1.0):
 CTC_REDUCTIONS = ('mean_per_char', 'sum')
 
 
-def ctc_loss(logits, mask, labels, label_mask=None, example_mask=None,
-             reduction: str = 'mean_per_char'):
+def ctc_loss(
+    logits,
+    mask,
+    labels,
+    label_mask=None,
+    example_mask=None,
+    reduction: str = 'mean_per_char',
+):
   """optax CTC (blank = pad id 59), mean over the valid examples.
 
   logits: [B, T, V]; mask: [B, T] valid frames; labels: int32 [B, L] phrase
@@ -56,31 +62,47 @@ def ctc_loss(logits, mask, labels, label_mask=None, example_mask=None,
   """
   if reduction not in CTC_REDUCTIONS:
     raise errors.UserError(
-        f'CTC reduction must be one of {CTC_REDUCTIONS}, not '
-        f'{reduction!r}')
+        f'CTC reduction must be one of {CTC_REDUCTIONS}, not ' f'{reduction!r}'
+    )
   if label_mask is None:
     label_mask = labels != vocab.PAD_ID
   if example_mask is None:
     example_mask = mask.any(axis=1)
   per_example = optax.ctc_loss(
-      logits.astype(jnp.float32), 1.0 - mask.astype(jnp.float32), labels,
-      1.0 - label_mask.astype(jnp.float32), blank_id=vocab.BLANK_ID)
-  repeats = jnp.sum((labels[:, 1:] == labels[:, :-1])
-                    & label_mask[:, 1:] & label_mask[:, :-1], axis=1)
+      logits.astype(jnp.float32),
+      1.0 - mask.astype(jnp.float32),
+      labels,
+      1.0 - label_mask.astype(jnp.float32),
+      blank_id=vocab.BLANK_ID,
+  )
+  repeats = jnp.sum(
+      (labels[:, 1:] == labels[:, :-1])
+      & label_mask[:, 1:]
+      & label_mask[:, :-1],
+      axis=1,
+  )
   label_lengths = label_mask.sum(1)
   if reduction == 'mean_per_char':
     per_example = per_example / jnp.maximum(label_lengths, 1)
   feasible = mask.sum(1) >= label_lengths + repeats
   keep = (example_mask & feasible).astype(jnp.float32)
   return jnp.sum(per_example * keep) / jnp.maximum(
-      example_mask.astype(jnp.float32).sum(), 1.0)
+      example_mask.astype(jnp.float32).sum(), 1.0
+  )
 
 
-def tokenizer_loss(outputs: Mapping[str, jnp.ndarray], inputs, mask,
-                   labels=None, label_mask=None, example_mask=None,
-                   commit_weight: float = COMMIT_WEIGHT, *,
-                   ctc_reduction: str = 'mean_per_char',
-                   ctc_weight: float = 1.0):
+def tokenizer_loss(
+    outputs: Mapping[str, jnp.ndarray],
+    inputs,
+    mask,
+    labels=None,
+    label_mask=None,
+    example_mask=None,
+    commit_weight: float = COMMIT_WEIGHT,
+    *,
+    ctc_reduction: str = 'mean_per_char',
+    ctc_weight: float = 1.0,
+):
   """(total, parts) from the TokenizerModel's outputs.
 
   The CTC term is included when the outputs hold 'ctc_logits' (then labels
@@ -91,12 +113,20 @@ def tokenizer_loss(outputs: Mapping[str, jnp.ndarray], inputs, mask,
   (recon alone without CTC): the reference's evaluation loss, which has no
   commitment term and picks the best checkpoint.
   """
-  parts = dict(recon=smooth_l1(outputs['recon'], inputs, mask),
-               commit=outputs['commit_loss'])
+  parts = dict(
+      recon=smooth_l1(outputs['recon'], inputs, mask),
+      commit=outputs['commit_loss'],
+  )
   parts['eval_loss'] = parts['recon']
   if 'ctc_logits' in outputs:
-    parts['ctc'] = ctc_loss(outputs['ctc_logits'], mask, labels, label_mask,
-                            example_mask, ctc_reduction)
+    parts['ctc'] = ctc_loss(
+        outputs['ctc_logits'],
+        mask,
+        labels,
+        label_mask,
+        example_mask,
+        ctc_reduction,
+    )
     parts['eval_loss'] = parts['eval_loss'] + ctc_weight * parts['ctc']
   return parts['eval_loss'] + commit_weight * parts['commit'], parts
 

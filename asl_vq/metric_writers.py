@@ -27,6 +27,7 @@ class MetricWriter:
     if self.active:
       epath.Path(workdir).mkdir(parents=True, exist_ok=True)
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
   def write(self, step: int, split: str, scalars: Mapping[str, float]) -> None:
@@ -49,5 +50,6 @@ def read_metrics(path: str) -> list[dict]:
   path = epath.Path(path)
   if not path.exists():
     return []
-  return [json.loads(line) for line in path.read_text().splitlines()
-          if line.strip()]
+  return [
+      json.loads(line) for line in path.read_text().splitlines() if line.strip()
+  ]

@@ -9,8 +9,9 @@ from rapidfuzz.distance import Levenshtein
 from asl_vq import errors
 
 
-def normalized_levenshtein(references: Sequence[str],
-                           predictions: Sequence[str]) -> float:
+def normalized_levenshtein(
+    references: Sequence[str], predictions: Sequence[str]
+) -> float:
   """(N - D) / N over a whole set, not a mean of per-phrase scores.
 
   N is the total number of reference characters and D the summed plain
@@ -23,11 +24,13 @@ def normalized_levenshtein(references: Sequence[str],
   a diverged run.
   """
   if len(references) != len(predictions):
-    raise errors.UserError(f"{len(references)} references but "
-                           f"{len(predictions)} predictions")
+    raise errors.UserError(
+        f"{len(references)} references but " f"{len(predictions)} predictions"
+    )
   total = sum(len(r) for r in references)
   if total == 0:
     raise errors.UserError("the references hold no characters")
-  distance = sum(Levenshtein.distance(r, p)
-                 for r, p in zip(references, predictions))
+  distance = sum(
+      Levenshtein.distance(r, p) for r, p in zip(references, predictions)
+  )
   return (total - distance) / total

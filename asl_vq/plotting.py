@@ -1,5 +1,6 @@
 """Hand skeletons for every figure (previews, galleries, trees, heatmap
-diagonals, generated-signing animations), in one place so they all look alike."""
+diagonals, generated-signing animations), in one place so they all look alike.
+"""
 
 from __future__ import annotations
 
@@ -12,23 +13,36 @@ from asl_vq import errors
 from asl_vq import fileio
 from asl_vq.data import hand_model as hm
 
-FPS = 30   # the competition's videos.
-SMALL_HAND = 0.25   # Of the other hand's extent: below it, not a hand.
-_FINGER_COLORS = ("tab:red", "tab:orange", "tab:green", "tab:blue",
-                  "tab:purple")
+FPS = 30  # the competition's videos.
+SMALL_HAND = 0.25  # Of the other hand's extent: below it, not a hand.
+_FINGER_COLORS = (
+    "tab:red",
+    "tab:orange",
+    "tab:green",
+    "tab:blue",
+    "tab:purple",
+)
 
 
 def pyplot():
   """matplotlib.pyplot on the headless Agg backend (imported late: only the
   figure commands need matplotlib loaded)."""
   import matplotlib  # pylint: disable=g-import-not-at-top
+
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+
   return plt
 
 
-def draw_hand(ax, points: np.ndarray, title: str = "", lw: float = 2.,
-              invert_y: bool = True, color: str | None = None) -> None:
+def draw_hand(
+    ax,
+    points: np.ndarray,
+    title: str = "",
+    lw: float = 2.0,
+    invert_y: bool = True,
+    color: str | None = None,
+) -> None:
   """A 2D hand skeleton from [21, >=2] image coordinates (y down); `color`
   for every bone and point (default: a colour per finger)."""
   for a, b in hm.BONES:
@@ -46,15 +60,20 @@ def hand_present(points: np.ndarray, eps: float = 1e-6) -> bool:
   return bool(finite.any() and np.abs(points[finite]).max() > eps)
 
 
-def draw_hands(ax, hands: np.ndarray, title: str = "", lw: float = 2.,
-               color: str | None = None) -> None:
+def draw_hands(
+    ax,
+    hands: np.ndarray,
+    title: str = "",
+    lw: float = 2.0,
+    color: str | None = None,
+) -> None:
   """Both hands of one frame, [42, 2] (left 0..20, right 21..41), drawing
   only those present; the left hand's skeleton is drawn thinner; `color`
   as `draw_hand`'s."""
   hands = np.asarray(hands)
   if hands.shape != (42, 2):
     raise errors.UserError(f"hands must be [42, 2], got {hands.shape}")
-  sides = [(slice(0, 21), lw * .6), (slice(21, 42), lw)]
+  sides = [(slice(0, 21), lw * 0.6), (slice(21, 42), lw)]
   sides = [(s, t) for s, t in sides if hand_present(hands[s])]
   extent = [np.ptp(np.nan_to_num(hands[s]), 0).max() for s, _ in sides]
   for (side, thickness), e in zip(sides, extent):
@@ -65,8 +84,14 @@ def draw_hands(ax, hands: np.ndarray, title: str = "", lw: float = 2.,
   _finish(ax, title, True)
 
 
-def save_gif(hands: np.ndarray, path: str, *, title: str = "",
-             fps: float = FPS, underlay: np.ndarray | None = None) -> str:
+def save_gif(
+    hands: np.ndarray,
+    path: str,
+    *,
+    title: str = "",
+    fps: float = FPS,
+    underlay: np.ndarray | None = None,
+) -> str:
   """An animated GIF of landmarks [T, 42, 2], one frame per row, to a local
   path or an object store URL; `underlay` [T, 42, 2] (e.g. the input a
   reconstruction is of) drawn under them in light grey.
@@ -76,24 +101,30 @@ def save_gif(hands: np.ndarray, path: str, *, title: str = "",
   """
   plt = pyplot()
   from matplotlib import animation  # pylint: disable=g-import-not-at-top
+
   hands = np.asarray(hands)
   if underlay is not None and np.shape(underlay) != hands.shape:
-    raise errors.UserError(f"underlay {np.shape(underlay)} is not of the "
-                           f"hands' shape {hands.shape}")
+    raise errors.UserError(
+        f"underlay {np.shape(underlay)} is not of the "
+        f"hands' shape {hands.shape}"
+    )
   both = hands if underlay is None else np.concatenate([hands, underlay])
   finite = both[np.isfinite(both).all(-1)].reshape(-1, 2)
-  lo, hi = (finite.min(0), finite.max(0)) if len(finite) else (
-      -np.ones(2), np.ones(2))
+  lo, hi = (
+      (finite.min(0), finite.max(0))
+      if len(finite)
+      else (-np.ones(2), np.ones(2))
+  )
   margin = 0.05 * np.max(hi - lo) + 1e-3
   fig, ax = plt.subplots(figsize=(3, 3), dpi=80)
 
   def draw(t):
     ax.clear()
     if underlay is not None:
-      draw_hands(ax, underlay[t], lw=3., color="0.8")
+      draw_hands(ax, underlay[t], lw=3.0, color="0.8")
     draw_hands(ax, hands[t], f"{title} {t + 1}/{len(hands)}".strip())
     ax.set_xlim(lo[0] - margin, hi[0] + margin)
-    ax.set_ylim(hi[1] + margin, lo[1] - margin)    # y down, as images.
+    ax.set_ylim(hi[1] + margin, lo[1] - margin)  # y down, as images.
 
   anim = animation.FuncAnimation(fig, draw, frames=len(hands))
   with fileio.writing(path) as local:
@@ -111,28 +142,36 @@ def _finish(ax, title: str, invert_y: bool) -> None:
   ax.set_title(title, fontsize=9)
 
 
-def plot_learning_curves(workdir: str, keys: tuple[str, ...],
-                         out_name: str = "learning_curves.png") -> str:
+def plot_learning_curves(
+    workdir: str, keys: tuple[str, ...], out_name: str = "learning_curves.png"
+) -> str:
   """One panel per metric, train and validation on the same axes, into
   `workdir` (local or an object store URL)."""
   from asl_vq import metric_writers  # pylint: disable=g-import-not-at-top
+
   plt = pyplot()
   rows = metric_writers.read_metrics(os.path.join(workdir, "metrics.jsonl"))
   keys = [k for k in keys if any(k in r for r in rows)]
   cols = min(3, max(1, len(keys)))
   nrows = max(1, math.ceil(len(keys) / cols))
-  fig, axes = plt.subplots(nrows, cols, figsize=(4.5 * cols, 3.2 * nrows),
-                           squeeze=False)
+  fig, axes = plt.subplots(
+      nrows, cols, figsize=(4.5 * cols, 3.2 * nrows), squeeze=False
+  )
   for ax, key in zip(axes.flat, keys):
     for split, style in (("train", "-"), ("validation", "o-")):
-      pts = sorted({r["step"]: r[key] for r in rows
-                    if r["split"] == split and key in r}.items())
+      pts = sorted(
+          {
+              r["step"]: r[key]
+              for r in rows
+              if r["split"] == split and key in r
+          }.items()
+      )
       if pts:
         ax.plot(*zip(*pts), style, label=split, markersize=3)
     ax.set_title(key)
     ax.set_xlabel("step")
     ax.legend()
-  for ax in list(axes.flat)[len(keys):]:
+  for ax in list(axes.flat)[len(keys) :]:
     ax.axis("off")
   fig.tight_layout()
   path = os.path.join(workdir, out_name)

@@ -13,9 +13,15 @@ class Progress:
   def __init__(self, total: int, start: int = 0):
     self._bar = None
     if jax.process_index() == 0:
-      self._bar = tqdm(total=total, initial=start, unit="step",
-                       dynamic_ncols=True, file=sys.stderr,
-                       mininterval=1.0, smoothing=0.1)
+      self._bar = tqdm(
+          total=total,
+          initial=start,
+          unit="step",
+          dynamic_ncols=True,
+          file=sys.stderr,
+          mininterval=1.0,
+          smoothing=0.1,
+      )
 
   def update(self, step: int, loss: float | None = None) -> None:
     """Advances to `step` (every step: steps/s and ETA from the first ones);

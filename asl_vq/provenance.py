@@ -34,8 +34,9 @@ def record_command(workdir: str) -> None:
   is local or an object store URL (`gs://bucket/run`)."""
   if jax.process_index() == 0:
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-    fileio.append_text(os.path.join(workdir, "command.txt"),
-                       command_line() + "\n")
+    fileio.append_text(
+        os.path.join(workdir, "command.txt"), command_line() + "\n"
+    )
 
 
 @contextlib.contextmanager
@@ -49,8 +50,12 @@ def recording(out: str) -> Iterator[None]:
     yield
   except BaseException:
     path = epath.Path(out)
-    if (made and jax.process_index() == 0 and path.exists()
-        and [p.name for p in path.iterdir()] == ["command.txt"]):
+    if (
+        made
+        and jax.process_index() == 0
+        and path.exists()
+        and [p.name for p in path.iterdir()] == ["command.txt"]
+    ):
       path.rmtree()
     raise
 
@@ -62,6 +67,7 @@ def last_command(workdir: str) -> str | None:
   path = epath.Path(workdir) / "command.txt"
   if not path.exists():
     return None
-  lines = [line.strip() for line in path.read_text().splitlines()
-           if line.strip()]
+  lines = [
+      line.strip() for line in path.read_text().splitlines() if line.strip()
+  ]
   return lines[-1] if lines else None

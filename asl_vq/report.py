@@ -40,17 +40,21 @@ FLAGS = flags.FLAGS
 
 SYNTHETIC = "synthetic"
 REAL = "real"
-_SYNTHETIC_NOTE = ("*Synthetic data*: the procedural hand model of "
-                   "`asl_vq.data.synthetic`, not the Kaggle dataset; use these "
-                   "figures for relative comparisons, never as real-data "
-                   "results.")
+_SYNTHETIC_NOTE = (
+    "*Synthetic data*: the procedural hand model of "
+    "`asl_vq.data.synthetic`, not the Kaggle dataset; use these "
+    "figures for relative comparisons, never as real-data "
+    "results."
+)
 
 
 def _define_flags():
-  flags.DEFINE_string("workdir", None, "Directory holding the runs (local "
-                      "or gs://...).")
-  flags.DEFINE_string("out", None, "Where report.md goes ('' = "
-                      "<workdir>/report).")
+  flags.DEFINE_string(
+      "workdir", None, "Directory holding the runs (local " "or gs://...)."
+  )
+  flags.DEFINE_string(
+      "out", None, "Where report.md goes ('' = " "<workdir>/report)."
+  )
   flags.mark_flags_as_required(["workdir"])
 
 
@@ -61,10 +65,11 @@ def _load_json(path: str) -> Any:
 @dataclasses.dataclass
 class Artifact:
   """One directory a command wrote."""
-  path: str             # relative to the report's workdir.
-  kind: str             # tokenizer|seq2seq|probe|lm|tables|analysis|generation
-  data: str             # SYNTHETIC or REAL
-  command: str | None   # its last start's command, if recorded.
+
+  path: str  # relative to the report's workdir.
+  kind: str  # tokenizer|seq2seq|probe|lm|tables|analysis|generation
+  data: str  # SYNTHETIC or REAL
+  command: str | None  # its last start's command, if recorded.
   info: dict[str, Any]  # the kind's own files, parsed.
 
 
@@ -84,8 +89,10 @@ def _walk(root: str, skip: Sequence[str]) -> Iterator[tuple[str, set[str]]]:
   yield root, {c.name for c in children} - set(dirs)
   for d in dirs:
     path = os.path.join(root, d)
-    if (d not in ("checkpoints", "best", "tensorboard")
-        and fileio.abspath(path) not in skip):
+    if (
+        d not in ("checkpoints", "best", "tensorboard")
+        and fileio.abspath(path) not in skip
+    ):
       yield from _walk(path, skip)
 
 
@@ -101,28 +108,43 @@ def discover(workdir: str, skip: Sequence[str] = ()) -> list[Artifact]:
       config = _load_json(os.path.join(root, "config.json"))
       task = config.get("task")
       if task in ("tokenizer", "seq2seq", "probe", "lm"):
-        info = {"config": config,
-                "metrics": metric_writers.read_metrics(
-                    os.path.join(root, "metrics.jsonl"))}
+        info = {
+            "config": config,
+            "metrics": metric_writers.read_metrics(
+                os.path.join(root, "metrics.jsonl")
+            ),
+        }
         if "test_metrics.json" in names:
           info["test"] = _load_json(os.path.join(root, "test_metrics.json"))
-        found.append(Artifact(rel, task, _data_of_config(config), command,
-                              info))
+        found.append(
+            Artifact(rel, task, _data_of_config(config), command, info)
+        )
     if "table2.md" in names or "table5.md" in names:
       info = {}
       for name in ("table2.md", "table5.md"):
         if name in names:
           info[name] = epath.Path(root, name).read_text()
-      found.append(Artifact(rel, "tables", _data_of_text(
-          next(iter(info.values()))), command, info))
+      found.append(
+          Artifact(
+              rel,
+              "tables",
+              _data_of_text(next(iter(info.values()))),
+              command,
+              info,
+          )
+      )
     if "analysis.json" in names:
       info = _load_json(os.path.join(root, "analysis.json"))
-      found.append(Artifact(rel, "analysis", info.get("data", SYNTHETIC),
-                            command, info))
+      found.append(
+          Artifact(rel, "analysis", info.get("data", SYNTHETIC), command, info)
+      )
     if "generation.json" in names:
       info = _load_json(os.path.join(root, "generation.json"))
-      found.append(Artifact(rel, "generation", info.get("data", SYNTHETIC),
-                            command, info))
+      found.append(
+          Artifact(
+              rel, "generation", info.get("data", SYNTHETIC), command, info
+          )
+      )
   return found
 
 
@@ -168,16 +190,23 @@ class _Figures:
     name = re.sub(r"[^A-Za-z0-9_.-]+", "__", rel)
     epath.Path(png).copy(os.path.join(self.dir, name), overwrite=True)
     self.count += 1
-    made_by = (f"made by `{artifact.command}`" if artifact.command else
-               f"from `{artifact.path}` (command not recorded)")
-    return [f"![{what}](figures/{name})", "",
-            f"*Figure {self.count}.* {what} ({artifact.data} data); "
-            f"{made_by}.", ""]
+    made_by = (
+        f"made by `{artifact.command}`"
+        if artifact.command
+        else f"from `{artifact.path}` (command not recorded)"
+    )
+    return [
+        f"![{what}](figures/{name})",
+        "",
+        f"*Figure {self.count}.* {what} ({artifact.data} data); " f"{made_by}.",
+        "",
+    ]
 
 
 def _pngs(workdir: str, artifact: Artifact) -> list[str]:
-  return sorted(os.fspath(p) for p in
-                epath.Path(workdir, artifact.path).glob("*.png"))
+  return sorted(
+      os.fspath(p) for p in epath.Path(workdir, artifact.path).glob("*.png")
+  )
 
 
 def _tokenizers(arts: list[Artifact]) -> list[str]:
@@ -190,17 +219,41 @@ def _tokenizers(arts: list[Artifact]) -> list[str]:
     # was left out logged 0).
     ctc = a.info["config"].get("model", {}).get("use_ctc", True)
     score = lambda d: d.get("score") if ctc else None
-    rows.append([a.path, a.info["config"].get("row", "—"), a.data,
-                 val.get("step"), score(val), score(test),
-                 test.get("recon"),
-                 " / ".join(f"{u:.2f}" for u in usage) or "—",
-                 " / ".join(f"{p:.0f}" for p in ppl) or "—"])
-  lines = ["## Tokenizers", "",
-           "CTC score = greedy normalised Levenshtein of the CTC head; usage "
-           "= fraction of each quantizer's codes used on the test split, "
-           "perplexity = exp(entropy) of its code distribution.", ""]
-  lines += _table(["run", "row", "data", "steps", "val score", "test score",
-                   "test recon", "usage q0..q3", "perplexity q0..q3"], rows)
+    rows.append(
+        [
+            a.path,
+            a.info["config"].get("row", "—"),
+            a.data,
+            val.get("step"),
+            score(val),
+            score(test),
+            test.get("recon"),
+            " / ".join(f"{u:.2f}" for u in usage) or "—",
+            " / ".join(f"{p:.0f}" for p in ppl) or "—",
+        ]
+    )
+  lines = [
+      "## Tokenizers",
+      "",
+      "CTC score = greedy normalised Levenshtein of the CTC head; usage "
+      "= fraction of each quantizer's codes used on the test split, "
+      "perplexity = exp(entropy) of its code distribution.",
+      "",
+  ]
+  lines += _table(
+      [
+          "run",
+          "row",
+          "data",
+          "steps",
+          "val score",
+          "test score",
+          "test recon",
+          "usage q0..q3",
+          "perplexity q0..q3",
+      ],
+      rows,
+  )
   return lines
 
 
@@ -210,12 +263,16 @@ def _downstream(arts: list[Artifact]) -> list[str]:
     config, test = a.info["config"], a.info.get("test", {})
     encoder = config.get("model", {}).get("encoder", "—")
     value = test.get("score") if a.kind == "seq2seq" else test.get("accuracy")
-    rows.append([a.path, a.kind, encoder, config.get("tokens") or "—", a.data,
-                 value])
-  return (["## Translation and probing runs", "",
-           "seq2seq: normalised Levenshtein of greedy decoding on test; "
-           "probe: mean accuracy over the letters a-z on its test part.", ""]
-          + _table(["run", "task", "input", "tokens", "data", "test"], rows))
+    rows.append(
+        [a.path, a.kind, encoder, config.get("tokens") or "—", a.data, value]
+    )
+  return [
+      "## Translation and probing runs",
+      "",
+      "seq2seq: normalised Levenshtein of greedy decoding on test; "
+      "probe: mean accuracy over the letters a-z on its test part.",
+      "",
+  ] + _table(["run", "task", "input", "tokens", "data", "test"], rows)
 
 
 def _language_models(arts: list[Artifact], gens: list[Artifact]) -> list[str]:
@@ -223,26 +280,35 @@ def _language_models(arts: list[Artifact], gens: list[Artifact]) -> list[str]:
   rows = []
   for a in arts:
     val, test = _last(a.info["metrics"], "validation"), a.info.get("test", {})
-    rows.append([a.path, a.info["config"].get("model", {}).get("pattern", "—"),
-                 a.data,
-                 " / ".join(f"{v:.3f}" for v in _per_quantizer(val,
-                                                                "accuracy")),
-                 " / ".join(f"{v:.3f}" for v in _per_quantizer(test,
-                                                                "accuracy"))])
+    rows.append(
+        [
+            a.path,
+            a.info["config"].get("model", {}).get("pattern", "—"),
+            a.data,
+            " / ".join(f"{v:.3f}" for v in _per_quantizer(val, "accuracy")),
+            " / ".join(f"{v:.3f}" for v in _per_quantizer(test, "accuracy")),
+        ]
+    )
   if rows:
     lines += ["Next-token accuracy per quantizer (q0..q3).", ""]
     lines += _table(["run", "pattern", "data", "validation", "test"], rows)
   if gens:
-    lines += ["Generated signing, decoded by the tokenizer and recognised by "
-              "the continuous translator (normalised Levenshtein).", ""]
-    lines += _table(["run", "data", "phrases", "score"],
-                    [[g.path, g.data, g.info.get("num_phrases"),
-                      g.info.get("score")] for g in gens])
+    lines += [
+        "Generated signing, decoded by the tokenizer and recognised by "
+        "the continuous translator (normalised Levenshtein).",
+        "",
+    ]
+    lines += _table(
+        ["run", "data", "phrases", "score"],
+        [
+            [g.path, g.data, g.info.get("num_phrases"), g.info.get("score")]
+            for g in gens
+        ],
+    )
   return lines
 
 
-def _analyses(arts: list[Artifact], figs: _Figures, workdir: str
-              ) -> list[str]:
+def _analyses(arts: list[Artifact], figs: _Figures, workdir: str) -> list[str]:
   lines = ["## Token analyses", ""]
   for a in arts:
     lines += [f"### `{a.path}`", ""]
@@ -269,15 +335,20 @@ def write_report(workdir: str, out: str | None = None) -> str:
   if not arts:
     raise FileNotFoundError(
         f"{workdir}: no runs found (no config.json, table2.md, analysis.json "
-        "or generation.json below it)")
+        "or generation.json below it)"
+    )
   # No stale figures.
   epath.Path(out, "figures").rmtree(missing_ok=True)
   figs = _Figures(workdir, out)
   of = lambda *kinds: [a for a in arts if a.kind in kinds]
   data = sorted({a.data for a in arts})
-  lines = ["# asl_vq report", "",
-           f"Gathered {datetime.date.today()} from `{fileio.abspath(workdir)}` "
-           f"by `python -m asl_vq.report`. Data: {', '.join(data)}.", ""]
+  lines = [
+      "# asl_vq report",
+      "",
+      f"Gathered {datetime.date.today()} from `{fileio.abspath(workdir)}` "
+      f"by `python -m asl_vq.report`. Data: {', '.join(data)}.",
+      "",
+  ]
   if SYNTHETIC in data:
     lines += [_SYNTHETIC_NOTE, ""]
   if of("tokenizer"):
@@ -293,8 +364,11 @@ def write_report(workdir: str, out: str | None = None) -> str:
     lines += _language_models(of("lm"), of("generation"))
   if of("analysis"):
     lines += _analyses(of("analysis"), figs, workdir)
-  curves = [a for a in of("tokenizer", "seq2seq", "probe", "lm", "generation")
-            if _pngs(workdir, a)]
+  curves = [
+      a
+      for a in of("tokenizer", "seq2seq", "probe", "lm", "generation")
+      if _pngs(workdir, a)
+  ]
   if curves:
     lines += ["## Figures of the runs", ""]
     for a in curves:

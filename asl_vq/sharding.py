@@ -18,10 +18,16 @@ def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
   """A 1-D `data` mesh over `devices` (default: every device of every
   process; inference passes `jax.local_devices()`)."""
   if devices is None:
-    return jax.make_mesh((jax.device_count(),), (DATA_AXIS,),
-                         axis_types=(jax.sharding.AxisType.Auto,))
-  return Mesh(np.asarray(devices), (DATA_AXIS,),
-              axis_types=(jax.sharding.AxisType.Auto,))
+    return jax.make_mesh(
+        (jax.device_count(),),
+        (DATA_AXIS,),
+        axis_types=(jax.sharding.AxisType.Auto,),
+    )
+  return Mesh(
+      np.asarray(devices),
+      (DATA_AXIS,),
+      axis_types=(jax.sharding.AxisType.Auto,),
+  )
 
 
 def data_sharding(mesh: Mesh) -> NamedSharding:
@@ -36,15 +42,19 @@ def check_batch_size(global_batch_size: int, mesh: Mesh) -> None:
   if global_batch_size % mesh.size:
     raise errors.UserError(
         f"the global batch size {global_batch_size} does not split evenly "
-        f"over {mesh.size} devices; choose a multiple of {mesh.size}")
+        f"over {mesh.size} devices; choose a multiple of {mesh.size}"
+    )
 
 
-def to_global(local_batch: Mapping[str, np.ndarray], mesh: Mesh,
-              keys: tuple[str, ...]) -> dict[str, jax.Array]:
+def to_global(
+    local_batch: Mapping[str, np.ndarray], mesh: Mesh, keys: tuple[str, ...]
+) -> dict[str, jax.Array]:
   """Assembles each process's slice into global arrays sharded on `data`."""
   sharding = data_sharding(mesh)
-  return {k: jax.make_array_from_process_local_data(sharding, local_batch[k])
-          for k in keys}
+  return {
+      k: jax.make_array_from_process_local_data(sharding, local_batch[k])
+      for k in keys
+  }
 
 
 def gather(x: Any) -> Any:

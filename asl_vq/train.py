@@ -61,15 +61,18 @@ class TrainState:
 
   def variables(self, params=None) -> dict[str, Any]:
     """For `model.apply`: the params and the model's collections."""
-    return {"params": self.params if params is None else params,
-            **self.collections}
+    return {
+        "params": self.params if params is None else params,
+        **self.collections,
+    }
 
 
 OPTIMIZERS = ("schedule_free_adamw", "adamw")
 
 
-def learning_rate_schedule(train_config: ml_collections.ConfigDict,
-                           train_size: int) -> optax.Schedule:
+def learning_rate_schedule(
+    train_config: ml_collections.ConfigDict, train_size: int
+) -> optax.Schedule:
   """The learning rate of each update: `learning_rate` after a warm-up.
 
   `warmup_epochs` > 0 is the reference's warm-up (main.py:
@@ -98,16 +101,19 @@ def learning_rate_schedule(train_config: ml_collections.ConfigDict,
   if epochs > 0 and t.warmup_steps > 0:
     raise errors.UserError(
         f"train.warmup_epochs={epochs} and train.warmup_steps="
-        f"{t.warmup_steps}: set one of them, the other to 0")
+        f"{t.warmup_steps}: set one of them, the other to 0"
+    )
   if epochs > 0:
     steps_per_epoch = train_size // t.batch_size
     if steps_per_epoch < 1:
-      raise errors.UserError(f"train.warmup_epochs={epochs} with {train_size} "
-                             f"training sequences, fewer than a batch of "
-                             f"{t.batch_size}")
+      raise errors.UserError(
+          f"train.warmup_epochs={epochs} with {train_size} "
+          f"training sequences, fewer than a batch of "
+          f"{t.batch_size}"
+      )
 
     def schedule(count):
-      done = jnp.asarray(count, jnp.int32) - 1   # the update before this one
+      done = jnp.asarray(count, jnp.int32) - 1  # the update before this one
       progress = done // steps_per_epoch + (done % steps_per_epoch) / train_size
       return peak * jnp.clip(progress / epochs, 0.0, 1.0)
 
@@ -135,12 +141,14 @@ def make_optimizer(config: ml_collections.ConfigDict, train_size: int):
   schedule = learning_rate_schedule(t, train_size)
   if t.optimizer == "schedule_free_adamw":
     update = optax.contrib.schedule_free_adamw(
-        learning_rate=schedule, weight_decay=t.weight_decay)
+        learning_rate=schedule, weight_decay=t.weight_decay
+    )
   elif t.optimizer == "adamw":
     update = optax.adamw(schedule, weight_decay=t.weight_decay)
   else:
-    raise errors.UserError(f"train.optimizer={t.optimizer!r}: one of "
-                           f"{', '.join(OPTIMIZERS)}")
+    raise errors.UserError(
+        f"train.optimizer={t.optimizer!r}: one of " f"{', '.join(OPTIMIZERS)}"
+    )
   return optax.chain(optax.clip_by_global_norm(t.grad_clip), update)
 
 
@@ -148,8 +156,9 @@ def eval_params(state: TrainState):
   """The parameters to evaluate: schedule-free's evaluation point x (not the
   gradient point y), or the parameters themselves for other optimizers."""
   if isinstance(state.opt_state[1], optax.contrib.ScheduleFreeState):
-    return optax.contrib.schedule_free_eval_params(state.opt_state[1],
-                                                   state.params)
+    return optax.contrib.schedule_free_eval_params(
+        state.opt_state[1], state.params
+    )
   return state.params
 
 
@@ -157,10 +166,12 @@ def init_state(task: Task, tx, rng) -> TrainState:
   variables = task.init_variables(rng)
   params = variables["params"]
   return TrainState(
-      step=jnp.zeros((), jnp.int32), params=params,
+      step=jnp.zeros((), jnp.int32),
+      params=params,
       collections={k: v for k, v in variables.items() if k != "params"},
       opt_state=tx.init(params),
-      nonfinite_step=jnp.full((), -1, jnp.int32))
+      nonfinite_step=jnp.full((), -1, jnp.int32),
+  )
 
 
 def train_step(state: TrainState, batch, *, task: Task, tx, base_rng):
@@ -171,21 +182,30 @@ def train_step(state: TrainState, batch, *, task: Task, tx, base_rng):
     loss, metrics, updates = task.loss(params, state, batch, rng)
     return loss, (metrics, updates)
 
-  (loss, (metrics, updates)), grads = jax.value_and_grad(
-      loss_fn, has_aux=True)(state.params)
+  (loss, (metrics, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params
+  )
   param_updates, opt_state = tx.update(grads, state.opt_state, state.params)
   grad_norm = optax.tree.norm(grads)
   new = state.replace(
       step=state.step + 1,
       params=optax.apply_updates(state.params, param_updates),
       collections={k: updates.get(k, v) for k, v in state.collections.items()},
-      opt_state=opt_state)
+      opt_state=opt_state,
+  )
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-  new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new,
-                     state.replace(step=state.step + 1))
-  new = new.replace(nonfinite_step=jnp.where(
-      (~finite) & (state.nonfinite_step < 0), state.step,
-      state.nonfinite_step))
+  new = jax.tree.map(
+      lambda a, b: jnp.where(finite, a, b),
+      new,
+      state.replace(step=state.step + 1),
+  )
+  new = new.replace(
+      nonfinite_step=jnp.where(
+          (~finite) & (state.nonfinite_step < 0),
+          state.step,
+          state.nonfinite_step,
+      )
+  )
   return new, dict(metrics, loss=loss, grad_norm=grad_norm)
 
 
@@ -193,8 +213,9 @@ def eval_step(state: TrainState, batch, *, task: Task):
   return task.eval_batch(state.variables(eval_params(state)), batch)
 
 
-def recompute_batch_stats(state: TrainState, batches, *, task: Task, mesh,
-                          jit_moments, stop=None) -> TrainState:
+def recompute_batch_stats(
+    state: TrainState, batches, *, task: Task, mesh, jit_moments, stop=None
+) -> TrainState:
   """`state` with BatchNorm statistics recomputed at the schedule-free
   evaluation point: the population mean and variance of training batches.
 
@@ -217,36 +238,48 @@ def recompute_batch_stats(state: TrainState, batches, *, task: Task, mesh,
   moments = []
   for batch in batches:
     _check_stop(stop)
-    out = jit_moments(state, sharding.to_global(batch, mesh,
-                                                task.device_keys))
-    moments.append(traverse_util.flatten_dict(
-        jax.tree.map(lambda x: np.asarray(sharding.local_value(x),
-                                          np.float64), out)))
+    out = jit_moments(state, sharding.to_global(batch, mesh, task.device_keys))
+    moments.append(
+        traverse_util.flatten_dict(
+            jax.tree.map(
+                lambda x: np.asarray(sharding.local_value(x), np.float64), out
+            )
+        )
+    )
   if not moments:
     raise errors.UserError(
-        "no batches to recompute the BatchNorm statistics on")
+        "no batches to recompute the BatchNorm statistics on"
+    )
   old = traverse_util.flatten_dict(state.collections["batch_stats"])
   if set(old) != set(moments[0]):
     raise RuntimeError(
         "BatchNorm layers with moments differ from those with "
-        f"statistics: {sorted(set(old) ^ set(moments[0]))}")
+        f"statistics: {sorted(set(old) ^ set(moments[0]))}"
+    )
   new = {}
   for path in old:
     if any(len(m[path]) != 1 for m in moments):
       raise RuntimeError(
           f"BatchNorm layer {'/'.join(path[:-1])} ran more than "
-          "once in a pass; its statistics are ambiguous")
-    values = np.stack([m[path][0] for m in moments])   # [K, C]
+          "once in a pass; its statistics are ambiguous"
+      )
+    values = np.stack([m[path][0] for m in moments])  # [K, C]
     if path[-1] == "mean":
       new[path] = values.mean(0)
     else:
       means = np.stack([m[path[:-1] + ("mean",)][0] for m in moments])
       new[path] = values.mean(0) + means.var(0)
-  new = jax.tree.map(lambda o, n: jnp.asarray(n, o.dtype), state.collections[
-      "batch_stats"], traverse_util.unflatten_dict(new))
-  return state.replace(collections=dict(
-      state.collections, batch_stats=jax.device_put(new,
-                                                    sharding.replicated(mesh))))
+  new = jax.tree.map(
+      lambda o, n: jnp.asarray(n, o.dtype),
+      state.collections["batch_stats"],
+      traverse_util.unflatten_dict(new),
+  )
+  return state.replace(
+      collections=dict(
+          state.collections,
+          batch_stats=jax.device_put(new, sharding.replicated(mesh)),
+      )
+  )
 
 
 class Preempted(cli.Stopped):
@@ -262,8 +295,16 @@ def _check_stop(stop) -> None:
     raise Preempted()
 
 
-def evaluate(state: TrainState, dataset, *, task: Task, mesh, jit_eval,
-             max_batches: int = -1, stop=None) -> dict[str, float]:
+def evaluate(
+    state: TrainState,
+    dataset,
+    *,
+    task: Task,
+    mesh,
+    jit_eval,
+    max_batches: int = -1,
+    stop=None,
+) -> dict[str, float]:
   """One pass over `dataset`: summed statistics and host-side records.
 
   Raises:
@@ -276,13 +317,12 @@ def evaluate(state: TrainState, dataset, *, task: Task, mesh, jit_eval,
     _check_stop(stop)
     gbatch = sharding.to_global(batch, mesh, task.device_keys)
     s, outputs = jit_eval(state, gbatch)
-    s = jax.tree.map(lambda x: np.asarray(sharding.local_value(x),
-                                          np.float64), s)
+    s = jax.tree.map(
+        lambda x: np.asarray(sharding.local_value(x), np.float64), s
+    )
     sums = s if sums is None else jax.tree.map(np.add, sums, s)
-    host = {k: sharding.gather(gbatch[k]) for k in _HOST_KEYS
-            if k in gbatch}
-    records.extend(task.eval_host(jax.tree.map(sharding.gather, outputs),
-                                  host))
+    host = {k: sharding.gather(gbatch[k]) for k in _HOST_KEYS if k in gbatch}
+    records.extend(task.eval_host(jax.tree.map(sharding.gather, outputs), host))
   return task.eval_metrics(sums, records)
 
 
@@ -304,8 +344,9 @@ class _Preemption:
     self.requested, self.since, self.signal = False, None, "SIGTERM"
     self._previous = {}
     if jax.process_count() == 1:
-      self._previous = {s: signal.signal(s, self._handler)
-                        for s in self.SIGNALS}
+      self._previous = {
+          s: signal.signal(s, self._handler) for s in self.SIGNALS
+      }
 
   def close(self) -> None:
     """Gives the signals back to the handlers they had before."""
@@ -315,7 +356,7 @@ class _Preemption:
   def _handler(self, signum, frame):
     del frame
     if signum == signal.SIGINT and self.requested:
-      raise KeyboardInterrupt   # a second Ctrl-C: stop now.
+      raise KeyboardInterrupt  # a second Ctrl-C: stop now.
     self.requested, self.since = True, time.monotonic()
     self.signal = signal.Signals(signum).name
 
@@ -325,10 +366,15 @@ class _Preemption:
     return self.requested
 
 
-def fit(config: ml_collections.ConfigDict, workdir: str, task: Task,
-        train_source: pipeline.Source, val_source: pipeline.Source,
-        test_source: pipeline.Source | None = None,
-        format_eval=None) -> dict[str, float]:
+def fit(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    task: Task,
+    train_source: pipeline.Source,
+    val_source: pipeline.Source,
+    test_source: pipeline.Source | None = None,
+    format_eval=None,
+) -> dict[str, float]:
   """Trains `task` for `config.train.num_epochs`, resuming from `workdir`.
 
   Returns the last validation metrics; with a `test_source`, the best
@@ -345,9 +391,15 @@ def fit(config: ml_collections.ConfigDict, workdir: str, task: Task,
       resumes from it).
   """
   format_eval = format_eval or format_metrics
-  inputs = {name: source.origin for name, source in (
-      ("train", train_source), ("validation", val_source),
-      ("test", test_source)) if source is not None}
+  inputs = {
+      name: source.origin
+      for name, source in (
+          ("train", train_source),
+          ("validation", val_source),
+          ("test", test_source),
+      )
+      if source is not None
+  }
   workdir = workdir_lib.write_config(config, workdir, inputs)
   mesh = sharding.make_mesh()
   t = config.train
@@ -355,44 +407,57 @@ def fit(config: ml_collections.ConfigDict, workdir: str, task: Task,
   sharding.check_batch_size(t.eval_batch_size, mesh)
   train_ds = _training_stream(config, train_source, seed=config.seed)
   eval_ds = functools.partial(
-      pipeline.make_dataset, global_batch_size=t.eval_batch_size,
-      seed=config.seed, train=False, **_pipeline_args(config))
+      pipeline.make_dataset,
+      global_batch_size=t.eval_batch_size,
+      seed=config.seed,
+      train=False,
+      **_pipeline_args(config),
+  )
   val_ds = eval_ds(val_source)
-  steps_per_epoch = pipeline.steps_per_epoch(train_source, t.batch_size,
-                                             train=True)
+  steps_per_epoch = pipeline.steps_per_epoch(
+      train_source, t.batch_size, train=True
+  )
   total_steps = steps_per_epoch * t.num_epochs
 
   tx = make_optimizer(config, len(train_source))
   init_rng, step_rng = jax.random.split(jax.random.PRNGKey(config.seed))
   repl = sharding.replicated(mesh)
-  state = jax.jit(functools.partial(init_state, task, tx),
-                  out_shardings=repl)(init_rng)
+  state = jax.jit(functools.partial(init_state, task, tx), out_shardings=repl)(
+      init_rng
+  )
   if jax.process_index() == 0:
     summary = task.summary()
     logging.info("parameters: %s", summary)
     print("parameters:", json.dumps(summary), flush=True)
 
-  ckpts = checkpointing.Checkpoints(workdir, keep_latest=t.keep_checkpoints,
-                                    async_saves=t.async_checkpoints)
+  ckpts = checkpointing.Checkpoints(
+      workdir, keep_latest=t.keep_checkpoints, async_saves=t.async_checkpoints
+  )
   train_iter = iter(train_ds)
   if ckpts.latest_step() is not None:
     state = ckpts.restore_latest(state, train_iter)
     if jax.process_index() == 0:
-      print(f"resumed from step {int(sharding.local_value(state.step))}",
-            flush=True)
+      print(
+          f"resumed from step {int(sharding.local_value(state.step))}",
+          flush=True,
+      )
   start = int(sharding.local_value(state.step))
   finished = fileio.read_json(os.path.join(workdir, "test_metrics.json"))
   if start >= total_steps and test_source is not None and finished:
-    ckpts.close()   # same config and inputs (`workdir.check_resume`).
+    ckpts.close()  # same config and inputs (`workdir.check_resume`).
     if jax.process_index() == 0:
-      print("finished; test (best checkpoint): " + format_eval(finished),
-            flush=True)
+      print(
+          "finished; test (best checkpoint): " + format_eval(finished),
+          flush=True,
+      )
     return finished
 
   jit_train = jit_train_step(task, tx, mesh, step_rng)
-  jit_eval = jax.jit(functools.partial(eval_step, task=task),
-                     in_shardings=(repl, _batch_sharding(task, mesh)),
-                     out_shardings=repl)
+  jit_eval = jax.jit(
+      functools.partial(eval_step, task=task),
+      in_shardings=(repl, _batch_sharding(task, mesh)),
+      out_shardings=repl,
+  )
   preemption = _Preemption()
   stop = lambda: preemption.requested
   at_eval_point = eval_point(config, task, state, train_source, mesh, stop)
@@ -402,17 +467,25 @@ def fit(config: ml_collections.ConfigDict, workdir: str, task: Task,
   pending, val, preempted = [], {}, False
 
   def evaluates(done: int) -> bool:
-    return (done % steps_per_epoch == 0
-            and (done // steps_per_epoch) % t.eval_every_epochs == 0
-            or done == total_steps)
+    return (
+        done % steps_per_epoch == 0
+        and (done // steps_per_epoch) % t.eval_every_epochs == 0
+        or done == total_steps
+    )
 
   def validate(done: int) -> dict[str, float]:
     """Evaluated and kept as `best` with the BatchNorm statistics of the
     evaluation point; training goes on from `state`. Raises `Preempted`."""
     eval_state = at_eval_point(state)
-    val = evaluate(eval_state, val_ds, task=task, mesh=mesh,
-                   jit_eval=jit_eval, max_batches=t.max_eval_batches,
-                   stop=stop)
+    val = evaluate(
+        eval_state,
+        val_ds,
+        task=task,
+        mesh=mesh,
+        jit_eval=jit_eval,
+        max_batches=t.max_eval_batches,
+        stop=stop,
+    )
     writer.write(done, "validation", val)
     bar.message(f"epoch {done // steps_per_epoch}: val " + format_eval(val))
     ckpts.save_best(done, eval_state, {"loss": val["loss"]})
@@ -425,17 +498,22 @@ def fit(config: ml_collections.ConfigDict, workdir: str, task: Task,
     check_finite(state, ckpts)
     ckpts.save_latest(done, state, train_iter, wait=True)
     now = time.monotonic()
-    since = (f", {now - preemption.since:.1f} s after {preemption.signal}"
-             if preemption.since is not None else "")
-    bar.message(f"preempted: saved step {done} in {now - saving:.1f} s"
-                f"{since}; run the same command to resume")
+    since = (
+        f", {now - preemption.since:.1f} s after {preemption.signal}"
+        if preemption.since is not None
+        else ""
+    )
+    bar.message(
+        f"preempted: saved step {done} in {now - saving:.1f} s"
+        f"{since}; run the same command to resume"
+    )
 
   try:
     try:
       if start and evaluates(start) and not ckpts.has_best(start):
-        val = validate(start)   # preempted at this step before evaluating.
+        val = validate(start)  # preempted at this step before evaluating.
     except Preempted:
-      preempted = True   # the state at `start` is saved already.
+      preempted = True  # the state at `start` is saved already.
     for step in range(start, start if preempted else total_steps):
       batch = sharding.to_global(next(train_iter), mesh, task.device_keys)
       state, m = jit_train(state, batch)
@@ -446,14 +524,17 @@ def fit(config: ml_collections.ConfigDict, workdir: str, task: Task,
         jax.block_until_ready(pending[-1])
       pending.append(m)
       done = step + 1
-      bar.update(done)   # every step, no host sync: steps/s and ETA.
+      bar.update(done)  # every step, no host sync: steps/s and ETA.
       epoch_end = done % steps_per_epoch == 0
       log = done % t.log_every_steps == 0 or epoch_end or done == total_steps
-      save = (done % t.checkpoint_every_steps == 0 or epoch_end
-              or done == total_steps)
+      save = (
+          done % t.checkpoint_every_steps == 0
+          or epoch_end
+          or done == total_steps
+      )
       preempted = preemption.reached(done)
       if log or save:
-        check_finite(state, ckpts)   # one host sync; nothing broken is saved.
+        check_finite(state, ckpts)  # one host sync; nothing broken is saved.
       if log:
         pending = jax.tree.map(sharding.local_value, pending)
         avg = {k: float(np.mean([x[k] for x in pending])) for k in pending[0]}
@@ -473,12 +554,20 @@ def fit(config: ml_collections.ConfigDict, workdir: str, task: Task,
     if test_source is not None and not preempted:
       bar.message("scoring the best checkpoint on the test split ...")
       try:
-        val = evaluate(ckpts.restore_best(state), eval_ds(test_source),
-                       task=task, mesh=mesh, jit_eval=jit_eval, stop=stop)
-      except Preempted:   # every step is saved: a rerun scores the test.
+        val = evaluate(
+            ckpts.restore_best(state),
+            eval_ds(test_source),
+            task=task,
+            mesh=mesh,
+            jit_eval=jit_eval,
+            stop=stop,
+        )
+      except Preempted:  # every step is saved: a rerun scores the test.
         preempted = True
-        bar.message("preempted before the test score; run the same command "
-                    "to score it")
+        bar.message(
+            "preempted before the test score; run the same command "
+            "to score it"
+        )
       else:
         writer.write(total_steps, "test", val)
         bar.message("test (best checkpoint): " + format_eval(val))
@@ -489,9 +578,11 @@ def fit(config: ml_collections.ConfigDict, workdir: str, task: Task,
     bar.close()
     writer.close()
     ckpts.close()
-  if preempted:   # no figures: the notice is short.
-    raise Preempted(f"{workdir}: preempted; run the same command to resume",
-                    exit_code=130 if preemption.signal == "SIGINT" else 0)
+  if preempted:  # no figures: the notice is short.
+    raise Preempted(
+        f"{workdir}: preempted; run the same command to resume",
+        exit_code=130 if preemption.signal == "SIGINT" else 0,
+    )
   if jax.process_index() == 0:
     plotting.plot_learning_curves(workdir, task.curves)
   if jax.process_count() > 1:
@@ -501,28 +592,41 @@ def fit(config: ml_collections.ConfigDict, workdir: str, task: Task,
 
 def _pipeline_args(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """`pipeline.make_dataset`'s arguments every stream of a run shares."""
-  return dict(max_len=config.data.max_len,
-              resample_method=config.data.resample,
-              normalization=config.data.normalization,
-              max_label_len=config.data.max_label_len,
-              buckets=tuple(config.data.buckets) or None,
-              process_index=jax.process_index(),
-              process_count=jax.process_count())
+  return dict(
+      max_len=config.data.max_len,
+      resample_method=config.data.resample,
+      normalization=config.data.normalization,
+      max_label_len=config.data.max_label_len,
+      buckets=tuple(config.data.buckets) or None,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+  )
 
 
-def _training_stream(config: ml_collections.ConfigDict,
-                     source: pipeline.Source, seed: int):
+def _training_stream(
+    config: ml_collections.ConfigDict, source: pipeline.Source, seed: int
+):
   """Shuffled, augmented training batches of `source` (`pipeline.make_dataset`
   with `train=True`)."""
   return pipeline.make_dataset(
-      source, global_batch_size=config.train.batch_size, seed=seed,
-      train=True, flip_prob=config.data.flip_prob,
-      length_grouping=config.data.length_grouping, **_pipeline_args(config))
+      source,
+      global_batch_size=config.train.batch_size,
+      seed=seed,
+      train=True,
+      flip_prob=config.data.flip_prob,
+      length_grouping=config.data.length_grouping,
+      **_pipeline_args(config),
+  )
 
 
-def eval_point(config: ml_collections.ConfigDict, task: Task,
-               state: TrainState, train_source: pipeline.Source, mesh,
-               stop=None):
+def eval_point(
+    config: ml_collections.ConfigDict,
+    task: Task,
+    state: TrainState,
+    train_source: pipeline.Source,
+    mesh,
+    stop=None,
+):
   """state -> state at the evaluation point (`recompute_batch_stats` over
   the first `train.bn_batches` batches, at most an epoch, of a training
   stream of its own: the same batches every time, and the training stream
@@ -533,12 +637,19 @@ def eval_point(config: ml_collections.ConfigDict, task: Task,
   if "batch_stats" not in state.collections or t.bn_batches <= 0:
     return lambda s: s
   stream = _training_stream(config, train_source, seed=config.seed + 1)
-  num_batches = min(t.bn_batches, pipeline.steps_per_epoch(
-      train_source, t.batch_size, train=True))
+  num_batches = min(
+      t.bn_batches,
+      pipeline.steps_per_epoch(train_source, t.batch_size, train=True),
+  )
   jit_moments = jit_batch_moments(task, mesh)
   return lambda s: recompute_batch_stats(
-      s, itertools.islice(iter(stream), num_batches), task=task, mesh=mesh,
-      jit_moments=jit_moments, stop=stop)
+      s,
+      itertools.islice(iter(stream), num_batches),
+      task=task,
+      mesh=mesh,
+      jit_moments=jit_moments,
+      stop=stop,
+  )
 
 
 def _batch_sharding(task: Task, mesh) -> dict[str, Any]:
@@ -554,7 +665,9 @@ def jit_train_step(task: Task, tx, mesh, base_rng):
   return jax.jit(
       functools.partial(train_step, task=task, tx=tx, base_rng=base_rng),
       in_shardings=(repl, _batch_sharding(task, mesh)),
-      out_shardings=(repl, repl), donate_argnums=(0,))
+      out_shardings=(repl, repl),
+      donate_argnums=(0,),
+  )
 
 
 def jit_batch_moments(task: Task, mesh):
@@ -565,7 +678,9 @@ def jit_batch_moments(task: Task, mesh):
   repl = sharding.replicated(mesh)
   return jax.jit(
       lambda s, batch: task.batch_moments(s.variables(eval_params(s)), batch),
-      in_shardings=(repl, _batch_sharding(task, mesh)), out_shardings=repl)
+      in_shardings=(repl, _batch_sharding(task, mesh)),
+      out_shardings=repl,
+  )
 
 
 def check_finite(state: TrainState, ckpts: checkpointing.Checkpoints) -> None:
@@ -574,11 +689,18 @@ def check_finite(state: TrainState, ckpts: checkpointing.Checkpoints) -> None:
     raise FloatingPointError(
         f"the loss or its gradient was not finite at step {bad}; the update "
         f"was skipped and nothing after it saved (last checkpoint: step "
-        f"{ckpts.latest_step()}). Lower train.learning_rate or check the data.")
+        f"{ckpts.latest_step()}). Lower train.learning_rate or check the data."
+    )
 
 
-def format_metrics(val: dict[str, float],
-                   keys: Sequence[str] = ("loss", "score", "accuracy",
-                                          "majority_accuracy",
-                                          "balanced_accuracy")) -> str:
+def format_metrics(
+    val: dict[str, float],
+    keys: Sequence[str] = (
+        "loss",
+        "score",
+        "accuracy",
+        "majority_accuracy",
+        "balanced_accuracy",
+    ),
+) -> str:
   return " ".join(f"{k} {val[k]:.4g}" for k in keys if k in val)

@@ -35,13 +35,15 @@ class UnknownCharacterError(errors.UserError):
 def encode(phrase: str, sequence_id: object = None) -> np.ndarray:
   """Phrase -> int32 ids (characters only, no start/end)."""
   try:
-    return np.fromiter((CHAR_TO_ID[c] for c in phrase), dtype=np.int32,
-                       count=len(phrase))
+    return np.fromiter(
+        (CHAR_TO_ID[c] for c in phrase), dtype=np.int32, count=len(phrase)
+    )
   except KeyError as e:
     where = f"sequence {sequence_id}: " if sequence_id is not None else ""
     raise UnknownCharacterError(
         f"{where}phrase {phrase!r} holds character {e.args[0]!r}, which is "
-        "not in the competition vocabulary") from None
+        "not in the competition vocabulary"
+    ) from None
 
 
 def decode(ids: Iterable[int]) -> str:
@@ -70,9 +72,11 @@ def check_json(path: str | os.PathLike) -> None:
     theirs = json.loads(epath.Path(path).read_text())
   except (OSError, json.JSONDecodeError) as e:
     raise errors.UserError(
-        f"{path}: cannot read the character map: {e}") from None
+        f"{path}: cannot read the character map: {e}"
+    ) from None
   if theirs != CHAR_TO_ID:
     diff = sorted(set(theirs.items()) ^ set(CHAR_TO_ID.items()))[:5]
     raise errors.UserError(
         f"{path}: the character map differs from the competition's "
-        f"(first differences: {diff})")
+        f"(first differences: {diff})"
+    )

@@ -10,5 +10,6 @@ from asl_vq import config_lib
 
 
 def get_config(arg=None):
-  return config_lib.load("seq2seq",
-                         ",".join(filter(None, (arg, "input=continuous"))))
+  return config_lib.load(
+      "seq2seq", ",".join(filter(None, (arg, "input=continuous")))
+  )

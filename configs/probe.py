@@ -18,8 +18,9 @@ from asl_vq import config_lib
 # Signer split of the test split: the probe's own train / validation / test
 # (the accuracy reported is on its test part). The cpu preset's test split
 # has 8 signers: 4 / 1 / 3.
-_FRACTIONS = dict(paper=(0.6, 0.2, 0.2), cpu=(0.5, 0.125, 0.375),
-                  tiny=(0.5, 0.25, 0.25))
+_FRACTIONS = dict(
+    paper=(0.6, 0.2, 0.2), cpu=(0.5, 0.125, 0.375), tiny=(0.5, 0.25, 0.25)
+)
 
 
 def get_config(arg=None):
@@ -28,15 +29,28 @@ def get_config(arg=None):
   config = config_lib.downstream_config("probe", size, inputs)
   config.init_from_codebooks = True
   config.probe_fractions = ml_collections.ConfigDict(
-      dict(zip(("train", "validation", "test"), _FRACTIONS[size])))
+      dict(zip(("train", "validation", "test"), _FRACTIONS[size]))
+  )
   # The code streams' sizes are the tokens' (read from config.tokens).
   config.model = config_lib.model_config(
-      size, encoder=inputs, dim=128, num_heads=8, num_layers=6, mlp_dim=512,
+      size,
+      encoder=inputs,
+      dim=128,
+      num_heads=8,
+      num_layers=6,
+      mlp_dim=512,
       dropout=0.1,
-      num_blocks=6, kernel_size=51,   # continuous: Squeezeformer blocks.
+      num_blocks=6,
+      kernel_size=51,  # continuous: Squeezeformer blocks.
       cpu=dict(num_layers=2, num_blocks=3, kernel_size=31),
-      tiny=dict(num_layers=1))
+      tiny=dict(num_layers=1),
+  )
   config.train = config_lib.train_config(
-      size, cpu=dict(batch_size=16, num_epochs=15, warmup_steps=50),
-      batch_size=32, num_epochs=40, warmup_steps=200, log_every_steps=20)
+      size,
+      cpu=dict(batch_size=16, num_epochs=15, warmup_steps=50),
+      batch_size=32,
+      num_epochs=40,
+      warmup_steps=200,
+      log_every_steps=20,
+  )
   return config

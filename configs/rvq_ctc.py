@@ -29,7 +29,8 @@ PROPOSED = "rvq+ctc+qdrop"
 
 def get_config(arg=None):
   args = config_lib.parse_arg(
-      arg, row=(PROPOSED, *(r for r in ROWS if r != PROPOSED)))
+      arg, row=(PROPOSED, *(r for r in ROWS if r != PROPOSED))
+  )
   size, row = args["size"], args["row"]
   config = ml_collections.ConfigDict()
   config.task = "tokenizer"
@@ -38,14 +39,15 @@ def get_config(arg=None):
 
   config.data = data = ml_collections.ConfigDict()
   # Paths, here and in every config: local or gs:// URLs.
-  data.dir = ""            # a Kaggle-layout directory; "" = embedded synthetic.
-  data.cache_dir = ""      # "" = <dir>/.asl_vq_cache (or the embedded cache).
+  data.dir = ""  # a Kaggle-layout directory; "" = embedded synthetic.
+  data.cache_dir = ""  # "" = <dir>/.asl_vq_cache (or the embedded cache).
   data.include_supplemental = False
   data.skip_unknown_chars = False
   data.split_seed = 0
   data.fractions = ml_collections.ConfigDict(
-      dict(train=0.8, validation=0.1, test=0.1))
-  data.max_len = 384        # longer sequences resampled to the nearest frame
+      dict(train=0.8, validation=0.1, test=0.1)
+  )
+  data.max_len = 384  # longer sequences resampled to the nearest frame
   data.resample = "nearest"  # (the reference's F.interpolate); or "linear".
   # "sequence": per-axis statistics over each sequence (the reference);
   # "hand": each hand of each frame centred and scaled on its own, so that
@@ -53,34 +55,43 @@ def get_config(arg=None):
   # (asl_vq.data.pipeline.statistics).
   data.normalization = "sequence"
   data.max_label_len = 64
-  data.buckets = ()        # () = 4 buckets up to max_len.
+  data.buckets = ()  # () = 4 buckets up to max_len.
   data.length_grouping = 8  # training batches from length-sorted runs of 8
-                            # batches (less padding); 0 = random batches.
+  # batches (less padding); 0 = random batches.
   data.flip_prob = 0.25
   # The reference drops sequences of fewer than 15 frames from every split
   # (min_seq_len, counted on its CSV's `real_len`): here frames with a hand.
   data.min_hand_frames = 15
   data.synthetic = ml_collections.ConfigDict(
-      dict(num_sequences=5000, seed=0, num_signers=40))
+      dict(num_sequences=5000, seed=0, num_signers=40)
+  )
 
   config.model = config_lib.model_config(
-      size, dim=128, num_heads=4, num_blocks=6, kernel_size=51,
-      dropout=0.0,              # the reference's: every Squeezeformer dropout 0.
+      size,
+      dim=128,
+      num_heads=4,
+      num_blocks=6,
+      kernel_size=51,
+      dropout=0.0,  # the reference's: every Squeezeformer dropout 0.
       # The reference as trained: its BatchNormAct2d layers lose their SiLU
       # to convert_sync_batchnorm ("silu": the modules as written).
       conv_bn_activation="none",
-      num_quantizers=4, codebook_size=1024, vq_decay=0.99, kmeans_iters=10,
-      dead_threshold=2.0, use_ctc=ROWS[row]["use_ctc"],
-      attention_window=0,       # frames each side a frame attends to; 0:
-                                # every frame (the reference).
-      commit_grad="first",      # the reference's: only quantizer 1's commitment
-                                # term reaches the encoder ("all": every term).
+      num_quantizers=4,
+      codebook_size=1024,
+      vq_decay=0.99,
+      kmeans_iters=10,
+      dead_threshold=2.0,
+      use_ctc=ROWS[row]["use_ctc"],
+      attention_window=0,  # frames each side a frame attends to; 0:
+      # every frame (the reference).
+      commit_grad="first",  # the reference's: only quantizer 1's commitment
+      # term reaches the encoder ("all": every term).
       # Dead codes revived from the batch ("reference": none, as the
       # reference's revival never takes effect; docs/faithfulness.md).
       revival="batch",
-      dtype="float32",          # compute dtype; "bfloat16" on GPU / TPU (the
-                                # parameters, codebooks and statistics stay
-                                # float32).
+      dtype="float32",  # compute dtype; "bfloat16" on GPU / TPU (the
+      # parameters, codebooks and statistics stay
+      # float32).
       # 3 + 3 blocks at the paper's width: with the shorter sequences below
       # ~4x less compute per sequence than the paper's setting. The dead-code
       # threshold of the project's revival (an EMA count of frames per step)
@@ -90,17 +101,23 @@ def get_config(arg=None):
       # docs/faithfulness.md).
       # Local context (issue 28): attention to 8 frames either side and
       # convolutions of 15, with the "hand" normalization below.
-      cpu=dict(num_blocks=3, kernel_size=15, dead_threshold=0.5,
-               attention_window=8),
-      tiny=dict(codebook_size=32, kmeans_iters=2))
+      cpu=dict(
+          num_blocks=3, kernel_size=15, dead_threshold=0.5, attention_window=8
+      ),
+      tiny=dict(codebook_size=32, kmeans_iters=2),
+  )
 
   config.train = train = config_lib.train_config(
-      size, cpu=dict(batch_size=24, num_epochs=7, warmup_steps=100,
-                     warmup_epochs=0.0),
+      size,
+      cpu=dict(
+          batch_size=24, num_epochs=7, warmup_steps=100, warmup_epochs=0.0
+      ),
       # The reference's warm-up: 50 epochs, stepped as epoch + batch /
       # sequences (asl_vq.train.learning_rate_schedule).
-      warmup_steps=0, warmup_epochs=50.0,
-      batch_size=44)          # global; the paper: 2 GPUs x 22.
+      warmup_steps=0,
+      warmup_epochs=50.0,
+      batch_size=44,
+  )  # global; the paper: 2 GPUs x 22.
   train.commit_weight = 1.0 / 16
   # The reference's (PyTorch's default): each sequence's CTC loss divided by
   # its phrase length, then averaged; "sum": not divided.
@@ -134,16 +151,19 @@ def get_config(arg=None):
     # 8 test signers of 40, so that the probing study (trained and tested
     # inside the test split, by signer) is scored on 3 unseen signers.
     data.fractions = ml_collections.ConfigDict(
-        dict(train=0.7, validation=0.1, test=0.2))
+        dict(train=0.7, validation=0.1, test=0.2)
+    )
     data.synthetic = ml_collections.ConfigDict(
-        dict(num_sequences=3000, seed=0, num_signers=40, frames_per_char=6.0))
+        dict(num_sequences=3000, seed=0, num_signers=40, frames_per_char=6.0)
+    )
   elif size == "tiny":
-    data.min_hand_frames = 2   # 2 frames a letter: phrases of 1-7 letters.
+    data.min_hand_frames = 2  # 2 frames a letter: phrases of 1-7 letters.
     data.max_len = 64
     data.max_label_len = 32
     data.buckets = (32, 64)
-    data.length_grouping = 0   # random batches nearly all pad to 64: the
-                               # tests compile one training step, not two.
+    data.length_grouping = 0  # random batches nearly all pad to 64: the
+    # tests compile one training step, not two.
     data.synthetic = ml_collections.ConfigDict(
-        dict(num_sequences=48, seed=0, num_signers=8, frames_per_char=2.0))
+        dict(num_sequences=48, seed=0, num_signers=8, frames_per_char=2.0)
+    )
   return config

@@ -21,14 +21,29 @@ def get_config(arg=None):
   config = config_lib.downstream_config("seq2seq", size, inputs)
   # The code streams' sizes are the tokens' (read from config.tokens).
   config.model = config_lib.model_config(
-      size, encoder=inputs, dim=128, num_heads=4, num_encoder_layers=4,
-      num_decoder_layers=4, mlp_dim=512, dropout=0.1,
-      num_blocks=6, kernel_size=51,   # continuous: Squeezeformer blocks.
-      cpu=dict(num_encoder_layers=2, num_decoder_layers=2, num_blocks=3,
-               kernel_size=31),
-      tiny=dict(num_encoder_layers=1, num_decoder_layers=1))
+      size,
+      encoder=inputs,
+      dim=128,
+      num_heads=4,
+      num_encoder_layers=4,
+      num_decoder_layers=4,
+      mlp_dim=512,
+      dropout=0.1,
+      num_blocks=6,
+      kernel_size=51,  # continuous: Squeezeformer blocks.
+      cpu=dict(
+          num_encoder_layers=2,
+          num_decoder_layers=2,
+          num_blocks=3,
+          kernel_size=31,
+      ),
+      tiny=dict(num_encoder_layers=1, num_decoder_layers=1),
+  )
   config.train = config_lib.train_config(
-      size, cpu=dict(batch_size=32, num_epochs=8, warmup_steps=100),
-      batch_size=64, num_epochs=60)
+      size,
+      cpu=dict(batch_size=32, num_epochs=8, warmup_steps=100),
+      batch_size=64,
+      num_epochs=60,
+  )
   config.train.label_smoothing = 0.1
   return config

@@ -11,15 +11,15 @@ import ml_collections
 
 
 def get_config(arg=None):
-  del arg   # No presets.
+  del arg  # No presets.
   config = ml_collections.ConfigDict()
   config.task = "tokenize"
-  config.checkpoint = ""   # the tokenizer's training workdir (required).
+  config.checkpoint = ""  # the tokenizer's training workdir (required).
   config.data = ml_collections.ConfigDict()
-  config.data.dir = ""     # "" = the tokenizer run's data.dir.
-  config.data.cache_dir = ""   # "" = the tokenizer run's data.cache_dir.
-  config.batch_size = 64   # sequences per device batch (a multiple of the
-                           # local device count).
-  config.part_batches = 16   # a resumable part every this many batches.
-  config.verify = False    # re-decode the stored codes and compare.
+  config.data.dir = ""  # "" = the tokenizer run's data.dir.
+  config.data.cache_dir = ""  # "" = the tokenizer run's data.cache_dir.
+  config.batch_size = 64  # sequences per device batch (a multiple of the
+  # local device count).
+  config.part_batches = 16  # a resumable part every this many batches.
+  config.verify = False  # re-decode the stored codes and compare.
   return config

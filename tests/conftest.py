@@ -16,8 +16,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # compile the same programs (the in-process all-reduce abort once seen with
 # it on was not the cache: most likely XLA:CPU's pool threads running out,
 # all blocked in collectives, as in a hang seen since; asl_vq/__init__.py).
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
-                      os.path.join(os.environ["ASL_VQ_CACHE"], "jax"))
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR", os.path.join(os.environ["ASL_VQ_CACHE"], "jax")
+)
 # Before any test module starts JAX: XLA:CPU's pools sized for the 8 devices'
 # collectives (every test process and subprocess imports asl_vq first).
 importlib.import_module("asl_vq")
@@ -25,8 +26,10 @@ importlib.import_module("asl_vq")
 
 def pytest_configure(config):
   config.addinivalue_line(
-      "markers", "slow: takes a minute or more on a 2-core CPU; its file is "
-      "scheduled first")
+      "markers",
+      "slow: takes a minute or more on a 2-core CPU; its file is "
+      "scheduled first",
+  )
   # pytest-xdist's --dist loadfile hands out files with the most tests first
   # by default, which sent the longest (few-test) files last and left one
   # worker idle for their tail; the order below is the one to keep (this

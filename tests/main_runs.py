@@ -20,10 +20,22 @@ def run_main(workdir, *extra, devices=8, wait=True, env=None):
   simulated devices: its output (asserting exit 0), or with wait=False the
   running process."""
   env = xla_env.env(os.environ, devices=devices, **(env or {}))
-  cmd = [sys.executable, "-m", "asl_vq.main", f"--config={CONFIG}:tiny",
-         f"--workdir={workdir}", *extra]
-  proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
+  cmd = [
+      sys.executable,
+      "-m",
+      "asl_vq.main",
+      f"--config={CONFIG}:tiny",
+      f"--workdir={workdir}",
+      *extra,
+  ]
+  proc = subprocess.Popen(
+      cmd,
+      env=env,
+      cwd=REPO,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+  )
   if not wait:
     return proc
   out, _ = proc.communicate(timeout=900)
@@ -35,4 +47,3 @@ def params(workdir, which="latest"):
   """The parameters of a workdir's checkpoint, as numpy arrays."""
   state = checkpointing.restore(str(workdir), which)
   return jax.tree.map(np.asarray, state["params"])
-

@@ -39,30 +39,48 @@ import numpy as np
 from asl_vq import import_reference
 from asl_vq.models import tokenizer as tokenizer_lib
 
-PATH = os.path.join(os.path.dirname(__file__), "data",
-                    "reference_fixture.npz")
-SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared",
-                      "reference")
+PATH = os.path.join(os.path.dirname(__file__), "data", "reference_fixture.npz")
+SHARED = os.path.join(
+    os.path.dirname(__file__), "..", "..", "shared", "reference"
+)
 # Version -> its file in ../shared/reference.
-FILES = {"as_trained": "discrete_asl_fixture_as_trained.npz",
-         "as_written": "discrete_asl_fixture.npz"}
+FILES = {
+    "as_trained": "discrete_asl_fixture_as_trained.npz",
+    "as_written": "discrete_asl_fixture.npz",
+}
 VERSIONS = tuple(FILES)
 # The paper's sizes, as the fixtures; the version decides the activation.
 CONFIGS = {
     "as_trained": tokenizer_lib.TokenizerConfig(conv_bn_activation="none"),
-    "as_written": tokenizer_lib.TokenizerConfig(conv_bn_activation="silu")}
+    "as_written": tokenizer_lib.TokenizerConfig(conv_bn_activation="silu"),
+}
 NUM_SEQUENCES = 3
 NUM_QUANTIZERS = 4
 CODEBOOK_SHAPE = (1024, 128)
-OUTPUTS = ("encoder_out", "codes", "quantized", "ctc_logits", "recon",
-           "recon_nq1", "recon_nq2")
+OUTPUTS = (
+    "encoder_out",
+    "codes",
+    "quantized",
+    "ctc_logits",
+    "recon",
+    "recon_nq1",
+    "recon_nq2",
+)
 # A codebook row no quantizer input comes near (they are of order 1).
 FAR_ROW = 100.0
 # The reference's transposed conv: output channels are its weight's dim 1.
 _CONV_TRANSPOSE = "decoder.transposed_feature_extractor.conv_stem.weight"
-_META_KEYS = ("seed", "state_dict", "raw_lengths", "kept_lengths",
-              "dropped_frames", "cases", "reference_file_sha256", "torch",
-              "timm")
+_META_KEYS = (
+    "seed",
+    "state_dict",
+    "raw_lengths",
+    "kept_lengths",
+    "dropped_frames",
+    "cases",
+    "reference_file_sha256",
+    "torch",
+    "timm",
+)
 
 
 def make(shared: str = SHARED, path: str = PATH) -> int:
@@ -91,8 +109,11 @@ def make(shared: str = SHARED, path: str = PATH) -> int:
         out[f"{version}/seq{i}/{k}"] = f[f"seq{i}/{k}"]
     for q in range(NUM_QUANTIZERS):
       embed = f[f"weights/quantizer.vq.layers.{q}._codebook.embed"]
-      used = np.unique(np.concatenate(
-          [f[f"seq{i}/codes"][:, q] for i in range(NUM_SEQUENCES)]))
+      used = np.unique(
+          np.concatenate(
+              [f[f"seq{i}/codes"][:, q] for i in range(NUM_SEQUENCES)]
+          )
+      )
       out[f"{version}/codebook{q}/rows"] = used.astype(np.int16)
       out[f"{version}/codebook{q}/vectors"] = embed[used]
   np.savez_compressed(path, **out)
@@ -110,8 +131,13 @@ def sequence(i: int, version: str = "as_trained") -> dict[str, np.ndarray]:
   recon(_nq1/2) of sequence i."""
   out = {}
   for prefix in (f"seq{i}/", f"{version}/seq{i}/"):
-    out.update({k[len(prefix):]: v for k, v in arrays().items()
-                if k.startswith(prefix)})
+    out.update(
+        {
+            k[len(prefix) :]: v
+            for k, v in arrays().items()
+            if k.startswith(prefix)
+        }
+    )
   return out
 
 
@@ -150,15 +176,16 @@ def state_dict(version: str = "as_trained") -> dict[str, np.ndarray]:
       elif last == "embed":
         v = books[int(parts[3])]
       else:  # embed_avg: after embed and cluster_size in sorted order.
-        base = name[:-len("embed_avg")]
+        base = name[: -len("embed_avg")]
         v = out[base + "embed"] * out[base + "cluster_size"][:, None]
     elif last == "running_mean":
       v = 0.1 * rng.standard_normal(shape)
     elif last == "running_var":
       v = 0.5 + rng.uniform(0.0, 1.0, shape)
-    elif ((last == "weight" and (owner in ("stem_bn", "bn_conv", "bn")
-                                 or owner.startswith("ln_")))
-          or last.startswith("scale_")):
+    elif (
+        last == "weight"
+        and (owner in ("stem_bn", "bn_conv", "bn") or owner.startswith("ln_"))
+    ) or last.startswith("scale_"):
       v = 1.0 + 0.1 * rng.standard_normal(shape)
     elif last in ("bias", "u_bias", "v_bias") or last.startswith("bias_"):
       v = 0.1 * rng.standard_normal(shape)
@@ -191,28 +218,37 @@ def model_fns(version: str = "as_trained"):
       codes=apply(lambda m, h, mask: m.rvq(h, mask, train=False)[1]),
       embed=apply(lambda m, c: m.embed_codes(c)),
       ctc=apply(lambda m, q: m.ctc_head(q)),
-      decode=apply(lambda m, c, mask, n_q: m.decode_codes(c, mask, n_q),
-                   static_argnums=3))
+      decode=apply(
+          lambda m, c, mask, n_q: m.decode_codes(c, mask, n_q), static_argnums=3
+      ),
+  )
 
 
-def piecewise_outputs(i: int, version: str = "as_trained"
-                      ) -> dict[str, np.ndarray]:
+def piecewise_outputs(
+    i: int, version: str = "as_trained"
+) -> dict[str, np.ndarray]:
   """The port on sequence i alone, each part fed the reference's own input
   to it."""
-  return {k: v[0] for k, v in padded_batch_outputs(
-      [i], version, len(sequence(i)["input"])).items()}
+  return {
+      k: v[0]
+      for k, v in padded_batch_outputs(
+          [i], version, len(sequence(i)["input"])
+      ).items()
+  }
 
 
-def padded_batch_outputs(indices, version: str, pad_to: int
-                         ) -> dict[str, np.ndarray]:
+def padded_batch_outputs(
+    indices, version: str, pad_to: int
+) -> dict[str, np.ndarray]:
   """The port on sequences `indices` as one batch zero-padded to `pad_to`
   frames with a 0/1 mask, each part fed the reference's own input to it:
   {output: [B, pad_to, ...]} (padded frames hold whatever the port gives)."""
+
   def batch(name, dtype=np.float32):
     rows = [sequence(i, version)[name] for i in indices]
     out = np.zeros((len(rows), pad_to) + rows[0].shape[1:], dtype)
     for b, r in enumerate(rows):
-      out[b, :len(r)] = r
+      out[b, : len(r)] = r
     return jnp.asarray(out)
 
   lengths = [len(sequence(i)["input"]) for i in indices]
@@ -227,7 +263,8 @@ def padded_batch_outputs(indices, version: str, pad_to: int
         ctc_logits=f["ctc"](batch("quantized")),
         recon=f["decode"](codes, mask, None),
         recon_nq1=f["decode"](codes, mask, 1),
-        recon_nq2=f["decode"](codes, mask, 2))
+        recon_nq2=f["decode"](codes, mask, 2),
+    )
   return {k: np.asarray(v) for k, v in out.items()}
 
 
@@ -237,14 +274,18 @@ def agreement(version: str = "as_trained") -> str:
   for i in range(NUM_SEQUENCES):
     s, got = sequence(i, version), piecewise_outputs(i, version)
     equal = (got["codes"] == s["codes"]).mean(0)
-    parts = [f"{version} seq{i} ({len(s['input'])} frames): codes equal per "
-             "quantizer " + " ".join(f"{e:.3f}" for e in equal)]
+    parts = [
+        f"{version} seq{i} ({len(s['input'])} frames): codes equal per "
+        "quantizer " + " ".join(f"{e:.3f}" for e in equal)
+    ]
     for name in OUTPUTS:
       if name == "codes":
         continue
       d = got[name].astype(np.float64) - s[name]
-      parts.append(f"  {name}: max {np.abs(d).max():.2e} "
-                   f"rms {np.sqrt(np.mean(d ** 2)):.2e}")
+      parts.append(
+          f"  {name}: max {np.abs(d).max():.2e} "
+          f"rms {np.sqrt(np.mean(d ** 2)):.2e}"
+      )
     lines.append("\n".join(parts))
   return "\n".join(lines)
 

@@ -16,8 +16,12 @@ def test_bench_shape_times_and_writes_a_profile(tmp_path):
   r = bench.bench_shape(config, 8, 16, steps=1, profile_dir=str(tmp_path))
   assert r['shape'] == '8x16'
   assert r['profile'] == str(tmp_path / '8x16-float32')
-  for key in ('train_frames_s', 'train_step_ms', 'encode_frames_s',
-              'compile_s'):
+  for key in (
+      'train_frames_s',
+      'train_step_ms',
+      'encode_frames_s',
+      'compile_s',
+  ):
     assert r[key] > 0, key
 
   sessions = list(tmp_path.glob('8x16-float32/plugins/profile/*'))

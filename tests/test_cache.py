@@ -54,7 +54,8 @@ def test_prepare_report_counts_and_skips(dataset, prepared):
       "unknown_character": {"count": 0, "first_ids": []},
       "absent_from_file": {"count": 1, "first_ids": [204]},
       "no_hand": {"count": 1, "first_ids": [103]},
-      "too_few_hand_frames": {"count": 1, "first_ids": [202]}}
+      "too_few_hand_frames": {"count": 1, "first_ids": [202]},
+  }
   assert report["supplemental"]["kept"] == 2
   assert report["supplemental"]["skipped"] == 0
 
@@ -62,12 +63,26 @@ def test_prepare_report_counts_and_skips(dataset, prepared):
 def test_cache_files(prepared):
   cache_dir, _ = prepared
   assert sorted(os.listdir(cache_dir)) == sorted(
-      f"{s}.{k}" for s in SOURCES
-      for k in ("frames.npy", "index.parquet", "report.json",
-                "digests.json", "lock"))
+      f"{s}.{k}"
+      for s in SOURCES
+      for k in (
+          "frames.npy",
+          "index.parquet",
+          "report.json",
+          "digests.json",
+          "lock",
+      )
+  )
   index = pq.read_table(cache.cache_paths(cache_dir, "train")["index"])
-  assert index.column_names == ["sequence_id", "participant_id", "phrase",
-                                "file_id", "offset", "length", "hand_frames"]
+  assert index.column_names == [
+      "sequence_id",
+      "participant_id",
+      "phrase",
+      "file_id",
+      "offset",
+      "length",
+      "hand_frames",
+  ]
   assert index["sequence_id"].to_pylist() == kaggle_fixture.KEPT["train"]
   frames = np.load(cache.cache_paths(cache_dir, "train")["frames"])
   assert frames.dtype == np.float32 and frames.shape == (30, 42, 2)
@@ -137,10 +152,9 @@ def test_the_cache_is_keyed_on_content_not_times(tmp_path):
   data = kaggle_fixture.write_dataset(tmp_path / "data").root
   cache_dir = tmp_path / "cache"
   first = cache.prepare(data, cache_dir, ("train",), progress=False)["train"]
-  landmarks = sorted((tmp_path / "data" / "train_landmarks").glob(
-      "*.parquet"))
+  landmarks = sorted((tmp_path / "data" / "train_landmarks").glob("*.parquet"))
   for path in landmarks + [tmp_path / "data" / "train.csv"]:
-    os.utime(path, ns=(1, 1))   # other times, same bytes.
+    os.utime(path, ns=(1, 1))  # other times, same bytes.
   again = cache.prepare(data, cache_dir, ("train",), progress=False)["train"]
   assert again["reused"] and again["fingerprint"] == first["fingerprint"]
   # The same table written again by this writer, then with one value moved:
@@ -152,9 +166,12 @@ def test_the_cache_is_keyed_on_content_not_times(tmp_path):
   values = table.column(column).to_numpy(zero_copy_only=False).copy()
   moved = np.flatnonzero(np.isfinite(values))[0]
   values[moved] += 0.01
-  pq.write_table(table.set_column(column, "x_right_hand_0",
-                                  pa.array(values, table.column(
-                                      column).type)), landmarks[0])
+  pq.write_table(
+      table.set_column(
+          column, "x_right_hand_0", pa.array(values, table.column(column).type)
+      ),
+      landmarks[0],
+  )
   os.utime(landmarks[0], ns=(1, 1))
   remade = cache.prepare(data, cache_dir, ("train",), progress=False)["train"]
   assert not remade["reused"]
@@ -166,32 +183,36 @@ def _prepare_in_a_process(args):
   return cache.prepare(data, cache_dir, ("train",), progress=False)["train"]
 
 
-def test_two_processes_preparing_one_fresh_cache_both_finish(dataset,
-                                                             tmp_path):
+def test_two_processes_preparing_one_fresh_cache_both_finish(dataset, tmp_path):
   """Two runs started at once on a fresh cache once removed each other's
   parts ('No such file ... train.parts/000000.npz.tmp'): one prepares, the
   other waits and reuses it."""
   import multiprocessing  # pylint: disable=g-import-not-at-top
+
   with multiprocessing.get_context("spawn").Pool(2) as pool:
-    reports = pool.map(_prepare_in_a_process,
-                       [(dataset.root, str(tmp_path))] * 2)
+    reports = pool.map(
+        _prepare_in_a_process, [(dataset.root, str(tmp_path))] * 2
+    )
   assert sorted(r["reused"] for r in reports) == [False, True]
   assert reports[0]["fingerprint"] == reports[1]["fingerprint"]
   assert cache.SequenceSource(tmp_path).sequence_ids.tolist() == (
-      kaggle_fixture.KEPT["train"])
+      kaggle_fixture.KEPT["train"]
+  )
 
 
 def test_prepare_redoes_on_new_options(dataset, tmp_path):
   cache.prepare(dataset.root, tmp_path, progress=False)
-  report = cache.prepare(dataset.root, tmp_path, min_hand_frames=1,
-                         progress=False)["train"]
+  report = cache.prepare(
+      dataset.root, tmp_path, min_hand_frames=1, progress=False
+  )["train"]
   assert not report["reused"]
   assert report["skipped_by_reason"]["too_few_hand_frames"]["count"] == 0
   assert 202 in cache.SequenceSource(tmp_path).sequence_ids
 
 
-def test_prepare_resumes_after_an_interruption(dataset, prepared, tmp_path,
-                                               monkeypatch):
+def test_prepare_resumes_after_an_interruption(
+    dataset, prepared, tmp_path, monkeypatch
+):
   read = reader.read_hands
   calls, kill_at = [], [2]
 
@@ -206,8 +227,10 @@ def test_prepare_resumes_after_an_interruption(dataset, prepared, tmp_path,
     cache.prepare(dataset.root, tmp_path, progress=False)
   paths = cache.cache_paths(tmp_path, "train")
   assert not os.path.exists(paths["report"])
-  assert sorted(os.listdir(paths["parts"])) == ["000000.npz",
-                                                "fingerprint.json"]
+  assert sorted(os.listdir(paths["parts"])) == [
+      "000000.npz",
+      "fingerprint.json",
+  ]
   # Half-written files of the killed run.
   with open(os.path.join(paths["parts"], "000001.npz.tmp"), "wb") as f:
     f.write(b"half a part")
@@ -230,18 +253,23 @@ def test_prepare_resumes_after_an_interruption(dataset, prepared, tmp_path,
 
 def test_unknown_character_is_an_error_by_default(tmp_path):
   data = kaggle_fixture.write_dataset(tmp_path / "data", unknown_char=True)
-  with pytest.raises(vocab.UnknownCharacterError,
-                     match=r"train.csv: sequence 302: .* character '\"'"):
+  with pytest.raises(
+      vocab.UnknownCharacterError,
+      match=r"train.csv: sequence 302: .* character '\"'",
+  ):
     cache.prepare(data.root, tmp_path / "cache", progress=False)
   assert not os.path.exists(tmp_path / "cache" / "train.report.json")
 
 
 def test_unknown_character_can_be_skipped(tmp_path):
   data = kaggle_fixture.write_dataset(tmp_path / "data", unknown_char=True)
-  report = cache.prepare(data.root, tmp_path / "cache",
-                         skip_unknown_chars=True, progress=False)["train"]
+  report = cache.prepare(
+      data.root, tmp_path / "cache", skip_unknown_chars=True, progress=False
+  )["train"]
   assert report["skipped_by_reason"]["unknown_character"] == {
-      "count": 1, "first_ids": [302]}
+      "count": 1,
+      "first_ids": [302],
+  }
   assert report["kept"] == 5
   assert 302 not in cache.SequenceSource(tmp_path / "cache").sequence_ids
 
@@ -251,16 +279,19 @@ def test_structural_problems_are_errors(tmp_path):
   garbage = os.path.join(data.root, "train_landmarks", "3000.parquet")
   with open(garbage, "wb") as f:
     f.write(os.urandom(500))
-  with pytest.raises(reader.DataError,
-                     match="3000.parquet: not a readable parquet file"):
+  with pytest.raises(
+      reader.DataError, match="3000.parquet: not a readable parquet file"
+  ):
     cache.prepare(data.root, tmp_path / "cache", progress=False)
   os.remove(garbage)
-  with pytest.raises(reader.DataError,
-                     match="3000.parquet: landmark file does not exist"):
+  with pytest.raises(
+      reader.DataError, match="3000.parquet: landmark file does not exist"
+  ):
     cache.prepare(data.root, tmp_path / "cache", progress=False)
   with pytest.raises(reader.DataError, match="supplemental_metadata.csv"):
-    cache.prepare(data.root, tmp_path / "cache", ("supplemental",),
-                  progress=False)
+    cache.prepare(
+        data.root, tmp_path / "cache", ("supplemental",), progress=False
+    )
   with pytest.raises(reader.DataError, match="data directory does not exist"):
     cache.prepare(tmp_path / "nowhere", tmp_path / "cache", progress=False)
 
@@ -271,12 +302,15 @@ def _signer_sets(participant_ids, rows):
 
 def test_split_by_signer_is_disjoint_complete_and_balanced():
   rng = np.random.default_rng(1)
-  participant_ids = np.repeat(rng.permutation(1000)[:60],
-                              rng.integers(20, 200, 60))
+  participant_ids = np.repeat(
+      rng.permutation(1000)[:60], rng.integers(20, 200, 60)
+  )
   rows = splits.split_by_signer(participant_ids, seed=3)
   assert list(rows) == ["train", "validation", "test"]
-  assert np.array_equal(np.sort(np.concatenate(list(rows.values()))),
-                        np.arange(len(participant_ids)))
+  assert np.array_equal(
+      np.sort(np.concatenate(list(rows.values()))),
+      np.arange(len(participant_ids)),
+  )
   signers = _signer_sets(participant_ids, rows)
   assert not signers["train"] & signers["validation"]
   assert not signers["train"] & signers["test"]
@@ -310,15 +344,19 @@ def test_load_splits(prepared):
   plain = splits.load_splits(cache_dir, fractions=fractions, seed=0)
   assert sum(len(s) for s in plain.values()) == 6
   signers = {n: set(s.participant_ids.tolist()) for n, s in plain.items()}
-  assert not (signers["train"] & signers["validation"]
-              or signers["train"] & signers["test"]
-              or signers["validation"] & signers["test"])
+  assert not (
+      signers["train"] & signers["validation"]
+      or signers["train"] & signers["test"]
+      or signers["validation"] & signers["test"]
+  )
   assert all(len(s) for s in plain.values())
 
-  full = splits.load_splits(cache_dir, fractions=fractions, seed=0,
-                            include_supplemental=True)
+  full = splits.load_splits(
+      cache_dir, fractions=fractions, seed=0, include_supplemental=True
+  )
   assert list(full["train"].sequence_ids) == (
-      list(plain["train"].sequence_ids) + kaggle_fixture.KEPT["supplemental"])
+      list(plain["train"].sequence_ids) + kaggle_fixture.KEPT["supplemental"]
+  )
   for name in ("validation", "test"):
     assert list(full[name].sequence_ids) == list(plain[name].sequence_ids)
   last = full["train"][len(full["train"]) - 1]
@@ -327,22 +365,23 @@ def test_load_splits(prepared):
 
 
 def test_load_splits_leaves_out_short_sequences_without_moving_signers(
-    prepared):
+    prepared,
+):
   cache_dir, _ = prepared
   fractions = {"train": 0.5, "validation": 0.25, "test": 0.25}
   plain = splits.load_splits(cache_dir, fractions=fractions, seed=0)
   frames = np.concatenate([s.hand_frames for s in plain.values()])
-  cut = int(np.median(frames)) + 1   # leaves out about half of them
-  short = splits.load_splits(cache_dir, fractions=fractions, seed=0,
-                             min_hand_frames=cut)
+  cut = int(np.median(frames)) + 1  # leaves out about half of them
+  short = splits.load_splits(
+      cache_dir, fractions=fractions, seed=0, min_hand_frames=cut
+  )
   for name, source in plain.items():
     keep = source.hand_frames >= cut
     assert list(short[name].sequence_ids) == list(source.sequence_ids[keep])
   assert 0 < sum(len(s) for s in short.values()) < len(frames)
 
 
-def test_supplemental_sentences_of_held_out_signers_stay_out(prepared,
-                                                              caplog):
+def test_supplemental_sentences_of_held_out_signers_stay_out(prepared, caplog):
   # Signer 1 signs supplemental sentence 501 and, with this seed, falls in
   # validation or test: with it in training, a held-out signer leaks in.
   cache_dir, _ = prepared
@@ -351,13 +390,17 @@ def test_supplemental_sentences_of_held_out_signers_stay_out(prepared,
     plain = splits.load_splits(cache_dir, fractions=fractions, seed=seed)
     if 1 not in plain["train"].participant_ids:
       break
-  full = splits.load_splits(cache_dir, fractions=fractions, seed=seed,
-                            include_supplemental=True)
+  full = splits.load_splits(
+      cache_dir, fractions=fractions, seed=seed, include_supplemental=True
+  )
   held_out = set(full["validation"].participant_ids) | set(
-      full["test"].participant_ids)
+      full["test"].participant_ids
+  )
   assert 1 in held_out
   assert not held_out & set(full["train"].participant_ids)
   assert list(full["train"].sequence_ids) == (
-      list(plain["train"].sequence_ids) + [502])
+      list(plain["train"].sequence_ids) + [502]
+  )
   assert "1 of 2 sequences are by 1 signers of the validation/test" in (
-      caplog.text)
+      caplog.text
+  )

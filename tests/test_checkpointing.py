@@ -20,8 +20,9 @@ def test_async_save_keeps_the_state_and_position_of_the_save(tmp_path):
   seen = [next(data) for _ in range(5)]
   # Training goes on from the state's buffers (donated, as the train step
   # does) and draws batches while the files are still being written.
-  step = jax.jit(lambda s: jax.tree.map(lambda x: x * 0 - 1, s),
-                 donate_argnums=(0,))
+  step = jax.jit(
+      lambda s: jax.tree.map(lambda x: x * 0 - 1, s), donate_argnums=(0,)
+  )
   expected = jax.tree.map(np.asarray, state)
 
   ckpts = checkpointing.Checkpoints(str(tmp_path), async_saves=True)
@@ -30,14 +31,17 @@ def test_async_save_keeps_the_state_and_position_of_the_save(tmp_path):
     state = step(state)
     next(data)
   ckpts.save_best(7, state, {"loss": 1.0})
-  ckpts.close()   # waits for the writes in flight.
+  ckpts.close()  # waits for the writes in flight.
 
   again = checkpointing.Checkpoints(str(tmp_path))
   resumed = _iterator()
   target = jax.tree.map(jnp.zeros_like, expected)
   restored = again.restore_latest(target, resumed)
-  jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray,
-                                                           restored), expected)
+  jax.tree.map(
+      np.testing.assert_array_equal,
+      jax.tree.map(np.asarray, restored),
+      expected,
+  )
   assert seen == [0, 1, 2, 3, 4] and next(resumed) == 5
   best = again.restore_best(target)
   np.testing.assert_array_equal(np.asarray(best["w"]), -1)
@@ -72,8 +76,9 @@ def test_a_run_saved_by_other_process_count_is_refused_by_name(tmp_path):
   for i in range(2):
     (data / f"process_{i}-of-2.json").write_text(saved)
   again = checkpointing.Checkpoints(str(tmp_path))
-  with pytest.raises(checkpointing.ProcessCountChanged,
-                     match="saved by 2 process.*this run has 1.*"
-                           "--num_processes=2"):
+  with pytest.raises(
+      checkpointing.ProcessCountChanged,
+      match="saved by 2 process.*this run has 1.*" "--num_processes=2",
+  ):
     again.restore_latest({"w": jnp.zeros(8)}, _iterator())
   again.close()

@@ -10,18 +10,32 @@ import pytest
 
 from asl_vq import vocab
 from asl_vq.models.transformer import frame_codes
-from asl_vq.models.classifier import (Probe, ProbeConfig,
-                                 init_from_codebooks, letter_accuracy,
-                                 letter_targets, probe_loss)
+from asl_vq.models.classifier import (
+    Probe,
+    ProbeConfig,
+    init_from_codebooks,
+    letter_accuracy,
+    letter_targets,
+    probe_loss,
+)
 
 B, L, Q, K, DIM = 3, 6, 2, 8, 16
 LENGTHS = (6, 4, 2)
 
 
 def tiny_config(encoder):
-  return ProbeConfig(encoder=encoder, num_quantizers=Q, codebook_size=K,
-                     dim=DIM, num_heads=2, num_layers=1, mlp_dim=32,
-                     dropout=0.0, num_blocks=1, kernel_size=3)
+  return ProbeConfig(
+      encoder=encoder,
+      num_quantizers=Q,
+      codebook_size=K,
+      dim=DIM,
+      num_heads=2,
+      num_layers=1,
+      mlp_dim=32,
+      dropout=0.0,
+      num_blocks=1,
+      kernel_size=3,
+  )
 
 
 def inputs(encoder):
@@ -47,10 +61,10 @@ def test_frame_codes():
   mask = jnp.array([[1, 1, 1], [1, 0, 0]], bool)
   tokens, token_mask = frame_codes(codes, mask, K)
   bos, eos, pad = K, K + 1, K + 2
-  np.testing.assert_array_equal(tokens[..., 0], [[bos, 3, 4, 5, eos],
-                                                 [bos, 6, eos, pad, pad]])
-  np.testing.assert_array_equal(token_mask, [[1, 1, 1, 1, 1],
-                                             [1, 1, 1, 0, 0]])
+  np.testing.assert_array_equal(
+      tokens[..., 0], [[bos, 3, 4, 5, eos], [bos, 6, eos, pad, pad]]
+  )
+  np.testing.assert_array_equal(token_mask, [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
 
 
 def test_init_from_codebooks_copies_exactly():
@@ -70,12 +84,13 @@ def test_letter_targets():
   labels = np.full((3, 12), vocab.PAD_ID, np.int32)
   label_mask = np.zeros((3, 12), bool)
   for i, phrase in enumerate(phrases):
-    labels[i, :len(phrase)] = vocab.encode(phrase)
-    label_mask[i, :len(phrase)] = True
+    labels[i, : len(phrase)] = vocab.encode(phrase)
+    label_mask[i, : len(phrase)] = True
   targets = np.asarray(jax.jit(letter_targets)(labels, label_mask))
   for phrase, row in zip(phrases, targets):
     assert {vocab.LETTERS[j] for j in np.flatnonzero(row)} == (
-        set(phrase) & set(vocab.LETTERS))
+        set(phrase) & set(vocab.LETTERS)
+    )
 
 
 @pytest.mark.parametrize('encoder', ['tokens', 'continuous'])
@@ -86,8 +101,11 @@ def test_padding_invariance(encoder):
   longer = jnp.concatenate([x, jnp.full_like(x[:, :3], fill)], axis=1)
   longer_mask = jnp.pad(mask, ((0, 0), (0, 3)))
   apply = jax.jit(functools.partial(model.apply, train=False))
-  np.testing.assert_allclose(apply(variables, x, mask),
-                             apply(variables, longer, longer_mask), atol=1e-4)
+  np.testing.assert_allclose(
+      apply(variables, x, mask),
+      apply(variables, longer, longer_mask),
+      atol=1e-4,
+  )
 
 
 @pytest.mark.parametrize('encoder', ['tokens', 'continuous'])
@@ -95,7 +113,8 @@ def test_loss_falls_on_one_batch(encoder):
   model, variables = tiny_model(encoder)
   x, mask = inputs(encoder)
   targets = jax.random.bernoulli(jax.random.key(3), 0.3, (B, 26)).astype(
-      jnp.float32)
+      jnp.float32
+  )
   params = variables['params']
   state = {k: v for k, v in variables.items() if k != 'params'}
   tx = optax.adam(1e-2)
@@ -103,9 +122,11 @@ def test_loss_falls_on_one_batch(encoder):
   @jax.jit
   def step(params, state, opt_state):
     def loss_fn(params):
-      logits, new_state = model.apply({'params': params, **state}, x, mask,
-                                      train=True, mutable=list(state))
+      logits, new_state = model.apply(
+          {'params': params, **state}, x, mask, train=True, mutable=list(state)
+      )
       return probe_loss(logits, targets), new_state
+
     (loss, state), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     updates, opt_state = tx.update(grads, opt_state)
     return optax.apply_updates(params, updates), state, opt_state, loss
@@ -133,14 +154,16 @@ def test_probe_baselines_from_counts():
   """Read 0.77 against these (issue 30, 8): 4 phrases; letter a in 3 of
   them, b in 1, the rest in none."""
   from asl_vq.tasks import probing  # pylint: disable=g-import-not-at-top
+
   present = np.zeros(26)
   present[:2] = (3, 1)
-  tp, tn = np.zeros(26), np.full(26, 4.)
-  tp[:2], tn[:2] = (3, 0), (0, 3)   # a: always said; b: never said.
+  tp, tn = np.zeros(26), np.full(26, 4.0)
+  tp[:2], tn[:2] = (3, 0), (0, 3)  # a: always said; b: never said.
   got = probing.baselines(present, tp, tn, 4)
   # majority: a 3/4, b 3/4, the other 24 letters 1.
-  assert got["majority_accuracy"] == pytest.approx((0.75 * 2 + 24) / 26)
+  assert got['majority_accuracy'] == pytest.approx((0.75 * 2 + 24) / 26)
   # balanced over a and b only: a (1 + 0) / 2, b (0 + 1) / 2.
-  assert got["balanced_accuracy"] == pytest.approx(0.5)
-  assert np.isnan(probing.baselines(np.zeros(26), tp, tn, 4)[
-      "balanced_accuracy"])
+  assert got['balanced_accuracy'] == pytest.approx(0.5)
+  assert np.isnan(
+      probing.baselines(np.zeros(26), tp, tn, 4)['balanced_accuracy']
+  )

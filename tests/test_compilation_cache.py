@@ -26,7 +26,9 @@ def test_defaults_to_the_asl_vq_cache(restore_jax_cache_config):
   path = compilation_cache.enable()
   assert path == os.path.join(datasets.cache_root(), "jax")
   assert jax.config.jax_compilation_cache_dir == path
-  assert jax.config.jax_compilation_cache_max_size == compilation_cache.MAX_BYTES
+  assert (
+      jax.config.jax_compilation_cache_max_size == compilation_cache.MAX_BYTES
+  )
 
 
 def test_keeps_a_directory_the_user_set(restore_jax_cache_config, tmp_path):
@@ -43,11 +45,17 @@ def test_a_compiled_program_lands_in_the_cache(tmp_path):
       "from asl_vq import compilation_cache\n"
       "compilation_cache.enable()\n"
       "jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)\n"
-      "jax.jit(lambda x: jnp.tanh(x @ x.T)).lower(jnp.ones((8, 8))).compile()\n")
+      "jax.jit(lambda x: jnp.tanh(x @ x.T)).lower(jnp.ones((8, 8))).compile()\n"
+  )
   env = dict(os.environ, ASL_VQ_CACHE=str(tmp_path))
   env.pop("JAX_COMPILATION_CACHE_DIR", None)
-  result = subprocess.run([sys.executable, "-c", script], env=env,
-                          capture_output=True, text=True, timeout=900)
+  result = subprocess.run(
+      [sys.executable, "-c", script],
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=900,
+  )
   assert result.returncode == 0, result.stderr
   assert "Error" not in result.stderr, result.stderr
   entries = os.listdir(tmp_path / "jax")

@@ -48,11 +48,11 @@ def tokenized(run_dir, tmp_path_factory):
   return out, report
 
 
-def test_files_hold_the_splits_and_the_codes_of_encode(tokenized, splits,
-                                                       tok):
+def test_files_hold_the_splits_and_the_codes_of_encode(tokenized, splits, tok):
   out, report = tokenized
-  assert sorted(os.listdir(out)) == [f"{s}.parquet" for s in
-                                     ("test", "train", "validation")]
+  assert sorted(os.listdir(out)) == [
+      f"{s}.parquet" for s in ("test", "train", "validation")
+  ]
   for name, split in splits.items():
     src = tokens.TokenSource(out / f"{name}.parquet")
     assert report[name]["max_abs_diff"] == 0.0
@@ -60,7 +60,8 @@ def test_files_hold_the_splits_and_the_codes_of_encode(tokenized, splits,
     np.testing.assert_array_equal(src.participant_ids, split.participant_ids)
     assert src.phrases == split.phrases
     np.testing.assert_array_equal(
-        src.hand_frames, np.minimum(split.hand_frames, tok.max_len))
+        src.hand_frames, np.minimum(split.hand_frames, tok.max_len)
+    )
     assert src.metadata["num_quantizers"] == 4
   src = tokens.TokenSource(out / "test.parquet")
   codes = tok.encode([splits["test"][i]["hands"] for i in range(len(src))])
@@ -72,18 +73,18 @@ def test_files_hold_the_splits_and_the_codes_of_encode(tokenized, splits,
 
 
 def test_a_killed_run_resumes_without_duplicates_or_gaps(
-    run_dir, tokenized, tmp_path, monkeypatch):
+    run_dir, tokenized, tmp_path, monkeypatch
+):
   write, calls = dataset_tokenization._write_part, []
 
   def write_two_then_die(path, table):
     if len(calls) == 2:
-      open(f"{path}.tmp", "w").close()   # killed while writing.
+      open(f"{path}.tmp", "w").close()  # killed while writing.
       raise KeyboardInterrupt
     calls.append(path)
     write(path, table)
 
-  monkeypatch.setattr(dataset_tokenization, "_write_part",
-                      write_two_then_die)
+  monkeypatch.setattr(dataset_tokenization, "_write_part", write_two_then_die)
   with pytest.raises(KeyboardInterrupt):
     dataset_tokenization.run(_config(run_dir), str(tmp_path))
   assert not (tmp_path / "train.parquet").exists()
@@ -103,7 +104,8 @@ def test_a_killed_run_resumes_without_duplicates_or_gaps(
 
 
 def test_a_split_made_from_another_tokenizer_is_made_again(
-    run_dir, tokenized, tok, splits, tmp_path, capsys):
+    run_dir, tokenized, tok, splits, tmp_path, capsys
+):
   """Issue 12, case 1: tokens of step 8 kept after the tokenizer moved on to
   step 16 (141 of 145 frames differed). Here the stored split was made by
   other weights (another fingerprint) and holds other codes: the rerun makes
@@ -113,21 +115,26 @@ def test_a_split_made_from_another_tokenizer_is_made_again(
   path = tmp_path / "validation.parquet"
   table = pq.read_table(path)
   meta = dict(tokens.TokenSource(path).metadata, tokenizer="0" * 16)
-  zeros = pa.array([[[0] * 4] * n for n in table["n_frames"].to_pylist()],
-                   tokens.codes_type(4))
-  table = table.set_column(table.schema.get_field_index("codes"), "codes",
-                           zeros).replace_schema_metadata(
-                               {tokens.METADATA_KEY: json.dumps(meta)})
+  zeros = pa.array(
+      [[[0] * 4] * n for n in table["n_frames"].to_pylist()],
+      tokens.codes_type(4),
+  )
+  table = table.set_column(
+      table.schema.get_field_index("codes"), "codes", zeros
+  ).replace_schema_metadata({tokens.METADATA_KEY: json.dumps(meta)})
   pq.write_table(table, path)
   mtime = os.stat(tmp_path / "train.parquet").st_mtime_ns
 
   dataset_tokenization.run(_config(run_dir), str(tmp_path))
-  assert (f"tokenizer {'0' * 16!r} -> {tok.fingerprint!r}"
-          in capsys.readouterr().out)
+  assert (
+      f"tokenizer {'0' * 16!r} -> {tok.fingerprint!r}"
+      in capsys.readouterr().out
+  )
   src = tokens.TokenSource(path)
   assert src.metadata["tokenizer"] == tok.fingerprint
-  codes = tok.encode([splits["validation"][i]["hands"]
-                      for i in range(len(src))])
+  codes = tok.encode(
+      [splits["validation"][i]["hands"] for i in range(len(src))]
+  )
   for i, expected in enumerate(codes):
     np.testing.assert_array_equal(src[i]["codes"], expected)
   # The splits made from the same inputs are kept.
@@ -138,7 +145,8 @@ def test_a_split_made_from_another_tokenizer_is_made_again(
 
 
 def test_a_copy_of_the_tokenizer_elsewhere_keeps_the_tokens(
-    run_dir, tokenized, tok, tmp_path):
+    run_dir, tokenized, tok, tmp_path
+):
   """Moved or copied, the same weights make the same tokens: nothing is
   made again (the path and step are provenance, not identity)."""
   copy = tmp_path / "moved_run"
@@ -148,8 +156,7 @@ def test_a_copy_of_the_tokenizer_elsewhere_keeps_the_tokens(
   shutil.copytree(tokenized[0], out)
   mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("*.parquet")}
   dataset_tokenization.run(_config(str(copy)), str(out))
-  assert {p.name: p.stat().st_mtime_ns
-          for p in out.glob("*.parquet")} == mtimes
+  assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.parquet")} == mtimes
 
 
 def test_checkpoint_is_required(tmp_path):
@@ -159,9 +166,12 @@ def test_checkpoint_is_required(tmp_path):
 
 def test_pipeline_batches_codes(tokenized, tok):
   src = tokens.TokenSource(tokenized[0] / "validation.parquet")
-  kwargs = dict(global_batch_size=8, max_len=tok.max_len,
-                max_label_len=tok.config.data.max_label_len,
-                buckets=tok.buckets)
+  kwargs = dict(
+      global_batch_size=8,
+      max_len=tok.max_len,
+      max_label_len=tok.config.data.max_label_len,
+      buckets=tok.buckets,
+  )
   batches = list(pipeline.make_dataset(src, train=False, **kwargs))
   seen = 0
   for batch in batches:
@@ -175,36 +185,52 @@ def test_pipeline_batches_codes(tokenized, tok):
       item = src[seen]
       n = len(item["codes"])
       assert batch["sequence_id"][row] == item["sequence_id"]
-      np.testing.assert_array_equal(batch["input_mask"][row],
-                                    np.arange(batch["codes"].shape[1]) < n)
+      np.testing.assert_array_equal(
+          batch["input_mask"][row], np.arange(batch["codes"].shape[1]) < n
+      )
       np.testing.assert_array_equal(batch["codes"][row, :n], item["codes"])
       assert not batch["codes"][row, n:].any()
       assert batch["label_mask"][row].sum() == len(item["phrase"])
       seen += 1
   assert seen == len(src)
   # Training never flips codes.
-  train = next(iter(pipeline.make_dataset(src, train=True, flip_prob=1.,
-                                          **kwargs)))
+  train = next(
+      iter(pipeline.make_dataset(src, train=True, flip_prob=1.0, **kwargs))
+  )
   for row, sid in enumerate(train["sequence_id"]):
     item = src[list(src.sequence_ids).index(sid)]
-    np.testing.assert_array_equal(train["codes"][row, :len(item["codes"])],
-                                  item["codes"])
+    np.testing.assert_array_equal(
+        train["codes"][row, : len(item["codes"])], item["codes"]
+    )
 
 
 def test_subset_keeps_the_source_protocol(tokenized, splits):
-  for source in (tokens.TokenSource(tokenized[0] / "train.parquet"),
-                 splits["train"]):
+  for source in (
+      tokens.TokenSource(tokenized[0] / "train.parquet"),
+      splits["train"],
+  ):
     idx = np.array([5, 0, 3])
     sub = tokens.subset(source, idx)
     assert len(sub) == 3 and sub.phrases == [source.phrases[i] for i in idx]
     for name in ("sequence_ids", "participant_ids", "hand_frames"):
-      np.testing.assert_array_equal(getattr(sub, name),
-                                    getattr(source, name)[idx])
+      np.testing.assert_array_equal(
+          getattr(sub, name), getattr(source, name)[idx]
+      )
     assert sub[1]["sequence_id"] == source[0]["sequence_id"]
-    batch = next(iter(pipeline.make_dataset(
-        sub, global_batch_size=4, max_len=64, max_label_len=32,
-        buckets=(32, 64), train=False)))
-    np.testing.assert_array_equal(batch["sequence_id"][:3],
-                                  source.sequence_ids[idx])
+    batch = next(
+        iter(
+            pipeline.make_dataset(
+                sub,
+                global_batch_size=4,
+                max_len=64,
+                max_label_len=32,
+                buckets=(32, 64),
+                train=False,
+            )
+        )
+    )
+    np.testing.assert_array_equal(
+        batch["sequence_id"][:3], source.sequence_ids[idx]
+    )
   with pytest.raises(IndexError):
     tokens.subset(splits["train"], [len(splits["train"])])

@@ -33,14 +33,20 @@ def token_dir(tmp_path_factory):
   rng = np.random.default_rng(0)
   for name, source in splits.items():
     lengths = np.minimum(source.hand_frames, config.data.max_len)
-    rows = [dict(sequence_id=int(source.sequence_ids[i]),
-                 participant_id=int(source.participant_ids[i]),
-                 phrase=source.phrases[i],
-                 codes=rng.integers(0, 32, (int(n), 4)))
-            for i, n in enumerate(lengths)]
-    table = tokens.to_table(rows, 4, dict(num_quantizers=4, codebook_size=32,
-                                          checkpoint=""))
+    rows = [
+        dict(
+            sequence_id=int(source.sequence_ids[i]),
+            participant_id=int(source.participant_ids[i]),
+            phrase=source.phrases[i],
+            codes=rng.integers(0, 32, (int(n), 4)),
+        )
+        for i, n in enumerate(lengths)
+    ]
+    table = tokens.to_table(
+        rows, 4, dict(num_quantizers=4, codebook_size=32, checkpoint="")
+    )
     import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
+
     pq.write_table(table, str(out / f"{name}.parquet"))
   return str(out)
 
@@ -59,8 +65,8 @@ def test_translator_loss_falls_on_a_repeated_batch(inputs, token_dir):
   config.train.learning_rate = 1e-2
   splits, code_spec = base.load_sign_splits(config)
   losses = train_helpers.losses_on_a_repeated_batch(
-      translation.TranslatorTask(config, code_spec), config, splits["train"],
-      60)
+      translation.TranslatorTask(config, code_spec), config, splits["train"], 60
+  )
   assert losses[-1] < 0.6 * losses[0], losses
 
 
@@ -75,8 +81,9 @@ def test_translation_run_scores_the_test_split(tmp_path, token_dir, capsys):
   with open(tmp_path / "test_metrics.json") as f:
     saved = json.load(f)
   assert saved == pytest.approx(result)
-  assert saved["examples"] == len(tokens.TokenSource(
-      os.path.join(token_dir, "test.parquet")))
+  assert saved["examples"] == len(
+      tokens.TokenSource(os.path.join(token_dir, "test.parquet"))
+  )
   assert saved["score"] <= 1.0
   splits = {json.loads(l)["split"] for l in open(tmp_path / "metrics.jsonl")}
   assert splits == {"train", "validation", "test"}
@@ -94,7 +101,8 @@ def test_probe_loss_falls_on_a_repeated_batch(inputs, token_dir):
   config.train.learning_rate = 1e-2
   splits, code_spec = probing.probe_splits(config)
   losses = train_helpers.losses_on_a_repeated_batch(
-      probing.ProbeTask(config, code_spec), config, splits["train"], 40)
+      probing.ProbeTask(config, code_spec), config, splits["train"], 40
+  )
   assert losses[-1] < 0.6 * losses[0], losses
 
 
@@ -105,8 +113,9 @@ def test_probe_splits_the_test_split_by_signer(token_dir):
   signers = {k: set(v.participant_ids) for k, v in parts.items()}
   assert not signers["train"] & (signers["validation"] | signers["test"])
   assert not signers["validation"] & signers["test"]
-  assert sorted(np.concatenate([v.sequence_ids for v in parts.values()])) \
-      == sorted(test.sequence_ids)
+  assert sorted(
+      np.concatenate([v.sequence_ids for v in parts.values()])
+  ) == sorted(test.sequence_ids)
 
 
 def test_probe_run_reports_accuracy_per_letter(tmp_path, token_dir):
@@ -117,10 +126,15 @@ def test_probe_run_reports_accuracy_per_letter(tmp_path, token_dir):
   assert result["accuracy"] == pytest.approx(np.mean(letters))
   # The majority baseline, from the phrases of the probe's test part.
   phrases = probing.probe_splits(config)[0]["test"].phrases
-  share = np.array([np.mean([c in p.lower() for p in phrases])
-                    for c in "abcdefghijklmnopqrstuvwxyz"])
+  share = np.array(
+      [
+          np.mean([c in p.lower() for p in phrases])
+          for c in "abcdefghijklmnopqrstuvwxyz"
+      ]
+  )
   assert result["majority_accuracy"] == pytest.approx(
-      np.maximum(share, 1 - share).mean())
+      np.maximum(share, 1 - share).mean()
+  )
   assert 0.0 <= result["balanced_accuracy"] <= 1.0
   with open(tmp_path / "test_metrics.json") as f:
     assert json.load(f) == pytest.approx(result, nan_ok=True)

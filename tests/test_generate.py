@@ -55,7 +55,8 @@ def test_lm_run_reports_accuracy_per_quantizer(lm_run):
   with open(os.path.join(workdir, "test_metrics.json")) as f:
     assert json.load(f) == pytest.approx(result)
   test = tokens_lib.TokenSource(
-      os.path.join(tiny_tokenizer.tokens_dir(), "test.parquet"))
+      os.path.join(tiny_tokenizer.tokens_dir(), "test.parquet")
+  )
   assert result["examples"] == len(test)
   assert all(0.0 <= result[f"accuracy_q{q}"] <= 1.0 for q in range(4))
 
@@ -63,8 +64,9 @@ def test_lm_run_reports_accuracy_per_quantizer(lm_run):
 def test_generate_writes_codes_landmarks_and_a_gif(loaded, tmp_path):
   model, tokenizer = loaded
   assert generate.default_tokenizer(model) == tiny_tokenizer.workdir()
-  samples = generate.generate(model, tokenizer, "Hello world", num_samples=2,
-                              max_frames=12, seed=1)
+  samples = generate.generate(
+      model, tokenizer, "Hello world", num_samples=2, max_frames=12, seed=1
+  )
   paths = generate.write_samples(samples, tokenizer, str(tmp_path))
   for i, (s, gif) in enumerate(zip(samples, paths)):
     t = len(s.codes)
@@ -82,8 +84,9 @@ def test_generate_writes_codes_landmarks_and_a_gif(loaded, tmp_path):
 
 def test_sampling_is_seeded(loaded):
   model, _ = loaded
-  draw = lambda seed: generate.sample_codes(model, ["abc"], seed=seed,
-                                            max_frames=10)[0]
+  draw = lambda seed: generate.sample_codes(
+      model, ["abc"], seed=seed, max_frames=10
+  )[0]
   np.testing.assert_array_equal(draw(3), draw(3))
   assert not np.array_equal(draw(3), draw(4))
 
@@ -92,36 +95,47 @@ def test_sampling_is_seeded(loaded):
 def test_generation_score_of_the_real_recognizer(loaded):
   model, tokenizer = loaded
   recognizer = generate.load_recognizer(recognizer_dir())
-  result = generate.evaluate_split(model, tokenizer, recognizer, "test",
-                                   num_phrases=5, phrase_seed=1,
-                                   temperature=0.0)
+  result = generate.evaluate_split(
+      model,
+      tokenizer,
+      recognizer,
+      "test",
+      num_phrases=5,
+      phrase_seed=1,
+      temperature=0.0,
+  )
   records = result["records"]
   assert result["num_phrases"] == len(records) == 5
   refs = [r["reference"] for r in records]
-  test = tokens_lib.TokenSource(os.path.join(tiny_tokenizer.tokens_dir(),
-                                             "test.parquet"))
+  test = tokens_lib.TokenSource(
+      os.path.join(tiny_tokenizer.tokens_dir(), "test.parquet")
+  )
   chosen = generate.choose_phrases(len(test), 5, seed=1)
   assert refs == [test.phrases[i] for i in chosen]
   assert result["sequence_ids"] == [int(test.sequence_ids[i]) for i in chosen]
-  assert result["score"] == pytest.approx(metrics.normalized_levenshtein(
-      refs, [r["recognized"] for r in records]))
+  assert result["score"] == pytest.approx(
+      metrics.normalized_levenshtein(refs, [r["recognized"] for r in records])
+  )
   assert result["score"] <= 1.0 and result["score_resynthesized"] <= 1.0
 
 
 def test_phrases_are_drawn_at_random_with_a_seed():
   drawn = generate.choose_phrases(1000, 100, seed=0)
-  assert len(set(drawn.tolist())) == 100          # without replacement
-  assert not np.array_equal(np.sort(drawn), np.arange(100))   # not the first
+  assert len(set(drawn.tolist())) == 100  # without replacement
+  assert not np.array_equal(np.sort(drawn), np.arange(100))  # not the first
   np.testing.assert_array_equal(drawn, generate.choose_phrases(1000, 100, 0))
   assert not np.array_equal(drawn, generate.choose_phrases(1000, 100, 1))
-  np.testing.assert_array_equal(np.sort(generate.choose_phrases(7, 100, 0)),
-                                np.arange(7))   # a small split: all of it
+  np.testing.assert_array_equal(
+      np.sort(generate.choose_phrases(7, 100, 0)), np.arange(7)
+  )  # a small split: all of it
 
 
-@pytest.mark.parametrize("recognized, score", [("reference", 1.0),
-                                                ("nothing", 0.0)])
-def test_generation_score_is_of_the_recognized_text(loaded, monkeypatch,
-                                                    recognized, score):
+@pytest.mark.parametrize(
+    "recognized, score", [("reference", 1.0), ("nothing", 0.0)]
+)
+def test_generation_score_is_of_the_recognized_text(
+    loaded, monkeypatch, recognized, score
+):
   model, tokenizer = loaded
   phrases = ["abc", "hello"]
 
@@ -141,9 +155,19 @@ def test_generation_score_is_of_the_recognized_text(loaded, monkeypatch,
 def test_command_line(lm_run, tmp_path):
   out = tmp_path / "out"
   subprocess.run(
-      [sys.executable, "-m", "asl_vq.generate", f"--lm={lm_run[0]}",
-       "--text=ab", f"--out={out}", "--max_frames=6", "--num_samples=1"],
-      check=True, capture_output=True)
+      [
+          sys.executable,
+          "-m",
+          "asl_vq.generate",
+          f"--lm={lm_run[0]}",
+          "--text=ab",
+          f"--out={out}",
+          "--max_frames=6",
+          "--num_samples=1",
+      ],
+      check=True,
+      capture_output=True,
+  )
   assert (out / "sample_0.gif").stat().st_size > 0
   assert (out / "sample_0_codes.npy").exists()
   assert (out / "sample_0_landmarks.npy").exists()

@@ -24,8 +24,11 @@ def tok():
 @pytest.fixture(scope="module")
 def sequences(tok):
   splits = datasets.load(tok.config)
-  return [splits[s][i]["hands"] for s in ("validation", "test")
-          for i in range(len(splits[s]))]
+  return [
+      splits[s][i]["hands"]
+      for s in ("validation", "test")
+      for i in range(len(splits[s]))
+  ]
 
 
 def test_vocab(tok):
@@ -35,21 +38,20 @@ def test_vocab(tok):
 
 def test_codes_have_one_row_per_kept_frame(tok, sequences):
   hands = sequences[0].copy()
-  hands[::3] = np.nan   # frames with no hand are dropped.
+  hands[::3] = np.nan  # frames with no hand are dropped.
   kept = int((~np.isnan(hands).all(axis=(1, 2))).sum())
   assert kept < len(hands) and kept <= tok.max_len
   codes = tok.encode(hands)
   assert codes.dtype == np.int32 and codes.shape == (kept, 4)
   assert 0 <= codes.min() and codes.max() < 32
-  long = np.concatenate(sequences[:3])   # resampled to max_len.
+  long = np.concatenate(sequences[:3])  # resampled to max_len.
   assert tok.encode(long).shape == (tok.max_len, 4)
 
 
 def test_a_sequence_encodes_alike_alone_and_in_a_batch(tok, sequences):
   batch = sequences[:6] + [np.concatenate(sequences[:3])]
   assert len({tok.encode(h).shape[0] for h in batch}) > 3
-  for alone, batched in zip([tok.encode(h) for h in batch],
-                            tok.encode(batch)):
+  for alone, batched in zip([tok.encode(h) for h in batch], tok.encode(batch)):
     np.testing.assert_array_equal(alone, batched)
 
 
@@ -73,19 +75,23 @@ def test_mask_drops_padding(tok, sequences):
   padded = np.concatenate([hands, np.zeros((7, 42, 2), np.float32)])
   mask = np.arange(len(padded)) < len(hands)
   np.testing.assert_array_equal(tok.encode(padded, mask), tok.encode(hands))
-  np.testing.assert_array_equal(tok.encode([padded], [mask])[0],
-                                tok.encode(hands))
+  np.testing.assert_array_equal(
+      tok.encode([padded], [mask])[0], tok.encode(hands)
+  )
 
 
 def test_reconstruction_improves_with_more_quantizers(tok, sequences):
   codes = tok.encode(sequences)
   targets = np.concatenate([tok.preprocess(h) for h in sequences])
-  errors = [np.mean((np.concatenate(tok.decode(codes, n_q=k)) - targets)**2)
-            for k in (1, 2, 3, 4)]
+  errors = [
+      np.mean((np.concatenate(tok.decode(codes, n_q=k)) - targets) ** 2)
+      for k in (1, 2, 3, 4)
+  ]
   assert all(a >= b for a, b in zip(errors, errors[1:])), errors
   assert errors[-1] < errors[0], errors
-  np.testing.assert_array_equal(tok.decode(codes[0][:, :2]),
-                                tok.decode(codes[0], n_q=2))
+  np.testing.assert_array_equal(
+      tok.decode(codes[0][:, :2]), tok.decode(codes[0], n_q=2)
+  )
   assert tok.decode(codes[0]).shape == (len(codes[0]), 42, 2)
 
 
@@ -95,33 +101,40 @@ def test_text_round_trip(tok, sequences):
   assert text.count(" ") == len(codes) - 1
   assert text.startswith(f"<a{codes[0, 0]}><b{codes[0, 1]}>")
   np.testing.assert_array_equal(tok.from_text(text), codes)
-  np.testing.assert_array_equal(tok.from_text(tok.to_text(codes[:, :2])),
-                                codes[:, :2])
+  np.testing.assert_array_equal(
+      tok.from_text(tok.to_text(codes[:, :2])), codes[:, :2]
+  )
   assert tok.from_text("").shape == (0, 4)
 
 
-@pytest.mark.parametrize("text, match", [
-    ("<a1><b2> <a3>", "different numbers"),
-    ("<a1><c2>", "in order"),
-    ("<a1><b2>  <a1><b2>", "frame 1"),
-    ("<a1><b2>,<a1><b2>", "frame 0"),
-    ("<a1><b-2>", "frame 0"),
-    ("a1 b2", "frame 0"),
-    ("<a1><b2><c3><d4><e5>", "exceed"),
-    ("<a32>", "exceed"),
-    ("<a12345678901234567890>", "exceed"),   # beyond int64 too.
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("<a1><b2> <a3>", "different numbers"),
+        ("<a1><c2>", "in order"),
+        ("<a1><b2>  <a1><b2>", "frame 1"),
+        ("<a1><b2>,<a1><b2>", "frame 0"),
+        ("<a1><b-2>", "frame 0"),
+        ("a1 b2", "frame 0"),
+        ("<a1><b2><c3><d4><e5>", "exceed"),
+        ("<a32>", "exceed"),
+        ("<a12345678901234567890>", "exceed"),  # beyond int64 too.
+    ],
+)
 def test_malformed_text(tok, text, match):
   with pytest.raises(ValueError, match=match):
     tok.from_text(text)
 
 
-@pytest.mark.parametrize("hands, match", [
-    (np.zeros((5, 21, 2), np.float32), r"\[T, 42, 2\]"),
-    (np.zeros((2, 5, 42, 2), np.float32), r"\[T, 42, 2\]"),
-    (np.zeros((0, 42, 2), np.float32), "no frames"),
-    (np.full((5, 42, 2), np.nan, np.float32), "no hand"),
-])
+@pytest.mark.parametrize(
+    "hands, match",
+    [
+        (np.zeros((5, 21, 2), np.float32), r"\[T, 42, 2\]"),
+        (np.zeros((2, 5, 42, 2), np.float32), r"\[T, 42, 2\]"),
+        (np.zeros((0, 42, 2), np.float32), "no frames"),
+        (np.full((5, 42, 2), np.nan, np.float32), "no hand"),
+    ],
+)
 def test_bad_input(tok, hands, match):
   with pytest.raises(ValueError, match=match):
     tok.encode(hands)
@@ -141,16 +154,22 @@ def test_bad_codes(tok):
 def test_transcribe_reads_the_ctc_head_greedily(tok, sequences):
   # Against the model's full forward pass (evaluation mode), decoded here.
   _, task, variables, _ = inference.load_for_inference(
-      tiny_tokenizer.workdir(), tokenizer_training.TokenizerTask,
-      kind="tokenizer")
+      tiny_tokenizer.workdir(),
+      tokenizer_training.TokenizerTask,
+      kind="tokenizer",
+  )
   batch = sequences[:5]
   got = tok.transcribe(batch)
   assert got == [tok.transcribe(h) for h in batch]
-  assert any(got)   # the tiny run's head writes something to compare.
+  assert any(got)  # the tiny run's head writes something to compare.
   for hands, text in zip(batch, got):
     x = tok.preprocess(hands)
-    out = task.model.apply(variables, jnp.asarray(x)[None],
-                           jnp.ones((1, len(x)), bool), train=False)
+    out = task.model.apply(
+        variables,
+        jnp.asarray(x)[None],
+        jnp.ones((1, len(x)), bool),
+        train=False,
+    )
     best = np.asarray(out["ctc_logits"][0]).argmax(-1)
     chars, previous = [], None
     for i in best:
@@ -168,22 +187,33 @@ def test_a_tokenizer_without_ctc_refuses_to_transcribe(tok, sequences):
     no_ctc.transcribe(sequences[0])
 
 
-@pytest.mark.parametrize("saved, load, match", [
-    ({"task": "seq2seq", "model": {"encoder": "tokens"}},
-     lambda path: asl_vq.Tokenizer.load(path),
-     "a seq2seq run, where a tokenizer run is needed"),
-    ({"task": "seq2seq", "model": {"encoder": "tokens"}},
-     lambda path: generate.load_recognizer(path),
-     "a tokens seq2seq run, where a continuous seq2seq run is needed"),
-    ({"task": "tokenizer", "model": {}},
-     lambda path: generate.load_lm(path),
-     "a tokenizer run, where a lm run is needed"),
-])
-def test_a_run_of_another_kind_is_named_before_it_is_built(tmp_path, saved,
-                                                           load, match):
+@pytest.mark.parametrize(
+    "saved, load, match",
+    [
+        (
+            {"task": "seq2seq", "model": {"encoder": "tokens"}},
+            lambda path: asl_vq.Tokenizer.load(path),
+            "a seq2seq run, where a tokenizer run is needed",
+        ),
+        (
+            {"task": "seq2seq", "model": {"encoder": "tokens"}},
+            lambda path: generate.load_recognizer(path),
+            "a tokens seq2seq run, where a continuous seq2seq run is needed",
+        ),
+        (
+            {"task": "tokenizer", "model": {}},
+            lambda path: generate.load_lm(path),
+            "a tokenizer run, where a lm run is needed",
+        ),
+    ],
+)
+def test_a_run_of_another_kind_is_named_before_it_is_built(
+    tmp_path, saved, load, match
+):
   """It once gave a raw TypeError or AttributeError (issue 30, 8)."""
-  (tmp_path / "config.json").write_text(json.dumps(
-      dict(saved, data={}, train={})))
+  (tmp_path / "config.json").write_text(
+      json.dumps(dict(saved, data={}, train={}))
+  )
   with pytest.raises(errors.UserError, match=match):
     load(str(tmp_path))
 
@@ -199,12 +229,14 @@ def test_window_starts_cover_every_frame_and_end_at_the_end():
   # Frame 30 is 9 from the end of [0, 40) and 10 from the start of
   # [20, 60): the second; frame 25, 14 and 5 from them: the first.
   assert owner[25] == 0 and owner[30] == 1 and owner[99] == 3
-  assert all(s <= f < s + 40 for f, s in zip(range(100),
-                                             np.asarray(starts)[owner]))
+  assert all(
+      s <= f < s + 40 for f, s in zip(range(100), np.asarray(starts)[owner])
+  )
 
 
 def test_a_long_recording_gets_one_code_group_per_frame_with_a_hand(
-    tok, sequences):
+    tok, sequences
+):
   """Issue 28: 5,000 frames, none resampled, each group with its frame."""
   parts, total = [], 0
   while total < 5000:
@@ -212,20 +244,21 @@ def test_a_long_recording_gets_one_code_group_per_frame_with_a_hand(
       parts.append(h)
       total += len(h)
   hands = np.concatenate(parts)[:5000].copy()
-  hands[100:130] = np.nan                  # the hands leave the picture.
+  hands[100:130] = np.nan  # the hands leave the picture.
   present = ~np.isnan(hands).all(axis=(1, 2))
-  got = tok.encode_frames(hands, fps=25.)
+  got = tok.encode_frames(hands, fps=25.0)
   assert got.codes.shape == (present.sum(), 4) and got.num_frames == 5000
   np.testing.assert_array_equal(got.frames, np.flatnonzero(present))
   np.testing.assert_array_equal(got.missing, np.flatnonzero(~present))
-  np.testing.assert_allclose(got.timestamps, got.frames / 25.)
+  np.testing.assert_allclose(got.timestamps, got.frames / 25.0)
   assert len(np.unique(got.codes[:, 0])) > 4
   # A window's frames keep the codes of that window encoded alone.
   window = tok.max_len
   alone = tok.encode(hands[present][:window])
-  central = got.frames < window // 2   # most central in the first window.
-  np.testing.assert_array_equal(got.codes[central], alone[central[:window]
-                                                          .nonzero()[0]])
+  central = got.frames < window // 2  # most central in the first window.
+  np.testing.assert_array_equal(
+      got.codes[central], alone[central[:window].nonzero()[0]]
+  )
 
 
 def test_up_to_a_window_encode_frames_is_encode(tok, sequences):
@@ -241,9 +274,14 @@ def test_to_image_undoes_the_normalisation_of_each_window(tok, sequences):
   starts = inference.window_starts(len(kept), 40, 10)
   owner = inference.central_window(len(kept), starts, 40)
   # The model-space input of each frame, from its own window.
-  normalised = np.stack([
-      inference.pipeline.normalize(kept[starts[w]:starts[w] + 40])[
-          i - starts[w]] for i, w in enumerate(owner)])
+  normalised = np.stack(
+      [
+          inference.pipeline.normalize(kept[starts[w] : starts[w] + 40])[
+              i - starts[w]
+          ]
+          for i, w in enumerate(owner)
+      ]
+  )
   back = tok.to_image(normalised, got)
   seen = ~np.isnan(kept)
   np.testing.assert_allclose(back[seen], kept[seen], atol=1e-5)
@@ -256,10 +294,11 @@ def test_long_codes_decode_in_windows_like_their_encoding(tok, sequences):
   recon = tok.decode(got.codes)
   assert recon.shape == (len(got.codes), 42, 2)
   # A window's central frames decode as that window alone does.
-  first = tok.decode(got.codes[:tok.max_len])
-  np.testing.assert_allclose(recon[:tok.max_len // 2],
-                             first[:tok.max_len // 2], atol=1e-6)
+  first = tok.decode(got.codes[: tok.max_len])
+  np.testing.assert_allclose(
+      recon[: tok.max_len // 2], first[: tok.max_len // 2], atol=1e-6
+  )
   back = tok.to_image(recon, got)
-  seen = np.repeat(got.seen, 21, axis=1)   # a hand the input had: placed.
+  seen = np.repeat(got.seen, 21, axis=1)  # a hand the input had: placed.
   assert back.shape == recon.shape and not got.seen.all()
   assert np.isfinite(back[seen]).all() and np.isnan(back[~seen]).all()

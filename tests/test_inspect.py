@@ -19,7 +19,11 @@ def dataset(tmp_path_factory):
 def _run(*args):
   return subprocess.run(
       [sys.executable, "-m", "asl_vq.data.inspect", *args],
-      capture_output=True, text=True, timeout=900, check=False)
+      capture_output=True,
+      text=True,
+      timeout=900,
+      check=False,
+  )
 
 
 def test_json_on_the_fixture(dataset):
@@ -44,11 +48,18 @@ def test_json_on_the_fixture(dataset):
   assert train["both_hands_fraction"] == round(9 / 28, 4)
   assert train["unknown_characters"] == []
   assert {"'", ",", "w", "."} <= set(train["characters"])
-  assert {r: v["first_ids"] for r, v in train["skipped_by_reason"].items()
-          if v["count"]} == kaggle_fixture.SKIPPED["train"]
+  assert {
+      r: v["first_ids"]
+      for r, v in train["skipped_by_reason"].items()
+      if v["count"]
+  } == kaggle_fixture.SKIPPED["train"]
   supplemental = stats["supplemental"]
-  assert (supplemental["sequences"], supplemental["frames"],
-          supplemental["signers"], supplemental["skipped"]) == (2, 7, 2, 0)
+  assert (
+      supplemental["sequences"],
+      supplemental["frames"],
+      supplemental["signers"],
+      supplemental["skipped"],
+  ) == (2, 7, 2, 0)
 
 
 def test_unknown_characters_are_counted(tmp_path):
@@ -57,7 +68,9 @@ def test_unknown_characters_are_counted(tmp_path):
   assert list(stats) == ["train"]
   assert stats["train"]["unknown_characters"] == ['"']
   assert stats["train"]["skipped_by_reason"]["unknown_character"] == {
-      "count": 1, "first_ids": [kaggle_fixture.UNKNOWN_CHAR_SEQUENCE]}
+      "count": 1,
+      "first_ids": [kaggle_fixture.UNKNOWN_CHAR_SEQUENCE],
+  }
 
 
 def test_table_by_default(dataset):
@@ -75,7 +88,8 @@ def test_missing_directory_is_one_line_and_exit_1(tmp_path):
   assert result.returncode == 1
   assert result.stdout == ""
   assert result.stderr.strip().splitlines() == [
-      f"error: {tmp_path / 'nowhere'}: data directory does not exist"]
+      f"error: {tmp_path / 'nowhere'}: data directory does not exist"
+  ]
 
 
 def test_corrupt_parquet_is_one_line_and_exit_1(tmp_path):

@@ -16,18 +16,35 @@ def _tool(name: str) -> str:
 
 def test_ruff_finds_nothing():
   run = subprocess.run(
-      [_tool("ruff"), "check", "--no-cache", "--output-format", "concise",
-       *PATHS], cwd=REPO, capture_output=True, text=True, timeout=300)
+      [
+          _tool("ruff"),
+          "check",
+          "--no-cache",
+          "--output-format",
+          "concise",
+          *PATHS,
+      ],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
   assert run.returncode == 0, run.stdout + run.stderr
 
 
 def test_the_tree_is_formatted():
   """`pyink .` from the repository root writes what this checks."""
-  run = subprocess.run([_tool("pyink"), "--check", "--quiet", *PATHS],
-                       cwd=REPO, capture_output=True, text=True, timeout=600)
+  run = subprocess.run(
+      [_tool("pyink"), "--check", "--quiet", *PATHS],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
   assert run.returncode == 0, (
       "run `pyink asl_vq configs launch tests setup.py` from the repository "
-      "root; it would reformat:\n" + run.stdout + run.stderr)
+      "root; it would reformat:\n" + run.stdout + run.stderr
+  )
 
 
 def test_pyink_reads_the_projects_settings():
@@ -35,6 +52,10 @@ def test_pyink_reads_the_projects_settings():
   columns): a 2-space body passes."""
   run = subprocess.run(
       [_tool("pyink"), "--check", "--stdin-filename", "t.py", "-"],
-      cwd=REPO, input="def f(x):\n  return x\n", capture_output=True,
-      text=True, timeout=60)
+      cwd=REPO,
+      input="def f(x):\n  return x\n",
+      capture_output=True,
+      text=True,
+      timeout=60,
+  )
   assert run.returncode == 0, run.stdout + run.stderr

@@ -10,19 +10,29 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _main(*args, **env):
-  return subprocess.run([sys.executable, "-m", "asl_vq.main", *args],
-                        cwd=REPO, capture_output=True, text=True, timeout=600,
-                        env=xla_env.env(os.environ, devices=1, **env))
+  return subprocess.run(
+      [sys.executable, "-m", "asl_vq.main", *args],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=600,
+      env=xla_env.env(os.environ, devices=1, **env),
+  )
 
 
 def test_a_dataset_smaller_than_one_batch(tmp_path):
-  run = _main("--config=rvq_ctc:tiny", f"--workdir={tmp_path}",
-              "--config.train.batch_size=64")
+  run = _main(
+      "--config=rvq_ctc:tiny",
+      f"--workdir={tmp_path}",
+      "--config.train.batch_size=64",
+  )
   assert run.returncode == 1
   last = run.stderr.strip().splitlines()[-1]
   assert last.startswith("error: the training split has "), run.stderr
-  assert "fewer than one global batch of 64: lower " \
+  assert (
+      "fewer than one global batch of 64: lower "
       "--config.train.batch_size" in last
+  )
   assert "Traceback" not in run.stderr
 
 
@@ -31,16 +41,20 @@ def test_an_unknown_config_option():
   assert run.returncode != 0
   assert run.stderr.startswith(
       "error: ValueError: unknown row 'nope': rvq+ctc+qdrop, rvq, rvq+qdrop, "
-      "rvq+ctc\n"), run.stderr
+      "rvq+ctc\n"
+  ), run.stderr
   assert "Traceback" not in run.stderr
   run = _main("--config=rvq_ctc:tiny,pattern=delay", "--workdir=unused")
-  assert "unknown config option 'pattern=delay': a size preset (paper, " \
+  assert (
+      "unknown config option 'pattern=delay': a size preset (paper, "
       "cpu, tiny) or one of row=" in run.stderr
+  )
 
 
 def _saved_run(tmp_path):
   """A workdir as a tiny run leaves it: its config and checkpoints."""
   from asl_vq import config_lib  # pylint: disable=g-import-not-at-top
+
   (tmp_path / "checkpoints").mkdir()
   text = config_lib.load("rvq_ctc", "tiny").to_json_best_effort(indent=2)
   (tmp_path / "config.json").write_text(text)
@@ -49,18 +63,24 @@ def _saved_run(tmp_path):
 
 def test_resume_refuses_another_configuration(tmp_path):
   saved = _saved_run(tmp_path)
-  run = _main("--config=rvq_ctc:tiny", f"--workdir={tmp_path}",
-              "--config.train.batch_size=4", "--config.train.num_epochs=3")
+  run = _main(
+      "--config=rvq_ctc:tiny",
+      f"--workdir={tmp_path}",
+      "--config.train.batch_size=4",
+      "--config.train.num_epochs=3",
+  )
   assert run.returncode == 1
   assert run.stderr.strip().splitlines()[-1] == (
       f"error: {tmp_path} holds a run of another configuration "
       "(train.batch_size 8 -> 4); run the same config to resume it, or give "
-      "a new --workdir"), run.stderr
-  assert (tmp_path / "config.json").read_text() == saved   # not overwritten
+      "a new --workdir"
+  ), run.stderr
+  assert (tmp_path / "config.json").read_text() == saved  # not overwritten
   # Refused before any data is made (the cpu preset's 3,000 sequences).
   cache = tmp_path.parent / f"{tmp_path.name}_cache"
-  run = _main("--config=rvq_ctc:cpu", f"--workdir={tmp_path}",
-              ASL_VQ_CACHE=str(cache))
+  run = _main(
+      "--config=rvq_ctc:cpu", f"--workdir={tmp_path}", ASL_VQ_CACHE=str(cache)
+  )
   assert "data.max_len 64 -> 192" in run.stderr
   assert "model.dim 16 -> 128" in run.stderr
   assert not cache.exists()
@@ -69,13 +89,15 @@ def test_resume_refuses_another_configuration(tmp_path):
 def test_resume_allows_more_epochs_and_says_so(tmp_path, capsys):
   from asl_vq import config_lib  # pylint: disable=g-import-not-at-top
   from asl_vq import workdir  # pylint: disable=g-import-not-at-top
+
   _saved_run(tmp_path)
   config = config_lib.load("rvq_ctc", "tiny")
   config.train.num_epochs = 5
   config.train.log_every_steps = 1
   workdir.check_resume(config, str(tmp_path))
   assert capsys.readouterr().out.strip() == (
-      "resuming with train.log_every_steps 2 -> 1, train.num_epochs 2 -> 5")
+      "resuming with train.log_every_steps 2 -> 1, train.num_epochs 2 -> 5"
+  )
 
 
 def test_resume_refuses_other_inputs(tmp_path, capsys):
@@ -87,13 +109,15 @@ def test_resume_refuses_other_inputs(tmp_path, capsys):
   import pytest  # pylint: disable=g-import-not-at-top
   from asl_vq import config_lib  # pylint: disable=g-import-not-at-top
   from asl_vq import workdir  # pylint: disable=g-import-not-at-top
+
   _saved_run(tmp_path)
   config = config_lib.load("rvq_ctc", "tiny")
   origin = {"tokenizer": "a" * 16, "data": "ab", "sequences": "cd"}
   inputs = {"train": origin, "validation": dict(origin, sequences="ef")}
-  (tmp_path / "inputs.json").write_text(json.dumps(
-      dict(inputs, keyed_on="content")))
-  workdir.check_resume(config, str(tmp_path), inputs)   # the same: resumes.
+  (tmp_path / "inputs.json").write_text(
+      json.dumps(dict(inputs, keyed_on="content"))
+  )
+  workdir.check_resume(config, str(tmp_path), inputs)  # the same: resumes.
   later = {k: dict(v, tokenizer="b" * 16) for k, v in inputs.items()}
   with pytest.raises(workdir.StaleInputs) as e:
     workdir.check_resume(config, str(tmp_path), later)
@@ -101,10 +125,18 @@ def test_resume_refuses_other_inputs(tmp_path, capsys):
       f"{tmp_path} was trained on other inputs (train.tokenizer "
       f"{'a' * 16!r} -> {'b' * 16!r}, validation.tokenizer {'a' * 16!r} -> "
       f"{'b' * 16!r}); its results would not be this data's: give a new "
-      "--workdir, or delete this one to train again")
+      "--workdir, or delete this one to train again"
+  )
   # The earlier version's inputs.json: a tokenizer by path and step.
-  legacy = {k: {"tokenizer": "/runs/r", "step": 8, "data": "xy",
-                "sequences": v["sequences"]} for k, v in inputs.items()}
+  legacy = {
+      k: {
+          "tokenizer": "/runs/r",
+          "step": 8,
+          "data": "xy",
+          "sequences": v["sequences"],
+      }
+      for k, v in inputs.items()
+  }
   (tmp_path / "inputs.json").write_text(json.dumps(legacy))
   capsys.readouterr()
   workdir.check_resume(config, str(tmp_path), inputs)
@@ -123,11 +155,17 @@ def test_a_run_saved_before_added_fields_resumes_as_it_was_trained(tmp_path):
   import pytest  # pylint: disable=g-import-not-at-top
   from asl_vq import config_lib  # pylint: disable=g-import-not-at-top
   from asl_vq import workdir  # pylint: disable=g-import-not-at-top
+
   (tmp_path / "checkpoints").mkdir()
   old = json.loads(config_lib.load("rvq_ctc", "tiny").to_json_best_effort())
-  for section, name in (("model", "conv_bn_activation"), ("model", "revival"),
-                        ("train", "ctc_weight"), ("train", "warmup_epochs"),
-                        ("data", "resample"), ("data", "min_hand_frames")):
+  for section, name in (
+      ("model", "conv_bn_activation"),
+      ("model", "revival"),
+      ("train", "ctc_weight"),
+      ("train", "warmup_epochs"),
+      ("data", "resample"),
+      ("data", "min_hand_frames"),
+  ):
     del old[section][name]
   (tmp_path / "config.json").write_text(json.dumps(old))
   config = config_lib.load("rvq_ctc", "tiny")
@@ -138,7 +176,9 @@ def test_a_run_saved_before_added_fields_resumes_as_it_was_trained(tmp_path):
   config.model.conv_bn_activation, config.data.resample = "silu", "linear"
   assert workdir.check_config(config, str(tmp_path)) == {}
   upgraded = config_lib.saved_config(old)
-  assert "conv_bn_activation" not in old["model"]   # not changed in place
+  assert "conv_bn_activation" not in old["model"]  # not changed in place
   assert upgraded["model"]["conv_bn_activation"] == "silu"
-  assert "conv_bn_activation" not in config_lib.saved_config(
-      dict(old, task="seq2seq"))["model"]
+  assert (
+      "conv_bn_activation"
+      not in config_lib.saved_config(dict(old, task="seq2seq"))["model"]
+  )

@@ -21,7 +21,7 @@ import main_runs
 import train_helpers
 
 EPOCHS = ("--config.train.num_epochs=8",)
-KILLS = 10   # SIGKILLs of one run, at random points (4 early, 6 late).
+KILLS = 10  # SIGKILLs of one run, at random points (4 early, 6 late).
 
 
 @pytest.fixture(scope="module")
@@ -51,16 +51,22 @@ def test_resumes_exactly_after_sigkills_anywhere(full, tmp_path):
   # steps and saves). Each start resumes what the last left; nothing
   # half-written is ever read; the end equals the uninterrupted run.
   killed = tmp_path / "killed"
-  env = {"ASL_VQ_CACHE": str(tmp_path / "cache")}   # data: made in the run.
+  env = {"ASL_VQ_CACHE": str(tmp_path / "cache")}  # data: made in the run.
   extra = (*EPOCHS, "--config.train.checkpoint_every_steps=1")
   rng = np.random.default_rng(0)
 
-  def saved():   # The newest step on disk, read without Orbax: a run that
+  def saved():  # The newest step on disk, read without Orbax: a run that
     # is being killed writes there (Orbax renames a step's folder into its
     # number only when the step is complete).
     folder = killed / "checkpoints"
-    return max((int(p.name) for p in folder.iterdir() if p.name.isdigit()),
-               default=0) if folder.exists() else 0
+    return (
+        max(
+            (int(p.name) for p in folder.iterdir() if p.name.isdigit()),
+            default=0,
+        )
+        if folder.exists()
+        else 0
+    )
 
   log = []
   for k in range(KILLS):
@@ -81,9 +87,9 @@ def test_resumes_exactly_after_sigkills_anywhere(full, tmp_path):
   out = main_runs.run_main(str(killed), *extra, env=env)
   assert f"resumed from step {log[-1]}" in out
   assert checkpointing.Checkpoints(str(killed)).latest_step() == total
-  train_helpers.assert_trees_close(main_runs.params(full),
-                                   main_runs.params(killed), rtol=1e-6,
-                                   atol=1e-7)
+  train_helpers.assert_trees_close(
+      main_runs.params(full), main_runs.params(killed), rtol=1e-6, atol=1e-7
+  )
 
 
 @pytest.mark.slow
@@ -94,25 +100,38 @@ def test_two_processes_agree_with_one(full, tmp_path):
   port = 20000 + os.getpid() % 20000
   procs = [
       main_runs.run_main(
-          str(multi), *EPOCHS, f"--coordinator_address=127.0.0.1:{port}",
-          "--num_processes=2", f"--process_id={i}", devices=4, wait=False)
-      for i in range(2)]
+          str(multi),
+          *EPOCHS,
+          f"--coordinator_address=127.0.0.1:{port}",
+          "--num_processes=2",
+          f"--process_id={i}",
+          devices=4,
+          wait=False,
+      )
+      for i in range(2)
+  ]
   outs = [p.communicate(timeout=900)[0] for p in procs]
   assert [p.returncode for p in procs] == [0, 0], "\n".join(
       f"--- process {i} (exit {p.returncode}):\n{o[-3000:]}"
-      for i, (p, o) in enumerate(zip(procs, outs)))
+      for i, (p, o) in enumerate(zip(procs, outs))
+  )
   # Behaviour, not raw parameters: Adam turns float noise in the gradients of
   # parameters that cannot matter (attention key biases, a LayerNorm bias
   # before a BatchNorm) into lr-sized differences that change no output.
-  rows = [metric_writers.read_metrics(str(d / "metrics.jsonl"))
-          for d in (full, multi)]
+  rows = [
+      metric_writers.read_metrics(str(d / "metrics.jsonl"))
+      for d in (full, multi)
+  ]
   assert [(r["step"], r["split"]) for r in rows[0]] == [
-      (r["step"], r["split"]) for r in rows[1]]
+      (r["step"], r["split"]) for r in rows[1]
+  ]
   assert any(r["split"] == "validation" for r in rows[0])
   for a, b in zip(*rows):
     assert a.keys() == b.keys()
     for k in set(a) - {"split"}:
       np.testing.assert_allclose(a[k], b[k], rtol=2e-4, atol=1e-5, err_msg=k)
-  vq = [checkpointing.restore(str(d), "latest")["collections"]["vq"]
-        for d in (full, multi)]
+  vq = [
+      checkpointing.restore(str(d), "latest")["collections"]["vq"]
+      for d in (full, multi)
+  ]
   train_helpers.assert_trees_close(*vq, rtol=1e-4, atol=1e-5)

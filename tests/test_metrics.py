@@ -5,17 +5,21 @@ import pytest
 from asl_vq import metrics
 
 
-@pytest.mark.parametrize("ref,pred,distance", [
-    ("abc", "abc", 0),
-    ("abc", "abxc", 1),     # insertion
-    ("abcd", "abd", 1),     # deletion
-    ("abc", "axc", 1),      # substitution
-    ("abc", "", 3),         # empty prediction
-    ("ab", "ba", 2),        # a transposition costs 2 (plain, not Damerau)
-])
+@pytest.mark.parametrize(
+    "ref,pred,distance",
+    [
+        ("abc", "abc", 0),
+        ("abc", "abxc", 1),  # insertion
+        ("abcd", "abd", 1),  # deletion
+        ("abc", "axc", 1),  # substitution
+        ("abc", "", 3),  # empty prediction
+        ("ab", "ba", 2),  # a transposition costs 2 (plain, not Damerau)
+    ],
+)
 def test_single_phrase(ref, pred, distance):
   assert metrics.normalized_levenshtein([ref], [pred]) == pytest.approx(
-      (len(ref) - distance) / len(ref))
+      (len(ref) - distance) / len(ref)
+  )
 
 
 def test_total_normalised_not_mean_of_phrases():

@@ -11,16 +11,20 @@ import pytest
 from asl_vq import losses, vocab
 from asl_vq.models import squeezeformer
 from asl_vq.models.features import MaskedBatchNorm
-from asl_vq.models.tokenizer import (TokenizerConfig, TokenizerModel,
-                                     model_summary)
+from asl_vq.models.tokenizer import (
+    TokenizerConfig,
+    TokenizerModel,
+    model_summary,
+)
 
 # The reference's state_dict (tests/test_reference.py's fixture): encoder =
 # feature extractor + 6 blocks, decoder = 6 blocks + transposed extractor.
 REFERENCE_ENCODER_PARAMS = 1_329_536
 REFERENCE_DECODER_PARAMS = 1_336_532
 REFERENCE_CTC_HEAD_PARAMS = 8_064
-TINY = TokenizerConfig(dim=32, num_blocks=1, kernel_size=5, codebook_size=16,
-                       num_quantizers=2)
+TINY = TokenizerConfig(
+    dim=32, num_blocks=1, kernel_size=5, codebook_size=16, num_quantizers=2
+)
 B, T = 3, 10
 LENGTHS = (10, 6, 0)  # The last example is all padding.
 
@@ -36,8 +40,9 @@ def batch(pad_value=0.0):
 def tiny_model():
   model = TokenizerModel(TINY)
   x, mask = batch()
-  variables = jax.jit(lambda: model.init(jax.random.key(0), x, mask,
-                                         train=False))()
+  variables = jax.jit(
+      lambda: model.init(jax.random.key(0), x, mask, train=False)
+  )()
   return model, variables
 
 
@@ -45,9 +50,17 @@ def tiny_model():
 def apply_fn(train):
   model, _ = tiny_model()
   if train:
-    return jax.jit(lambda v, x, mask: model.apply(
-        v, x, mask, n_q=None, train=True, mutable=['batch_stats', 'vq'],
-        rngs={'dropout': jax.random.key(1), 'vq': jax.random.key(2)}))
+    return jax.jit(
+        lambda v, x, mask: model.apply(
+            v,
+            x,
+            mask,
+            n_q=None,
+            train=True,
+            mutable=['batch_stats', 'vq'],
+            rngs={'dropout': jax.random.key(1), 'vq': jax.random.key(2)},
+        )
+    )
   return jax.jit(lambda v, x, mask: model.apply(v, x, mask, train=False))
 
 
@@ -58,8 +71,9 @@ def test_parameter_counts_match_reference():
   assert counts['decoder'] == REFERENCE_DECODER_PARAMS
   assert counts['ctc_head'] == REFERENCE_CTC_HEAD_PARAMS
   assert counts['codebooks'] == 4 * 1024 * 128
-  assert counts['total_params'] == (counts['encoder'] + counts['ctc_head']
-                                    + counts['decoder'])
+  assert counts['total_params'] == (
+      counts['encoder'] + counts['ctc_head'] + counts['decoder']
+  )
 
 
 # The reference's relative shift (Transformer-XL), which the attention's
@@ -94,13 +108,17 @@ def test_masked_batch_norm_uses_valid_frames_only():
   variables = bn.init(jax.random.key(0), x, mask, train=False)
   y, state = bn.apply(variables, x, mask, train=True, mutable=['batch_stats'])
   valid = x[mask].reshape(-1, 4)
-  np.testing.assert_allclose(state['batch_stats']['mean'],
-                             0.75 * valid.mean(0), rtol=1e-5)
-  np.testing.assert_allclose(state['batch_stats']['var'],
-                             0.25 + 0.75 * valid.var(0), rtol=1e-5)
+  np.testing.assert_allclose(
+      state['batch_stats']['mean'], 0.75 * valid.mean(0), rtol=1e-5
+  )
+  np.testing.assert_allclose(
+      state['batch_stats']['var'], 0.25 + 0.75 * valid.var(0), rtol=1e-5
+  )
   np.testing.assert_allclose(
       np.asarray(y)[mask],
-      (x[mask] - valid.mean(0)) / np.sqrt(valid.var(0) + 1e-5), atol=1e-4)
+      (x[mask] - valid.mean(0)) / np.sqrt(valid.var(0) + 1e-5),
+      atol=1e-4,
+  )
 
 
 def test_batch_norm_momentum_per_layer_as_reference():
@@ -111,19 +129,23 @@ def test_batch_norm_momentum_per_layer_as_reference():
   stats = variables['batch_stats']
   shifted = jax.tree.map(lambda v: v + 10.0, stats)
   _, new = apply_fn(True)(variables, x, mask)
-  _, new_shifted = apply_fn(True)(dict(variables, batch_stats=shifted), x,
-                                  mask)
+  _, new_shifted = apply_fn(True)(dict(variables, batch_stats=shifted), x, mask)
   momenta = {}
   for (path, a), b in zip(
       jax.tree_util.tree_flatten_with_path(new['batch_stats'])[0],
-      jax.tree.leaves(new_shifted['batch_stats'])):
+      jax.tree.leaves(new_shifted['batch_stats']),
+  ):
     m = np.unique(np.round((np.float64(b) - np.float64(a)) / 10.0, 4))
     assert len(m) == 1, path
     layer = '/'.join(k.key for k in path[:-1])
     momenta.setdefault(layer, set()).add(float(m[0]))
   stem = {'features/proj_bn', 'output_head/bn'}
-  conv = {'features/conv_bn', 'output_head/conv_bn',
-          'encoder/block_0/conv/bn', 'decoder/block_0/conv/bn'}
+  conv = {
+      'features/conv_bn',
+      'output_head/conv_bn',
+      'encoder/block_0/conv/bn',
+      'decoder/block_0/conv/bn',
+  }
   assert set(momenta) == stem | conv
   assert all(momenta[k] == {0.05} for k in stem)
   assert all(momenta[k] == {0.9} for k in conv)
@@ -137,15 +159,24 @@ def test_squeezeformer_padded_frames_do_not_leak():
   x = jax.random.normal(jax.random.key(4), (3, 7, 16))
   dirty = jnp.where(mask[..., None], x, 30.0)
   variables = stack.init(jax.random.key(0), x, mask, train=False)
-  run = jax.jit(lambda x: stack.apply(
-      variables, x, mask, train=True, mutable=['batch_stats'],
-      rngs={'dropout': jax.random.key(5)}))
+  run = jax.jit(
+      lambda x: stack.apply(
+          variables,
+          x,
+          mask,
+          train=True,
+          mutable=['batch_stats'],
+          rngs={'dropout': jax.random.key(5)},
+      )
+  )
   (a, stats_a), (b, stats_b) = run(x), run(dirty)
   valid = np.asarray(mask)
-  np.testing.assert_allclose(np.asarray(a)[valid], np.asarray(b)[valid],
-                             rtol=1e-4, atol=1e-4)
-  for u, w in zip(jax.tree_util.tree_leaves(stats_a),
-                  jax.tree_util.tree_leaves(stats_b)):
+  np.testing.assert_allclose(
+      np.asarray(a)[valid], np.asarray(b)[valid], rtol=1e-4, atol=1e-4
+  )
+  for u, w in zip(
+      jax.tree_util.tree_leaves(stats_a), jax.tree_util.tree_leaves(stats_b)
+  ):
     np.testing.assert_allclose(u, w, rtol=1e-4, atol=1e-4)
   assert np.isfinite(np.asarray(a)).all()
 
@@ -162,8 +193,9 @@ def test_forward_shapes_and_finite():
   for leaf in jax.tree_util.tree_leaves((out, state)):
     assert np.isfinite(np.asarray(leaf, float)).all()
   no_ctc = TokenizerModel(dataclasses.replace(TINY, use_ctc=False))
-  shapes = jax.eval_shape(lambda: no_ctc.init_with_output(
-      jax.random.key(0), x, mask, train=False))[0]
+  shapes = jax.eval_shape(
+      lambda: no_ctc.init_with_output(jax.random.key(0), x, mask, train=False)
+  )[0]
   assert 'ctc_logits' not in shapes and shapes['recon'].shape == x.shape
 
 
@@ -174,17 +206,23 @@ def test_padded_frames_do_not_affect_valid_outputs():
   valid = np.asarray(mask)
   for train in (False, True):  # Train mode also checks the masked BN stats.
     a, b = apply_fn(train)(variables, clean, mask), apply_fn(train)(
-        variables, dirty, mask)
+        variables, dirty, mask
+    )
     out_a, out_b = (a[0], b[0]) if train else (a, b)
     for key in ('recon', 'ctc_logits', 'codes'):
-      np.testing.assert_allclose(np.asarray(out_a[key])[valid],
-                                 np.asarray(out_b[key])[valid],
-                                 rtol=1e-4, atol=1e-4)
+      np.testing.assert_allclose(
+          np.asarray(out_a[key])[valid],
+          np.asarray(out_b[key])[valid],
+          rtol=1e-4,
+          atol=1e-4,
+      )
     if train:
-      for u, w in zip(jax.tree_util.tree_leaves(a[1]),
-                      jax.tree_util.tree_leaves(b[1])):
-        np.testing.assert_allclose(np.asarray(u, float), np.asarray(w, float),
-                                   rtol=1e-4, atol=1e-4)
+      for u, w in zip(
+          jax.tree_util.tree_leaves(a[1]), jax.tree_util.tree_leaves(b[1])
+      ):
+        np.testing.assert_allclose(
+            np.asarray(u, float), np.asarray(w, float), rtol=1e-4, atol=1e-4
+        )
 
 
 def test_a_frames_codes_depend_only_on_its_receptive_field():
@@ -197,21 +235,26 @@ def test_a_frames_codes_depend_only_on_its_receptive_field():
   x = jax.random.normal(jax.random.key(0), (2, 30, 42, 2))
   mask = jnp.ones((2, 30), bool)
   variables = model.init(jax.random.key(0), x, mask, train=False)
-  _, state = model.apply(variables, x, mask, train=True,
-                         mutable=['batch_stats', 'vq'],
-                         rngs={'dropout': jax.random.key(1),
-                               'vq': jax.random.key(2)})
+  _, state = model.apply(
+      variables,
+      x,
+      mask,
+      train=True,
+      mutable=['batch_stats', 'vq'],
+      rngs={'dropout': jax.random.key(1), 'vq': jax.random.key(2)},
+  )
   variables = {**variables, **state}
-  followed = x.at[:, 20:].set(jax.random.normal(jax.random.key(3),
-                                                (2, 10, 42, 2)))
-  encode = jax.jit(functools.partial(model.apply,
-                                     method=TokenizerModel.encode))
+  followed = x.at[:, 20:].set(
+      jax.random.normal(jax.random.key(3), (2, 10, 42, 2))
+  )
+  encode = jax.jit(functools.partial(model.apply, method=TokenizerModel.encode))
   alone = encode(variables, x[:, :20], mask[:, :20])
-  np.testing.assert_array_equal(encode(variables, x, mask)[:, :20 - reach],
-                                alone[:, :20 - reach])
   np.testing.assert_array_equal(
-      encode(variables, followed, mask)[:, :20 - reach],
-      alone[:, :20 - reach])
+      encode(variables, x, mask)[:, : 20 - reach], alone[:, : 20 - reach]
+  )
+  np.testing.assert_array_equal(
+      encode(variables, followed, mask)[:, : 20 - reach], alone[:, : 20 - reach]
+  )
 
 
 def test_encode_decode_round_trip_matches_forward():
@@ -221,14 +264,19 @@ def test_encode_decode_round_trip_matches_forward():
   x, mask = batch()
   out = apply_fn(False)(variables, x, mask)
   codes = jax.jit(functools.partial(model.apply, method=TokenizerModel.encode))(
-      variables, x, mask)
+      variables, x, mask
+  )
   np.testing.assert_array_equal(codes, out['codes'])
-  recon = jax.jit(functools.partial(
-      model.apply, method=TokenizerModel.decode_codes))(variables, codes, mask)
+  recon = jax.jit(
+      functools.partial(model.apply, method=TokenizerModel.decode_codes)
+  )(variables, codes, mask)
   valid = np.asarray(mask)
-  np.testing.assert_allclose(np.asarray(recon)[valid],
-                             np.asarray(out['recon'])[valid],
-                             rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(
+      np.asarray(recon)[valid],
+      np.asarray(out['recon'])[valid],
+      rtol=1e-4,
+      atol=1e-4,
+  )
   coarse = model.apply(variables, codes, 1, method=TokenizerModel.embed_codes)
   codebook = variables['vq']['rvq']['codebook']
   np.testing.assert_allclose(coarse, codebook[0][codes[..., 0]], rtol=1e-6)
@@ -236,23 +284,28 @@ def test_encode_decode_round_trip_matches_forward():
 
 def test_greedy_ctc_decode():
   blank = vocab.BLANK_ID
-  frames = [[33, 33, blank, 33, 34, 34, blank, blank],  # a a _ a b b _ _
-            [blank, 40, 40, 41, 40, 7, 7, 7]]  # The last 3 frames are padding.
+  frames = [
+      [33, 33, blank, 33, 34, 34, blank, blank],  # a a _ a b b _ _
+      [blank, 40, 40, 41, 40, 7, 7, 7],
+  ]  # The last 3 frames are padding.
   logits = np.full((2, 8, vocab.VOCAB_SIZE), -5.0)
   for b, row in enumerate(frames):
     logits[b, np.arange(8), row] = 5.0
   mask = np.array([[True] * 8, [True] * 5 + [False] * 3])
-  assert losses.ctc_greedy_decode(logits, mask) == [[33, 33, 34],
-                                                    [40, 41, 40]]
+  assert losses.ctc_greedy_decode(logits, mask) == [[33, 33, 34], [40, 41, 40]]
 
 
-@pytest.mark.parametrize('special', [vocab.START_ID, vocab.END_ID,
-                                     vocab.VOCAB_SIZE - 1])
+@pytest.mark.parametrize(
+    'special', [vocab.START_ID, vocab.END_ID, vocab.VOCAB_SIZE - 1]
+)
 def test_greedy_ctc_decode_treats_special_ids_as_blanks(special):
   # h, i, <special>, y, o, u: the special id neither stops the hypothesis
   # nor enters it; between two equal letters it separates them as a blank.
-  ids = [vocab.CHAR_TO_ID[c] for c in 'hi'] + [special] + [
-      vocab.CHAR_TO_ID[c] for c in 'you']
+  ids = (
+      [vocab.CHAR_TO_ID[c] for c in 'hi']
+      + [special]
+      + [vocab.CHAR_TO_ID[c] for c in 'you']
+  )
   logits = np.full((1, 6, vocab.VOCAB_SIZE), -5.0)
   logits[0, np.arange(6), ids] = 5.0
   decoded = losses.ctc_greedy_decode(logits, np.ones((1, 6), bool))
@@ -260,8 +313,10 @@ def test_greedy_ctc_decode_treats_special_ids_as_blanks(special):
   ids = [vocab.CHAR_TO_ID['a'], special, vocab.CHAR_TO_ID['a']]
   logits = np.full((1, 3, vocab.VOCAB_SIZE), -5.0)
   logits[0, np.arange(3), ids] = 5.0
-  assert vocab.decode(losses.ctc_greedy_decode(
-      logits, np.ones((1, 3), bool))[0]) == 'aa'
+  assert (
+      vocab.decode(losses.ctc_greedy_decode(logits, np.ones((1, 3), bool))[0])
+      == 'aa'
+  )
 
 
 # Equivalence of the fast formulations with the plain ones they replace.
@@ -272,21 +327,25 @@ def _reference_attention(params, x, mask):
   2T-1 relative positions, then `relative_shift`."""
   _, t, d = x.shape
   h, dh = params['u_bias'].shape
-  proj = lambda name, y: (jnp.einsum('...d,dhe->...he', y,
-                                     params[name]['kernel'])
-                          + params[name].get('bias', 0.0))
+  proj = lambda name, y: (
+      jnp.einsum('...d,dhe->...he', y, params[name]['kernel'])
+      + params[name].get('bias', 0.0)
+  )
   q, k, v = proj('query', x), proj('key', x), proj('value', x)
   pos = proj('pos', jnp.asarray(squeezeformer.relative_sinusoids(t, d)))
   content = jnp.einsum('bqhd,bkhd->bhqk', q + params['u_bias'], k)
   position = relative_shift(
-      jnp.einsum('bqhd,phd->bhqp', q + params['v_bias'], pos))
+      jnp.einsum('bqhd,phd->bhqp', q + params['v_bias'], pos)
+  )
   scores = (content + position) / np.sqrt(dh)
   pair = mask[:, None, :, None] & mask[:, None, None, :]
   scores = jnp.where(pair, scores, jnp.finfo(scores.dtype).min)
   weights = jax.nn.softmax(scores, axis=-1) * pair
   out = jnp.einsum('bhqk,bkhd->bqhd', weights, v)
-  return (jnp.einsum('bqhd,hde->bqe', out, params['out']['kernel'])
-          + params['out']['bias'])
+  return (
+      jnp.einsum('bqhd,hde->bqe', out, params['out']['kernel'])
+      + params['out']['bias']
+  )
 
 
 def test_relative_attention_matches_shifted_formulation():
@@ -300,20 +359,28 @@ def test_relative_attention_matches_shifted_formulation():
   assert params['pos']['kernel'].shape == (d, 4, d // 4)
   fast = lambda p, x: module.apply({'params': p}, x, mask, train=False)
   ref = lambda p, x: _reference_attention(p, x, mask)
-  np.testing.assert_allclose(fast(params, x), ref(params, x),
-                             rtol=1e-4, atol=1e-4)
-  loss = lambda f: jax.grad(lambda p, x: jnp.sum(jnp.sin(f(p, x))),
-                            argnums=(0, 1))
+  np.testing.assert_allclose(
+      fast(params, x), ref(params, x), rtol=1e-4, atol=1e-4
+  )
+  loss = lambda f: jax.grad(
+      lambda p, x: jnp.sum(jnp.sin(f(p, x))), argnums=(0, 1)
+  )
   grads_fast, grads_ref = loss(fast)(params, x), loss(ref)(params, x)
   for path, g in jax.tree_util.tree_leaves_with_path(grads_ref):
     if 'key' in jax.tree_util.keystr(path) and 'bias' in jax.tree_util.keystr(
-        path):
+        path
+    ):
       continue  # Softmax-invariant: zero up to rounding either way.
-    g_fast = functools.reduce(lambda a, k: a[k.key if hasattr(k, 'key')
-                                             else k.idx], path, grads_fast)
-    np.testing.assert_allclose(g_fast, g, rtol=1e-3,
-                               atol=1e-4 * float(jnp.max(jnp.abs(g))),
-                               err_msg=jax.tree_util.keystr(path))
+    g_fast = functools.reduce(
+        lambda a, k: a[k.key if hasattr(k, 'key') else k.idx], path, grads_fast
+    )
+    np.testing.assert_allclose(
+        g_fast,
+        g,
+        rtol=1e-3,
+        atol=1e-4 * float(jnp.max(jnp.abs(g))),
+        err_msg=jax.tree_util.keystr(path),
+    )
 
 
 @pytest.mark.parametrize('per_pass', [0, 1])
@@ -327,50 +394,66 @@ def test_attention_window_ignores_frames_beyond_it(per_pass):
   outs = {}
   for window in (0, w):
     module = squeezeformer.RelativeSelfAttention(
-        num_heads=4, window=window, sequences_per_pass=per_pass)
+        num_heads=4, window=window, sequences_per_pass=per_pass
+    )
     params = module.init(jax.random.key(1), x, mask, train=False)
-    outs[window] = [module.apply(params, z, mask, train=False)
-                    for z in (x, far)]
+    outs[window] = [
+        module.apply(params, z, mask, train=False) for z in (x, far)
+    ]
   near, changed = outs[w]
-  np.testing.assert_allclose(near[:, :20 - w], changed[:, :20 - w],
-                             rtol=1e-6, atol=1e-6)
-  assert not np.allclose(near[:, 20 - w:20], changed[:, 20 - w:20],
-                         atol=1e-3)
+  np.testing.assert_allclose(
+      near[:, : 20 - w], changed[:, : 20 - w], rtol=1e-6, atol=1e-6
+  )
+  assert not np.allclose(
+      near[:, 20 - w : 20], changed[:, 20 - w : 20], atol=1e-3
+  )
   every, every_changed = outs[0]
-  assert not np.allclose(every[:, :20 - w], every_changed[:, :20 - w],
-                         atol=1e-3)
+  assert not np.allclose(
+      every[:, : 20 - w], every_changed[:, : 20 - w], atol=1e-3
+  )
 
 
 def test_attention_in_passes_equals_one_pass():
   b, t, d = 4, 37, 64
   x = jax.random.normal(jax.random.key(0), (b, t, d))
   mask = jnp.arange(t)[None] < jnp.array([37, 20, 0, 5])[:, None]
-  one_pass = squeezeformer.RelativeSelfAttention(num_heads=4,
-                                                 sequences_per_pass=0)
+  one_pass = squeezeformer.RelativeSelfAttention(
+      num_heads=4, sequences_per_pass=0
+  )
   params = one_pass.init(jax.random.key(1), x, mask, train=False)['params']
   params = jax.tree.map(lambda p: 3 * p, params)
 
   def value_and_grads(module):
-    f = lambda p, x: jnp.sum(jnp.sin(module.apply({'params': p}, x, mask,
-                                                  train=True)))
+    f = lambda p, x: jnp.sum(
+        jnp.sin(module.apply({'params': p}, x, mask, train=True))
+    )
     return module.apply({'params': params}, x, mask, train=True), jax.grad(
-        f, argnums=(0, 1))(params, x)
+        f, argnums=(0, 1)
+    )(params, x)
 
   want_out, want_grads = value_and_grads(one_pass)
   for per_pass in (1, 2):
     module = squeezeformer.RelativeSelfAttention(
-        num_heads=4, sequences_per_pass=per_pass)
+        num_heads=4, sequences_per_pass=per_pass
+    )
     out, grads = value_and_grads(module)
     np.testing.assert_allclose(
-        out, want_out, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(want_out))))
+        out, want_out, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(want_out)))
+    )
     assert np.all(np.asarray(out[2]) == 0)  # the fully padded sequence
-    for (path, g), want in zip(jax.tree_util.tree_leaves_with_path(grads),
-                               jax.tree_util.tree_leaves(want_grads)):
+    for (path, g), want in zip(
+        jax.tree_util.tree_leaves_with_path(grads),
+        jax.tree_util.tree_leaves(want_grads),
+    ):
       if jax.tree_util.keystr(path) == "[0]['key']['bias']":
         continue  # Softmax-invariant: zero up to rounding either way.
       np.testing.assert_allclose(
-          g, want, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(want))),
-          err_msg=f'{per_pass} per pass: {jax.tree_util.keystr(path)}')
+          g,
+          want,
+          rtol=1e-5,
+          atol=1e-5 * float(jnp.max(jnp.abs(want))),
+          err_msg=f'{per_pass} per pass: {jax.tree_util.keystr(path)}',
+      )
 
 
 @pytest.mark.parametrize('per_pass', [0, 1])
@@ -380,11 +463,13 @@ def test_bfloat16_attention_multiplies_in_bfloat16(per_pass):
   constant in the score scale once promoted the scores' dots to float32."""
   x = jnp.ones((2, 9, 16), jnp.bfloat16)
   mask = jnp.ones((2, 9), bool)
-  module = squeezeformer.RelativeSelfAttention(num_heads=2, dtype=jnp.bfloat16,
-                                               sequences_per_pass=per_pass)
+  module = squeezeformer.RelativeSelfAttention(
+      num_heads=2, dtype=jnp.bfloat16, sequences_per_pass=per_pass
+  )
   params = module.init(jax.random.key(0), x, mask, train=False)
   jaxpr = jax.make_jaxpr(lambda p, x: module.apply(p, x, mask, train=False))(
-      params, x)
+      params, x
+  )
 
   def eqns(jaxpr):  # with those of nested jaxprs (jnp.einsum is a jit)
     for e in jaxpr.eqns:
@@ -416,53 +501,77 @@ def test_attention_passes_per_device_share():
 
 def test_depthwise_conv_matches_grouped_conv():
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
+
   for t, k in [(196, 51), (10, 5), (7, 51), (33, 4)]:
     d = 16
     x = jax.random.normal(jax.random.key(t), (2, t, d))
     fast = squeezeformer.DepthwiseConv1D(k)
     params = fast.init(jax.random.key(0), x)['params']
     left = (k - 1) // 2
-    conv = nn.Conv(d, (k,), padding=[(left, k - 1 - left)],
-                   feature_group_count=d, use_bias=False)
+    conv = nn.Conv(
+        d,
+        (k,),
+        padding=[(left, k - 1 - left)],
+        feature_group_count=d,
+        use_bias=False,
+    )
     run_fast = lambda p, x: fast.apply({'params': p}, x)
     run_ref = lambda p, x: conv.apply({'params': p}, x)
-    np.testing.assert_allclose(run_fast(params, x), run_ref(params, x),
-                               rtol=1e-4, atol=1e-5)
-    loss = lambda f: jax.grad(lambda p, x: jnp.sum(jnp.sin(f(p, x))),
-                              argnums=(0, 1))
-    for a, b in zip(jax.tree.leaves(loss(run_fast)(params, x)),
-                    jax.tree.leaves(loss(run_ref)(params, x))):
+    np.testing.assert_allclose(
+        run_fast(params, x), run_ref(params, x), rtol=1e-4, atol=1e-5
+    )
+    loss = lambda f: jax.grad(
+        lambda p, x: jnp.sum(jnp.sin(f(p, x))), argnums=(0, 1)
+    )
+    for a, b in zip(
+        jax.tree.leaves(loss(run_fast)(params, x)),
+        jax.tree.leaves(loss(run_ref)(params, x)),
+    ):
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
 def test_output_head_conv_matches_conv_transpose():
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   from asl_vq.models import features  # pylint: disable=g-import-not-at-top
+
   x = jax.random.normal(jax.random.key(0), (2, 9, 21, 32))
-  conv_t = nn.ConvTranspose(2, (3, 3), strides=(1, 2),
-                            padding=features._CONV_T_PADDING, use_bias=False)
+  conv_t = nn.ConvTranspose(
+      2,
+      (3, 3),
+      strides=(1, 2),
+      padding=features._CONV_T_PADDING,
+      use_bias=False,
+  )
   params = conv_t.init(jax.random.key(1), x)['params']
   fast = lambda p, x: features.landmark_conv_transpose(x, p['kernel'])
   ref = lambda p, x: conv_t.apply({'params': p}, x)
-  np.testing.assert_allclose(fast(params, x), ref(params, x), rtol=1e-5,
-                             atol=1e-5)
-  loss = lambda f: jax.grad(lambda p, x: jnp.sum(jnp.sin(f(p, x))),
-                            argnums=(0, 1))
-  for a, b in zip(jax.tree.leaves(loss(fast)(params, x)),
-                  jax.tree.leaves(loss(ref)(params, x))):
+  np.testing.assert_allclose(
+      fast(params, x), ref(params, x), rtol=1e-5, atol=1e-5
+  )
+  loss = lambda f: jax.grad(
+      lambda p, x: jnp.sum(jnp.sin(f(p, x))), argnums=(0, 1)
+  )
+  for a, b in zip(
+      jax.tree.leaves(loss(fast)(params, x)),
+      jax.tree.leaves(loss(ref)(params, x)),
+  ):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
 def test_output_head_keeps_conv_transpose_variables():
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   from asl_vq.models import features  # pylint: disable=g-import-not-at-top
+
   x = jnp.ones((1, 2, 128))
   params = features.OutputHead().init(
-      jax.random.key(0), x, jnp.ones((1, 2), bool), train=False)['params']
+      jax.random.key(0), x, jnp.ones((1, 2), bool), train=False
+  )['params']
   ref = nn.ConvTranspose(2, (3, 3), use_bias=False).init(
-      jax.random.key(0), jnp.ones((1, 2, 21, 32)))['params']
+      jax.random.key(0), jnp.ones((1, 2, 21, 32))
+  )['params']
   assert jax.tree.map(jnp.shape, params['conv_t']) == jax.tree.map(
-      jnp.shape, ref)
+      jnp.shape, ref
+  )
 
 
 @pytest.mark.slow
@@ -480,37 +589,47 @@ def test_bfloat16_compute_agrees_with_float32():
     config.model.dtype = dtype
     task = tokenizer_training.TokenizerTask(config)
     tx = train.make_optimizer(config, config.train.batch_size)
-    step = jax.jit(functools.partial(train.train_step, task=task, tx=tx,
-                                     base_rng=jax.random.key(1)))
+    step = jax.jit(
+        functools.partial(
+            train.train_step, task=task, tx=tx, base_rng=jax.random.key(1)
+        )
+    )
     return task, tx, step
 
   batch = {k: jnp.asarray(v) for k, v in bench.random_batch(4, 64).items()}
   task32, tx, step32 = task_and_step('float32')
   task16, _, step16 = task_and_step('bfloat16')
-  abstract = jax.eval_shape(functools.partial(train.init_state, task16, tx),
-                            jax.random.key(0))
+  abstract = jax.eval_shape(
+      functools.partial(train.init_state, task16, tx), jax.random.key(0)
+  )
   state = jax.jit(functools.partial(train.init_state, task32, tx))(
-      jax.random.key(0))
+      jax.random.key(0)
+  )
   state, _ = step32(state, batch)  # Both continue from the same codebooks.
   new32, metrics32 = step32(state, batch)
   new16, metrics16 = step16(state, batch)
   for tree in (abstract, new16):
     assert {l.dtype for l in jax.tree.leaves(tree)} <= {
-        jnp.dtype(jnp.float32), jnp.dtype(jnp.int32), jnp.dtype(bool)}
+        jnp.dtype(jnp.float32),
+        jnp.dtype(jnp.int32),
+        jnp.dtype(bool),
+    }
   assert new16.collections['vq']['rvq']['codebook'].dtype == jnp.float32
   for name in ('loss', 'recon', 'ctc', 'grad_norm'):
-    np.testing.assert_allclose(metrics16[name], metrics32[name], rtol=1e-2,
-                               err_msg=name)
+    np.testing.assert_allclose(
+        metrics16[name], metrics32[name], rtol=1e-2, err_msg=name
+    )
 
   x, mask = batch['inputs'], batch['input_mask']
   variables = new32.variables()
-  encode = lambda task: jax.jit(functools.partial(
-      task.model.apply, method=TokenizerModel.encode))(variables, x, mask)
+  encode = lambda task: jax.jit(
+      functools.partial(task.model.apply, method=TokenizerModel.encode)
+  )(variables, x, mask)
   codes = encode(task32)
   assert np.mean(np.asarray(codes) == np.asarray(encode(task16))) > 0.9
-  decode = lambda task: jax.jit(functools.partial(
-      task.model.apply, method=TokenizerModel.decode_codes))(variables,
-                                                             codes, mask)
+  decode = lambda task: jax.jit(
+      functools.partial(task.model.apply, method=TokenizerModel.decode_codes)
+  )(variables, codes, mask)
   recon32, recon16 = decode(task32), decode(task16)
   assert recon16.dtype == jnp.float32
   scale = float(jnp.max(jnp.abs(recon32)))

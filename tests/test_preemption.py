@@ -25,23 +25,35 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sent_signal", [signal.SIGTERM, signal.SIGINT],
-                         ids=["SIGTERM", "SIGINT"])
-def test_a_notice_saves_and_exits_within_a_step_and_a_save(tmp_path,
-                                                           sent_signal):
+@pytest.mark.parametrize(
+    "sent_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"]
+)
+def test_a_notice_saves_and_exits_within_a_step_and_a_save(
+    tmp_path, sent_signal
+):
   """SIGTERM, and Ctrl-C alike (it once printed a KeyboardInterrupt
   traceback and lost the steps since the last save)."""
   metrics = tmp_path / "metrics.jsonl"
   proc = subprocess.Popen(
-      [sys.executable, "-m", "asl_vq.main", "--config=rvq_ctc:tiny",
-       f"--workdir={tmp_path}", "--config.train.num_epochs=1000",
-       "--config.train.log_every_steps=1",
-       "--config.train.checkpoint_every_steps=1000000",
-       "--config.train.eval_every_epochs=1000"],
-      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-      env=xla_env.env(os.environ, devices=2))
+      [
+          sys.executable,
+          "-m",
+          "asl_vq.main",
+          "--config=rvq_ctc:tiny",
+          f"--workdir={tmp_path}",
+          "--config.train.num_epochs=1000",
+          "--config.train.log_every_steps=1",
+          "--config.train.checkpoint_every_steps=1000000",
+          "--config.train.eval_every_epochs=1000",
+      ],
+      cwd=REPO,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+      env=xla_env.env(os.environ, devices=2),
+  )
   seen, arrivals, deadline = 0, [], time.time() + 900
-  while len(arrivals) < 6:   # steps are running (log every step).
+  while len(arrivals) < 6:  # steps are running (log every step).
     assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
     rows = len(metric_writers.read_metrics(str(metrics)))
     if rows > seen:
@@ -55,15 +67,21 @@ def test_a_notice_saves_and_exits_within_a_step_and_a_save(tmp_path,
   exited = time.monotonic() - sent
 
   # Ctrl-C saves too, then fails the command, so that `train && next` stops.
-  assert proc.returncode == (130 if sent_signal == signal.SIGINT else 0), (
-      out[-3000:])
-  found = re.search(r"preempted: saved step (\d+) in ([\d.]+) s, ([\d.]+) s "
-                    rf"after {sent_signal.name}; run the same command to "
-                    "resume", out)
+  assert proc.returncode == (130 if sent_signal == signal.SIGINT else 0), out[
+      -3000:
+  ]
+  found = re.search(
+      r"preempted: saved step (\d+) in ([\d.]+) s, ([\d.]+) s "
+      rf"after {sent_signal.name}; run the same command to "
+      "resume",
+      out,
+  )
   assert found, out[-3000:]
   step, save, latency = int(found[1]), float(found[2]), float(found[3])
-  print(f"step {step_time:.2f} s, save {save:.2f} s, saved {latency:.2f} s "
-        f"after {sent_signal.name}, exited after {exited:.2f} s")
+  print(
+      f"step {step_time:.2f} s, save {save:.2f} s, saved {latency:.2f} s "
+      f"after {sent_signal.name}, exited after {exited:.2f} s"
+  )
   assert checkpointing.Checkpoints(str(tmp_path)).latest_step() == step
   # The bound: the step in flight and the one dispatched after it (the
   # loop runs one step ahead of the device), then the write.
@@ -75,8 +93,9 @@ def test_a_notice_saves_and_exits_within_a_step_and_a_save(tmp_path,
 
 
 @pytest.mark.slow
-def test_the_loop_runs_at_most_one_step_ahead_of_the_device(tmp_path,
-                                                           monkeypatch):
+def test_the_loop_runs_at_most_one_step_ahead_of_the_device(
+    tmp_path, monkeypatch
+):
   """Steps dispatched but not run pile up between two host syncs (logging
   every 50 steps at the `paper` preset left a notice waiting 148 s for
   them, and the ETA optimistic): with a device step slower than the host's
@@ -91,8 +110,11 @@ def test_the_loop_runs_at_most_one_step_ahead_of_the_device(tmp_path,
     time.sleep(0.03)
     return x
 
-  slow_down = jax.jit(lambda x: jax.pure_callback(
-      slow, jax.ShapeDtypeStruct(x.shape, x.dtype), x))
+  slow_down = jax.jit(
+      lambda x: jax.pure_callback(
+          slow, jax.ShapeDtypeStruct(x.shape, x.dtype), x
+      )
+  )
   jit_train_step = train.jit_train_step
   unfinished, returned = [], []
 
@@ -115,7 +137,8 @@ def test_the_loop_runs_at_most_one_step_ahead_of_the_device(tmp_path,
 
 @pytest.mark.slow
 def test_sigterm_during_an_evaluation_saves_and_the_resumed_run_evaluates_first(
-    tmp_path, monkeypatch, capsys):
+    tmp_path, monkeypatch, capsys
+):
   config = config_lib.load("rvq_ctc", "tiny")
   config.train.num_epochs = 2
   evaluate = train.evaluate
@@ -123,16 +146,16 @@ def test_sigterm_during_an_evaluation_saves_and_the_resumed_run_evaluates_first(
 
   def preempted_evaluate(*args, **kwargs):
     calls.append(1)
-    os.kill(os.getpid(), signal.SIGTERM)   # arrives during the evaluation.
+    os.kill(os.getpid(), signal.SIGTERM)  # arrives during the evaluation.
     return evaluate(*args, **kwargs)
 
   monkeypatch.setattr(train, "evaluate", preempted_evaluate)
-  with pytest.raises(train.Preempted):   # callers stop too (paper_tables).
+  with pytest.raises(train.Preempted):  # callers stop too (paper_tables).
     tokenizer_training.run(config, str(tmp_path))
   ckpts = checkpointing.Checkpoints(str(tmp_path))
   epoch = ckpts.latest_step()
   assert calls == [1] and epoch > 0
-  assert not ckpts.has_best(epoch)   # nothing evaluated at that step.
+  assert not ckpts.has_best(epoch)  # nothing evaluated at that step.
   assert "preempted: saved step" in capsys.readouterr().out
   before = metric_writers.read_metrics(str(tmp_path / "metrics.jsonl"))
   assert all(r["split"] == "train" for r in before)
@@ -142,14 +165,15 @@ def test_sigterm_during_an_evaluation_saves_and_the_resumed_run_evaluates_first(
   monkeypatch.setattr(train, "evaluate", evaluate)
   tokenizer_training.run(config, str(tmp_path))
   rows = metric_writers.read_metrics(str(tmp_path / "metrics.jsonl"))
-  resumed = [(r["step"], r["split"]) for r in rows[len(before):]]
+  resumed = [(r["step"], r["split"]) for r in rows[len(before) :]]
   assert resumed[0] == (epoch, "validation"), resumed
   assert (2 * epoch, "validation") in resumed and resumed[-1][1] == "test"
   assert (tmp_path / "test_metrics.json").exists()
 
 
 def test_sigterm_stops_the_paper_tables_at_the_stage_it_reached(
-    tmp_path, monkeypatch):
+    tmp_path, monkeypatch
+):
   """A preempted stage ends the whole command: the next stage never starts
   from a part-trained tokenizer (it once went on to tokenize with it)."""
   evaluate = train.evaluate
@@ -161,11 +185,13 @@ def test_sigterm_stops_the_paper_tables_at_the_stage_it_reached(
   monkeypatch.setattr(train, "evaluate", preempted_evaluate)
   with pytest.raises(train.Preempted):
     paper_tables.run_all(str(tmp_path), "tiny", ["rvq"])
-  assert sorted(p.name for p in tmp_path.iterdir()
-                if not p.name.startswith(".")) == [
-                    "timings.json", "tokenizer_rvq"], list(tmp_path.iterdir())
+  assert sorted(
+      p.name for p in tmp_path.iterdir() if not p.name.startswith(".")
+  ) == ["timings.json", "tokenizer_rvq"], list(tmp_path.iterdir())
   # The stopped stage's time so far is kept (a resumed call adds to it).
   timings = json.loads((tmp_path / "timings.json").read_text())
   assert list(timings) == ["tokenizer_rvq"] and timings["tokenizer_rvq"] > 0
-  assert checkpointing.Checkpoints(
-      str(tmp_path / "tokenizer_rvq")).latest_step() > 0
+  assert (
+      checkpointing.Checkpoints(str(tmp_path / "tokenizer_rvq")).latest_step()
+      > 0
+  )

@@ -24,17 +24,18 @@ def test_save_pretrained_loads_back_with_the_same_codes(tok, tmp_path):
   assert names == ["README.md", "config.json", "model.safetensors"]
   again = asl_vq.Tokenizer.from_pretrained(out)
   assert again.fingerprint == tok.fingerprint and again.step == tok.step
-  loaded = asl_vq.Tokenizer.load(out)   # `load` takes either layout.
+  loaded = asl_vq.Tokenizer.load(out)  # `load` takes either layout.
   test = datasets.load(tok.config)["test"]
   hands = [test[i]["hands"] for i in range(4)]
-  for a, b, c in zip(tok.encode(hands), again.encode(hands),
-                     loaded.encode(hands)):
+  for a, b, c in zip(
+      tok.encode(hands), again.encode(hands), loaded.encode(hands)
+  ):
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(a, c)
     np.testing.assert_array_equal(tok.decode(a), again.decode(a))
   card = (tmp_path / "pretrained" / "README.md").read_text()
   assert "**synthetic**" in card and tok.fingerprint in card
-  assert "score" in card   # the run's test metrics.
+  assert "score" in card  # the run's test metrics.
   config = json.loads((tmp_path / "pretrained" / "config.json").read_text())
   assert config["asl_vq"]["test_metrics"]["score"] >= 0
   assert config["model"]["num_quantizers"] == 4
@@ -42,6 +43,7 @@ def test_save_pretrained_loads_back_with_the_same_codes(tok, tmp_path):
 
 def test_a_changed_weight_or_a_foreign_directory_is_refused(tok, tmp_path):
   import safetensors.numpy  # pylint: disable=g-import-not-at-top
+
   out = tok.save_pretrained(tmp_path / "p")
   weights = safetensors.numpy.load_file(tmp_path / "p" / "model.safetensors")
   name = sorted(weights)[0]
@@ -63,6 +65,7 @@ def test_a_hub_id_without_huggingface_hub_says_what_to_install(monkeypatch):
     if name == "huggingface_hub":
       raise ImportError(name)
     return real_import(name, *args, **kwargs)
+
   monkeypatch.delitem(sys.modules, "huggingface_hub", raising=False)
   monkeypatch.setattr(builtins, "__import__", no_hub)
   with pytest.raises(errors.MissingExtra, match="needs huggingface_hub"):

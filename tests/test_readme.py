@@ -30,8 +30,9 @@ def readme_commands(text: str) -> list[tuple[str, list[str]]]:
   in order: in its bash blocks (lines continued with `\\` joined, comments
   dropped, `&&` chains split) and in its inline code."""
   commands = []
-  for block in re.finditer(r"```(\w*)\n(.*?)```|`(python -m [^`]+)`", text,
-                           re.S):
+  for block in re.finditer(
+      r"```(\w*)\n(.*?)```|`(python -m [^`]+)`", text, re.S
+  ):
     language, code, inline = block.groups()
     if inline:
       lines = [inline]
@@ -41,12 +42,15 @@ def readme_commands(text: str) -> list[tuple[str, list[str]]]:
       continue
     for line in lines:
       words = shlex.split(line, comments=True)
-      starts = [i for i in range(len(words) - 2)
-                if words[i:i + 2] == ["python", "-m"]
-                and words[i + 2].startswith("asl_vq")]
+      starts = [
+          i
+          for i in range(len(words) - 2)
+          if words[i : i + 2] == ["python", "-m"]
+          and words[i + 2].startswith("asl_vq")
+      ]
       for i in starts:
         args = []
-        for word in words[i + 3:]:
+        for word in words[i + 3 :]:
           if word in _SEPARATORS:
             break
           args.append(word)
@@ -67,8 +71,11 @@ def runnable(module: str) -> bool:
 
 def _flag_values(args: list[str]) -> list[tuple[str, str]]:
   """(name, value) of each `--name=value` argument."""
-  return [tuple(a[2:].split("=", 1)) for a in args
-          if a.startswith("--") and "=" in a]
+  return [
+      tuple(a[2:].split("=", 1))
+      for a in args
+      if a.startswith("--") and "=" in a
+  ]
 
 
 with open(os.path.join(REPO, "README.md"), encoding="utf-8") as _f:
@@ -81,14 +88,15 @@ def _parse_all(commands: list[tuple[str, list[str]]]) -> list[str | None]:
   `python -m` would; None or the error, per command. Module by module, each
   one's flags deleted after it, since modules share flag names (the flags
   of the libraries it imports stay: the command accepts them too)."""
-  from absl import flags   # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+
   errors = [None] * len(commands)
   for name in dict.fromkeys(m for m, _ in commands):
     module = importlib.import_module(name)
-    if hasattr(module, "__path__"):   # a package: python -m runs __main__.
+    if hasattr(module, "__path__"):  # a package: python -m runs __main__.
       module = importlib.import_module(name + ".__main__")
-    if hasattr(module, "_define_flags"):   # defined when run as a program.
-      module._define_flags()   # pylint: disable=protected-access
+    if hasattr(module, "_define_flags"):  # defined when run as a program.
+      module._define_flags()  # pylint: disable=protected-access
     parse = getattr(module, "_parse_flags", flags.FLAGS)
     for i, (m, args) in enumerate(commands):
       if m != name:
@@ -115,28 +123,42 @@ def _parse_all(commands: list[tuple[str, list[str]]]) -> list[str | None]:
 def parse_errors():
   """`_parse_all` over the README's commands, in one subprocess."""
   proc = subprocess.run(
-      [sys.executable, os.path.abspath(__file__)], cwd=REPO,
-      input=json.dumps(COMMANDS), capture_output=True, text=True,
-      timeout=900, check=False)
+      [sys.executable, os.path.abspath(__file__)],
+      cwd=REPO,
+      input=json.dumps(COMMANDS),
+      capture_output=True,
+      text=True,
+      timeout=900,
+      check=False,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   return json.loads(proc.stdout.splitlines()[-1])
 
 
 def test_readme_has_the_commands():
   modules = {m for m, _ in COMMANDS}
-  assert {"asl_vq.main", "asl_vq.data.synthetic", "asl_vq.analysis",
-          "asl_vq.generate", "asl_vq.report", "asl_vq.bench"} <= modules
+  assert {
+      "asl_vq.main",
+      "asl_vq.data.synthetic",
+      "asl_vq.analysis",
+      "asl_vq.generate",
+      "asl_vq.report",
+      "asl_vq.bench",
+  } <= modules
   assert len(COMMANDS) >= 25
 
 
-@pytest.mark.parametrize("i", range(len(COMMANDS)),
-                         ids=[f"{i}-{m.split('.')[-1]}"
-                              for i, (m, _) in enumerate(COMMANDS)])
+@pytest.mark.parametrize(
+    "i",
+    range(len(COMMANDS)),
+    ids=[f"{i}-{m.split('.')[-1]}" for i, (m, _) in enumerate(COMMANDS)],
+)
 def test_readme_command_parses(parse_errors, i):
   module, args = COMMANDS[i]
   assert runnable(module), f"python -m {module}: no such module"
-  assert parse_errors[i] is None, (
-      f"python -m {module} {shlex.join(args)}: {parse_errors[i]}")
+  assert (
+      parse_errors[i] is None
+  ), f"python -m {module} {shlex.join(args)}: {parse_errors[i]}"
 
 
 def test_readme_commands_run_in_order():
@@ -154,10 +176,12 @@ def test_readme_commands_run_in_order():
         problems.append(f"{command}: the workdir of {shlex.join(first)}")
     for flag, value in values:
       if flag not in _OUTPUT_FLAGS:
-        problems += [f"{command}: nothing before writes {p}"
-                     for p in value.split(",") if p.startswith(_MADE_HERE)
-                     and not any(p == w or p.startswith(w + "/")
-                                 for w in written)]
+        problems += [
+            f"{command}: nothing before writes {p}"
+            for p in value.split(",")
+            if p.startswith(_MADE_HERE)
+            and not any(p == w or p.startswith(w + "/") for w in written)
+        ]
     written += [v for f, v in values if f in _OUTPUT_FLAGS]
   assert not problems, "\n".join(problems)
 
@@ -166,8 +190,12 @@ def test_commands_named_in_the_package_run():
   """Error hints, docstrings and docs name real modules (no
   `python -m asl_vq.tokenize`)."""
   bad = []
-  for folder, suffixes in (("asl_vq", (".py",)), ("configs", (".py",)),
-                           ("docs", (".md",)), ("launch", ("",))):
+  for folder, suffixes in (
+      ("asl_vq", (".py",)),
+      ("configs", (".py",)),
+      ("docs", (".md",)),
+      ("launch", ("",)),
+  ):
     for root, _, files in os.walk(os.path.join(REPO, folder)):
       for name in files:
         if not name.endswith(suffixes) or name.endswith(".pyc"):
@@ -175,8 +203,11 @@ def test_commands_named_in_the_package_run():
         path = os.path.join(root, name)
         with open(path, encoding="utf-8") as f:
           text = f.read()
-        bad += [f"{os.path.relpath(path, REPO)}: python -m {m}"
-                for m in _COMMAND.findall(text) if not runnable(m)]
+        bad += [
+            f"{os.path.relpath(path, REPO)}: python -m {m}"
+            for m in _COMMAND.findall(text)
+            if not runnable(m)
+        ]
   assert not bad, "\n".join(bad)
 
 
@@ -184,12 +215,15 @@ def test_command_pattern():
   assert readme_commands(
       "```bash\n# python -m asl_vq.no\npython -m venv v && python -m "
       "asl_vq.main --a=1 \\\n  --b='x y'  # c\n```\n"
-      "Run `python -m asl_vq.report\n--workdir=r`.") == [
-          ("asl_vq.main", ["--a=1", "--b=x y"]),
-          ("asl_vq.report", ["--workdir=r"])]
-  assert _COMMAND.findall("(`python -m asl_vq.X`) python -m asl_vq.report. "
-                          "python -m asl_vq.data.inspect") == [
-                              "asl_vq.report", "asl_vq.data.inspect"]
+      "Run `python -m asl_vq.report\n--workdir=r`."
+  ) == [
+      ("asl_vq.main", ["--a=1", "--b=x y"]),
+      ("asl_vq.report", ["--workdir=r"]),
+  ]
+  assert _COMMAND.findall(
+      "(`python -m asl_vq.X`) python -m asl_vq.report. "
+      "python -m asl_vq.data.inspect"
+  ) == ["asl_vq.report", "asl_vq.data.inspect"]
   assert runnable("asl_vq.analysis") and not runnable("asl_vq.tokenize")
   assert not runnable("asl_vq")
 

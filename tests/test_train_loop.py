@@ -27,9 +27,14 @@ def tiny_batch():
   config = _config()
   splits = datasets.load(config)
   ds = pipeline.make_dataset(
-      splits["train"], global_batch_size=config.train.batch_size,
-      max_len=config.data.max_len, max_label_len=config.data.max_label_len,
-      buckets=tuple(config.data.buckets), seed=0, train=True)
+      splits["train"],
+      global_batch_size=config.train.batch_size,
+      max_len=config.data.max_len,
+      max_label_len=config.data.max_label_len,
+      buckets=tuple(config.data.buckets),
+      seed=0,
+      train=True,
+  )
   return config, next(iter(ds))
 
 
@@ -40,14 +45,19 @@ def _init_and_step(mesh, config, tx=None):
   tx = tx or train.make_optimizer(config, config.train.batch_size)
   repl = NamedSharding(mesh, P())
   data = NamedSharding(mesh, P("data"))
-  state = jax.jit(functools.partial(train.init_state, task, tx),
-                  out_shardings=repl)(jax.random.PRNGKey(0))
-  step = jax.jit(functools.partial(train.train_step, task=task, tx=tx,
-                                   base_rng=jax.random.PRNGKey(1)),
-                 in_shardings=(repl, {k: data for k in tokenizer_training.DEVICE_KEYS}),
-                 out_shardings=(repl, repl))
-  place = lambda batch: {k: jax.device_put(batch[k], data)
-                         for k in tokenizer_training.DEVICE_KEYS}
+  state = jax.jit(
+      functools.partial(train.init_state, task, tx), out_shardings=repl
+  )(jax.random.PRNGKey(0))
+  step = jax.jit(
+      functools.partial(
+          train.train_step, task=task, tx=tx, base_rng=jax.random.PRNGKey(1)
+      ),
+      in_shardings=(repl, {k: data for k in tokenizer_training.DEVICE_KEYS}),
+      out_shardings=(repl, repl),
+  )
+  place = lambda batch: {
+      k: jax.device_put(batch[k], data) for k in tokenizer_training.DEVICE_KEYS
+  }
   return state, step, place
 
 
@@ -68,13 +78,16 @@ def test_one_step_on_8_devices_equals_1_device(tiny_batch):
   config, batch = tiny_batch
   assert jax.device_count() == 8
   sgd = optax.sgd(0.1)
-  one, l1 = _step_on(Mesh(np.array(jax.devices()[:1]), ("data",)), config,
-                     batch, tx=sgd)
-  eight, l8 = _step_on(Mesh(np.array(jax.devices()), ("data",)), config,
-                       batch, tx=sgd)
+  one, l1 = _step_on(
+      Mesh(np.array(jax.devices()[:1]), ("data",)), config, batch, tx=sgd
+  )
+  eight, l8 = _step_on(
+      Mesh(np.array(jax.devices()), ("data",)), config, batch, tx=sgd
+  )
   np.testing.assert_allclose(l1, l8, rtol=1e-5)
-  close = functools.partial(train_helpers.assert_trees_close, rtol=1e-4,
-                            atol=1e-5)
+  close = functools.partial(
+      train_helpers.assert_trees_close, rtol=1e-4, atol=1e-5
+  )
   close(one.params, eight.params)
   close(one.collections["vq"], eight.collections["vq"])
   close(one.collections["batch_stats"], eight.collections["batch_stats"])
@@ -82,8 +95,9 @@ def test_one_step_on_8_devices_equals_1_device(tiny_batch):
 
 def test_loss_falls_on_a_repeated_batch(tiny_batch):
   config, batch = tiny_batch
-  _, losses = _step_on(Mesh(np.array(jax.devices()[:1]), ("data",)), config,
-                       batch, steps=30)
+  _, losses = _step_on(
+      Mesh(np.array(jax.devices()[:1]), ("data",)), config, batch, steps=30
+  )
   assert losses[-1] < 0.8 * losses[1], losses
 
 
@@ -92,7 +106,8 @@ def test_nonfinite_loss_skips_the_update_and_names_the_step(tiny_batch):
   bad = dict(batch)
   bad["inputs"] = np.full_like(batch["inputs"], np.nan)
   state, step, place = _init_and_step(
-      Mesh(np.array(jax.devices()[:1]), ("data",)), config)
+      Mesh(np.array(jax.devices()[:1]), ("data",)), config
+  )
   state, _ = step(state, place(batch))
   before = jax.device_get(state.params)
   state, _ = step(state, place(bad))

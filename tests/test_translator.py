@@ -9,9 +9,12 @@ import optax
 import pytest
 
 from asl_vq import vocab
-from asl_vq.models.translator import (Translator, TranslatorConfig,
-                                      greedy_decode,
-                                      sequence_loss)
+from asl_vq.models.translator import (
+    Translator,
+    TranslatorConfig,
+    greedy_decode,
+    sequence_loss,
+)
 from asl_vq.models import translator
 from asl_vq.models.transformer import shift_targets
 
@@ -19,9 +22,13 @@ B, L, S = 3, 8, 5
 LENGTHS = (8, 5, 3)
 
 
-def greedy_decode_uncached(config: translator.TranslatorConfig, variables,
-                           encoder_inputs, input_mask,
-                           max_len: int | None = None):
+def greedy_decode_uncached(
+    config: translator.TranslatorConfig,
+    variables,
+    encoder_inputs,
+    input_mask,
+    max_len: int | None = None,
+):
   """`greedy_decode` re-running the whole causal decoder every step.
 
   max_len times the decoder's work; the reference the cached one is tested
@@ -29,22 +36,40 @@ def greedy_decode_uncached(config: translator.TranslatorConfig, variables,
   """
   max_len = max_len or config.max_target_len + 1
   model = translator.Translator(config)
-  memory = model.apply(variables, encoder_inputs, input_mask,
-                       method=translator.Translator.encode)
+  memory = model.apply(
+      variables, encoder_inputs, input_mask, method=translator.Translator.encode
+  )
 
   def next_logits(state, tokens, step):
-    logits = model.apply(variables, memory, input_mask, tokens[:, :-1],
-                         method=translator.Translator.decode_logits)
+    logits = model.apply(
+        variables,
+        memory,
+        input_mask,
+        tokens[:, :-1],
+        method=translator.Translator.decode_logits,
+    )
     return jax.lax.dynamic_index_in_dim(logits, step, 1, False), state
 
   return translator._greedy(  # pylint: disable=protected-access
-      next_logits, (), memory.shape[0], max_len)
+      next_logits, (), memory.shape[0], max_len
+  )
+
 
 def tiny_config(encoder):
-  return TranslatorConfig(encoder=encoder, num_quantizers=2, codebook_size=16,
-                          dim=16, num_heads=2, num_encoder_layers=1,
-                          num_decoder_layers=2, mlp_dim=32, dropout=0.0,
-                          max_target_len=6, num_blocks=1, kernel_size=3)
+  return TranslatorConfig(
+      encoder=encoder,
+      num_quantizers=2,
+      codebook_size=16,
+      dim=16,
+      num_heads=2,
+      num_encoder_layers=1,
+      num_decoder_layers=2,
+      mlp_dim=32,
+      dropout=0.0,
+      max_target_len=6,
+      num_blocks=1,
+      kernel_size=3,
+  )
 
 
 def inputs(encoder):
@@ -66,8 +91,9 @@ def decoder_inputs():
 def tiny_model(encoder):
   config = tiny_config(encoder)
   x, mask = inputs(encoder)
-  variables = Translator(config).init(jax.random.key(2), x, mask,
-                                      decoder_inputs(), train=False)
+  variables = Translator(config).init(
+      jax.random.key(2), x, mask, decoder_inputs(), train=False
+  )
   return config, variables
 
 
@@ -90,7 +116,7 @@ def test_cached_greedy_decoding_equals_uncached(encoder):
   for row in np.asarray(cached):
     ends = np.flatnonzero(row == vocab.END_ID)
     if ends.size:
-      assert (row[ends[0] + 1:] == vocab.PAD_ID).all()
+      assert (row[ends[0] + 1 :] == vocab.PAD_ID).all()
 
 
 def test_greedy_decoding_stops_at_end():
@@ -110,12 +136,13 @@ def test_decoder_is_causal():
   x, mask = inputs('tokens')
   y = decoder_inputs()
   t = 2
-  changed = y.at[:, t + 1:].set(vocab.END_ID)
+  changed = y.at[:, t + 1 :].set(vocab.END_ID)
   apply = logits_fn('tokens')
-  before, after = apply(variables, x, mask, y), apply(variables, x, mask,
-                                                      changed)
-  np.testing.assert_allclose(before[:, :t + 1], after[:, :t + 1], atol=1e-5)
-  assert not np.allclose(before[:, t + 1:], after[:, t + 1:])
+  before, after = apply(variables, x, mask, y), apply(
+      variables, x, mask, changed
+  )
+  np.testing.assert_allclose(before[:, : t + 1], after[:, : t + 1], atol=1e-5)
+  assert not np.allclose(before[:, t + 1 :], after[:, t + 1 :])
 
 
 @pytest.mark.parametrize('encoder', ['tokens', 'continuous'])
@@ -127,9 +154,11 @@ def test_encoder_padding_invariance(encoder):
   longer_mask = jnp.pad(mask, ((0, 0), (0, 4)))
   apply = logits_fn(encoder)
   y = decoder_inputs()
-  np.testing.assert_allclose(apply(variables, x, mask, y),
-                             apply(variables, longer, longer_mask, y),
-                             atol=1e-4)
+  np.testing.assert_allclose(
+      apply(variables, x, mask, y),
+      apply(variables, longer, longer_mask, y),
+      atol=1e-4,
+  )
 
 
 def test_shift_targets():
@@ -139,12 +168,15 @@ def test_shift_targets():
   label_mask = jnp.array([[1, 1, 1], [1, 0, 0], [0, 0, 0]], bool)
   inputs_, targets, target_mask = jax.jit(shift_targets)(labels, label_mask)
   s, e = vocab.START_ID, vocab.END_ID
-  np.testing.assert_array_equal(inputs_, [[s, a, b, c], [s, c, p, p],
-                                          [s, p, p, p]])
-  np.testing.assert_array_equal(targets, [[a, b, c, e], [c, e, p, p],
-                                          [e, p, p, p]])
-  np.testing.assert_array_equal(target_mask, [[1, 1, 1, 1], [1, 1, 0, 0],
-                                              [1, 0, 0, 0]])
+  np.testing.assert_array_equal(
+      inputs_, [[s, a, b, c], [s, c, p, p], [s, p, p, p]]
+  )
+  np.testing.assert_array_equal(
+      targets, [[a, b, c, e], [c, e, p, p], [e, p, p, p]]
+  )
+  np.testing.assert_array_equal(
+      target_mask, [[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]]
+  )
 
 
 @pytest.mark.parametrize('encoder', ['tokens', 'continuous'])
@@ -156,16 +188,23 @@ def test_overfits_one_batch(encoder):
   y, targets, target_mask = shift_targets(labels, label_mask)
   model = Translator(config)
   params, state = variables['params'], {
-      k: v for k, v in variables.items() if k != 'params'}
+      k: v for k, v in variables.items() if k != 'params'
+  }
   tx = optax.adam(1e-2)
 
   @jax.jit
   def step(params, state, opt_state):
     def loss_fn(params):
       logits, new_state = model.apply(
-          {'params': params, **state}, x, mask, y, train=True,
-          mutable=list(state))
+          {'params': params, **state},
+          x,
+          mask,
+          y,
+          train=True,
+          mutable=list(state),
+      )
       return sequence_loss(logits, targets, target_mask, 0.1), new_state
+
     (loss, state), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     updates, opt_state = tx.update(grads, opt_state)
     return optax.apply_updates(params, updates), state, opt_state, loss

@@ -31,6 +31,7 @@ except ImportError:
   pytest.skip(f"no OpenCV: {video.INSTALL}", allow_module_level=True)
 try:
   import mediapipe  # noqa: F401  pylint: disable=unused-import
+
   _MEDIAPIPE = None
 except ImportError:
   _MEDIAPIPE = f"mediapipe is not installed: {video.INSTALL}"
@@ -42,11 +43,12 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _OFFSETS = layout.point_offsets()
 
 
-def write_video(path, frames, fps=25., fourcc="MJPG"):
+def write_video(path, frames, fps=25.0, fourcc="MJPG"):
   """Writes BGR uint8 [T, H, W, 3] frames."""
   h, w = frames.shape[1:3]
-  writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps,
-                           (w, h))
+  writer = cv2.VideoWriter(
+      str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h)
+  )
   assert writer.isOpened()
   for frame in frames:
     writer.write(frame)
@@ -55,14 +57,15 @@ def write_video(path, frames, fps=25., fourcc="MJPG"):
 
 def blank(n, h=64, w=96):
   """Gray frames that change a little: nobody is there."""
-  return np.stack([np.full((h, w, 3), 60 + 10 * i, np.uint8)
-                   for i in range(n)])
+  return np.stack([np.full((h, w, 3), 60 + 10 * i, np.uint8) for i in range(n)])
 
 
 def hopper(n):
   import matplotlib.cbook  # pylint: disable=g-import-not-at-top
-  image = cv2.imread(str(matplotlib.cbook.get_sample_data(
-      "grace_hopper.jpg", asfileobj=False)))
+
+  image = cv2.imread(
+      str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+  )
   return np.stack([cv2.resize(image, (192, 224))] * n)
 
 
@@ -71,16 +74,21 @@ def videos(tmp_path_factory):
   """blank.avi (9 frames, 25 fps), people/hopper.mp4 (3 frames, 30 fps),
   broken.mp4 (garbage bytes) and the phrases CSV."""
   root = tmp_path_factory.mktemp("videos")
-  write_video(root / "blank.avi", blank(9), fps=25.)
+  write_video(root / "blank.avi", blank(9), fps=25.0)
   (root / "people").mkdir()
-  write_video(root / "people" / "hopper.mp4", hopper(3), fps=30.,
-              fourcc="mp4v")
+  write_video(
+      root / "people" / "hopper.mp4", hopper(3), fps=30.0, fourcc="mp4v"
+  )
   (root / "broken.mp4").write_bytes(np.random.default_rng(0).bytes(2000))
   phrases = root.parent / "phrases.csv"
   with open(phrases, "w", newline="") as f:
-    csv.writer(f).writerows([("video", "phrase", "participant_id"),
-                             ("blank.avi", "hello, world", "7"),
-                             ("people/hopper.mp4", "cobol", "")])
+    csv.writer(f).writerows(
+        [
+            ("video", "phrase", "participant_id"),
+            ("blank.avi", "hello, world", "7"),
+            ("people/hopper.mp4", "cobol", ""),
+        ]
+    )
   return root, str(phrases)
 
 
@@ -94,8 +102,13 @@ def converted(videos, tmp_path_factory):
 
 def run_cli(*args, env=None):
   return subprocess.run(
-      [sys.executable, "-m", "asl_vq.data.video", *args], capture_output=True,
-      text=True, cwd=_ROOT, env=env, timeout=900)
+      [sys.executable, "-m", "asl_vq.data.video", *args],
+      capture_output=True,
+      text=True,
+      cwd=_ROOT,
+      env=env,
+      timeout=900,
+  )
 
 
 @needs_mediapipe
@@ -105,16 +118,16 @@ def test_no_hand_gives_every_frame_and_nan_hands(videos):
   assert hands.shape == (9, layout.NUM_POINTS, 2)
   assert hands.dtype == np.float32
   assert np.isnan(hands).all()
-  assert fps == 25.
+  assert fps == 25.0
 
 
 @needs_mediapipe
 def test_real_face_and_pose_found_in_their_columns(videos):
   root, _ = videos
   points, fps = video.landmarks(root / "people" / "hopper.mp4")
-  assert points.shape == (3, 543, 3) and fps == 30.
+  assert points.shape == (3, 543, 3) and fps == 30.0
   face = points[:, :468]
-  pose = points[:, _OFFSETS["pose"]:_OFFSETS["pose"] + 33]
+  pose = points[:, _OFFSETS["pose"] : _OFFSETS["pose"] + 33]
   assert not np.isnan(face).any() and not np.isnan(pose).any()
   assert ((face[..., :2] > 0) & (face[..., :2] < 1)).all()
   # The nose (pose 0) is on the face: within the face mesh's box.
@@ -135,16 +148,21 @@ def test_layout_is_kaggle_and_readers_accept_it(converted, tmp_path):
   assert sorted(meta.phrase) == ["cobol", "hello, world"]
   assert sorted(meta.participant_id.tolist()) == [0, 7]
   assert (meta.file_id == meta.sequence_id).all()
-  info = {v["video"]: v for v in json.loads(
-      (out / video.VIDEOS_JSON).read_text())["videos"]}
-  assert info["blank.avi"]["fps"] == 25. and info["blank.avi"]["frames"] == 9
-  assert info["people/hopper.mp4"]["fps"] == 30.
+  info = {
+      v["video"]: v
+      for v in json.loads((out / video.VIDEOS_JSON).read_text())["videos"]
+  }
+  assert info["blank.avi"]["fps"] == 25.0 and info["blank.avi"]["frames"] == 9
+  assert info["people/hopper.mp4"]["fps"] == 30.0
   for rel_path, sid in zip(meta.path, meta.sequence_id):
     parquet = pq.ParquetFile(out / rel_path)
     names = parquet.schema_arrow.names
     # As the competition's: frame, the 1629 columns, the pandas index.
-    assert names == ([layout.FRAME_COLUMN] + layout.landmark_columns()
-                     + [layout.INDEX_COLUMN])
+    assert names == (
+        [layout.FRAME_COLUMN]
+        + layout.landmark_columns()
+        + [layout.INDEX_COLUMN]
+    )
     pandas = json.loads(parquet.schema_arrow.metadata[b"pandas"])
     assert pandas["index_columns"] == [layout.INDEX_COLUMN]
     table = parquet.read(columns=[layout.FRAME_COLUMN, "x_face_0"])
@@ -152,8 +170,9 @@ def test_layout_is_kaggle_and_readers_accept_it(converted, tmp_path):
     by_id = reader.read_hands(out / rel_path)
     assert list(by_id) == [sid]
     assert np.isnan(by_id[sid]).all()
-    assert table[layout.FRAME_COLUMN].to_pylist() == list(range(len(
-        by_id[sid])))
+    assert table[layout.FRAME_COLUMN].to_pylist() == list(
+        range(len(by_id[sid]))
+    )
   hopper = pq.read_table(out / meta.path[meta.phrase.index("cobol")])
   for column in layout.landmark_columns():  # Face and pose found, no hand.
     nan = np.isnan(hopper[column].to_numpy())
@@ -165,8 +184,9 @@ def test_layout_is_kaggle_and_readers_accept_it(converted, tmp_path):
 
 
 @needs_mediapipe
-def test_rerun_resumes_and_killed_write_leaves_no_file(videos, tmp_path,
-                                                       monkeypatch):
+def test_rerun_resumes_and_killed_write_leaves_no_file(
+    videos, tmp_path, monkeypatch
+):
   root, _ = videos
   one = tmp_path / "one"
   one.mkdir()
@@ -177,12 +197,12 @@ def test_rerun_resumes_and_killed_write_leaves_no_file(videos, tmp_path,
   def killed(table, where, **kwargs):
     real_write(table.slice(0, 1), where, **kwargs)
     raise KeyboardInterrupt
+
   monkeypatch.setattr(video.pq, "write_table", killed)
   with pytest.raises(KeyboardInterrupt):
     video.convert(one, out, progress=False)
   _, directory = layout.SOURCES["train"]
-  assert not [n for n in os.listdir(out / directory)
-              if n.endswith(".parquet")]
+  assert not [n for n in os.listdir(out / directory) if n.endswith(".parquet")]
   monkeypatch.setattr(video.pq, "write_table", real_write)
   summary = video.convert(one, out, progress=False)
   assert (summary["written"], summary["resumed"]) == (1, 0)
@@ -192,7 +212,7 @@ def test_rerun_resumes_and_killed_write_leaves_no_file(videos, tmp_path,
   assert inspect.summarize(out, progress=False)["train"]["frames"] == 9
   # Recorded again under its name (issue 30, 2: 20 -> 40 frames kept 20
   # frames of stale landmarks): converted again, by the video's bytes.
-  (one / "blank.avi").unlink()   # a link to the module's video: not edited.
+  (one / "blank.avi").unlink()  # a link to the module's video: not edited.
   write_video(one / "blank.avi", blank(14))
   summary = video.convert(one, out, progress=False)
   assert (summary["written"], summary["resumed"]) == (1, 0)
@@ -226,27 +246,34 @@ def test_bad_input_is_one_line_and_exit_1(case, tmp_path):
   lines = result.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
   assert ("no such file" if case == "missing" else "no videos found") in (
-      lines[0])
+      lines[0]
+  )
 
 
 def test_without_mediapipe_says_how_to_install(tmp_path):
   blocker = tmp_path / "site"
   (blocker / "mediapipe").mkdir(parents=True)
   (blocker / "mediapipe" / "__init__.py").write_text(
-      "raise ModuleNotFoundError('blocked by the test', name='mediapipe')\n")
+      "raise ModuleNotFoundError('blocked by the test', name='mediapipe')\n"
+  )
   (tmp_path / "in").mkdir()
   (tmp_path / "in" / "a.mp4").write_bytes(b"not a video")
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-      [str(blocker), _ROOT, os.environ.get("PYTHONPATH", "")]))
-  result = run_cli(f"--input={tmp_path / 'in'}", f"--out={tmp_path / 'o'}",
-                   env=env)
+  env = dict(
+      os.environ,
+      PYTHONPATH=os.pathsep.join(
+          [str(blocker), _ROOT, os.environ.get("PYTHONPATH", "")]
+      ),
+  )
+  result = run_cli(
+      f"--input={tmp_path / 'in'}", f"--out={tmp_path / 'o'}", env=env
+  )
   assert result.returncode == 1
   assert result.stderr.strip() == "error: mediapipe is not installed: " + (
-      video.INSTALL)
+      video.INSTALL
+  )
 
 
-def test_a_phrases_csv_saved_by_excel_reads_past_its_byte_order_mark(
-    tmp_path):
+def test_a_phrases_csv_saved_by_excel_reads_past_its_byte_order_mark(tmp_path):
   path = tmp_path / "phrases.csv"
   path.write_bytes("\ufeffvideo,phrase\r\nclip.mp4,hello\r\n".encode("utf-8"))
   assert video.read_phrases(str(path)) == {"clip.mp4": ("hello", 0)}

@@ -38,21 +38,31 @@ print(count())
 
 
 def _assert_pool_threads(expected, devices, *mode, **env):
-  environ = {k: v for k, v in xla_env.env(os.environ, devices=devices).items()
-             if k != "NPROC"}
+  environ = {
+      k: v
+      for k, v in xla_env.env(os.environ, devices=devices).items()
+      if k != "NPROC"
+  }
   run = subprocess.run(
       [sys.executable, "-c", COUNT_POOL, str(expected), *mode],
-      capture_output=True, text=True, env={**environ, **env}, timeout=300)
+      capture_output=True,
+      text=True,
+      env={**environ, **env},
+      timeout=300,
+  )
   assert run.returncode == 0, run.stderr[-2000:]
   assert int(run.stdout.split()[-1]) == expected, (devices, mode, env)
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc/self/task"),
-                    reason="counts threads through Linux's /proc")
+@pytest.mark.skipif(
+    not os.path.isdir("/proc/self/task"),
+    reason="counts threads through Linux's /proc",
+)
 def test_simulated_devices_get_threads_for_several_collectives_each():
-  import asl_vq   # pylint: disable=g-import-not-at-top
+  import asl_vq  # pylint: disable=g-import-not-at-top
+
   per_device = asl_vq.THREADS_PER_DEVICE
-  cores = len(os.sched_getaffinity(0))   # what XLA's default counts.
+  cores = len(os.sched_getaffinity(0))  # what XLA's default counts.
   _assert_pool_threads(max(os.cpu_count(), 8 * per_device), 8)
   _assert_pool_threads(max(os.cpu_count(), 4 * per_device), 4)
   # One device runs no in-process collective: XLA's default pool.

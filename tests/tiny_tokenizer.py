@@ -42,5 +42,5 @@ def tokens_dir() -> str:
   config.checkpoint = run_dir
   config.batch_size = 16
   with filelock.FileLock(out + ".lock"):
-    dataset_tokenization.run(config, out)   # Skips the splits already made.
+    dataset_tokenization.run(config, out)  # Skips the splits already made.
   return out

@@ -31,8 +31,7 @@ def flexion(hand: np.ndarray, finger: int, joint: int) -> np.ndarray:
   norms = np.linalg.norm(into, axis=-1) * np.linalg.norm(out, axis=-1)
   with np.errstate(invalid="ignore", divide="ignore"):
     cos = np.sum(into * out, -1) / norms
-  return np.where(norms > 0, np.degrees(np.arccos(np.clip(cos, -1, 1))),
-                  np.nan)
+  return np.where(norms > 0, np.degrees(np.arccos(np.clip(cos, -1, 1))), np.nan)
 
 
 def present(frames: np.ndarray, eps: float = 1e-6) -> np.ndarray:
@@ -48,7 +47,7 @@ def dominant_hand(frames: np.ndarray) -> np.ndarray:
   of its frames (ties: right), the signing hand; the other one rests."""
   seen = present(frames).sum(0)
   side = 0 if seen[0] > seen[1] else 1
-  return np.asarray(frames)[:, side * _H:(side + 1) * _H]
+  return np.asarray(frames)[:, side * _H : (side + 1) * _H]
 
 
 def summary(angles: np.ndarray) -> str:

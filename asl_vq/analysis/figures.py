@@ -26,8 +26,8 @@ from asl_vq.analysis import angles
 from asl_vq.data import layout
 
 DPI = 100
-HEATMAP_INCHES = 12.
-PANEL_INCHES = (2., 2.4)   # Width and height of one skeleton panel.
+HEATMAP_INCHES = 12.0
+PANEL_INCHES = (2.0, 2.4)  # Width and height of one skeleton panel.
 _H = layout.NUM_HAND_POINTS
 
 
@@ -37,14 +37,14 @@ def mean_hands(frames: np.ndarray) -> np.ndarray:
   so that the hand moving does not blur the shape; a hand seen in under
   half of the frames is left out (zeros, as missing)."""
   frames = np.asarray(frames, np.float64)
-  weights = angles.present(frames).astype(np.float64)     # [M, 2]
+  weights = angles.present(frames).astype(np.float64)  # [M, 2]
   hands = frames.reshape(len(frames), 2, _H, 2)
   wrists = hands[:, :, :1]
   counts = np.maximum(weights.sum(0), 1)[:, None, None]
   shape = np.einsum("ms,mshd->shd", weights, hands - wrists) / counts
   wrist = np.einsum("ms,mshd->shd", weights, wrists) / counts
   mean = shape + wrist
-  mean[weights.sum(0) < max(len(frames), 1) / 2] = 0.
+  mean[weights.sum(0) < max(len(frames), 1) / 2] = 0.0
   return mean.reshape(2 * _H, 2)
 
 
@@ -60,10 +60,11 @@ def cluster_order(similarity: np.ndarray) -> np.ndarray:
   (average-linkage clustering on 1 - similarity)."""
   if len(similarity) < 3:
     return np.arange(len(similarity))
-  dist = np.clip(1. - similarity, 0., None)
-  np.fill_diagonal(dist, 0.)
-  return hierarchy.leaves_list(hierarchy.linkage(
-      distance.squareform(dist, checks=False), "average"))
+  dist = np.clip(1.0 - similarity, 0.0, None)
+  np.fill_diagonal(dist, 0.0)
+  return hierarchy.leaves_list(
+      hierarchy.linkage(distance.squareform(dist, checks=False), "average")
+  )
 
 
 def _wrap(title: str, inches: float) -> str:
@@ -77,24 +78,31 @@ def _save(fig, path: str) -> str:
   return path
 
 
-def plot_heatmap(path: str, similarity: np.ndarray, labels: Sequence[str],
-                 skeletons: np.ndarray, title: str) -> str:
+def plot_heatmap(
+    path: str,
+    similarity: np.ndarray,
+    labels: Sequence[str],
+    skeletons: np.ndarray,
+    title: str,
+) -> str:
   """The similarity matrix with each row's mean skeleton [L, 42, 2] on the
   diagonal; HEATMAP_INCHES square."""
   plt = plotting.pyplot()
   n = len(labels)
   if similarity.shape != (n, n) or len(skeletons) != n:
-    raise errors.UserError(f"{n} labels, similarity {similarity.shape} and "
-                           f"{len(skeletons)} skeletons do not match")
+    raise errors.UserError(
+        f"{n} labels, similarity {similarity.shape} and "
+        f"{len(skeletons)} skeletons do not match"
+    )
   fig, ax = plt.subplots(figsize=(HEATMAP_INCHES, HEATMAP_INCHES))
-  image = ax.imshow(similarity, cmap="RdBu_r", vmin=-1., vmax=1.)
+  image = ax.imshow(similarity, cmap="RdBu_r", vmin=-1.0, vmax=1.0)
   fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02, label="cosine")
   ax.set_xticks(range(n), labels, fontsize=7, rotation=90)
   ax.set_yticks(range(n), labels, fontsize=7)
   for i, hands in enumerate(skeletons):
     inset = ax.inset_axes([i / n, 1 - (i + 1) / n, 1 / n, 1 / n])
     inset.set_facecolor("white")
-    plotting.draw_hands(inset, hands, lw=.8)
+    plotting.draw_hands(inset, hands, lw=0.8)
   ax.set_title(_wrap(title, HEATMAP_INCHES), fontsize=9)
   fig.tight_layout()
   return _save(fig, path)
@@ -103,24 +111,34 @@ def plot_heatmap(path: str, similarity: np.ndarray, labels: Sequence[str],
 def _panels(n: int, cols: int, title: str):
   plt = plotting.pyplot()
   rows = max(1, math.ceil(n / cols))
-  fig, axes = plt.subplots(rows, cols, squeeze=False, figsize=(
-      PANEL_INCHES[0] * cols, PANEL_INCHES[1] * rows))
+  fig, axes = plt.subplots(
+      rows,
+      cols,
+      squeeze=False,
+      figsize=(PANEL_INCHES[0] * cols, PANEL_INCHES[1] * rows),
+  )
   fig.suptitle(_wrap(title, PANEL_INCHES[0] * cols), fontsize=9)
   for ax in axes.flat:
     ax.axis("off")
   return fig, axes
 
 
-def gallery_picks(sequence_ids: np.ndarray, n: int,
-                  rng: np.random.Generator) -> np.ndarray:
+def gallery_picks(
+    sequence_ids: np.ndarray, n: int, rng: np.random.Generator
+) -> np.ndarray:
   """Indices of one random frame from each of up to `n` random sequences."""
   order = rng.permutation(len(sequence_ids))
   _, first = np.unique(np.asarray(sequence_ids)[order], return_index=True)
   return rng.permutation(order[first])[:n]
 
 
-def plot_gallery(path: str, frames: np.ndarray, sequence_ids: Sequence[int],
-                 title: str, cols: int = 6) -> str:
+def plot_gallery(
+    path: str,
+    frames: np.ndarray,
+    sequence_ids: Sequence[int],
+    title: str,
+    cols: int = 6,
+) -> str:
   """One panel per frame [M, 42, 2], its sequence id under it."""
   if not len(frames):
     raise errors.UserError("no frames to draw")
@@ -139,30 +157,42 @@ def _commonest(values: np.ndarray, k: int) -> np.ndarray:
   return ids[np.argsort(-counts, kind="stable")[:k]]
 
 
-def code_tree(codes: np.ndarray, branches: int = 4, leaves: int = 3
-              ) -> list[tuple[tuple[int, ...], np.ndarray]]:
+def code_tree(
+    codes: np.ndarray, branches: int = 4, leaves: int = 3
+) -> list[tuple[tuple[int, ...], np.ndarray]]:
   """The frames of one first-quantizer token (their codes [M, Q >= 3]) split
   by the second code, then by the third: (code path, frame indices) of the
   root, then of each of the `branches` commonest second codes followed by
   its `leaves` commonest third codes."""
   codes = np.asarray(codes)
-  if codes.ndim != 2 or codes.shape[1] < 3 or not len(codes) or (
-      codes[:, 0] != codes[0, 0]).any():
-    raise errors.UserError("codes must be [M > 0, Q >= 3] frames of one "
-                           f"first-quantizer token, got {codes.shape}")
+  if (
+      codes.ndim != 2
+      or codes.shape[1] < 3
+      or not len(codes)
+      or (codes[:, 0] != codes[0, 0]).any()
+  ):
+    raise errors.UserError(
+        "codes must be [M > 0, Q >= 3] frames of one "
+        f"first-quantizer token, got {codes.shape}"
+    )
   root = int(codes[0, 0])
   nodes = [((root,), np.arange(len(codes)))]
   for q2 in _commonest(codes[:, 1], branches):
     branch = np.flatnonzero(codes[:, 1] == q2)
     nodes.append(((root, int(q2)), branch))
-    nodes += [((root, int(q2), int(q3)), branch[codes[branch, 2] == q3])
-              for q3 in _commonest(codes[branch, 2], leaves)]
+    nodes += [
+        ((root, int(q2), int(q3)), branch[codes[branch, 2] == q3])
+        for q3 in _commonest(codes[branch, 2], leaves)
+    ]
   return nodes
 
 
-def plot_tree(path: str, frames: np.ndarray,
-              nodes: Sequence[tuple[tuple[int, ...], np.ndarray]],
-              title: str) -> str:
+def plot_tree(
+    path: str,
+    frames: np.ndarray,
+    nodes: Sequence[tuple[tuple[int, ...], np.ndarray]],
+    title: str,
+) -> str:
   """`code_tree`'s nodes as a grid: the root on top, a column per second
   code with its mean skeleton, under it its third codes'; frame counts in
   the titles. PANEL_INCHES per cell, rows = 2 + the most leaves of a
@@ -170,8 +200,14 @@ def plot_tree(path: str, frames: np.ndarray,
   branches = [i for i, (p, _) in enumerate(nodes) if len(p) == 2]
   if not branches:
     raise errors.UserError("the tree has no second-code branch")
-  children = {b: [i for i, (p, _) in enumerate(nodes)
-                  if len(p) == 3 and p[:2] == nodes[b][0]] for b in branches}
+  children = {
+      b: [
+          i
+          for i, (p, _) in enumerate(nodes)
+          if len(p) == 3 and p[:2] == nodes[b][0]
+      ]
+      for b in branches
+  }
   rows = 2 + max(len(c) for c in children.values())
   fig, axes = _panels(rows * len(branches), len(branches), title)
   cells = [(axes[0, len(branches) // 2], 0)]
@@ -180,8 +216,10 @@ def plot_tree(path: str, frames: np.ndarray,
   for ax, i in cells:
     code_path, index = nodes[i]
     ax.axis("on")
-    plotting.draw_hands(ax, mean_hands(frames[index]),
-                        f"q{len(code_path) - 1}={code_path[-1]}: "
-                        f"{len(index)} frames")
+    plotting.draw_hands(
+        ax,
+        mean_hands(frames[index]),
+        f"q{len(code_path) - 1}={code_path[-1]}: " f"{len(index)} frames",
+    )
   fig.tight_layout()
   return _save(fig, path)

@@ -55,34 +55,41 @@ def _sklearn():
   except ImportError:
     raise errors.MissingExtra(
         "asl_vq.analysis.real_hands needs scikit-learn: pip install -e "
-        "'.[measure]'") from None
+        "'.[measure]'"
+    ) from None
   return cluster, sk_metrics
 
 
-def load_letters(path: str | os.PathLike, language: str
-                 ) -> dict[str, np.ndarray]:
+def load_letters(
+    path: str | os.PathLike, language: str
+) -> dict[str, np.ndarray]:
   """letter (lower case) -> float32 [T, 42, 2], the `language/...` clips.
 
   Raises:
     ValueError: no clip of `language`, or a clip not [T, 42, 2].
   """
   with np.load(path) as f:
-    clips = {k.split("/", 1)[1].lower(): np.asarray(f[k], np.float32)
-             for k in f.files if k.startswith(language + "/")}
+    clips = {
+        k.split("/", 1)[1].lower(): np.asarray(f[k], np.float32)
+        for k in f.files
+        if k.startswith(language + "/")
+    }
   if not clips:
     raise errors.UserError(
         f"{path}: no clip of language {language!r} (keys are "
-        "<language>/<letter>)")
+        "<language>/<letter>)"
+    )
   for letter, clip in clips.items():
     if clip.ndim != 3 or clip.shape[1:] != (42, 2):
       raise errors.UserError(
-          f"{path}: {language}/{letter} is {clip.shape}, not "
-          "[T, 42, 2]")
+          f"{path}: {language}/{letter} is {clip.shape}, not " "[T, 42, 2]"
+      )
   return dict(sorted(clips.items()))
 
 
-def held_out_accuracy(clusters: np.ndarray, labels: np.ndarray,
-                      first_half: np.ndarray) -> float:
+def held_out_accuracy(
+    clusters: np.ndarray, labels: np.ndarray, first_half: np.ndarray
+) -> float:
   """Map each cluster to the commonest label of its `first_half` frames;
   the fraction of the other frames whose label the map names (a cluster
   with no first-half frame names none)."""
@@ -90,8 +97,9 @@ def held_out_accuracy(clusters: np.ndarray, labels: np.ndarray,
   fit, held = first_half, ~first_half
   named = {}
   for c in np.unique(clusters[fit]):
-    values, counts = np.unique(labels[fit][clusters[fit] == c],
-                               return_counts=True)
+    values, counts = np.unique(
+        labels[fit][clusters[fit] == c], return_counts=True
+    )
     named[c] = values[np.argmax(counts)]
   hits = [named.get(c) == l for c, l in zip(clusters[held], labels[held])]
   return float(np.mean(hits)) if hits else float("nan")
@@ -104,20 +112,25 @@ def random_halves(groups: np.ndarray, seed: int) -> np.ndarray:
   out = np.zeros(len(groups), bool)
   for g in np.unique(groups):
     idx = np.flatnonzero(groups == g)
-    out[rng.permutation(idx)[:(len(idx) + 1) // 2]] = True
+    out[rng.permutation(idx)[: (len(idx) + 1) // 2]] = True
   return out
 
 
-def random_words(letters: Sequence[str], num: int, seed: int
-                 ) -> list[str]:
+def random_words(letters: Sequence[str], num: int, seed: int) -> list[str]:
   """`num` strings of 4-8 letters drawn uniformly from `letters`."""
   rng = np.random.default_rng(seed)
-  return ["".join(rng.choice(list(letters), rng.integers(4, 9)))
-          for _ in range(num)]
+  return [
+      "".join(rng.choice(list(letters), rng.integers(4, 9))) for _ in range(num)
+  ]
 
 
-def measure(tok: Tokenizer, clips: Mapping[str, np.ndarray], *,
-            num_words: int = 40, seed: int = 0) -> dict[str, Any]:
+def measure(
+    tok: Tokenizer,
+    clips: Mapping[str, np.ndarray],
+    *,
+    num_words: int = 40,
+    seed: int = 0,
+) -> dict[str, Any]:
   """The module docstring's figures for `clips` (letter -> [T, 42, 2])."""
   cluster, sk_metrics = _sklearn()
   letters = list(clips)
@@ -130,18 +143,23 @@ def measure(tok: Tokenizer, clips: Mapping[str, np.ndarray], *,
   raw = np.concatenate(inputs).reshape(len(first), -1)
   kmeans = cluster.KMeans(used, n_init=4, random_state=seed).fit_predict(raw)
   out = dict(
-      letters=len(letters), frames=int(len(first)), codes_used_q0=used,
+      letters=len(letters),
+      frames=int(len(first)),
+      codes_used_q0=used,
       ami_q0=float(sk_metrics.adjusted_mutual_info_score(labels, first)),
       ami_kmeans=float(sk_metrics.adjusted_mutual_info_score(labels, kmeans)),
       accuracy_q0=held_out_accuracy(first, labels, halves),
       accuracy_kmeans=held_out_accuracy(kmeans, labels, halves),
-      chance=float(np.bincount(labels).max() / len(labels)))
+      chance=float(np.bincount(labels).max() / len(labels)),
+  )
   if tok.config.model.use_ctc and num_words:
     words = random_words(letters, num_words, seed)
     hands = [np.concatenate([clips[c] for c in w]) for w in words]
     read = tok.transcribe(hands)
-    out.update(words_score=metrics.normalized_levenshtein(words, read),
-               words=[dict(word=w, read=r) for w, r in zip(words, read)])
+    out.update(
+        words_score=metrics.normalized_levenshtein(words, read),
+        words=[dict(word=w, read=r) for w, r in zip(words, read)],
+    )
   return out
 
 
@@ -155,12 +173,16 @@ def report(name: str, result: Mapping[str, Any], examples: int = 5) -> str:
       f"of the normalised hands (k={r['codes_used_q0']}) "
       f"{r['accuracy_kmeans']:.3f}, commonest letter {r['chance']:.3f}",
       f"  AMI with the letter: q0 {r['ami_q0']:.3f}, k-means "
-      f"{r['ami_kmeans']:.3f}"]
+      f"{r['ami_kmeans']:.3f}",
+  ]
   if "words_score" in r:
-    shown = ", ".join(f"{w['word']} -> {w['read']!r}"
-                      for w in r["words"][:examples])
-    lines.append(f"  spelled words ({len(r['words'])}), CTC transcripts: "
-                 f"score {r['words_score']:.3f}; e.g. {shown}")
+    shown = ", ".join(
+        f"{w['word']} -> {w['read']!r}" for w in r["words"][:examples]
+    )
+    lines.append(
+        f"  spelled words ({len(r['words'])}), CTC transcripts: "
+        f"score {r['words_score']:.3f}; e.g. {shown}"
+    )
   return "\n".join(lines)
 
 
@@ -170,10 +192,12 @@ FLAGS = flags.FLAGS
 def _define_flags() -> None:
   """Only when run as a program, so importing the module defines no flags."""
   flags.DEFINE_string("tokenizer", None, "The tokenizer's training workdir.")
-  flags.DEFINE_string("letters", None,
-                      "An .npz of <language>/<letter> -> [T, 42, 2] clips.")
-  flags.DEFINE_string("language", "ase",
-                      "Whose letters (the keys' prefix; ase = ASL).")
+  flags.DEFINE_string(
+      "letters", None, "An .npz of <language>/<letter> -> [T, 42, 2] clips."
+  )
+  flags.DEFINE_string(
+      "language", "ase", "Whose letters (the keys' prefix; ase = ASL)."
+  )
   flags.DEFINE_integer("num_words", 40, "Random spelled words.")
   flags.DEFINE_integer("seed", 0, "Halves, k-means and words.")
   flags.DEFINE_string("out", "", "Also write the figures as JSON here.")
@@ -184,13 +208,17 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)   # Orbax's INFO lines.
+    logging.set_verbosity(logging.WARNING)  # Orbax's INFO lines.
   compilation_cache.enable()
   clips = load_letters(FLAGS.letters, FLAGS.language)
   tok = Tokenizer.load(FLAGS.tokenizer)
   result = measure(tok, clips, num_words=FLAGS.num_words, seed=FLAGS.seed)
-  result.update(tokenizer=FLAGS.tokenizer, letters_file=FLAGS.letters,
-                language=FLAGS.language, seed=FLAGS.seed)
+  result.update(
+      tokenizer=FLAGS.tokenizer,
+      letters_file=FLAGS.letters,
+      language=FLAGS.language,
+      seed=FLAGS.seed,
+  )
   print(report(f"{FLAGS.letters} ({FLAGS.language})", result))
   if FLAGS.out:
     fileio.write_json(FLAGS.out, result)

@@ -44,32 +44,40 @@ from asl_vq.inference import Tokenizer
 
 WINDOW_FRACTIONS = (0.25, 0.5, 0.75)
 _H = layout.NUM_HAND_POINTS
-_WRIST, _MIDDLE_KNUCKLE = 0, 9   # MediaPipe's hand points.
+_WRIST, _MIDDLE_KNUCKLE = 0, 9  # MediaPipe's hand points.
 
 
 def _with_hand(clip: np.ndarray) -> np.ndarray:
   return clip[~np.isnan(clip).all(axis=(1, 2))]
 
 
-def context_agreement(tok: Tokenizer, clips: Sequence[np.ndarray]
-                      ) -> dict[str, float]:
+def context_agreement(
+    tok: Tokenizer, clips: Sequence[np.ndarray]
+) -> dict[str, float]:
   """A's codes alone vs followed by B, for consecutive pairs (A, B) of
   `clips` that fit `tok.max_len` together (see the module docstring)."""
   kept = [k for k in map(_with_hand, clips) if len(k)]
-  pairs = [(a, b) for a, b in zip(kept[::2], kept[1::2])
-           if len(a) + len(b) <= tok.max_len]
+  pairs = [
+      (a, b)
+      for a, b in zip(kept[::2], kept[1::2])
+      if len(a) + len(b) <= tok.max_len
+  ]
   if not pairs:
     return dict(pairs=0)
   alone = tok.encode([a for a, _ in pairs])
   followed = tok.encode([np.concatenate([a, b]) for a, b in pairs])
-  same = [x == y[:len(x)] for x, y in zip(alone, followed)]
-  return dict(pairs=len(pairs), frames=int(sum(len(s) for s in same)),
-              q0=float(np.concatenate([s[:, 0] for s in same]).mean()),
-              all=float(np.concatenate([s.all(1) for s in same]).mean()))
+  same = [x == y[: len(x)] for x, y in zip(alone, followed)]
+  return dict(
+      pairs=len(pairs),
+      frames=int(sum(len(s) for s in same)),
+      q0=float(np.concatenate([s[:, 0] for s in same]).mean()),
+      all=float(np.concatenate([s.all(1) for s in same]).mean()),
+  )
 
 
-def window_agreement(tok: Tokenizer, clips: Sequence[np.ndarray]
-                     ) -> dict[str, dict[str, float]]:
+def window_agreement(
+    tok: Tokenizer, clips: Sequence[np.ndarray]
+) -> dict[str, dict[str, float]]:
   """window length -> q0 agreement of windowed with whole encoding, over
   the clips (with at most `tok.max_len` frames with a hand) longer than the
   window."""
@@ -82,15 +90,18 @@ def window_agreement(tok: Tokenizer, clips: Sequence[np.ndarray]
     if not longer:
       continue
     got = tok.encode_frames([fits[i] for i in longer], window=window)
-    same = np.concatenate([g.codes[:, 0] == whole[i][:, 0]
-                           for g, i in zip(got, longer)])
-    out[str(window)] = dict(sequences=len(longer), frames=len(same),
-                            q0=float(same.mean()))
+    same = np.concatenate(
+        [g.codes[:, 0] == whole[i][:, 0] for g, i in zip(got, longer)]
+    )
+    out[str(window)] = dict(
+        sequences=len(longer), frames=len(same), q0=float(same.mean())
+    )
   return out
 
 
-def image_error(tok: Tokenizer, clips: Sequence[np.ndarray]
-                ) -> dict[str, float]:
+def image_error(
+    tok: Tokenizer, clips: Sequence[np.ndarray]
+) -> dict[str, float]:
   """Reconstruction error in the input's units (see the module
   docstring), over every detected hand of every frame with a code."""
   clips = [c for c in clips if len(_with_hand(c))]
@@ -103,23 +114,28 @@ def image_error(tok: Tokenizer, clips: Sequence[np.ndarray]
       p, q = true[:, side], drawn[:, side]
       seen = ~np.isnan(p).any(axis=(1, 2))
       dist = np.linalg.norm(p[seen] - q[seen], axis=-1).mean(axis=1)
-      palm = np.linalg.norm(p[seen, _MIDDLE_KNUCKLE] - p[seen, _WRIST],
-                            axis=-1)
+      palm = np.linalg.norm(p[seen, _MIDDLE_KNUCKLE] - p[seen, _WRIST], axis=-1)
       distance.append(dist)
       palms.append(dist / np.maximum(palm, 1e-6))
   distance, palms = np.concatenate(distance), np.concatenate(palms)
-  return dict(hands=len(distance), mean=float(distance.mean()),
-              median=float(np.median(distance)),
-              palm_lengths_median=float(np.median(palms)))
+  return dict(
+      hands=len(distance),
+      mean=float(distance.mean()),
+      median=float(np.median(distance)),
+      palm_lengths_median=float(np.median(palms)),
+  )
 
 
 def measure(tok: Tokenizer, clips: Sequence[np.ndarray]) -> dict[str, Any]:
   """The three figures of the module docstring for `clips`."""
   if not any(len(_with_hand(c)) for c in clips):
     raise errors.UserError("no clip has a frame with a hand")
-  return dict(clips=len(clips), context=context_agreement(tok, clips),
-              windows=window_agreement(tok, clips),
-              image_error=image_error(tok, clips))
+  return dict(
+      clips=len(clips),
+      context=context_agreement(tok, clips),
+      windows=window_agreement(tok, clips),
+      image_error=image_error(tok, clips),
+  )
 
 
 def load_clips(path: str) -> list[np.ndarray]:
@@ -132,8 +148,9 @@ def load_clips(path: str) -> list[np.ndarray]:
     clips = [(k, np.asarray(f[k], np.float32)) for k in f.files]
   for key, clip in clips:
     if clip.ndim != 3 or clip.shape[1:] != (layout.NUM_POINTS, 2):
-      raise errors.UserError(f"{path}: {key} is {clip.shape}, not "
-                             f"[T, {layout.NUM_POINTS}, 2]")
+      raise errors.UserError(
+          f"{path}: {key} is {clip.shape}, not " f"[T, {layout.NUM_POINTS}, 2]"
+      )
   return [c for _, c in clips]
 
 
@@ -142,17 +159,23 @@ def report(name: str, r: dict[str, Any]) -> str:
   c, e = r["context"], r["image_error"]
   lines = [f"{name}: {r['clips']} clips"]
   if c["pairs"]:
-    lines.append(f"  context: a clip alone vs followed by the next, "
-                 f"{c['pairs']} pairs, {c['frames']} frames: q0 agrees "
-                 f"{c['q0']:.3f}, every quantizer {c['all']:.3f}")
+    lines.append(
+        f"  context: a clip alone vs followed by the next, "
+        f"{c['pairs']} pairs, {c['frames']} frames: q0 agrees "
+        f"{c['q0']:.3f}, every quantizer {c['all']:.3f}"
+    )
   for window, w in r["windows"].items():
-    lines.append(f"  windows of {window}: q0 agrees with whole encoding "
-                 f"{w['q0']:.3f} ({w['sequences']} sequences, "
-                 f"{w['frames']} frames)")
-  lines.append(f"  image error: {e['mean']:.4f} mean, {e['median']:.4f} "
-               f"median per point (input units), "
-               f"{e['palm_lengths_median']:.2f} palm lengths median, over "
-               f"{e['hands']} hands")
+    lines.append(
+        f"  windows of {window}: q0 agrees with whole encoding "
+        f"{w['q0']:.3f} ({w['sequences']} sequences, "
+        f"{w['frames']} frames)"
+    )
+  lines.append(
+      f"  image error: {e['mean']:.4f} mean, {e['median']:.4f} "
+      f"median per point (input units), "
+      f"{e['palm_lengths_median']:.2f} palm lengths median, over "
+      f"{e['hands']} hands"
+  )
   return "\n".join(lines)
 
 
@@ -163,8 +186,9 @@ def _define_flags() -> None:
   """Only when run as a program, so importing the module defines no flags."""
   flags.DEFINE_string("tokenizer", None, "The tokenizer's training workdir.")
   flags.DEFINE_list("clips", [], ".npz files of [T, 42, 2] clips.")
-  flags.DEFINE_integer("max_sequences", 300,
-                       "Test-split sequences measured (the first N).")
+  flags.DEFINE_integer(
+      "max_sequences", 300, "Test-split sequences measured (the first N)."
+  )
   flags.DEFINE_string("out", "", "Also write the figures as JSON here.")
   flags.mark_flags_as_required(["tokenizer"])
 
@@ -173,20 +197,24 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)   # Orbax's INFO lines.
+    logging.set_verbosity(logging.WARNING)  # Orbax's INFO lines.
   compilation_cache.enable()
   tok = Tokenizer.load(FLAGS.tokenizer, batch_size=32)
   test = datasets.load(tok.config)["test"]
-  sets = {"test split": [test[i]["hands"] for i in
-                         range(min(FLAGS.max_sequences, len(test)))]}
+  sets = {
+      "test split": [
+          test[i]["hands"] for i in range(min(FLAGS.max_sequences, len(test)))
+      ]
+  }
   sets.update({path: load_clips(path) for path in FLAGS.clips})
   results = {}
   for name, clips in sets.items():
     results[name] = measure(tok, clips)
     print(report(name, results[name]), flush=True)
   if FLAGS.out:
-    fileio.write_json(FLAGS.out, dict(tokenizer=FLAGS.tokenizer,
-                                      results=results))
+    fileio.write_json(
+        FLAGS.out, dict(tokenizer=FLAGS.tokenizer, results=results)
+    )
 
 
 if __name__ == "__main__":

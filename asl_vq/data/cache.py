@@ -45,22 +45,31 @@ from asl_vq.data import layout
 from asl_vq.data import pipeline
 from asl_vq.data import reader
 
-SKIP_REASONS = ("unknown_character", "absent_from_file", "no_hand",
-                "too_few_hand_frames")
+SKIP_REASONS = (
+    "unknown_character",
+    "absent_from_file",
+    "no_hand",
+    "too_few_hand_frames",
+)
 _FIRST_IDS = 10
-_VERSION = 2   # 2: files by content (`fileio.sha256`), not size and mtime.
+_VERSION = 2  # 2: files by content (`fileio.sha256`), not size and mtime.
 
 
 def cache_paths(cache_dir: str | os.PathLike, source: str) -> dict[str, str]:
   """The files of one source in the cache directory."""
   base = os.path.join(cache_dir, source)
-  return {"frames": f"{base}.frames.npy", "index": f"{base}.index.parquet",
-          "report": f"{base}.report.json", "parts": f"{base}.parts",
-          "digests": f"{base}.digests.json"}
+  return {
+      "frames": f"{base}.frames.npy",
+      "index": f"{base}.index.parquet",
+      "report": f"{base}.report.json",
+      "parts": f"{base}.parts",
+      "digests": f"{base}.digests.json",
+  }
 
 
-def skip_reason(phrase: str, hand_frames: int | None, *,
-                min_hand_frames: int) -> str | None:
+def skip_reason(
+    phrase: str, hand_frames: int | None, *, min_hand_frames: int
+) -> str | None:
   """Why a sequence is skipped, or None; `hand_frames` is None if absent."""
   if vocab.unknown_characters(phrase):
     return "unknown_character"
@@ -90,14 +99,23 @@ class Skips:
     return sum(self.counts.values())
 
   def as_dict(self) -> dict[str, dict[str, object]]:
-    return {r: {"count": self.counts[r], "first_ids": self.first_ids[r]}
-            for r in SKIP_REASONS}
+    return {
+        r: {"count": self.counts[r], "first_ids": self.first_ids[r]}
+        for r in SKIP_REASONS
+    }
 
   def log(self, what: str) -> None:
     if self.total:
-      logging.warning("%s: skipped %d sequences: %s", what, self.total,
-                      ", ".join(f"{r} {n} (e.g. {self.first_ids[r]})"
-                                for r, n in self.counts.items() if n))
+      logging.warning(
+          "%s: skipped %d sequences: %s",
+          what,
+          self.total,
+          ", ".join(
+              f"{r} {n} (e.g. {self.first_ids[r]})"
+              for r, n in self.counts.items()
+              if n
+          ),
+      )
 
 
 def _stat(path: str) -> list[int]:
@@ -109,8 +127,9 @@ def _stat(path: str) -> list[int]:
   return [st.st_size, st.st_mtime_ns]
 
 
-def _fingerprint(data_dir: str, source: str, options: dict,
-                 memo_path: str) -> str:
+def _fingerprint(
+    data_dir: str, source: str, options: dict, memo_path: str
+) -> str:
   """Hash of the input files' names and content digests (`fileio.sha256`),
   and the options. Digests are kept in `memo_path` by (size, mtime), so a
   file is read again only when those change: `touch` or a copy without
@@ -118,9 +137,11 @@ def _fingerprint(data_dir: str, source: str, options: dict,
   file with other values remakes it."""
   csv_path, landmark_dir = reader.source_paths(data_dir, source)
   files = [csv_path, os.path.join(data_dir, layout.CHARACTER_MAP)]
-  files += sorted(os.path.join(landmark_dir, p.name)
-                  for p in epath.Path(landmark_dir).iterdir()
-                  if p.name.endswith(".parquet"))
+  files += sorted(
+      os.path.join(landmark_dir, p.name)
+      for p in epath.Path(landmark_dir).iterdir()
+      if p.name.endswith(".parquet")
+  )
   memo = fileio.read_json(memo_path) or {}
   entries, seen = [], {}
   for f in files:
@@ -133,13 +154,25 @@ def _fingerprint(data_dir: str, source: str, options: dict,
     entries.append((name, digest))
   if seen != memo:
     fileio.write_json(memo_path, seen)
-  payload = json.dumps({"version": _VERSION, "source": source,
-                        "options": options, "files": entries}, sort_keys=True)
+  payload = json.dumps(
+      {
+          "version": _VERSION,
+          "source": source,
+          "options": options,
+          "files": entries,
+      },
+      sort_keys=True,
+  )
   return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def _convert_file(data_dir: str, meta: reader.Metadata, rel_path: str,
-                  rows: np.ndarray, min_hand_frames: int) -> dict[str, object]:
+def _convert_file(
+    data_dir: str,
+    meta: reader.Metadata,
+    rel_path: str,
+    rows: np.ndarray,
+    min_hand_frames: int,
+) -> dict[str, object]:
   """The kept sequences and the skips of one landmark file (one part)."""
   by_id = reader.read_hands(os.path.join(data_dir, rel_path))
   kept, lengths, hand_frames, chunks = [], [], [], []
@@ -161,8 +194,11 @@ def _convert_file(data_dir: str, meta: reader.Metadata, rel_path: str,
       "row": np.asarray(kept, np.int64),
       "length": np.asarray(lengths, np.int64),
       "hand_frames": np.asarray(hand_frames, np.int64),
-      "frames": (np.concatenate(chunks) if chunks else
-                 np.empty((0, layout.NUM_POINTS, 2), np.float32)),
+      "frames": (
+          np.concatenate(chunks)
+          if chunks
+          else np.empty((0, layout.NUM_POINTS, 2), np.float32)
+      ),
       "skip_row": np.asarray(skip_rows, np.int64),
       "skip_reason": np.asarray(skip_codes, np.int8),
       "unlisted": np.int64(len(set(by_id) - listed)),
@@ -180,11 +216,18 @@ def _open_part(path: str) -> Iterator[np.lib.npyio.NpzFile]:
     yield part
 
 
-def _assemble(paths: dict[str, str], meta: reader.Metadata, num_parts: int,
-              source: str, fingerprint: str, options: dict) -> dict:
+def _assemble(
+    paths: dict[str, str],
+    meta: reader.Metadata,
+    num_parts: int,
+    source: str,
+    fingerprint: str,
+    options: dict,
+) -> dict:
   """Concatenates the parts into the frames, the index and the report."""
-  part_paths = [os.path.join(paths["parts"], f"{i:06d}.npz")
-                for i in range(num_parts)]
+  part_paths = [
+      os.path.join(paths["parts"], f"{i:06d}.npz") for i in range(num_parts)
+  ]
   rows, lengths, hand_frames = [], [], []
   skips, unlisted = Skips(), 0
   for p in part_paths:
@@ -202,24 +245,30 @@ def _assemble(paths: dict[str, str], meta: reader.Metadata, num_parts: int,
 
   def write_frames(f):
     # The .npy header, then each part's frames: one part in memory at a time.
-    np.lib.format.write_array_header_1_0(f, {
-        "descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
-        "fortran_order": False,
-        "shape": (int(lengths.sum()), layout.NUM_POINTS, 2)})
+    np.lib.format.write_array_header_1_0(
+        f,
+        {
+            "descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+            "fortran_order": False,
+            "shape": (int(lengths.sum()), layout.NUM_POINTS, 2),
+        },
+    )
     for p in part_paths:
       with _open_part(p) as part:
         f.write(part["frames"].astype(np.float32, copy=False).tobytes())
 
   fileio.atomic_write(paths["frames"], write_frames)
-  index = pa.table({
-      "sequence_id": meta.sequence_id[rows],
-      "participant_id": meta.participant_id[rows],
-      "phrase": pa.array([meta.phrase[r] for r in rows], pa.string()),
-      "file_id": meta.file_id[rows],
-      "offset": offsets,
-      "length": lengths,
-      "hand_frames": hand_frames,
-  })
+  index = pa.table(
+      {
+          "sequence_id": meta.sequence_id[rows],
+          "participant_id": meta.participant_id[rows],
+          "phrase": pa.array([meta.phrase[r] for r in rows], pa.string()),
+          "file_id": meta.file_id[rows],
+          "offset": offsets,
+          "length": lengths,
+          "hand_frames": hand_frames,
+      }
+  )
   fileio.atomic_write(paths["index"], lambda f: pq.write_table(index, f))
   report = {
       "source": source,
@@ -246,7 +295,8 @@ def _check_phrases(meta: reader.Metadata) -> None:
     except vocab.UnknownCharacterError as e:
       raise vocab.UnknownCharacterError(
           f"{meta.csv_path}: {e} (prepare with skip_unknown_chars=True to "
-          "skip such sequences)") from None
+          "skip such sequences)"
+      ) from None
 
 
 @contextlib.contextmanager
@@ -267,20 +317,25 @@ def _exclusive(cache_dir: str, source: str) -> Iterator[None]:
       fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _prepare_source(data_dir: str, cache_dir: str, source: str,
-                    options: dict, progress: bool) -> dict:
+def _prepare_source(
+    data_dir: str, cache_dir: str, source: str, options: dict, progress: bool
+) -> dict:
   with _exclusive(cache_dir, source):
     return _prepare_locked(data_dir, cache_dir, source, options, progress)
 
 
-def _prepare_locked(data_dir: str, cache_dir: str, source: str,
-                    options: dict, progress: bool) -> dict:
+def _prepare_locked(
+    data_dir: str, cache_dir: str, source: str, options: dict, progress: bool
+) -> dict:
   paths = cache_paths(cache_dir, source)
   fingerprint = _fingerprint(data_dir, source, options, paths["digests"])
   done = fileio.read_json(paths["report"])
-  if (done and done.get("fingerprint") == fingerprint
+  if (
+      done
+      and done.get("fingerprint") == fingerprint
       and epath.Path(paths["frames"]).exists()
-      and epath.Path(paths["index"]).exists()):
+      and epath.Path(paths["index"]).exists()
+  ):
     logging.info("%s: reusing the prepared cache in %s", source, cache_dir)
     return dict(done, reused=True)
   # Incomplete until the new report is written.
@@ -290,22 +345,37 @@ def _prepare_locked(data_dir: str, cache_dir: str, source: str,
     _check_phrases(meta)
   fileio.start_parts(paths["parts"], {"fingerprint": fingerprint})
   files = meta.files()
-  for i, (rel_path, rows) in enumerate(tqdm.tqdm(
-      files, desc=f"prepare {source}", unit="file", file=sys.stderr,
-      disable=not progress)):
+  for i, (rel_path, rows) in enumerate(
+      tqdm.tqdm(
+          files,
+          desc=f"prepare {source}",
+          unit="file",
+          file=sys.stderr,
+          disable=not progress,
+      )
+  ):
     part = os.path.join(paths["parts"], f"{i:06d}.npz")
     if not epath.Path(part).exists():
-      _write_part(part, _convert_file(data_dir, meta, rel_path, rows,
-                                      options["min_hand_frames"]))
+      _write_part(
+          part,
+          _convert_file(
+              data_dir, meta, rel_path, rows, options["min_hand_frames"]
+          ),
+      )
   report = _assemble(paths, meta, len(files), source, fingerprint, options)
   epath.Path(paths["parts"]).rmtree()
   return dict(report, reused=False)
 
 
-def prepare(data_dir: str | os.PathLike, cache_dir: str | os.PathLike,
-            sources: Sequence[str] = ("train",), *,
-            skip_unknown_chars: bool = False, min_hand_frames: int = 2,
-            progress: bool = True) -> dict[str, dict]:
+def prepare(
+    data_dir: str | os.PathLike,
+    cache_dir: str | os.PathLike,
+    sources: Sequence[str] = ("train",),
+    *,
+    skip_unknown_chars: bool = False,
+    min_hand_frames: int = 2,
+    progress: bool = True,
+) -> dict[str, dict]:
   """Converts each source of a Kaggle-layout dataset into the cache.
 
   Args:
@@ -331,13 +401,18 @@ def prepare(data_dir: str | os.PathLike, cache_dir: str | os.PathLike,
     sources = (sources,)
   if min_hand_frames < 1:
     raise errors.UserError(
-        f"min_hand_frames must be >= 1, got {min_hand_frames}")
+        f"min_hand_frames must be >= 1, got {min_hand_frames}"
+    )
   reader.check_data_dir(data_dir)
   epath.Path(cache_dir).mkdir(parents=True, exist_ok=True)
-  options = {"skip_unknown_chars": bool(skip_unknown_chars),
-             "min_hand_frames": int(min_hand_frames)}
-  return {s: _prepare_source(data_dir, cache_dir, s, options, progress)
-          for s in sources}
+  options = {
+      "skip_unknown_chars": bool(skip_unknown_chars),
+      "min_hand_frames": int(min_hand_frames),
+  }
+  return {
+      s: _prepare_source(data_dir, cache_dir, s, options, progress)
+      for s in sources
+  }
 
 
 def _load_frames(path: str) -> np.ndarray:
@@ -357,14 +432,19 @@ class SequenceSource:
   plan batches without loading any frames.
   """
 
-  num_quantizers = None   # landmarks, not codes (`pipeline.Source`).
+  num_quantizers = None  # landmarks, not codes (`pipeline.Source`).
 
-  def __init__(self, cache_dir: str | os.PathLike, source: str = "train",
-               rows: Iterable[int] | None = None):
+  def __init__(
+      self,
+      cache_dir: str | os.PathLike,
+      source: str = "train",
+      rows: Iterable[int] | None = None,
+  ):
     paths = cache_paths(cache_dir, source)
     if not epath.Path(paths["report"]).exists():
       raise reader.DataError(
-          f"{cache_dir}: no complete {source!r} cache (run prepare first)")
+          f"{cache_dir}: no complete {source!r} cache (run prepare first)"
+      )
     with fileio.reading(paths["index"]) as f:
       index = pq.read_table(f)
     n = index.num_rows
@@ -382,14 +462,19 @@ class SequenceSource:
     self._frames_path = paths["frames"]
     self._frames = _load_frames(self._frames_path)
     report = fileio.read_json(paths["report"]) or {}
-    self.origin = {"data": str(report.get("fingerprint", ""))[:16],
-                   "sequences": pipeline.digest(self.sequence_ids)}
+    self.origin = {
+        "data": str(report.get("fingerprint", ""))[:16],
+        "sequences": pipeline.digest(self.sequence_ids),
+    }
     shape = self._frames.shape
-    needed = int((index["offset"].to_numpy() + index["length"].to_numpy())
-                 .max(initial=0))
+    needed = int(
+        (index["offset"].to_numpy() + index["length"].to_numpy()).max(initial=0)
+    )
     if shape[1:] != (layout.NUM_POINTS, 2) or shape[0] < needed:
-      raise reader.DataError(f"{self._frames_path}: shape {shape} does not "
-                             f"match the index {paths['index']}")
+      raise reader.DataError(
+          f"{self._frames_path}: shape {shape} does not "
+          f"match the index {paths['index']}"
+      )
 
   def __len__(self) -> int:
     return len(self.rows)
@@ -400,7 +485,7 @@ class SequenceSource:
       self._frames = _load_frames(self._frames_path)
     start = self.offsets[i]
     return {
-        "hands": np.array(self._frames[start:start + self.lengths[i]]),
+        "hands": np.array(self._frames[start : start + self.lengths[i]]),
         "phrase": self.phrases[i],
         "sequence_id": int(self.sequence_ids[i]),
         "participant_id": int(self.participant_ids[i]),
@@ -410,27 +495,32 @@ class SequenceSource:
     return dict(self.__dict__, _frames=None)
 
   def __repr__(self) -> str:
-    return (f"SequenceSource(cache_dir={self.cache_dir!r}, "
-            f"source={self.source!r}, sequences={len(self)})")
+    return (
+        f"SequenceSource(cache_dir={self.cache_dir!r}, "
+        f"source={self.source!r}, sequences={len(self)})"
+    )
 
 
 class ConcatSource:
   """Several sources read as one (train.csv rows plus supplemental)."""
 
-  num_quantizers = None   # landmarks, not codes (`pipeline.Source`).
+  num_quantizers = None  # landmarks, not codes (`pipeline.Source`).
 
   def __init__(self, sources: Sequence[SequenceSource]):
     self.sources = list(sources)
     self._ends = np.cumsum([len(s) for s in self.sources])
     join = lambda name: np.concatenate(
-        [getattr(s, name) for s in self.sources] or [np.zeros(0, np.int64)])
+        [getattr(s, name) for s in self.sources] or [np.zeros(0, np.int64)]
+    )
     self.sequence_ids = join("sequence_ids")
     self.participant_ids = join("participant_ids")
     self.lengths = join("lengths")
     self.hand_frames = join("hand_frames")
     self.phrases = [p for s in self.sources for p in s.phrases]
-    self.origin = {"data": "+".join(s.origin["data"] for s in self.sources),
-                   "sequences": pipeline.digest(self.sequence_ids)}
+    self.origin = {
+        "data": "+".join(s.origin["data"] for s in self.sources),
+        "sequences": pipeline.digest(self.sequence_ids),
+    }
 
   def __len__(self) -> int:
     return int(self._ends[-1]) if self.sources else 0

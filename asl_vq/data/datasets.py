@@ -22,9 +22,9 @@ from asl_vq.data import splits
 
 
 def cache_root() -> str:
-  return os.environ.get("ASL_VQ_CACHE",
-                        os.path.join(os.path.expanduser("~"), ".cache",
-                                     "asl_vq"))
+  return os.environ.get(
+      "ASL_VQ_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "asl_vq")
+  )
 
 
 def embedded_dataset(knobs: dict) -> str:
@@ -36,13 +36,16 @@ def embedded_dataset(knobs: dict) -> str:
   os.makedirs(os.path.dirname(out), exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=".tmp-", dir=os.path.dirname(out))
   logging.info("generating the embedded synthetic dataset into %s", out)
-  print(f"generating the embedded synthetic dataset ({knobs}) into {out}",
-        flush=True)
+  print(
+      f"generating the embedded synthetic dataset ({knobs}) into {out}",
+      flush=True,
+  )
   from asl_vq.data import synthetic  # pylint: disable=g-import-not-at-top
+
   synthetic.generate(tmp, **knobs)
   try:
-    os.rename(tmp, out)   # atomic: a killed run leaves only a .tmp- folder.
-  except OSError:         # another process finished first.
+    os.rename(tmp, out)  # atomic: a killed run leaves only a .tmp- folder.
+  except OSError:  # another process finished first.
     shutil.rmtree(tmp, ignore_errors=True)
   return out
 
@@ -51,11 +54,16 @@ def _prepare(config: ml_collections.ConfigDict) -> str:
   data = config.data
   data_dir = data.dir or embedded_dataset(data.synthetic.to_dict())
   cache_dir = data.cache_dir or os.path.join(data_dir, ".asl_vq_cache")
-  sources = ("train", "supplemental") if data.include_supplemental else (
-      "train",)
-  report = cache.prepare(data_dir, cache_dir, sources,
-                         skip_unknown_chars=data.skip_unknown_chars,
-                         progress=jax.process_index() == 0)
+  sources = (
+      ("train", "supplemental") if data.include_supplemental else ("train",)
+  )
+  report = cache.prepare(
+      data_dir,
+      cache_dir,
+      sources,
+      skip_unknown_chars=data.skip_unknown_chars,
+      progress=jax.process_index() == 0,
+  )
   logging.info("prepared cache %s: %s", cache_dir, report)
   return cache_dir
 
@@ -67,10 +75,12 @@ def load(config: ml_collections.ConfigDict) -> dict[str, cache.SequenceSource]:
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices("asl_vq: process 0 prepared the data")
     if jax.process_index() != 0:
-      cache_dir = _prepare(config)   # instant on a shared file system.
+      cache_dir = _prepare(config)  # instant on a shared file system.
     multihost_utils.sync_global_devices("asl_vq: all processes have the data")
   return splits.load_splits(
-      cache_dir, fractions=dict(config.data.fractions),
+      cache_dir,
+      fractions=dict(config.data.fractions),
       seed=config.data.split_seed,
       include_supplemental=config.data.include_supplemental,
-      min_hand_frames=config.data.min_hand_frames)
+      min_hand_frames=config.data.min_hand_frames,
+  )

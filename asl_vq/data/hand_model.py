@@ -44,32 +44,55 @@ def landmark(finger: int, joint: int) -> int:
 
 INDEX, MIDDLE, RING, PINKY = range(4)
 # Skeleton edges, for drawing.
-BONES = ((0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8),
-         (5, 9), (9, 10), (10, 11), (11, 12), (9, 13), (13, 14), (14, 15),
-         (15, 16), (13, 17), (0, 17), (17, 18), (18, 19), (19, 20))
+BONES = (
+    (0, 1),
+    (1, 2),
+    (2, 3),
+    (3, 4),
+    (0, 5),
+    (5, 6),
+    (6, 7),
+    (7, 8),
+    (5, 9),
+    (9, 10),
+    (10, 11),
+    (11, 12),
+    (9, 13),
+    (13, 14),
+    (14, 15),
+    (15, 16),
+    (13, 17),
+    (0, 17),
+    (17, 18),
+    (18, 19),
+    (19, 20),
+)
 
 # Joint limits (degrees) of pose[0:21]; the wrist is free.
-_FINGER_LO = (-15., -30., -5., -10.)
-_FINGER_HI = (100., 30., 115., 90.)
-LOWER = np.array(_FINGER_LO * 4 + (-45., -15., -15., -20., -20.))
-UPPER = np.array(_FINGER_HI * 4 + (80., 85., 75., 90., 110.))
-_THUMB_REST_ANGLE = 35.  # The thumb metacarpal's angle from +y towards +x.
+_FINGER_LO = (-15.0, -30.0, -5.0, -10.0)
+_FINGER_HI = (100.0, 30.0, 115.0, 90.0)
+LOWER = np.array(_FINGER_LO * 4 + (-45.0, -15.0, -15.0, -20.0, -20.0))
+UPPER = np.array(_FINGER_HI * 4 + (80.0, 85.0, 75.0, 90.0, 110.0))
+_THUMB_REST_ANGLE = 35.0  # The thumb metacarpal's angle from +y towards +x.
 
 
 @dataclasses.dataclass(frozen=True)
 class HandGeometry:
   """Bone layout of one hand (cm); signers differ in size and proportions."""
-  bases: np.ndarray    # [5, 3]: thumb CMC, then index..pinky MCP.
-  lengths: np.ndarray  # [5, 3]: the three bones of the thumb and fingers.
-  splay: np.ndarray    # [4]: rest angle of each finger in the palm (deg).
 
-  def perturbed(self, rng: np.random.Generator, size: float,
-                spread: float) -> HandGeometry:
+  bases: np.ndarray  # [5, 3]: thumb CMC, then index..pinky MCP.
+  lengths: np.ndarray  # [5, 3]: the three bones of the thumb and fingers.
+  splay: np.ndarray  # [4]: rest angle of each finger in the palm (deg).
+
+  def perturbed(
+      self, rng: np.random.Generator, size: float, spread: float
+  ) -> HandGeometry:
     """This hand scaled by `size`, each bone varied by `spread` (relative)."""
     return HandGeometry(
         bases=self.bases * size * (1 + spread * rng.normal(size=(5, 1))),
         lengths=self.lengths * size * (1 + spread * rng.normal(size=(5, 3))),
-        splay=self.splay + 40 * spread * rng.normal(size=4))
+        splay=self.splay + 40 * spread * rng.normal(size=4),
+    )
 
   @property
   def length(self) -> float:
@@ -79,19 +102,35 @@ class HandGeometry:
 
 # An adult hand of about 19 cm.
 DEFAULT_GEOMETRY = HandGeometry(
-    bases=np.array([[2.0, 2.4, 0.6], [2.9, 9.0, 0.], [0.95, 9.4, 0.],
-                    [-0.95, 9.0, 0.], [-2.7, 8.2, 0.]]),
-    lengths=np.array([[4.1, 3.2, 2.6], [4.2, 2.5, 2.0], [4.6, 2.9, 2.1],
-                      [4.3, 2.8, 2.0], [3.4, 2.0, 1.9]]),
-    splay=np.array([7., 0., -6., -14.]))
+    bases=np.array(
+        [
+            [2.0, 2.4, 0.6],
+            [2.9, 9.0, 0.0],
+            [0.95, 9.4, 0.0],
+            [-0.95, 9.0, 0.0],
+            [-2.7, 8.2, 0.0],
+        ]
+    ),
+    lengths=np.array(
+        [
+            [4.1, 3.2, 2.6],
+            [4.2, 2.5, 2.0],
+            [4.6, 2.9, 2.1],
+            [4.3, 2.8, 2.0],
+            [3.4, 2.0, 1.9],
+        ]
+    ),
+    splay=np.array([7.0, 0.0, -6.0, -14.0]),
+)
 
 
 def _chain(base, directions, lengths):
   """Joint positions [..., 4, 3] of a chain from its base and bone vectors."""
   bones = directions * lengths[..., :, None]
   joints = base + np.cumsum(bones, axis=-2)
-  return np.concatenate([np.broadcast_to(base, joints[..., :1, :].shape),
-                         joints], axis=-2)
+  return np.concatenate(
+      [np.broadcast_to(base, joints[..., :1, :].shape), joints], axis=-2
+  )
 
 
 def _finger_points(rad: np.ndarray, g: HandGeometry) -> np.ndarray:
@@ -101,7 +140,7 @@ def _finger_points(rad: np.ndarray, g: HandGeometry) -> np.ndarray:
   zero = np.zeros_like(spread)
   along = np.stack([np.sin(spread), np.cos(spread), zero], -1)  # [..., 4, 3]
   theta = np.cumsum(f[..., [0, 2, 3]], axis=-1)[..., None]  # [..., 4, 3, 1]
-  palm = np.array([0., 0., 1.])
+  palm = np.array([0.0, 0.0, 1.0])
   directions = np.cos(theta) * along[..., None, :] + np.sin(theta) * palm
   return _chain(g.bases[1:, None, :], directions, g.lengths[1:])
 
@@ -110,14 +149,21 @@ def _thumb_points(thumb_rad: np.ndarray, g: HandGeometry) -> np.ndarray:
   """[..., 4, 3]: CMC, MCP, IP, tip."""
   cmc_flex, cmc_abd, mcp, ip, opposition = np.moveaxis(thumb_rad, -1, 0)
   a = np.deg2rad(_THUMB_REST_ANGLE) - cmc_flex
-  u = np.stack([np.sin(a) * np.cos(cmc_abd), np.cos(a) * np.cos(cmc_abd),
-                np.sin(cmc_abd)], -1)
+  u = np.stack(
+      [
+          np.sin(a) * np.cos(cmc_abd),
+          np.cos(a) * np.cos(cmc_abd),
+          np.sin(cmc_abd),
+      ],
+      -1,
+  )
   w = np.stack([-np.cos(opposition), np.zeros_like(a), np.sin(opposition)], -1)
   bend = w - np.sum(w * u, -1, keepdims=True) * u
   bend /= np.linalg.norm(bend, axis=-1, keepdims=True)
   angles = np.stack([np.zeros_like(mcp), mcp, mcp + ip], -1)[..., None]
-  directions = np.cos(angles) * u[..., None, :] + np.sin(angles) * bend[
-      ..., None, :]
+  directions = (
+      np.cos(angles) * u[..., None, :] + np.sin(angles) * bend[..., None, :]
+  )
   return _chain(g.bases[0], directions, g.lengths[0])
 
 
@@ -129,28 +175,46 @@ def rotation(wrist: np.ndarray) -> np.ndarray:
   def mat(rows):
     return np.stack([np.stack(row, -1) for row in rows], -2)
 
-  rx = mat([[one, zero, zero], [zero, np.cos(p), -np.sin(p)],
-            [zero, np.sin(p), np.cos(p)]])
-  ry = mat([[np.cos(y), zero, np.sin(y)], [zero, one, zero],
-            [-np.sin(y), zero, np.cos(y)]])
-  rz = mat([[np.cos(r), -np.sin(r), zero], [np.sin(r), np.cos(r), zero],
-            [zero, zero, one]])
+  rx = mat(
+      [
+          [one, zero, zero],
+          [zero, np.cos(p), -np.sin(p)],
+          [zero, np.sin(p), np.cos(p)],
+      ]
+  )
+  ry = mat(
+      [
+          [np.cos(y), zero, np.sin(y)],
+          [zero, one, zero],
+          [-np.sin(y), zero, np.cos(y)],
+      ]
+  )
+  rz = mat(
+      [
+          [np.cos(r), -np.sin(r), zero],
+          [np.sin(r), np.cos(r), zero],
+          [zero, zero, one],
+      ]
+  )
   return rz @ ry @ rx
 
 
-def hand_frame_points(pose: np.ndarray,
-                      geometry: HandGeometry = DEFAULT_GEOMETRY) -> np.ndarray:
+def hand_frame_points(
+    pose: np.ndarray, geometry: HandGeometry = DEFAULT_GEOMETRY
+) -> np.ndarray:
   """[..., POSE_SIZE] -> [..., 21, 3] in the hand frame (wrist ignored)."""
   rad = np.deg2rad(np.asarray(pose, np.float64))
   fingers = _finger_points(rad, geometry)
   thumb = _thumb_points(rad[..., THUMB], geometry)
   wrist = np.zeros(rad.shape[:-1] + (1, 3))
   return np.concatenate(
-      [wrist, thumb, fingers.reshape(rad.shape[:-1] + (16, 3))], axis=-2)
+      [wrist, thumb, fingers.reshape(rad.shape[:-1] + (16, 3))], axis=-2
+  )
 
 
-def forward_kinematics(pose: np.ndarray,
-                       geometry: HandGeometry = DEFAULT_GEOMETRY) -> np.ndarray:
+def forward_kinematics(
+    pose: np.ndarray, geometry: HandGeometry = DEFAULT_GEOMETRY
+) -> np.ndarray:
   """[..., POSE_SIZE] -> [..., 21, 3] world-oriented, wrist at the origin."""
   points = hand_frame_points(pose, geometry)
   rot = rotation(np.asarray(pose, np.float64)[..., WRIST])
@@ -167,27 +231,27 @@ def clip(pose: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------- handshapes
 
 
-def _f(mcp: float, pip: float, dip: float, abd: float = 0.) -> tuple:
+def _f(mcp: float, pip: float, dip: float, abd: float = 0.0) -> tuple:
   return (mcp, abd, pip, dip)
 
 
-EXT = _f(0, 4, 2)              # Straight.
-FIST = _f(88, 100, 55)         # Folded into the palm.
-CURVE = _f(30, 45, 25)         # The C hand.
-ROUND = _f(55, 65, 40)         # The O hand: tips meet the thumb.
-HOOK = _f(15, 95, 60)          # The X hand.
-BENT = _f(40, 100, 70)         # The E hand: tips rest on the thumb.
+EXT = _f(0, 4, 2)  # Straight.
+FIST = _f(88, 100, 55)  # Folded into the palm.
+CURVE = _f(30, 45, 25)  # The C hand.
+ROUND = _f(55, 65, 40)  # The O hand: tips meet the thumb.
+HOOK = _f(15, 95, 60)  # The X hand.
+BENT = _f(40, 100, 70)  # The E hand: tips rest on the thumb.
 RELAXED = _f(22, 28, 14)
 
 # Thumb priors: CMC flexion, CMC abduction, MCP, IP, opposition.
-T_SIDE = (20., 25., 10., 10., 30.)      # Up along the side of the fist (a).
-T_ACROSS = (45., 40., 30., 15., 70.)    # Across the front of the fingers.
-T_TUCK = (45., 20., 25., 25., 50.)      # Under the fingers (t, m, n).
-T_PALM = (55., 15., 30., 25., 30.)      # Folded onto the palm (b, 4).
-T_OPPOSE = (25., 45., 15., 15., 70.)    # Meets a fingertip (o, f, d).
-T_OUT = (-25., 10., 0., 0., 20.)        # Out to the side (l, y, 5).
-T_CURVE = (0., 45., 20., 20., 60.)      # Opposite the fingers (c).
-T_RELAXED = (15., 25., 15., 10., 40.)
+T_SIDE = (20.0, 25.0, 10.0, 10.0, 30.0)  # Up along the side of the fist (a).
+T_ACROSS = (45.0, 40.0, 30.0, 15.0, 70.0)  # Across the front of the fingers.
+T_TUCK = (45.0, 20.0, 25.0, 25.0, 50.0)  # Under the fingers (t, m, n).
+T_PALM = (55.0, 15.0, 30.0, 25.0, 30.0)  # Folded onto the palm (b, 4).
+T_OPPOSE = (25.0, 45.0, 15.0, 15.0, 70.0)  # Meets a fingertip (o, f, d).
+T_OUT = (-25.0, 10.0, 0.0, 0.0, 20.0)  # Out to the side (l, y, 5).
+T_CURVE = (0.0, 45.0, 20.0, 20.0, 60.0)  # Opposite the fingers (c).
+T_RELAXED = (15.0, 25.0, 15.0, 10.0, 40.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,6 +259,7 @@ class Touch:
   """The thumb tip goes to `offset` (cm, hand frame) from the mean of the
   `joints` ((finger, joint) pairs); `prior` is where the solver starts and
   what it stays near."""
+
   joints: tuple
   offset: tuple
   prior: tuple
@@ -203,37 +268,42 @@ class Touch:
 @dataclasses.dataclass(frozen=True)
 class Shape:
   """A handshape: fingers, thumb, and the wrist's pitch, yaw and roll."""
-  fingers: tuple            # Four (mcp, abd, pip, dip), index to pinky.
-  thumb: tuple | Touch      # Five thumb angles, or where the tip goes.
-  wrist: tuple = (0., 0., 0.)
+
+  fingers: tuple  # Four (mcp, abd, pip, dip), index to pinky.
+  thumb: tuple | Touch  # Five thumb angles, or where the tip goes.
+  wrist: tuple = (0.0, 0.0, 0.0)
 
 
 # Where the thumb goes in the closed-hand letters (a/s/t/m/n/e/...).
-_ACROSS_FINGERS = Touch(((INDEX, _DIP), (MIDDLE, _DIP)), (0., 0.3, 1.4),
-                        T_ACROSS)
-_BETWEEN_INDEX_MIDDLE = Touch(((INDEX, _PIP), (MIDDLE, _PIP)),
-                              (0., 0.3, -0.4), T_TUCK)
-_BETWEEN_MIDDLE_RING = Touch(((MIDDLE, _PIP), (RING, _PIP)),
-                             (0., -1.2, -0.8), T_TUCK)
-_BETWEEN_RING_PINKY = Touch(((RING, _PIP), (PINKY, _PIP)),
-                            (0., -1.2, -0.8), T_TUCK)
-_UNDER_TIPS = Touch(((INDEX, _TIP), (MIDDLE, _TIP)), (0., -1.6, 0.2),
-                    T_ACROSS)
+_ACROSS_FINGERS = Touch(
+    ((INDEX, _DIP), (MIDDLE, _DIP)), (0.0, 0.3, 1.4), T_ACROSS
+)
+_BETWEEN_INDEX_MIDDLE = Touch(
+    ((INDEX, _PIP), (MIDDLE, _PIP)), (0.0, 0.3, -0.4), T_TUCK
+)
+_BETWEEN_MIDDLE_RING = Touch(
+    ((MIDDLE, _PIP), (RING, _PIP)), (0.0, -1.2, -0.8), T_TUCK
+)
+_BETWEEN_RING_PINKY = Touch(
+    ((RING, _PIP), (PINKY, _PIP)), (0.0, -1.2, -0.8), T_TUCK
+)
+_UNDER_TIPS = Touch(((INDEX, _TIP), (MIDDLE, _TIP)), (0.0, -1.6, 0.2), T_ACROSS)
 _ON_PALM = Touch(((RING, _MCP),), (0.2, -1.5, 1.3), T_PALM)
 # Holding down folded fingers (u/v/w/k/i...).
-_HOLD_RING = Touch(((RING, _PIP), (RING, _DIP)), (0.3, 0., 1.3), T_ACROSS)
-_HOLD_PINKY = Touch(((PINKY, _PIP), (PINKY, _DIP)), (0.3, 0., 1.3), T_ACROSS)
-_HOLD_MIDDLE_RING = Touch(((MIDDLE, _DIP), (RING, _DIP)), (0., 0.3, 1.4),
-                          T_ACROSS)
+_HOLD_RING = Touch(((RING, _PIP), (RING, _DIP)), (0.3, 0.0, 1.3), T_ACROSS)
+_HOLD_PINKY = Touch(((PINKY, _PIP), (PINKY, _DIP)), (0.3, 0.0, 1.3), T_ACROSS)
+_HOLD_MIDDLE_RING = Touch(
+    ((MIDDLE, _DIP), (RING, _DIP)), (0.0, 0.3, 1.4), T_ACROSS
+)
 
 
-def _tip(finger, dx=0., dy=-0.8, dz=0.6):
+def _tip(finger, dx=0.0, dy=-0.8, dz=0.6):
   return Touch(((finger, _TIP),), (dx, dy, dz), T_OPPOSE)
 
 
-_SIDEWAYS = (0., 150., -90.)    # Fingers point across, palm to the signer.
-_DOWN_FORWARD = (120., 0., 0.)  # Fingers point down and forward.
-_PROFILE = (0., 70., 0.)        # Seen from the thumb side.
+_SIDEWAYS = (0.0, 150.0, -90.0)  # Fingers point across, palm to the signer.
+_DOWN_FORWARD = (120.0, 0.0, 0.0)  # Fingers point down and forward.
+_PROFILE = (0.0, 70.0, 0.0)  # Seen from the thumb side.
 
 
 def _shapes() -> dict[str, Shape]:
@@ -247,87 +317,117 @@ def _shapes() -> dict[str, Shape]:
   s["n"] = Shape(fist4, _BETWEEN_MIDDLE_RING)
   s["m"] = Shape(fist4, _BETWEEN_RING_PINKY)
   s["e"] = Shape((BENT,) * 4, _UNDER_TIPS)
-  together = (_f(0, 4, 2, -3), _f(0, 4, 2, 0), _f(0, 4, 2, 3),
-              _f(0, 4, 2, 8))
-  spread = (_f(0, 4, 2, 10), _f(0, 4, 2, 0), _f(0, 4, 2, -8),
-            _f(0, 4, 2, -14))
+  together = (_f(0, 4, 2, -3), _f(0, 4, 2, 0), _f(0, 4, 2, 3), _f(0, 4, 2, 8))
+  spread = (_f(0, 4, 2, 10), _f(0, 4, 2, 0), _f(0, 4, 2, -8), _f(0, 4, 2, -14))
   s["b"] = Shape(together, _ON_PALM)
   s["4"] = Shape(spread, _ON_PALM)
   s["5"] = Shape(spread, T_OUT)
   s["c"] = Shape((CURVE,) * 4, T_CURVE, _PROFILE)
-  s["o"] = Shape((ROUND,) * 4, _tip(INDEX, 0.2, 0.3), (0., 50., 0.))
-  s["0"] = Shape((ROUND,) * 4, _tip(INDEX, 0.2, 0.3), (0., 40., -10.))
+  s["o"] = Shape((ROUND,) * 4, _tip(INDEX, 0.2, 0.3), (0.0, 50.0, 0.0))
+  s["0"] = Shape((ROUND,) * 4, _tip(INDEX, 0.2, 0.3), (0.0, 40.0, -10.0))
   s["d"] = Shape((EXT, ROUND, ROUND, ROUND), _tip(MIDDLE))
-  s["1"] = Shape((EXT, FIST, FIST, FIST), _HOLD_MIDDLE_RING, (0., 20., 0.))
+  s["1"] = Shape((EXT, FIST, FIST, FIST), _HOLD_MIDDLE_RING, (0.0, 20.0, 0.0))
   s["z"] = Shape((EXT, FIST, FIST, FIST), _HOLD_MIDDLE_RING)
-  s["f"] = Shape((ROUND, _f(0, 4, 2, 2), _f(0, 4, 2, -6), _f(0, 4, 2, -12)),
-                 _tip(INDEX))
-  s["9"] = Shape(s["f"].fingers, _tip(INDEX), (0., 20., 0.))
-  s["g"] = Shape((EXT, FIST, FIST, FIST),
-                 Touch(((INDEX, _MCP),), (1.0, 3.0, 1.2), T_SIDE), _SIDEWAYS)
-  s["h"] = Shape((_f(0, 4, 2, -2), _f(0, 4, 2, 2), FIST, FIST), _HOLD_RING,
-                 _SIDEWAYS)
-  s["q"] = Shape(s["g"].fingers, s["g"].thumb, (40., 150., 170.))
+  s["f"] = Shape(
+      (ROUND, _f(0, 4, 2, 2), _f(0, 4, 2, -6), _f(0, 4, 2, -12)), _tip(INDEX)
+  )
+  s["9"] = Shape(s["f"].fingers, _tip(INDEX), (0.0, 20.0, 0.0))
+  s["g"] = Shape(
+      (EXT, FIST, FIST, FIST),
+      Touch(((INDEX, _MCP),), (1.0, 3.0, 1.2), T_SIDE),
+      _SIDEWAYS,
+  )
+  s["h"] = Shape(
+      (_f(0, 4, 2, -2), _f(0, 4, 2, 2), FIST, FIST), _HOLD_RING, _SIDEWAYS
+  )
+  s["q"] = Shape(s["g"].fingers, s["g"].thumb, (40.0, 150.0, 170.0))
   s["i"] = Shape((FIST, FIST, FIST, _f(0, 4, 2, -4)), _ACROSS_FINGERS)
   s["j"] = s["i"]  # Its motion path tells them apart.
   v = (_f(0, 4, 2, 11), _f(0, 4, 2, -9), FIST, FIST)
   s["v"] = Shape(v, _HOLD_RING)
-  s["2"] = Shape(v, _HOLD_RING, (0., 25., 0.))
-  s["k"] = Shape((_f(0, 4, 2, 9), _f(35, 8, 4, -9), FIST, FIST),
-                 Touch(((MIDDLE, _PIP),), (0.9, -0.6, 0.9), T_OPPOSE))
+  s["2"] = Shape(v, _HOLD_RING, (0.0, 25.0, 0.0))
+  s["k"] = Shape(
+      (_f(0, 4, 2, 9), _f(35, 8, 4, -9), FIST, FIST),
+      Touch(((MIDDLE, _PIP),), (0.9, -0.6, 0.9), T_OPPOSE),
+  )
   s["p"] = Shape(s["k"].fingers, s["k"].thumb, _DOWN_FORWARD)
   s["u"] = Shape((_f(0, 4, 2, -2), _f(0, 4, 2, 2), FIST, FIST), _HOLD_RING)
   s["r"] = Shape((_f(4, 4, 2, -7), _f(14, 4, 2, 10), FIST, FIST), _HOLD_RING)
-  s["w"] = Shape((_f(0, 4, 2, 11), _f(0, 4, 2, 0), _f(0, 4, 2, -10),
-                  _f(60, 70, 40)), _HOLD_PINKY)
+  s["w"] = Shape(
+      (_f(0, 4, 2, 11), _f(0, 4, 2, 0), _f(0, 4, 2, -10), _f(60, 70, 40)),
+      _HOLD_PINKY,
+  )
   s["6"] = Shape(s["w"].fingers[:3] + (_f(60, 70, 40),), _tip(PINKY))
-  s["7"] = Shape((_f(0, 4, 2, 10), _f(0, 4, 2, 0), _f(55, 65, 35),
-                  _f(0, 4, 2, -14)), _tip(RING))
-  s["8"] = Shape((_f(0, 4, 2, 10), _f(50, 65, 35), _f(0, 4, 2, -8),
-                  _f(0, 4, 2, -14)), _tip(MIDDLE))
+  s["7"] = Shape(
+      (_f(0, 4, 2, 10), _f(0, 4, 2, 0), _f(55, 65, 35), _f(0, 4, 2, -14)),
+      _tip(RING),
+  )
+  s["8"] = Shape(
+      (_f(0, 4, 2, 10), _f(50, 65, 35), _f(0, 4, 2, -8), _f(0, 4, 2, -14)),
+      _tip(MIDDLE),
+  )
   s["x"] = Shape((HOOK, FIST, FIST, FIST), _ACROSS_FINGERS)
   s["y"] = Shape((FIST, FIST, FIST, _f(0, 4, 2, -22)), T_OUT)
-  s["l"] = Shape((EXT, FIST, FIST, FIST), (-35., 5., 0., 0., 10.))
-  s["3"] = Shape((_f(0, 4, 2, 10), _f(0, 4, 2, -6), FIST, FIST),
-                 (-30., 10., 0., 0., 15.), (0., 20., 0.))
+  s["l"] = Shape((EXT, FIST, FIST, FIST), (-35.0, 5.0, 0.0, 0.0, 10.0))
+  s["3"] = Shape(
+      (_f(0, 4, 2, 10), _f(0, 4, 2, -6), FIST, FIST),
+      (-30.0, 10.0, 0.0, 0.0, 15.0),
+      (0.0, 20.0, 0.0),
+  )
   # Punctuation and space: distinct shapes, most from a tilted letter hand.
-  s[" "] = Shape((_f(22, 28, 14, 4), RELAXED, _f(22, 28, 14, -4),
-                  _f(22, 28, 14, -8)), T_RELAXED, (25., 15., 0.))
-  s["-"] = Shape(together, _ON_PALM, (0., 90., -90.))
-  s["_"] = Shape(together, _ON_PALM, (0., 90., -125.))
-  s["="] = Shape(s["h"].fingers, s["h"].thumb, (60., 150., -90.))
-  s["."] = Shape((ROUND, FIST, FIST, FIST), _tip(INDEX), (0., 40., 0.))
-  s[";"] = Shape((ROUND, FIST, FIST, FIST), _tip(INDEX), (50., 40., 30.))
-  s[","] = Shape(s["i"].fingers, s["i"].thumb, (50., 0., 30.))
-  s["/"] = Shape(s["u"].fingers, s["u"].thumb, (0., 0., -40.))
+  s[" "] = Shape(
+      (_f(22, 28, 14, 4), RELAXED, _f(22, 28, 14, -4), _f(22, 28, 14, -8)),
+      T_RELAXED,
+      (25.0, 15.0, 0.0),
+  )
+  s["-"] = Shape(together, _ON_PALM, (0.0, 90.0, -90.0))
+  s["_"] = Shape(together, _ON_PALM, (0.0, 90.0, -125.0))
+  s["="] = Shape(s["h"].fingers, s["h"].thumb, (60.0, 150.0, -90.0))
+  s["."] = Shape((ROUND, FIST, FIST, FIST), _tip(INDEX), (0.0, 40.0, 0.0))
+  s[";"] = Shape((ROUND, FIST, FIST, FIST), _tip(INDEX), (50.0, 40.0, 30.0))
+  s[","] = Shape(s["i"].fingers, s["i"].thumb, (50.0, 0.0, 30.0))
+  s["/"] = Shape(s["u"].fingers, s["u"].thumb, (0.0, 0.0, -40.0))
   s[":"] = Shape((EXT, FIST, FIST, _f(0, 4, 2, -20)), _HOLD_MIDDLE_RING)
-  s["@"] = Shape((ROUND, CURVE, CURVE, CURVE), _tip(INDEX), (0., 55., 0.))
-  s["+"] = Shape(s["r"].fingers, s["r"].thumb, (0., 0., 45.))
-  s["#"] = Shape(v, _HOLD_RING, (0., 0., -60.))
-  s["%"] = Shape(v, _HOLD_RING, (40., 0., 50.))
-  s["~"] = Shape(s["y"].fingers, T_OUT, (0., 0., 45.))
-  s["?"] = Shape(s["x"].fingers, s["x"].thumb, (20., 0., 30.))
-  s["!"] = Shape((EXT, FIST, FIST, FIST), (-35., 5., 0., 0., 10.),
-                 (0., 0., 30.))
-  s["$"] = Shape(s["3"].fingers, s["3"].thumb, (0., 0., -80.))
-  s["&"] = Shape((_f(0, 4, 2, 10), _f(60, 10, 5), _f(0, 4, 2, -8),
-                  _f(0, 4, 2, -14)), T_OUT)
-  s["("] = Shape((CURVE,) * 4, T_CURVE, (0., 70., 25.))
-  s[")"] = Shape((CURVE,) * 4, T_CURVE, (0., -50., -25.))
-  s["["] = Shape((EXT, FIST, FIST, FIST), (-35., 5., 0., 0., 10.),
-                 (0., 0., 90.))
-  s["*"] = Shape((_f(30, 60, 40, 10), _f(30, 60, 40), _f(30, 60, 40, -8),
-                  _f(30, 60, 40, -14)), (-15., 30., 20., 20., 40.))
-  s["'"] = Shape((_f(0, 90, 60, 10), _f(0, 90, 60, -8), FIST, FIST),
-                 _HOLD_RING)
+  s["@"] = Shape((ROUND, CURVE, CURVE, CURVE), _tip(INDEX), (0.0, 55.0, 0.0))
+  s["+"] = Shape(s["r"].fingers, s["r"].thumb, (0.0, 0.0, 45.0))
+  s["#"] = Shape(v, _HOLD_RING, (0.0, 0.0, -60.0))
+  s["%"] = Shape(v, _HOLD_RING, (40.0, 0.0, 50.0))
+  s["~"] = Shape(s["y"].fingers, T_OUT, (0.0, 0.0, 45.0))
+  s["?"] = Shape(s["x"].fingers, s["x"].thumb, (20.0, 0.0, 30.0))
+  s["!"] = Shape(
+      (EXT, FIST, FIST, FIST), (-35.0, 5.0, 0.0, 0.0, 10.0), (0.0, 0.0, 30.0)
+  )
+  s["$"] = Shape(s["3"].fingers, s["3"].thumb, (0.0, 0.0, -80.0))
+  s["&"] = Shape(
+      (_f(0, 4, 2, 10), _f(60, 10, 5), _f(0, 4, 2, -8), _f(0, 4, 2, -14)), T_OUT
+  )
+  s["("] = Shape((CURVE,) * 4, T_CURVE, (0.0, 70.0, 25.0))
+  s[")"] = Shape((CURVE,) * 4, T_CURVE, (0.0, -50.0, -25.0))
+  s["["] = Shape(
+      (EXT, FIST, FIST, FIST), (-35.0, 5.0, 0.0, 0.0, 10.0), (0.0, 0.0, 90.0)
+  )
+  s["*"] = Shape(
+      (
+          _f(30, 60, 40, 10),
+          _f(30, 60, 40),
+          _f(30, 60, 40, -8),
+          _f(30, 60, 40, -14),
+      ),
+      (-15.0, 30.0, 20.0, 20.0, 40.0),
+  )
+  s["'"] = Shape((_f(0, 90, 60, 10), _f(0, 90, 60, -8), FIST, FIST), _HOLD_RING)
   missing = set(vocab.CHARACTERS) - set(s)
   assert not missing, missing
   return s
 
 
-def _solve_thumbs(targets: np.ndarray, priors: np.ndarray,
-                  geometry: HandGeometry, steps: int = 80,
-                  stiffness: float = 0.4) -> np.ndarray:
+def _solve_thumbs(
+    targets: np.ndarray,
+    priors: np.ndarray,
+    geometry: HandGeometry,
+    steps: int = 80,
+    stiffness: float = 0.4,
+) -> np.ndarray:
   """Thumb angles [S, 5] (deg) whose tips reach targets [S, 3].
 
   Levenberg-Marquardt on |tip - target|^2 + stiffness^2 |angles - prior|^2
@@ -344,8 +444,9 @@ def _solve_thumbs(targets: np.ndarray, priors: np.ndarray,
   x, eps = prior.copy(), 1e-5
   for _ in range(steps):
     r = residual(x)
-    jac = np.stack([(residual(x + eps * np.eye(5)[i]) - r) / eps
-                    for i in range(5)], -1)  # [S, 8, 5]
+    jac = np.stack(
+        [(residual(x + eps * np.eye(5)[i]) - r) / eps for i in range(5)], -1
+    )  # [S, 8, 5]
     jtj = np.swapaxes(jac, 1, 2) @ jac + 1e-3 * np.eye(5)
     step = np.linalg.solve(jtj, -np.einsum("sri,sr->si", jac, r)[..., None])
     x = np.clip(x + step[..., 0], lo, hi)
@@ -361,14 +462,16 @@ def _thumb_target(shape: Shape, fingers: np.ndarray) -> np.ndarray:
 @functools.cache
 def _canonical() -> np.ndarray:
   shapes = [_shapes()[ch] for ch in vocab.CHARACTERS]
-  poses = np.array([np.ravel(s.fingers).tolist() + [0.] * 5 + list(s.wrist)
-                    for s in shapes])
+  poses = np.array(
+      [np.ravel(s.fingers).tolist() + [0.0] * 5 + list(s.wrist) for s in shapes]
+  )
   touch = [i for i, s in enumerate(shapes) if isinstance(s.thumb, Touch)]
   fixed = [i for i in range(len(shapes)) if i not in touch]
   poses[fixed, THUMB] = [shapes[i].thumb for i in fixed]
   fingers = hand_frame_points(poses[touch])
-  targets = np.stack([_thumb_target(shapes[i], f)
-                      for i, f in zip(touch, fingers)])
+  targets = np.stack(
+      [_thumb_target(shapes[i], f) for i, f in zip(touch, fingers)]
+  )
   priors = np.array([shapes[i].thumb.prior for i in touch])
   poses[touch, THUMB] = _solve_thumbs(targets, priors, DEFAULT_GEOMETRY)
   poses = clip(poses)
@@ -385,16 +488,16 @@ def canonical_pose(symbol: str) -> np.ndarray:
   return _canonical()[vocab.CHAR_TO_ID[symbol]]
 
 
-REST_POSE = np.array(RELAXED * 4 + T_RELAXED + (60., 20., 20.))
+REST_POSE = np.array(RELAXED * 4 + T_RELAXED + (60.0, 20.0, 20.0))
 """The hand lowered before and after spelling."""
-OTHER_HAND_POSE = np.array(RELAXED * 4 + T_RELAXED + (80., -10., 30.))
+OTHER_HAND_POSE = np.array(RELAXED * 4 + T_RELAXED + (80.0, -10.0, 30.0))
 """The non-dominant hand resting low."""
 
 MOVING = frozenset("jz")
 
 
 def _ease(t):
-  return 0.5 - 0.5 * np.cos(np.pi * np.clip(t, 0., 1.))
+  return 0.5 - 0.5 * np.cos(np.pi * np.clip(t, 0.0, 1.0))
 
 
 def _waypoints(t: np.ndarray, points: Sequence[Sequence[float]]) -> np.ndarray:
@@ -419,10 +522,10 @@ def motion(symbol: str, t: np.ndarray) -> np.ndarray:
   if symbol == "j":
     down = _ease(t / 0.6)
     hook = _ease((t - 0.4) / 0.6)
-    out[..., 1] = -5. * down
-    out[..., 0] = 3. * hook
-    out[..., 4] = 50. * hook
-    out[..., 5] = -40. * _ease(t)
+    out[..., 1] = -5.0 * down
+    out[..., 0] = 3.0 * hook
+    out[..., 4] = 50.0 * hook
+    out[..., 5] = -40.0 * _ease(t)
   elif symbol == "z":
     out[..., :2] = _waypoints(t, [(0, 0), (-4, 0), (0, -4), (-4, -4)])
   return out

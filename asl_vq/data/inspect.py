@@ -25,11 +25,13 @@ from asl_vq.data import cache
 from asl_vq.data import layout
 from asl_vq.data import reader
 
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Kaggle-layout dataset "
-                                "(local or gs://...).")
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", None, "Kaggle-layout dataset " "(local or gs://...)."
+)
 _JSON = flags.DEFINE_bool("json", False, "Print one JSON object on stdout.")
 _MIN_HAND_FRAMES = flags.DEFINE_integer(
-    "min_hand_frames", 2, "As in prepare: fewer hand frames are skipped.")
+    "min_hand_frames", 2, "As in prepare: fewer hand frames are skipped."
+)
 
 PERCENTILES = (5, 50, 95, 97)
 
@@ -42,33 +44,43 @@ def _length_stats(lengths: list[int]) -> dict[str, float | None]:
   return dict(zip(keys, values + [int(max(lengths))]))
 
 
-def summarize_source(data_dir: str, source: str, *, min_hand_frames: int = 2,
-                     progress: bool = True) -> dict[str, object]:
+def summarize_source(
+    data_dir: str,
+    source: str,
+    *,
+    min_hand_frames: int = 2,
+    progress: bool = True,
+) -> dict[str, object]:
   """The statistics of one source (see the module docstring)."""
   meta = reader.read_metadata(data_dir, source)
   skips = cache.Skips()
   lengths, hand_lengths = [], []
   left = right = both = unlisted = 0
   files = meta.files()
-  for rel_path, rows in tqdm.tqdm(files, desc=f"inspect {source}",
-                                  unit="file", file=sys.stderr,
-                                  disable=not progress):
+  for rel_path, rows in tqdm.tqdm(
+      files,
+      desc=f"inspect {source}",
+      unit="file",
+      file=sys.stderr,
+      disable=not progress,
+  ):
     by_id = reader.read_hands(os.path.join(data_dir, rel_path))
     unlisted += len(set(by_id) - set(meta.sequence_id[rows].tolist()))
     for r in rows:
       hands = by_id.get(int(meta.sequence_id[r]))
       n = None
       if hands is not None:
-        has_left = reader.hand_frame_mask(hands[:, :layout.NUM_HAND_POINTS])
-        has_right = reader.hand_frame_mask(hands[:, layout.NUM_HAND_POINTS:])
+        has_left = reader.hand_frame_mask(hands[:, : layout.NUM_HAND_POINTS])
+        has_right = reader.hand_frame_mask(hands[:, layout.NUM_HAND_POINTS :])
         n = int((has_left | has_right).sum())
         lengths.append(len(hands))
         hand_lengths.append(n)
         left += int(has_left.sum())
         right += int(has_right.sum())
         both += int((has_left & has_right).sum())
-      reason = cache.skip_reason(meta.phrase[r], n,
-                                 min_hand_frames=min_hand_frames)
+      reason = cache.skip_reason(
+          meta.phrase[r], n, min_hand_frames=min_hand_frames
+      )
       if reason:
         skips.add(reason, meta.sequence_id[r])
   hand_frames = sum(hand_lengths)
@@ -86,10 +98,14 @@ def summarize_source(data_dir: str, source: str, *, min_hand_frames: int = 2,
       "frame_length": _length_stats(lengths),
       "hand_frame_length": _length_stats([n for n in hand_lengths if n]),
       "phrase_length": {
-          "mean": (round(float(np.mean(phrase_lengths)), 2)
-                   if phrase_lengths else None),
+          "mean": (
+              round(float(np.mean(phrase_lengths)), 2)
+              if phrase_lengths
+              else None
+          ),
           "min": min(phrase_lengths, default=None),
-          "max": max(phrase_lengths, default=None)},
+          "max": max(phrase_lengths, default=None),
+      },
       "characters": "".join(sorted(seen)),
       "unknown_characters": list(vocab.unknown_characters("".join(seen))),
       "left_hand_fraction": fraction(left),
@@ -101,14 +117,21 @@ def summarize_source(data_dir: str, source: str, *, min_hand_frames: int = 2,
   }
 
 
-def summarize(data_dir: str | os.PathLike, *, min_hand_frames: int = 2,
-              progress: bool = True) -> dict[str, dict[str, object]]:
+def summarize(
+    data_dir: str | os.PathLike,
+    *,
+    min_hand_frames: int = 2,
+    progress: bool = True,
+) -> dict[str, dict[str, object]]:
   """source -> statistics, for `train` and each other source present."""
   data_dir = os.fspath(data_dir)
   reader.check_data_dir(data_dir)
-  return {s: summarize_source(data_dir, s, min_hand_frames=min_hand_frames,
-                              progress=progress)
-          for s in reader.available_sources(data_dir)}
+  return {
+      s: summarize_source(
+          data_dir, s, min_hand_frames=min_hand_frames, progress=progress
+      )
+      for s in reader.available_sources(data_dir)
+  }
 
 
 def _format(value: object) -> str:
@@ -125,16 +148,24 @@ def format_table(stats: dict[str, dict[str, object]]) -> str:
   for key, value in next(iter(stats.values())).items():
     if key == "skipped_by_reason":
       for reason in value:
-        rows.append([f"  skipped: {reason}"] + [
-            f"{s[key][reason]['count']} (e.g. {s[key][reason]['first_ids']})"
-            if s[key][reason]["count"] else "0" for s in stats.values()])
+        rows.append(
+            [f"  skipped: {reason}"]
+            + [
+                f"{s[key][reason]['count']} (e.g. {s[key][reason]['first_ids']})"
+                if s[key][reason]["count"]
+                else "0"
+                for s in stats.values()
+            ]
+        )
       continue
-    label = key if not isinstance(value, dict) else (
-        f"{key} ({'/'.join(value)})")
+    label = (
+        key if not isinstance(value, dict) else (f"{key} ({'/'.join(value)})")
+    )
     rows.append([label] + [_format(s[key]) for s in stats.values()])
   widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-  return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
-                   for r in rows)
+  return "\n".join(
+      "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows
+  )
 
 
 def main(argv: list[str]) -> None:

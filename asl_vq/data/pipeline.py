@@ -31,7 +31,7 @@ from asl_vq.data import layout
 _NUM_POINTS = layout.NUM_POINTS
 _H = layout.NUM_HAND_POINTS
 # Point permutation that swaps the left (0..20) and right (21..41) hands.
-_SWAP_HANDS = np.r_[_H:2 * _H, 0:_H]
+_SWAP_HANDS = np.r_[_H : 2 * _H, 0:_H]
 # Stream tags so that shuffling and flipping draw independent random numbers.
 _SHUFFLE_STREAM = 0
 _FLIP_STREAM = 1
@@ -62,8 +62,9 @@ class Source(Protocol):
 
 def digest(ids: np.ndarray) -> str:
   """A short stable digest of an int array (e.g. a split's sequence ids)."""
-  return hashlib.sha256(np.ascontiguousarray(ids, np.int64).tobytes()
-                        ).hexdigest()[:16]
+  return hashlib.sha256(
+      np.ascontiguousarray(ids, np.int64).tobytes()
+  ).hexdigest()[:16]
 
 
 def source_index(i: int, size: int) -> int:
@@ -100,7 +101,7 @@ def axis_statistics(hands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     values = hands[..., axis][~np.isnan(hands[..., axis])].astype(np.float64)
     if len(values):
       mean[axis] = values.mean()
-      std[axis] = values.std() if values.std() > 0 else 1.
+      std[axis] = values.std() if values.std() > 0 else 1.0
   return mean, std
 
 
@@ -113,19 +114,23 @@ def hand_statistics(hands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   / std 1 where undefined."""
   t = len(hands)
   h = hands.astype(np.float64).reshape(t, 2, _H, 2)
-  present = ~np.isnan(h).any(axis=-1)                    # [T, 2, 21]
+  present = ~np.isnan(h).any(axis=-1)  # [T, 2, 21]
   count = np.maximum(present.sum(axis=-1), 1)[..., None]  # [T, 2, 1]
-  centre = np.where(present[..., None], h, 0.).sum(axis=2) / count
-  sq = np.where(present, ((h - centre[:, :, None]) ** 2).sum(-1), 0.)
+  centre = np.where(present[..., None], h, 0.0).sum(axis=2) / count
+  sq = np.where(present, ((h - centre[:, :, None]) ** 2).sum(-1), 0.0)
   size = np.sqrt(sq.sum(axis=-1, keepdims=True) / count)  # [T, 2, 1]
-  size = np.where((present.sum(axis=-1, keepdims=True) > 1) & (size > 0),
-                  size, 1.)
-  return (np.repeat(centre, _H, axis=1),
-          np.repeat(np.broadcast_to(size, (t, 2, 2)), _H, axis=1))
+  size = np.where(
+      (present.sum(axis=-1, keepdims=True) > 1) & (size > 0), size, 1.0
+  )
+  return (
+      np.repeat(centre, _H, axis=1),
+      np.repeat(np.broadcast_to(size, (t, 2, 2)), _H, axis=1),
+  )
 
 
-def statistics(hands: np.ndarray, normalization: str = "sequence"
-               ) -> tuple[np.ndarray, np.ndarray]:
+def statistics(
+    hands: np.ndarray, normalization: str = "sequence"
+) -> tuple[np.ndarray, np.ndarray]:
   """What `normalize` subtracts and divides by, of hands [T, 42, 2]:
   "sequence" (the reference): per axis over the whole sequence
   (`axis_statistics`, [2] each), so that camera placement and signer size
@@ -142,8 +147,10 @@ def statistics(hands: np.ndarray, normalization: str = "sequence"
     return axis_statistics(hands)
   if normalization == "hand":
     return hand_statistics(hands)
-  raise errors.UserError(f"data.normalization={normalization!r}: one of "
-                         f"{', '.join(NORMALIZATIONS)}")
+  raise errors.UserError(
+      f"data.normalization={normalization!r}: one of "
+      f"{', '.join(NORMALIZATIONS)}"
+  )
 
 
 # "hand": where `drawable` puts each hand's origin (x, model units: a hand's
@@ -163,14 +170,16 @@ def drawable(x: np.ndarray, normalization: str) -> np.ndarray:
   return x
 
 
-def normalize(hands: np.ndarray,
-              stats: tuple[np.ndarray, np.ndarray] | None = None,
-              normalization: str = "sequence") -> np.ndarray:
+def normalize(
+    hands: np.ndarray,
+    stats: tuple[np.ndarray, np.ndarray] | None = None,
+    normalization: str = "sequence",
+) -> np.ndarray:
   """`(v - mean) / std` with `statistics(hands, normalization)` (or the
   `stats` given), then NaN -> 0; float32 [T, 42, 2]."""
   mean, std = statistics(hands, normalization) if stats is None else stats
   out = (hands.astype(np.float64) - mean) / std
-  return np.where(np.isnan(out), 0., out).astype(np.float32)
+  return np.where(np.isnan(out), 0.0, out).astype(np.float32)
 
 
 def flip(hands: np.ndarray) -> np.ndarray:
@@ -186,8 +195,9 @@ _flip = flip  # `preprocess`'s keyword `flip` shadows the function.
 RESAMPLINGS = ("nearest", "linear")
 
 
-def resample(hands: np.ndarray, length: int,
-             method: str = "nearest") -> np.ndarray:
+def resample(
+    hands: np.ndarray, length: int, method: str = "nearest"
+) -> np.ndarray:
   """Resamples a sequence in time to `length` frames.
 
   'nearest' (the reference's `F.interpolate` default): output frame i is
@@ -200,15 +210,16 @@ def resample(hands: np.ndarray, length: int,
     ValueError: `hands` has no frames, or an unknown method.
   """
   if method not in RESAMPLINGS:
-    raise errors.UserError(f"resample must be one of {', '.join(RESAMPLINGS)}, "
-                           f"not {method!r}")
+    raise errors.UserError(
+        f"resample must be one of {', '.join(RESAMPLINGS)}, " f"not {method!r}"
+    )
   t = hands.shape[0]
   if t == length:
     return hands
   if t == 0:
     raise errors.UserError("cannot resample a sequence with no frames")
   if method == "linear":
-    pos = np.linspace(0., t - 1, length)
+    pos = np.linspace(0.0, t - 1, length)
     lo = np.floor(pos).astype(np.int64)
     hi = np.minimum(lo + 1, t - 1)
     w = (pos - lo).astype(hands.dtype)[:, None, None]
@@ -218,10 +229,15 @@ def resample(hands: np.ndarray, length: int,
   return hands[np.minimum(src, t - 1)]
 
 
-def preprocess(hands: np.ndarray, *, max_len: int, flip: bool,
-               pad_to: int | None = None, resample_method: str = "nearest",
-               normalization: str = "sequence"
-               ) -> tuple[np.ndarray, np.ndarray]:
+def preprocess(
+    hands: np.ndarray,
+    *,
+    max_len: int,
+    flip: bool,
+    pad_to: int | None = None,
+    resample_method: str = "nearest",
+    normalization: str = "sequence",
+) -> tuple[np.ndarray, np.ndarray]:
   """Raw hands [T, 42, 2] -> (inputs f32 [pad_to, 42, 2], mask bool [pad_to]).
 
   Drops empty frames, normalises (`statistics`' `normalization`),
@@ -231,8 +247,10 @@ def preprocess(hands: np.ndarray, *, max_len: int, flip: bool,
   are missing detections (`layout.missing_as_nan`).
   """
   pad_to = max_len if pad_to is None else pad_to
-  x = normalize(drop_empty_frames(layout.missing_as_nan(hands)),
-                normalization=normalization)
+  x = normalize(
+      drop_empty_frames(layout.missing_as_nan(hands)),
+      normalization=normalization,
+  )
   if flip:
     x = _flip(x)
   if x.shape[0] > max_len:
@@ -240,14 +258,14 @@ def preprocess(hands: np.ndarray, *, max_len: int, flip: bool,
   t = x.shape[0]
   if t > pad_to:
     raise errors.UserError(
-        f"{t} frames do not fit in a padded length of {pad_to}")
+        f"{t} frames do not fit in a padded length of {pad_to}"
+    )
   inputs = np.zeros((pad_to, _NUM_POINTS, 2), np.float32)
   inputs[:t] = x
   return inputs, np.arange(pad_to) < t
 
 
-def pad_codes(codes: np.ndarray, pad_to: int
-              ) -> tuple[np.ndarray, np.ndarray]:
+def pad_codes(codes: np.ndarray, pad_to: int) -> tuple[np.ndarray, np.ndarray]:
   """Codes [T, Q] -> (int32 [pad_to, Q] padded with 0, mask bool [pad_to]).
 
   Codes are not resampled: a code sequence longer than `pad_to` is an error
@@ -255,16 +273,21 @@ def pad_codes(codes: np.ndarray, pad_to: int
   """
   t = codes.shape[0]
   if t > pad_to:
-    raise errors.UserError(f"{t} code frames do not fit in a padded length of "
-                           f"{pad_to}")
+    raise errors.UserError(
+        f"{t} code frames do not fit in a padded length of " f"{pad_to}"
+    )
   out = np.zeros((pad_to, codes.shape[1]), np.int32)
   out[:t] = codes
   return out, np.arange(pad_to) < t
 
 
-def encode_labels(phrase: str, max_label_len: int, *,
-                  sequence_id: object = None,
-                  truncate: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def encode_labels(
+    phrase: str,
+    max_label_len: int,
+    *,
+    sequence_id: object = None,
+    truncate: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
   """Phrase -> (labels i32 [S] padded with PAD_ID, label_mask bool [S]).
 
   label_mask is True on the phrase's characters. A phrase longer than
@@ -277,10 +300,11 @@ def encode_labels(phrase: str, max_label_len: int, *,
       raise errors.UserError(
           f"sequence {sequence_id}: phrase {phrase!r} has {len(ids)} "
           f"characters, more than max_label_len={max_label_len}; raise "
-          "max_label_len or pass truncate_labels=True")
+          "max_label_len or pass truncate_labels=True"
+      )
     ids = ids[:max_label_len]
   labels = np.full(max_label_len, vocab.PAD_ID, np.int32)
-  labels[:len(ids)] = ids
+  labels[: len(ids)] = ids
   return labels, np.arange(max_label_len) < len(ids)
 
 
@@ -292,8 +316,9 @@ def encode_labels(phrase: str, max_label_len: int, *,
 def default_buckets(max_len: int) -> tuple[int, ...]:
   """Quarters of `max_len`, rounded up to multiples of 8, capped at max_len."""
   quarters = (max_len * k // 4 for k in (1, 2, 3))
-  return tuple(sorted({min(-(-q // 8) * 8, max_len) for q in quarters}
-                      | {max_len}))
+  return tuple(
+      sorted({min(-(-q // 8) * 8, max_len) for q in quarters} | {max_len})
+  )
 
 
 def choose_bucket(length: int, buckets: Sequence[int]) -> int:
@@ -304,8 +329,7 @@ def choose_bucket(length: int, buckets: Sequence[int]) -> int:
   raise errors.UserError(f"no bucket in {tuple(buckets)} holds {length} frames")
 
 
-def steps_per_epoch(source: Source, global_batch_size: int,
-                    train: bool) -> int:
+def steps_per_epoch(source: Source, global_batch_size: int, train: bool) -> int:
   """Full batches per epoch in training; batches of one pass in evaluation."""
   n = len(source)
   if train:
@@ -313,7 +337,8 @@ def steps_per_epoch(source: Source, global_batch_size: int,
       raise errors.UserError(
           f"the training split has {n} sequences, fewer than "
           f"one global batch of {global_batch_size}: lower "
-          "--config.train.batch_size or use more data")
+          "--config.train.batch_size or use more data"
+      )
     return n // global_batch_size
   return math.ceil(n / global_batch_size)
 
@@ -323,8 +348,13 @@ def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
   return np.random.default_rng((seed, _SHUFFLE_STREAM, epoch)).permutation(n)
 
 
-def epoch_batches(seed: int, epoch: int, lengths: np.ndarray, batch_size: int,
-                  length_grouping: int) -> np.ndarray:
+def epoch_batches(
+    seed: int,
+    epoch: int,
+    lengths: np.ndarray,
+    batch_size: int,
+    length_grouping: int,
+) -> np.ndarray:
   """Example indices [steps, batch_size] of a training epoch.
 
   A fresh permutation of the examples, cut into full batches. With
@@ -335,28 +365,44 @@ def epoch_batches(seed: int, epoch: int, lengths: np.ndarray, batch_size: int,
   order of lengths through the epoch stay random.
   """
   steps = len(lengths) // batch_size
-  order = _epoch_order(seed, epoch, len(lengths))[:steps * batch_size]
+  order = _epoch_order(seed, epoch, len(lengths))[: steps * batch_size]
   if length_grouping > 1:
     window = length_grouping * batch_size
-    order = np.concatenate([
-        chunk[np.argsort(lengths[chunk], kind="stable")]
-        for chunk in np.split(order, range(window, len(order), window))])
+    order = np.concatenate(
+        [
+            chunk[np.argsort(lengths[chunk], kind="stable")]
+            for chunk in np.split(order, range(window, len(order), window))
+        ]
+    )
   batches = order.reshape(steps, batch_size)
   if length_grouping > 1:
-    batches = batches[np.random.default_rng(
-        (seed, _GROUP_STREAM, epoch)).permutation(steps)]
+    batches = batches[
+        np.random.default_rng((seed, _GROUP_STREAM, epoch)).permutation(steps)
+    ]
   return batches
 
 
 class _BatchLoader:
   """Global step -> this process's slice of the global batch, as numpy."""
 
-  def __init__(self, source: Source, *, global_batch_size: int, max_len: int,
-               max_label_len: int, seed: int, train: bool,
-               buckets: Sequence[int], process_index: int, process_count: int,
-               flip_prob: float, truncate_labels: bool,
-               length_grouping: int, resample_method: str,
-               normalization: str):
+  def __init__(
+      self,
+      source: Source,
+      *,
+      global_batch_size: int,
+      max_len: int,
+      max_label_len: int,
+      seed: int,
+      train: bool,
+      buckets: Sequence[int],
+      process_index: int,
+      process_count: int,
+      flip_prob: float,
+      truncate_labels: bool,
+      length_grouping: int,
+      resample_method: str,
+      normalization: str,
+  ):
     self._source = source
     self._resample = resample_method
     self._normalization = normalization
@@ -368,12 +414,12 @@ class _BatchLoader:
     self._seed = seed
     self._train = train
     self._buckets = tuple(buckets)
-    self._flip_prob = flip_prob if train else 0.
+    self._flip_prob = flip_prob if train else 0.0
     self._truncate = truncate_labels
     self._grouping = length_grouping
-    self._epoch = (-1, None)   # (epoch, its batches): computed once.
+    self._epoch = (-1, None)  # (epoch, its batches): computed once.
     self._lengths = np.minimum(np.asarray(source.hand_frames), max_len)
-    self._num_quantizers = source.num_quantizers   # None: landmarks.
+    self._num_quantizers = source.num_quantizers  # None: landmarks.
     self._steps = steps_per_epoch(source, global_batch_size, train)
 
   def global_indices(self, step: int) -> np.ndarray:
@@ -382,8 +428,9 @@ class _BatchLoader:
       epoch, b = divmod(step, self._steps)
       cached_epoch, batches = self._epoch
       if cached_epoch != epoch:
-        batches = epoch_batches(self._seed, epoch, self._lengths, self._global,
-                                self._grouping)
+        batches = epoch_batches(
+            self._seed, epoch, self._lengths, self._global, self._grouping
+        )
         self._epoch = (epoch, batches)
       return batches[b]
     idx = np.arange(step * self._global, (step + 1) * self._global)
@@ -397,20 +444,26 @@ class _BatchLoader:
   def __call__(self, step: int) -> dict[str, np.ndarray]:
     idx = self.global_indices(step)
     real = idx[idx >= 0]
-    length = choose_bucket(int(self._lengths[real].max(initial=0)),
-                           self._buckets)
+    length = choose_bucket(
+        int(self._lengths[real].max(initial=0)), self._buckets
+    )
     sl = slice(self._offset, self._offset + self._local)
     if self._num_quantizers is None:
-      frames = {"inputs": np.zeros((self._local, length, _NUM_POINTS, 2),
-                                   np.float32)}
+      frames = {
+          "inputs": np.zeros((self._local, length, _NUM_POINTS, 2), np.float32)
+      }
     else:
-      frames = {"codes": np.zeros((self._local, length, self._num_quantizers),
-                                  np.int32)}
+      frames = {
+          "codes": np.zeros(
+              (self._local, length, self._num_quantizers), np.int32
+          )
+      }
     batch = {
         **frames,
         "input_mask": np.zeros((self._local, length), bool),
-        "labels": np.full((self._local, self._max_label_len), vocab.PAD_ID,
-                          np.int32),
+        "labels": np.full(
+            (self._local, self._max_label_len), vocab.PAD_ID, np.int32
+        ),
         "label_mask": np.zeros((self._local, self._max_label_len), bool),
         "example_mask": idx[sl] >= 0,
         "sequence_id": np.full(self._local, -1, np.int64),
@@ -420,57 +473,95 @@ class _BatchLoader:
         self._load(int(i), bool(flip_it), length, batch, row)
     return batch
 
-  def _load(self, index: int, flip_it: bool, length: int,
-            batch: dict[str, np.ndarray], row: int) -> None:
+  def _load(
+      self,
+      index: int,
+      flip_it: bool,
+      length: int,
+      batch: dict[str, np.ndarray],
+      row: int,
+  ) -> None:
     ex = self._source[index]
     sid = ex["sequence_id"]
     try:
       if self._num_quantizers is None:
         batch["inputs"][row], batch["input_mask"][row] = preprocess(
-            ex["hands"], max_len=self._max_len, flip=flip_it, pad_to=length,
+            ex["hands"],
+            max_len=self._max_len,
+            flip=flip_it,
+            pad_to=length,
             resample_method=self._resample,
-            normalization=self._normalization)
-      else:   # Codes are never flipped: a mirrored code is not defined.
+            normalization=self._normalization,
+        )
+      else:  # Codes are never flipped: a mirrored code is not defined.
         batch["codes"][row], batch["input_mask"][row] = pad_codes(
-            ex["codes"], length)
+            ex["codes"], length
+        )
     except ValueError as e:
-      raise errors.UserError(f"sequence {sid} (index {index}): {e}; does "
-                             "source.hand_frames match its frames?") from None
+      raise errors.UserError(
+          f"sequence {sid} (index {index}): {e}; does "
+          "source.hand_frames match its frames?"
+      ) from None
     batch["labels"][row], batch["label_mask"][row] = encode_labels(
-        ex["phrase"], self._max_label_len, sequence_id=sid,
-        truncate=self._truncate)
+        ex["phrase"],
+        self._max_label_len,
+        sequence_id=sid,
+        truncate=self._truncate,
+    )
     batch["sequence_id"][row] = sid
 
 
-def _check_args(source: Source, global_batch_size: int, max_len: int,
-                buckets: Sequence[int], process_index: int,
-                process_count: int, flip_prob: float) -> None:
+def _check_args(
+    source: Source,
+    global_batch_size: int,
+    max_len: int,
+    buckets: Sequence[int],
+    process_index: int,
+    process_count: int,
+    flip_prob: float,
+) -> None:
   if global_batch_size <= 0 or global_batch_size % process_count:
     raise errors.UserError(
         f"global_batch_size={global_batch_size} must be a "
-        f"positive multiple of process_count={process_count}")
+        f"positive multiple of process_count={process_count}"
+    )
   if not 0 <= process_index < process_count:
-    raise ValueError(f"process_index={process_index} is not in "
-                           f"[0, {process_count})")
+    raise ValueError(
+        f"process_index={process_index} is not in " f"[0, {process_count})"
+    )
   if not buckets or min(buckets) <= 0 or max(buckets) < max_len:
     raise errors.UserError(
         f"buckets {tuple(buckets)} must be positive and reach "
-        f"max_len={max_len}")
-  if not 0. <= flip_prob <= 1.:
+        f"max_len={max_len}"
+    )
+  if not 0.0 <= flip_prob <= 1.0:
     raise errors.UserError(f"flip_prob={flip_prob} is not a probability")
   if len(source.hand_frames) != len(source):
-    raise ValueError(f"source.hand_frames has {len(source.hand_frames)} "
-                           f"entries for {len(source)} examples")
+    raise ValueError(
+        f"source.hand_frames has {len(source.hand_frames)} "
+        f"entries for {len(source)} examples"
+    )
 
 
-def make_dataset(source: Source, *, global_batch_size: int, max_len: int = 384,
-                 max_label_len: int = 64, seed: int = 0, train: bool = True,
-                 buckets: Sequence[int] | None = None, process_index: int = 0,
-                 process_count: int = 1, flip_prob: float = 0.25,
-                 truncate_labels: bool = False, length_grouping: int = 0,
-                 resample_method: str = "nearest",
-                 normalization: str = "sequence", prefetch: int = 2,
-                 num_threads: int = 1) -> grain.IterDataset:
+def make_dataset(
+    source: Source,
+    *,
+    global_batch_size: int,
+    max_len: int = 384,
+    max_label_len: int = 64,
+    seed: int = 0,
+    train: bool = True,
+    buckets: Sequence[int] | None = None,
+    process_index: int = 0,
+    process_count: int = 1,
+    flip_prob: float = 0.25,
+    truncate_labels: bool = False,
+    length_grouping: int = 0,
+    resample_method: str = "nearest",
+    normalization: str = "sequence",
+    prefetch: int = 2,
+    num_threads: int = 1,
+) -> grain.IterDataset:
   """Batches of this process's slice of the global batch.
 
   Training repeats forever, reshuffled each epoch, full batches only;
@@ -500,17 +591,42 @@ def make_dataset(source: Source, *, global_batch_size: int, max_len: int = 384,
     Iterator state: `get_state()` -> {'next_index': step}, `set_state(...)`.
   """
   buckets = default_buckets(max_len) if buckets is None else tuple(buckets)
-  _check_args(source, global_batch_size, max_len, buckets, process_index,
-              process_count, flip_prob)
+  _check_args(
+      source,
+      global_batch_size,
+      max_len,
+      buckets,
+      process_index,
+      process_count,
+      flip_prob,
+  )
   loader = _BatchLoader(
-      source, global_batch_size=global_batch_size, max_len=max_len,
-      max_label_len=max_label_len, seed=seed, train=train, buckets=buckets,
-      process_index=process_index, process_count=process_count,
-      flip_prob=flip_prob, truncate_labels=truncate_labels,
-      length_grouping=length_grouping, resample_method=resample_method,
-      normalization=normalization)
-  num_steps = (sys.maxsize if train
-               else steps_per_epoch(source, global_batch_size, train))
-  return grain.MapDataset.range(num_steps).map(loader).to_iter_dataset(
-      grain.ReadOptions(num_threads=num_threads,
-                        prefetch_buffer_size=prefetch))
+      source,
+      global_batch_size=global_batch_size,
+      max_len=max_len,
+      max_label_len=max_label_len,
+      seed=seed,
+      train=train,
+      buckets=buckets,
+      process_index=process_index,
+      process_count=process_count,
+      flip_prob=flip_prob,
+      truncate_labels=truncate_labels,
+      length_grouping=length_grouping,
+      resample_method=resample_method,
+      normalization=normalization,
+  )
+  num_steps = (
+      sys.maxsize
+      if train
+      else steps_per_epoch(source, global_batch_size, train)
+  )
+  return (
+      grain.MapDataset.range(num_steps)
+      .map(loader)
+      .to_iter_dataset(
+          grain.ReadOptions(
+              num_threads=num_threads, prefetch_buffer_size=prefetch
+          )
+      )
+  )

@@ -33,18 +33,34 @@ try:
   from pose_format import pose_header
   from pose_format.numpy import NumPyPoseBody
   from pose_format.utils import openpose
-except ImportError:   # the `pose` extra: needed only when a function runs.
+except ImportError:  # the `pose` extra: needed only when a function runs.
   pose_format = None
 
 # MediaPipe's hand landmarks (`HandLandmark`), in index order, and its
 # HAND_CONNECTIONS (the same 21 bones as `hand_model.BONES`).
 HAND_POINTS = (
-    "WRIST", "THUMB_CMC", "THUMB_MCP", "THUMB_IP", "THUMB_TIP",
-    "INDEX_FINGER_MCP", "INDEX_FINGER_PIP", "INDEX_FINGER_DIP",
-    "INDEX_FINGER_TIP", "MIDDLE_FINGER_MCP", "MIDDLE_FINGER_PIP",
-    "MIDDLE_FINGER_DIP", "MIDDLE_FINGER_TIP", "RING_FINGER_MCP",
-    "RING_FINGER_PIP", "RING_FINGER_DIP", "RING_FINGER_TIP", "PINKY_MCP",
-    "PINKY_PIP", "PINKY_DIP", "PINKY_TIP")
+    "WRIST",
+    "THUMB_CMC",
+    "THUMB_MCP",
+    "THUMB_IP",
+    "THUMB_TIP",
+    "INDEX_FINGER_MCP",
+    "INDEX_FINGER_PIP",
+    "INDEX_FINGER_DIP",
+    "INDEX_FINGER_TIP",
+    "MIDDLE_FINGER_MCP",
+    "MIDDLE_FINGER_PIP",
+    "MIDDLE_FINGER_DIP",
+    "MIDDLE_FINGER_TIP",
+    "RING_FINGER_MCP",
+    "RING_FINGER_PIP",
+    "RING_FINGER_DIP",
+    "RING_FINGER_TIP",
+    "PINKY_MCP",
+    "PINKY_PIP",
+    "PINKY_DIP",
+    "PINKY_TIP",
+)
 # Component names as pose-format's Holistic estimator writes them.
 COMPONENTS = ("LEFT_HAND_LANDMARKS", "RIGHT_HAND_LANDMARKS")
 _SIDES = ("left", "right")
@@ -57,7 +73,8 @@ class PoseFileError(errors.UserError):
 def _require_pose_format() -> None:
   if pose_format is None:
     raise errors.MissingExtra(
-        ".pose files need pose-format: pip install 'asl_vq[pose]'")
+        ".pose files need pose-format: pip install 'asl_vq[pose]'"
+    )
 
 
 def _hand_components(header, path: str) -> list[tuple[int, int] | None]:
@@ -77,13 +94,15 @@ def _hand_components(header, path: str) -> list[tuple[int, int] | None]:
         f"{path}: the header has no 21-point left or right hand component "
         f"(components: {', '.join(names) or 'none'}); write the file with a "
         "hand or holistic estimator (pose-format's MediaPipe Holistic names "
-        f"them {' and '.join(COMPONENTS)})")
+        f"them {' and '.join(COMPONENTS)})"
+    )
   for side, matches in found.items():
     if len(matches) > 1:
       raise PoseFileError(
           f"{path}: {len(matches)} {side} hand components "
           f"({', '.join(names[i] for _, i in matches)}); keep one with "
-          "pose_format's Pose.get_components")
+          "pose_format's Pose.get_components"
+      )
   return [matches[0] if matches else None for matches in found.values()]
 
 
@@ -117,19 +136,22 @@ def read(path: str | os.PathLike) -> tuple[np.ndarray, float]:
     pose = pose_format.Pose.read(buffer)
   except Exception as e:  # pylint: disable=broad-except
     # The binary reader raises whatever struct/numpy raise on a bad file.
-    raise PoseFileError(f"{path}: not a readable .pose file ({type(e).__name__}"
-                        f": {e})") from None
+    raise PoseFileError(
+        f"{path}: not a readable .pose file ({type(e).__name__}" f": {e})"
+    ) from None
   header = pose.header
   sides = _hand_components(header, path)
-  size = np.array([header.dimensions.width, header.dimensions.height],
-                  np.float64)
+  size = np.array(
+      [header.dimensions.width, header.dimensions.height], np.float64
+  )
   if not size.all():
     raise PoseFileError(
         f"{path}: the header's dimensions are {header.dimensions.width} x "
         f"{header.dimensions.height} pixels, so its coordinates cannot be "
-        "normalised; set pose.header.dimensions to the video's size")
-  data = np.asarray(pose.body.data.data, np.float64)   # [T, people, P, D]
-  confidence = np.asarray(pose.body.confidence)         # [T, people, P]
+        "normalised; set pose.header.dimensions to the video's size"
+    )
+  data = np.asarray(pose.body.data.data, np.float64)  # [T, people, P, D]
+  confidence = np.asarray(pose.body.confidence)  # [T, people, P]
   hands = np.full((len(data), layout.NUM_POINTS, 2), np.nan, np.float32)
   if data.shape[1]:
     h = layout.NUM_HAND_POINTS
@@ -140,7 +162,7 @@ def read(path: str | os.PathLike) -> tuple[np.ndarray, float]:
       idx = start + _point_order(header.components[component])
       xy = data[:, 0, idx, :2] / size
       xy[confidence[:, 0, idx] <= 0] = np.nan
-      hands[:, k * h:(k + 1) * h] = xy
+      hands[:, k * h : (k + 1) * h] = xy
   return layout.missing_as_nan(hands), float(pose.body.fps)
 
 
@@ -156,18 +178,26 @@ def dimensions(path: str | os.PathLike) -> tuple[int, int]:
   _require_pose_format()
   # pylint: disable-next=g-import-not-at-top
   from pose_format.utils.reader import BufferReader
+
   with open(path, "rb") as f:
     buffer = f.read()
   try:
     header = pose_header.PoseHeader.read(BufferReader(buffer))
   except Exception as e:  # pylint: disable=broad-except
-    raise PoseFileError(f"{path}: not a readable .pose header "
-                        f"({type(e).__name__}: {e})") from None
+    raise PoseFileError(
+        f"{path}: not a readable .pose header " f"({type(e).__name__}: {e})"
+    ) from None
   return int(header.dimensions.width), int(header.dimensions.height)
 
 
-def write(path: str | os.PathLike, hands: np.ndarray, fps: float, *,
-          width: int = 1000, height: int = 1000) -> None:
+def write(
+    path: str | os.PathLike,
+    hands: np.ndarray,
+    fps: float,
+    *,
+    width: int = 1000,
+    height: int = 1000,
+) -> None:
   """Writes hands [T, 42, 2] as a `.pose` file of one person.
 
   `hands` are normalised image coordinates, written as pixels of a
@@ -182,26 +212,35 @@ def write(path: str | os.PathLike, hands: np.ndarray, fps: float, *,
   """
   hands = np.asarray(hands, np.float32)
   if hands.ndim != 3 or hands.shape[1:] != (layout.NUM_POINTS, 2):
-    raise errors.UserError(f"hands must be [T, {layout.NUM_POINTS}, 2], got "
-                           f"{hands.shape}")
+    raise errors.UserError(
+        f"hands must be [T, {layout.NUM_POINTS}, 2], got " f"{hands.shape}"
+    )
   if not fps > 0:
     raise errors.UserError(f"fps must be positive, got {fps}")
   _require_pose_format()
   components = [
       pose_header.PoseHeaderComponent(
-          name=name, points=list(HAND_POINTS),
-          limbs=list(hand_model.BONES), colors=openpose.hand_colors,
-          point_format="XYC")
-      for name in COMPONENTS]
+          name=name,
+          points=list(HAND_POINTS),
+          limbs=list(hand_model.BONES),
+          colors=openpose.hand_colors,
+          point_format="XYC",
+      )
+      for name in COMPONENTS
+  ]
   header = pose_header.PoseHeader(
       version=pose_header.VERSION,
       dimensions=pose_header.PoseHeaderDimensions(width, height, 0),
-      components=components)
+      components=components,
+  )
   detected = ~np.isnan(hands).any(-1)
-  pixels = np.where(detected[..., None], hands * np.float32([width, height]),
-                    0.)
+  pixels = np.where(
+      detected[..., None], hands * np.float32([width, height]), 0.0
+  )
   body = NumPyPoseBody(
-      fps=float(fps), data=pixels[:, None].astype(np.float32),
-      confidence=detected[:, None].astype(np.float32))
+      fps=float(fps),
+      data=pixels[:, None].astype(np.float32),
+      confidence=detected[:, None].astype(np.float32),
+  )
   with open(path, "wb") as f:
     pose_format.Pose(header, body).write(f)

@@ -33,6 +33,7 @@ class DataError(errors.UserError):
 @dataclasses.dataclass(frozen=True)
 class Metadata:
   """The rows of one metadata CSV (train.csv or supplemental_metadata.csv)."""
+
   csv_path: str
   path: list[str]  # Landmark file of each row, relative to the data dir.
   file_id: np.ndarray  # int64 [N]
@@ -66,8 +67,10 @@ def check_data_dir(data_dir: str | os.PathLike) -> None:
 def source_paths(data_dir: str | os.PathLike, source: str) -> tuple[str, str]:
   """(metadata CSV, landmark directory) of a source; both must exist."""
   if source not in layout.SOURCES:
-    raise DataError(f"unknown source {source!r}; expected one of "
-                    f"{sorted(layout.SOURCES)}")
+    raise DataError(
+        f"unknown source {source!r}; expected one of "
+        f"{sorted(layout.SOURCES)}"
+    )
   csv_name, landmark_dir = layout.SOURCES[source]
   csv_path = os.path.join(data_dir, csv_name)
   landmark_dir = os.path.join(data_dir, landmark_dir)
@@ -80,8 +83,11 @@ def source_paths(data_dir: str | os.PathLike, source: str) -> tuple[str, str]:
 
 def available_sources(data_dir: str | os.PathLike) -> list[str]:
   """`train` (required) and the other sources whose metadata CSV exists."""
-  return [s for s, (csv_name, _) in layout.SOURCES.items()
-          if s == "train" or _is_file(os.path.join(data_dir, csv_name))]
+  return [
+      s
+      for s, (csv_name, _) in layout.SOURCES.items()
+      if s == "train" or _is_file(os.path.join(data_dir, csv_name))
+  ]
 
 
 def read_metadata(data_dir: str | os.PathLike, source: str) -> Metadata:
@@ -92,30 +98,38 @@ def read_metadata(data_dir: str | os.PathLike, source: str) -> Metadata:
   try:
     with fileio.reading(csv_path) as f:
       table = pa_csv.read_csv(
-          f, parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+          f,
+          parse_options=pa_csv.ParseOptions(newlines_in_values=True),
           convert_options=pa_csv.ConvertOptions(
-              column_types=types, strings_can_be_null=False))
+              column_types=types, strings_can_be_null=False
+          ),
+      )
   except (pa.ArrowException, OSError) as e:
     raise DataError(f"{csv_path}: cannot parse the CSV: {e}") from None
   for column in layout.METADATA_COLUMNS:
     if column not in table.column_names:
-      raise DataError(f"{csv_path}: missing column {column!r} "
-                      f"(has {table.column_names})")
+      raise DataError(
+          f"{csv_path}: missing column {column!r} "
+          f"(has {table.column_names})"
+      )
     if table[column].null_count:
       row = table[column].is_null().to_numpy(zero_copy_only=False).argmax()
       raise DataError(f"{csv_path}: empty {column!r} in data row {row + 1}")
   ids = table["sequence_id"].to_numpy()
   unique, counts = np.unique(ids, return_counts=True)
   if (counts > 1).any():
-    raise DataError(f"{csv_path}: sequence {unique[counts > 1][0]} is listed "
-                    "more than once")
+    raise DataError(
+        f"{csv_path}: sequence {unique[counts > 1][0]} is listed "
+        "more than once"
+    )
   return Metadata(
       csv_path=csv_path,
       path=table["path"].to_pylist(),
       file_id=table["file_id"].to_numpy(),
       sequence_id=ids,
       participant_id=table["participant_id"].to_numpy(),
-      phrase=table["phrase"].to_pylist())
+      phrase=table["phrase"].to_pylist(),
+  )
 
 
 def _is_file(path: str) -> bool:
@@ -147,27 +161,37 @@ def read_hands(path: str | os.PathLike) -> dict[int, np.ndarray]:
     schema = parquet.schema_arrow
     missing = [c for c in columns if c not in schema.names]
     if missing:
-      raise DataError(f"{path}: missing column {missing[0]!r}" + (
-          f" and {len(missing) - 1} more" if missing[1:] else ""))
-    wrong = [c for c in HAND_COLUMNS
-             if not pa.types.is_floating(schema.field(c).type)]
+      raise DataError(
+          f"{path}: missing column {missing[0]!r}"
+          + (f" and {len(missing) - 1} more" if missing[1:] else "")
+      )
+    wrong = [
+        c
+        for c in HAND_COLUMNS
+        if not pa.types.is_floating(schema.field(c).type)
+    ]
     if wrong:
-      raise DataError(f"{path}: column {wrong[0]!r} must be floating point, "
-                      f"got {schema.field(wrong[0]).type}")
+      raise DataError(
+          f"{path}: column {wrong[0]!r} must be floating point, "
+          f"got {schema.field(wrong[0]).type}"
+      )
     try:
       table = parquet.read(columns=columns, use_pandas_metadata=False)
     except (pa.ArrowException, OSError) as e:
       raise DataError(f"{path}: cannot read the landmarks: {e}") from None
   for column in (layout.INDEX_COLUMN, layout.FRAME_COLUMN):
     if not pa.types.is_integer(table[column].type) or table[column].null_count:
-      raise DataError(f"{path}: column {column!r} must be integers without "
-                      f"nulls, got {table[column].type}")
+      raise DataError(
+          f"{path}: column {column!r} must be integers without "
+          f"nulls, got {table[column].type}"
+      )
   seq = table[layout.INDEX_COLUMN].to_numpy().astype(np.int64)
   frame = table[layout.FRAME_COLUMN].to_numpy().astype(np.int64)
   hands = np.empty((len(seq), layout.NUM_POINTS, 2), np.float32)
-  with np.errstate(over="ignore"):   # float64 beyond float32: inf, then NaN.
-    for j, (x, y) in enumerate(zip(layout.HAND_X_COLUMNS,
-                                   layout.HAND_Y_COLUMNS)):
+  with np.errstate(over="ignore"):  # float64 beyond float32: inf, then NaN.
+    for j, (x, y) in enumerate(
+        zip(layout.HAND_X_COLUMNS, layout.HAND_Y_COLUMNS)
+    ):
       hands[:, j, 0] = table[x].to_numpy()
       hands[:, j, 1] = table[y].to_numpy()
   hands = layout.missing_as_nan(hands)
@@ -176,8 +200,10 @@ def read_hands(path: str | os.PathLike) -> dict[int, np.ndarray]:
   order = np.lexsort((frame, seq))
   seq, hands = seq[order], hands[order]
   starts = np.flatnonzero(np.diff(seq)) + 1
-  return {int(s[0]): h for s, h in zip(np.split(seq, starts),
-                                       np.split(hands, starts))}
+  return {
+      int(s[0]): h
+      for s, h in zip(np.split(seq, starts), np.split(hands, starts))
+  }
 
 
 def hand_frame_mask(hands: np.ndarray) -> np.ndarray:

@@ -40,9 +40,11 @@ def _assign(counts: np.ndarray, targets: np.ndarray) -> np.ndarray:
   return split_of
 
 
-def split_by_signer(participant_ids: np.ndarray,
-                    fractions: Mapping[str, float] = DEFAULT_FRACTIONS,
-                    seed: int = 0) -> dict[str, np.ndarray]:
+def split_by_signer(
+    participant_ids: np.ndarray,
+    fractions: Mapping[str, float] = DEFAULT_FRACTIONS,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
   """Row indices per split; every signer's rows go to exactly one split.
 
   Several signer orders drawn from `seed` are assigned greedily and the one
@@ -62,10 +64,13 @@ def split_by_signer(participant_ids: np.ndarray,
   if not names or (weights <= 0).any():
     raise errors.UserError(f"fractions must be positive, got {dict(fractions)}")
   signers, signer_of_row, counts = np.unique(
-      participant_ids, return_inverse=True, return_counts=True)
+      participant_ids, return_inverse=True, return_counts=True
+  )
   if len(signers) < len(names):
-    raise errors.UserError(f"cannot split {len(signers)} signers into "
-                           f"{len(names)} non-empty splits {names}")
+    raise errors.UserError(
+        f"cannot split {len(signers)} signers into "
+        f"{len(names)} non-empty splits {names}"
+    )
   targets = weights / weights.sum() * len(participant_ids)
   rng = np.random.default_rng(seed)
   best, best_error = None, np.inf
@@ -80,11 +85,14 @@ def split_by_signer(participant_ids: np.ndarray,
   return {n: np.flatnonzero(split_of_row == k) for k, n in enumerate(names)}
 
 
-def load_splits(cache_dir: str | os.PathLike, *,
-                fractions: Mapping[str, float] = DEFAULT_FRACTIONS,
-                seed: int = 0, include_supplemental: bool = False,
-                min_hand_frames: int = 2
-                ) -> dict[str, cache.SequenceSource | cache.ConcatSource]:
+def load_splits(
+    cache_dir: str | os.PathLike,
+    *,
+    fractions: Mapping[str, float] = DEFAULT_FRACTIONS,
+    seed: int = 0,
+    include_supplemental: bool = False,
+    min_hand_frames: int = 2,
+) -> dict[str, cache.SequenceSource | cache.ConcatSource]:
   """The prepared `train` source split by signer.
 
   Sequences with fewer than `min_hand_frames` frames with a hand are then
@@ -102,28 +110,46 @@ def load_splits(cache_dir: str | os.PathLike, *,
   split with the supplemental file's presence.)
   """
   if include_supplemental and "train" not in fractions:
-    raise errors.UserError("include_supplemental needs a 'train' split, got "
-                           f"{list(fractions)}")
+    raise errors.UserError(
+        "include_supplemental needs a 'train' split, got " f"{list(fractions)}"
+    )
   full = cache.SequenceSource(cache_dir, "train")
   long_enough = full.hand_frames >= min_hand_frames
   rows = split_by_signer(full.participant_ids, fractions, seed)
   if not long_enough.all():
-    logging.info("%d of %d sequences have fewer than %d frames with a hand: "
-                 "left out of every split", (~long_enough).sum(),
-                 len(long_enough), min_hand_frames)
-  out = {n: cache.SequenceSource(cache_dir, "train", r[long_enough[r]])
-         for n, r in rows.items()}
+    logging.info(
+        "%d of %d sequences have fewer than %d frames with a hand: "
+        "left out of every split",
+        (~long_enough).sum(),
+        len(long_enough),
+        min_hand_frames,
+    )
+  out = {
+      n: cache.SequenceSource(cache_dir, "train", r[long_enough[r]])
+      for n, r in rows.items()
+  }
   if include_supplemental:
     supplemental = cache.SequenceSource(cache_dir, "supplemental")
-    held_out = np.concatenate([s.participant_ids for n, s in out.items()
-                               if n != "train"] or [np.zeros(0, np.int64)])
+    held_out = np.concatenate(
+        [s.participant_ids for n, s in out.items() if n != "train"]
+        or [np.zeros(0, np.int64)]
+    )
     leak = np.isin(supplemental.participant_ids, held_out)
     short = supplemental.hand_frames < min_hand_frames
     if leak.any():
       logging.warning(
           "supplemental data: %d of %d sequences are by %d signers of the "
-          "validation/test splits; left out of training", leak.sum(),
-          len(leak), len(np.unique(supplemental.participant_ids[leak])))
-    out["train"] = cache.ConcatSource([out["train"], cache.SequenceSource(
-        cache_dir, "supplemental", np.flatnonzero(~leak & ~short))])
+          "validation/test splits; left out of training",
+          leak.sum(),
+          len(leak),
+          len(np.unique(supplemental.participant_ids[leak])),
+      )
+    out["train"] = cache.ConcatSource(
+        [
+            out["train"],
+            cache.SequenceSource(
+                cache_dir, "supplemental", np.flatnonzero(~leak & ~short)
+            ),
+        ]
+    )
   return out

@@ -40,6 +40,7 @@ SPLITS = ("train", "validation", "test")
 class CodeSpec:
   """What the codes are: `num_quantizers` streams of ids in
   [0, codebook_size)."""
+
   num_quantizers: int
   codebook_size: int
 
@@ -48,36 +49,51 @@ def codes_type(num_quantizers: int) -> pa.DataType:
   return pa.list_(pa.list_(pa.int16(), num_quantizers))
 
 
-def to_table(rows: Sequence[dict[str, Any]], num_quantizers: int,
-             metadata: dict[str, Any]) -> pa.Table:
+def to_table(
+    rows: Sequence[dict[str, Any]],
+    num_quantizers: int,
+    metadata: dict[str, Any],
+) -> pa.Table:
   """Rows {sequence_id, participant_id, phrase, codes [T, Q]} -> a table."""
   codes = [np.asarray(r["codes"], np.int16) for r in rows]
-  flat = pa.array(np.concatenate(
-      [c.reshape(-1) for c in codes] or [np.zeros(0, np.int16)]))
+  flat = pa.array(
+      np.concatenate([c.reshape(-1) for c in codes] or [np.zeros(0, np.int16)])
+  )
   frames = pa.FixedSizeListArray.from_arrays(flat, num_quantizers)
   offsets = np.concatenate([[0], np.cumsum([len(c) for c in codes])])
-  schema = pa.schema([
-      ("sequence_id", pa.int64()), ("participant_id", pa.int64()),
-      ("phrase", pa.string()), ("n_frames", pa.int32()),
-      ("codes", codes_type(num_quantizers))],
-      metadata={METADATA_KEY: json.dumps(metadata)})
-  return pa.table([
-      pa.array([r["sequence_id"] for r in rows], pa.int64()),
-      pa.array([r["participant_id"] for r in rows], pa.int64()),
-      pa.array([r["phrase"] for r in rows], pa.string()),
-      pa.array([len(c) for c in codes], pa.int32()),
-      pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), frames),
-  ], schema=schema)
+  schema = pa.schema(
+      [
+          ("sequence_id", pa.int64()),
+          ("participant_id", pa.int64()),
+          ("phrase", pa.string()),
+          ("n_frames", pa.int32()),
+          ("codes", codes_type(num_quantizers)),
+      ],
+      metadata={METADATA_KEY: json.dumps(metadata)},
+  )
+  return pa.table(
+      [
+          pa.array([r["sequence_id"] for r in rows], pa.int64()),
+          pa.array([r["participant_id"] for r in rows], pa.int64()),
+          pa.array([r["phrase"] for r in rows], pa.string()),
+          pa.array([len(c) for c in codes], pa.int32()),
+          pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), frames),
+      ],
+      schema=schema,
+  )
 
 
-def origin(metadata: dict[str, Any], sequence_ids: np.ndarray
-           ) -> dict[str, Any]:
+def origin(
+    metadata: dict[str, Any], sequence_ids: np.ndarray
+) -> dict[str, Any]:
   """A tokenized split's `pipeline.Source.origin`: the tokenizer's content
   fingerprint (`inference.fingerprint`) and the raw split's data
   fingerprint, from its metadata: by content, not by path or step."""
-  return {"tokenizer": metadata.get("tokenizer"),
-          "data": (metadata.get("data") or {}).get("data"),
-          "sequences": pipeline.digest(sequence_ids)}
+  return {
+      "tokenizer": metadata.get("tokenizer"),
+      "data": (metadata.get("data") or {}).get("data"),
+      "sequences": pipeline.digest(sequence_ids),
+  }
 
 
 class TokenSource:
@@ -93,8 +109,10 @@ class TokenSource:
     with fileio.reading(self.path) as f:
       table = pq.read_table(f)
     self.metadata = json.loads(table.schema.metadata[METADATA_KEY])
-    self.code_spec = CodeSpec(int(self.metadata["num_quantizers"]),
-                              int(self.metadata["codebook_size"]))
+    self.code_spec = CodeSpec(
+        int(self.metadata["num_quantizers"]),
+        int(self.metadata["codebook_size"]),
+    )
     self.num_quantizers = self.code_spec.num_quantizers
     self.sequence_ids = table["sequence_id"].to_numpy()
     self.participant_ids = table["participant_id"].to_numpy()
@@ -106,8 +124,10 @@ class TokenSource:
     self._offsets = np.concatenate([[0], np.cumsum(self.lengths)])
     self.origin = origin(self.metadata, self.sequence_ids)
     if len(self._codes) != self._offsets[-1]:
-      raise errors.UserError(f"{self.path}: {len(self._codes)} code frames for "
-                             f"n_frames summing to {self._offsets[-1]}")
+      raise errors.UserError(
+          f"{self.path}: {len(self._codes)} code frames for "
+          f"n_frames summing to {self._offsets[-1]}"
+      )
 
   def __len__(self) -> int:
     return len(self.sequence_ids)
@@ -115,8 +135,9 @@ class TokenSource:
   def __getitem__(self, i: int) -> dict[str, Any]:
     i = pipeline.source_index(i, len(self))
     return {
-        "codes": self._codes[self._offsets[i]:self._offsets[i + 1]].astype(
-            np.int32),
+        "codes": self._codes[self._offsets[i] : self._offsets[i + 1]].astype(
+            np.int32
+        ),
         "phrase": self.phrases[i],
         "sequence_id": int(self.sequence_ids[i]),
         "participant_id": int(self.participant_ids[i]),
@@ -138,17 +159,20 @@ class _Subset:
 
   def __init__(self, source, indices: Iterable[int]):
     indices = np.asarray(indices, np.int64)
-    if indices.ndim != 1 or (indices.size and (
-        indices.min() < 0 or indices.max() >= len(source))):
-      raise IndexError(f"indices must be 1-D indices into {len(source)} "
-                       "sequences")
+    if indices.ndim != 1 or (
+        indices.size and (indices.min() < 0 or indices.max() >= len(source))
+    ):
+      raise IndexError(
+          f"indices must be 1-D indices into {len(source)} " "sequences"
+      )
     self.source, self.indices = source, indices
     self.num_quantizers = source.num_quantizers
     for name in self._ARRAYS:
       setattr(self, name, np.asarray(getattr(source, name))[indices])
     self.phrases = [source.phrases[i] for i in indices]
-    self.origin = dict(source.origin,
-                       sequences=pipeline.digest(self.sequence_ids))
+    self.origin = dict(
+        source.origin, sequences=pipeline.digest(self.sequence_ids)
+    )
 
   def __len__(self) -> int:
     return len(self.indices)
@@ -170,7 +194,8 @@ def load_splits(tokens_dir: str) -> tuple[dict[str, TokenSource], CodeSpec]:
   if not tokens_dir:
     raise errors.UserError(
         "input=tokens needs --config.tokens=DIR, the output of "
-        "`python -m asl_vq.main --config=tokenize`")
+        "`python -m asl_vq.main --config=tokenize`"
+    )
   splits = {}
   for split in SPLITS:
     path = os.path.join(tokens_dir, f"{split}.parquet")
@@ -178,7 +203,8 @@ def load_splits(tokens_dir: str) -> tuple[dict[str, TokenSource], CodeSpec]:
       raise FileNotFoundError(
           f"{path}: no tokenized {split} split; run `python -m asl_vq.main "
           f"--config=tokenize --config.checkpoint=RUN --workdir={tokens_dir}` "
-          "first")
+          "first"
+      )
     splits[split] = TokenSource(path)
   return splits, splits["train"].code_spec
 

@@ -72,20 +72,35 @@ from asl_vq.data import layout
 # (FieldDescriptor.label is gone), so the `video` extra installs its other
 # dependencies with protobuf<7 and mediapipe goes in with --no-deps.
 MEDIAPIPE_REQUIREMENT = "mediapipe==0.10.21"
-INSTALL = ('pip install -e ".[video]" && pip install --no-deps '
-           f'"{MEDIAPIPE_REQUIREMENT}"')
+INSTALL = (
+    'pip install -e ".[video]" && pip install --no-deps '
+    f'"{MEDIAPIPE_REQUIREMENT}"'
+)
 # model_complexity 1: the only pose model in the wheel (0 and 2 download).
-HOLISTIC_OPTIONS = dict(static_image_mode=False, model_complexity=1,
-                        refine_face_landmarks=False)
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg",
-                    ".mpeg", ".wmv", ".flv", ".3gp")
+HOLISTIC_OPTIONS = dict(
+    static_image_mode=False, model_complexity=1, refine_face_landmarks=False
+)
+VIDEO_EXTENSIONS = (
+    ".mp4",
+    ".mov",
+    ".avi",
+    ".mkv",
+    ".webm",
+    ".m4v",
+    ".mpg",
+    ".mpeg",
+    ".wmv",
+    ".flv",
+    ".3gp",
+)
 VIDEOS_JSON = "videos.json"
 NUM_LANDMARKS = sum(n for _, n in layout.LANDMARK_TYPES)  # 543
 _OFFSETS = layout.point_offsets()
 # The project's hands: left_hand 0..20 then right_hand 0..20 (reader.py).
 HAND_POINTS = np.r_[
-    _OFFSETS["left_hand"]:_OFFSETS["left_hand"] + layout.NUM_HAND_POINTS,
-    _OFFSETS["right_hand"]:_OFFSETS["right_hand"] + layout.NUM_HAND_POINTS]
+    _OFFSETS["left_hand"] : _OFFSETS["left_hand"] + layout.NUM_HAND_POINTS,
+    _OFFSETS["right_hand"] : _OFFSETS["right_hand"] + layout.NUM_HAND_POINTS,
+]
 _PARQUET_KEY = b"asl_vq.video"
 # Parquet: all coordinates split by byte, then zstd (as the synthetic hands).
 _ENCODING = dict.fromkeys(layout.landmark_columns(), "BYTE_STREAM_SPLIT")
@@ -115,13 +130,16 @@ def holistic_solution():
     import mediapipe  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     raise SetupError(
-        f"mediapipe is not installed: {INSTALL}" if e.name == "mediapipe"
-        else f"mediapipe cannot be imported ({e}): {INSTALL}") from None
+        f"mediapipe is not installed: {INSTALL}"
+        if e.name == "mediapipe"
+        else f"mediapipe cannot be imported ({e}): {INSTALL}"
+    ) from None
   try:
     return mediapipe.solutions.holistic
   except AttributeError:
-    raise SetupError(f"mediapipe {mediapipe_version()} has no legacy "
-                     f"Holistic: {INSTALL}") from None
+    raise SetupError(
+        f"mediapipe {mediapipe_version()} has no legacy " f"Holistic: {INSTALL}"
+    ) from None
 
 
 def holistic():
@@ -136,8 +154,10 @@ def holistic():
       warnings.simplefilter("ignore", DeprecationWarning)
       return solution.Holistic(**HOLISTIC_OPTIONS)
   except AttributeError as e:  # protobuf 7 removed APIs it uses.
-    raise SetupError(f"mediapipe {mediapipe_version()} cannot run with "
-                     f"this protobuf ({e}): pip install 'protobuf<7'") from None
+    raise SetupError(
+        f"mediapipe {mediapipe_version()} cannot run with "
+        f"this protobuf ({e}): pip install 'protobuf<7'"
+    ) from None
 
 
 def _restore_get_prototype() -> None:
@@ -146,12 +166,14 @@ def _restore_get_prototype() -> None:
   it (as the GetMessageClass that replaced it) keeps stderr clean."""
   try:
     from google.protobuf import (  # pylint: disable=g-import-not-at-top
-        message_factory)
+        message_factory,
+    )
   except ImportError:
     return
   if not hasattr(message_factory.MessageFactory, "GetPrototype"):
     message_factory.MessageFactory.GetPrototype = (
-        lambda self, descriptor: message_factory.GetMessageClass(descriptor))
+        lambda self, descriptor: message_factory.GetMessageClass(descriptor)
+    )
 
 
 def mediapipe_version() -> str | None:
@@ -165,6 +187,7 @@ def mediapipe_version() -> str | None:
 @dataclasses.dataclass(frozen=True)
 class VideoInfo:
   """What the container says (fps NaN when it declares no frame rate)."""
+
   fps: float
   width: int
   height: int
@@ -187,7 +210,8 @@ def _open(path: str | os.PathLike):
   return capture, VideoInfo(
       fps=float(fps) if fps > 0 and math.isfinite(fps) else math.nan,
       width=int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
-      height=int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+      height=int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+  )
 
 
 def info(path: str | os.PathLike) -> VideoInfo:
@@ -217,6 +241,7 @@ def frames(path: str | os.PathLike) -> tuple[Iterator[np.ndarray], VideoInfo]:
         yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     finally:
       capture.release()
+
   return generate(), video_info
 
 
@@ -235,7 +260,7 @@ def frame_landmarks(model, rgb: np.ndarray) -> np.ndarray:
   for kind, n in layout.LANDMARK_TYPES:
     found = getattr(result, f"{kind}_landmarks")
     if found is not None:
-      out[_OFFSETS[kind]:_OFFSETS[kind] + n] = _points(found, n)
+      out[_OFFSETS[kind] : _OFFSETS[kind] + n] = _points(found, n)
   return out
 
 
@@ -304,12 +329,17 @@ def find_videos(input_path: str | os.PathLike) -> list[str]:
     return [input_path]
   if not os.path.isdir(input_path):
     raise InputError(f"{input_path}: no such file or directory")
-  found = sorted(os.path.join(d, name)
-                 for d, _, names in os.walk(input_path) for name in names
-                 if name.lower().endswith(VIDEO_EXTENSIONS))
+  found = sorted(
+      os.path.join(d, name)
+      for d, _, names in os.walk(input_path)
+      for name in names
+      if name.lower().endswith(VIDEO_EXTENSIONS)
+  )
   if not found:
-    raise InputError(f"{input_path}: no videos found (looked for "
-                     f"{', '.join(VIDEO_EXTENSIONS)})")
+    raise InputError(
+        f"{input_path}: no videos found (looked for "
+        f"{', '.join(VIDEO_EXTENSIONS)})"
+    )
   return found
 
 
@@ -328,13 +358,17 @@ def read_phrases(csv_path: str) -> dict[str, tuple[str, int]]:
   out = {}
   for i, row in enumerate(rows, 2):
     if row.get("video") is None or row.get("phrase") is None:
-      raise InputError(f"{csv_path}: need the columns 'video' and 'phrase' "
-                       "(with a header row)")
+      raise InputError(
+          f"{csv_path}: need the columns 'video' and 'phrase' "
+          "(with a header row)"
+      )
     try:
       participant = int(row.get("participant_id") or 0)
     except ValueError:
-      raise InputError(f"{csv_path} line {i}: participant_id must be an "
-                       f"integer, got {row['participant_id']!r}") from None
+      raise InputError(
+          f"{csv_path} line {i}: participant_id must be an "
+          f"integer, got {row['participant_id']!r}"
+      ) from None
     out[row["video"]] = (row["phrase"], participant)
   return out
 
@@ -355,14 +389,27 @@ def write_landmarks(path: str, sid: int, points: np.ndarray, info: dict):
   """One sequence's landmark file, renamed into place when complete."""
   t = len(points)
   table = layout.landmark_table(
-      np.full(t, sid), np.arange(t),
-      {kind: points[:, _OFFSETS[kind]:_OFFSETS[kind] + n]
-       for kind, n in layout.LANDMARK_TYPES}, pandas_index=True)
-  table = table.replace_schema_metadata({
-      **table.schema.metadata, _PARQUET_KEY: json.dumps(info).encode()})
-  fileio.atomic_write(path, functools.partial(
-      pq.write_table, table, compression="zstd", use_dictionary=False,
-      column_encoding=_ENCODING))
+      np.full(t, sid),
+      np.arange(t),
+      {
+          kind: points[:, _OFFSETS[kind] : _OFFSETS[kind] + n]
+          for kind, n in layout.LANDMARK_TYPES
+      },
+      pandas_index=True,
+  )
+  table = table.replace_schema_metadata(
+      {**table.schema.metadata, _PARQUET_KEY: json.dumps(info).encode()}
+  )
+  fileio.atomic_write(
+      path,
+      functools.partial(
+          pq.write_table,
+          table,
+          compression="zstd",
+          use_dictionary=False,
+          column_encoding=_ENCODING,
+      ),
+  )
 
 
 def _written_info(path: str) -> dict | None:
@@ -384,8 +431,9 @@ def _worker_model():
   return _WORKER_MODEL
 
 
-def _convert_one(task: tuple[str, str, int, str, str]
-                 ) -> tuple[str, dict | str]:
+def _convert_one(
+    task: tuple[str, str, int, str, str],
+) -> tuple[str, dict | str]:
   """Writes one video's file; (name, info) or (name, why it failed)."""
   video, name, sid, path, digest = task
   try:
@@ -396,12 +444,19 @@ def _convert_one(task: tuple[str, str, int, str, str]
     # OpenCV and MediaPipe raise their own kinds on bad input: any of them
     # fails this video only.
     return name, str(e) if isinstance(e, (OSError, VideoError)) else (
-        f"{type(e).__name__}: {e}")
-  meta = dict(video=name, sha256=digest, sequence_id=sid,
-              file_id=sid, frames=len(points),
-              fps=None if math.isnan(info.fps) else info.fps,
-              width=info.width, height=info.height,
-              mediapipe=mediapipe_version())
+        f"{type(e).__name__}: {e}"
+    )
+  meta = dict(
+      video=name,
+      sha256=digest,
+      sequence_id=sid,
+      file_id=sid,
+      frames=len(points),
+      fps=None if math.isnan(info.fps) else info.fps,
+      width=info.width,
+      height=info.height,
+      mediapipe=mediapipe_version(),
+  )
   write_landmarks(path, sid, points, meta)
   return name, meta
 
@@ -414,8 +469,9 @@ def _native_stderr_silenced():
   sys.stderr.flush()
   saved = os.dup(2)
   python_stderr = sys.stderr
-  sys.stderr = open(saved, "w", buffering=1, closefd=False,
-                    errors="backslashreplace")
+  sys.stderr = open(
+      saved, "w", buffering=1, closefd=False, errors="backslashreplace"
+  )
   devnull = os.open(os.devnull, os.O_WRONLY)
   os.dup2(devnull, 2)
   os.close(devnull)
@@ -441,9 +497,14 @@ def _run(tasks, workers: int, progress: bool) -> Iterator[tuple[str, object]]:
 
 def _run_silenced(tasks, workers, progress):
   global _WORKER_MODEL
-  bar = functools.partial(tqdm.tqdm, total=len(tasks), desc="videos",
-                          unit="video", file=sys.stderr,
-                          disable=not progress)
+  bar = functools.partial(
+      tqdm.tqdm,
+      total=len(tasks),
+      desc="videos",
+      unit="video",
+      file=sys.stderr,
+      disable=not progress,
+  )
   if workers <= 1 or len(tasks) <= 1:
     try:
       yield from bar(map(_convert_one, tasks))
@@ -454,13 +515,19 @@ def _run_silenced(tasks, workers, progress):
     return
   # spawn: each worker starts clean and makes its own Holistic.
   with multiprocessing.get_context("spawn").Pool(
-      min(workers, len(tasks))) as pool:
+      min(workers, len(tasks))
+  ) as pool:
     yield from bar(pool.imap_unordered(_convert_one, tasks))
 
 
-def convert(input_path: str | os.PathLike, out_dir: str | os.PathLike, *,
-            phrases: str | None = None, workers: int = 1,
-            progress: bool = True) -> dict[str, object]:
+def convert(
+    input_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    phrases: str | None = None,
+    workers: int = 1,
+    progress: bool = True,
+) -> dict[str, object]:
   """Writes the Kaggle layout of the videos (see the module docstring).
 
   Args:
@@ -480,23 +547,26 @@ def convert(input_path: str | os.PathLike, out_dir: str | os.PathLike, *,
   start = time.time()
   input_path, out_dir = os.fspath(input_path), os.fspath(out_dir)
   videos = find_videos(input_path)
-  root = input_path if os.path.isdir(input_path) else os.path.dirname(
-      input_path)
+  root = (
+      input_path if os.path.isdir(input_path) else os.path.dirname(input_path)
+  )
   names = [os.path.relpath(v, root).replace(os.sep, "/") for v in videos]
   labels = read_phrases(phrases) if phrases else {}
   ids = [sequence_id(n) for n in names]
   if len(set(ids)) < len(ids):  # ~1e-9 for 2000 videos; say so if it occurs.
     raise InputError("two video names hash to one id; rename one of them")
-  os.makedirs(os.path.join(out_dir, layout.SOURCES["train"][1]),
-              exist_ok=True)
+  os.makedirs(os.path.join(out_dir, layout.SOURCES["train"][1]), exist_ok=True)
   done, tasks = {}, []
   for video, name, sid in zip(videos, names, ids):
     rel, path = _landmark_path(out_dir, sid)
     info = _written_info(path)
     digest = fileio.sha256(video)
     # A file written before digests were recorded is kept by its name.
-    if (info is not None and info.get("video") == name
-        and info.get("sha256", digest) == digest):
+    if (
+        info is not None
+        and info.get("video") == name
+        and info.get("sha256", digest) == digest
+    ):
       done[name] = info
     else:
       tasks.append((video, name, sid, path, digest))
@@ -509,15 +579,21 @@ def convert(input_path: str | os.PathLike, out_dir: str | os.PathLike, *,
       unreadable[name] = result
     else:
       done[name] = result
-  listed = {n: labels.get(n) or labels.get(os.path.basename(n))
-            for n in names}
-  _write_metadata(out_dir, [(n, done[n], listed[n] or ("", 0))
-                            for n in names if n in done], unreadable)
-  return dict(videos=len(videos), written=len(done) - resumed,
-              resumed=resumed, unreadable=unreadable,
-              without_phrase=sorted(n for n in done if not listed[n]),
-              frames=sum(i["frames"] for i in done.values()),
-              seconds=round(time.time() - start, 1))
+  listed = {n: labels.get(n) or labels.get(os.path.basename(n)) for n in names}
+  _write_metadata(
+      out_dir,
+      [(n, done[n], listed[n] or ("", 0)) for n in names if n in done],
+      unreadable,
+  )
+  return dict(
+      videos=len(videos),
+      written=len(done) - resumed,
+      resumed=resumed,
+      unreadable=unreadable,
+      without_phrase=sorted(n for n in done if not listed[n]),
+      frames=sum(i["frames"] for i in done.values()),
+      seconds=round(time.time() - start, 1),
+  )
 
 
 def _write_metadata(out_dir: str, rows, unreadable: dict[str, str]) -> None:
@@ -529,16 +605,25 @@ def _write_metadata(out_dir: str, rows, unreadable: dict[str, str]) -> None:
     writer.writerow(layout.METADATA_COLUMNS)
     for _, info, (phrase, participant) in rows:
       rel, _ = _landmark_path(out_dir, info["file_id"])
-      writer.writerow([rel, info["file_id"], info["sequence_id"],
-                       participant, phrase])
+      writer.writerow(
+          [rel, info["file_id"], info["sequence_id"], participant, phrase]
+      )
     f.flush()
-    f.detach()   # `atomic_write` syncs and closes the file.
+    f.detach()  # `atomic_write` syncs and closes the file.
+
   fileio.atomic_write(os.path.join(out_dir, csv_name), write_csv)
-  fileio.write_json(os.path.join(out_dir, layout.CHARACTER_MAP),
-                    vocab.as_json_dict())
-  fileio.write_json(os.path.join(out_dir, VIDEOS_JSON), dict(
-      generator="asl_vq.data.video", holistic=HOLISTIC_OPTIONS,
-      videos=[info for _, info, _ in rows], unreadable=unreadable))
+  fileio.write_json(
+      os.path.join(out_dir, layout.CHARACTER_MAP), vocab.as_json_dict()
+  )
+  fileio.write_json(
+      os.path.join(out_dir, VIDEOS_JSON),
+      dict(
+          generator="asl_vq.data.video",
+          holistic=HOLISTIC_OPTIONS,
+          videos=[info for _, info, _ in rows],
+          unreadable=unreadable,
+      ),
+  )
 
 
 # ----------------------------------------------------------------------- CLI
@@ -546,6 +631,7 @@ def _write_metadata(out_dir: str, rows, unreadable: dict[str, str]) -> None:
 
 def _define_flags() -> None:
   from absl import flags  # pylint: disable=g-import-not-at-top
+
   flags.DEFINE_string("input", None, "A video, or a directory of videos.")
   flags.DEFINE_string("out", None, "Dataset directory to write.")
   flags.DEFINE_string("phrases", None, "CSV: video,phrase[,participant_id].")
@@ -555,28 +641,35 @@ def _define_flags() -> None:
 
 def main(argv: Sequence[str]) -> None:
   from absl import app, flags  # pylint: disable=g-import-not-at-top
+
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   values = flags.FLAGS
   try:
-    summary = convert(values.input, values.out, phrases=values.phrases,
-                      workers=values.workers)
+    summary = convert(
+        values.input, values.out, phrases=values.phrases, workers=values.workers
+    )
   except (InputError, SetupError) as e:
     print(f"error: {e}".replace("\n", " "), file=sys.stderr)
     sys.exit(1)
   unreadable = summary["unreadable"]
-  print(f"{summary['videos']} videos: {summary['written']} written, "
-        f"{summary['resumed']} already there, {len(unreadable)} unreadable; "
-        f"{summary['frames']} frames in {summary['seconds']} s -> "
-        f"{values.out}")
+  print(
+      f"{summary['videos']} videos: {summary['written']} written, "
+      f"{summary['resumed']} already there, {len(unreadable)} unreadable; "
+      f"{summary['frames']} frames in {summary['seconds']} s -> "
+      f"{values.out}"
+  )
   for name, why in unreadable.items():
     print(f"  unreadable: {name}: {why}")
   if summary["without_phrase"]:
-    print(f"  {len(summary['without_phrase'])} without a phrase, e.g. "
-          f"{summary['without_phrase'][0]}")
+    print(
+        f"  {len(summary['without_phrase'])} without a phrase, e.g. "
+        f"{summary['without_phrase'][0]}"
+    )
 
 
 if __name__ == "__main__":
   from absl import app  # pylint: disable=g-import-not-at-top
+
   _define_flags()
   app.run(main)

@@ -47,21 +47,35 @@ FLAGS = flags.FLAGS
 
 def _define_flags():
   """Only when run as a program, so importing the module defines no flags."""
-  flags.DEFINE_string("workdir", None, "Where the runs and tables go (local "
-                      "or gs://...).")
-  flags.DEFINE_enum("preset", "cpu", ["paper", "cpu", "tiny"],
-                    "Size preset of every config.")
-  flags.DEFINE_list("rows", ["rvq", "rvq+qdrop", "rvq+ctc", "rvq+ctc+qdrop"],
-                    "Tokenizer ablation rows.")
-  flags.DEFINE_string("data_dir", "", "A Kaggle-layout dataset ('' = the "
-                      "embedded synthetic one).")
-  flags.DEFINE_integer("tokenizer_epochs", None,
-                       "Override the preset's budget: tokenizer epochs.")
-  flags.DEFINE_integer("seq2seq_epochs", None,
-                       "Override the preset's budget: translator epochs.")
-  flags.DEFINE_integer("probe_epochs", None,
-                       "Override the preset's budget: probe epochs.")
+  flags.DEFINE_string(
+      "workdir", None, "Where the runs and tables go (local " "or gs://...)."
+  )
+  flags.DEFINE_enum(
+      "preset", "cpu", ["paper", "cpu", "tiny"], "Size preset of every config."
+  )
+  flags.DEFINE_list(
+      "rows",
+      ["rvq", "rvq+qdrop", "rvq+ctc", "rvq+ctc+qdrop"],
+      "Tokenizer ablation rows.",
+  )
+  flags.DEFINE_string(
+      "data_dir",
+      "",
+      "A Kaggle-layout dataset ('' = the " "embedded synthetic one).",
+  )
+  flags.DEFINE_integer(
+      "tokenizer_epochs",
+      None,
+      "Override the preset's budget: tokenizer epochs.",
+  )
+  flags.DEFINE_integer(
+      "seq2seq_epochs", None, "Override the preset's budget: translator epochs."
+  )
+  flags.DEFINE_integer(
+      "probe_epochs", None, "Override the preset's budget: probe epochs."
+  )
   flags.mark_flags_as_required(["workdir"])
+
 
 LETTERS = string.ascii_lowercase
 
@@ -88,22 +102,31 @@ def stage_config(stage: str, overrides: str) -> ml_collections.ConfigDict:
   return config_lib.load(STAGE_CONFIGS[stage], overrides)
 
 
-def budget(preset: str, epochs: dict[str, int | None] | None = None
-           ) -> dict[str, int]:
+def budget(
+    preset: str, epochs: dict[str, int | None] | None = None
+) -> dict[str, int]:
   """Epochs per stage (tokenizer, seq2seq, probe): each stage config's own
   at `preset`, `BUDGETS[preset]` over them, `epochs`' non-None values over
   both."""
-  return {**{stage: stage_config(stage, preset).train.num_epochs
-             for stage in STAGE_CONFIGS},
-          **BUDGETS[preset],
-          **{k: v for k, v in (epochs or {}).items() if v is not None}}
+  return {
+      **{
+          stage: stage_config(stage, preset).train.num_epochs
+          for stage in STAGE_CONFIGS
+      },
+      **BUDGETS[preset],
+      **{k: v for k, v in (epochs or {}).items() if v is not None},
+  }
 
 
 # The tables' own data at the `tiny` preset: the tokenizer's tiny data has 8
 # signers, one of them in the test split, which the probing study splits
 # again by signer into three.
-DATA = {"tiny": dict(synthetic=dict(num_sequences=96, num_signers=16),
-                     fractions=dict(train=0.4, validation=0.1, test=0.5))}
+DATA = {
+    "tiny": dict(
+        synthetic=dict(num_sequences=96, num_signers=16),
+        fractions=dict(train=0.4, validation=0.1, test=0.5),
+    )
+}
 
 
 def data_config(preset: str) -> ml_collections.ConfigDict:
@@ -130,7 +153,8 @@ def check_data(preset: str, data: ml_collections.ConfigDict) -> None:
         f"the test split holds {signers} signer(s), but the probing study "
         f"splits it by signer into {len(fractions)} ({fractions}): use data "
         "with more signers or a larger data.fractions.test "
-        f"(now {dict(config.data.fractions)})")
+        f"(now {dict(config.data.fractions)})"
+    )
 
 
 def _with(config, data, epochs: int):
@@ -152,9 +176,13 @@ def _set_aside(path: str) -> str:
   return f"{path}.stale-{n}"
 
 
-def run_all(workdir: str, preset: str, rows: Sequence[str],
-            data: ml_collections.ConfigDict | None = None,
-            epochs: dict[str, int | None] | None = None) -> dict[str, dict]:
+def run_all(
+    workdir: str,
+    preset: str,
+    rows: Sequence[str],
+    data: ml_collections.ConfigDict | None = None,
+    epochs: dict[str, int | None] | None = None,
+) -> dict[str, dict]:
   """Runs (or resumes) every stage; returns {row: {model: test metrics}}.
 
   `data`: the data block of every config (default: `data_config(preset)`).
@@ -178,22 +206,32 @@ def run_all(workdir: str, preset: str, rows: Sequence[str],
   timings_path = os.path.join(workdir, "timings.json")
   timings = fileio.read_json(timings_path) or {}
   sub = lambda name: os.path.join(workdir, name.replace("+", "_"))
-  plan = []   # (row, model, sub-workdir, run, config), in order.
+  plan = []  # (row, model, sub-workdir, run, config), in order.
   for row in [*rows, "continuous"]:
     tokens_dir = None
     if row != "continuous":
       tok_dir, tokens_dir = sub(f"tokenizer_{row}"), sub(f"tokens_{row}")
-      plan.append((row, "tokenizer", tok_dir, tokenizer_training.run,
-                   _with(stage_config("tokenizer", f"{preset},row={row}"),
-                         data, epochs["tokenizer"])))
+      plan.append(
+          (
+              row,
+              "tokenizer",
+              tok_dir,
+              tokenizer_training.run,
+              _with(
+                  stage_config("tokenizer", f"{preset},row={row}"),
+                  data,
+                  epochs["tokenizer"],
+              ),
+          )
+      )
       config = config_lib.load("tokenize", "")
       config.checkpoint = tok_dir
-      plan.append((row, "tokens", tokens_dir, dataset_tokenization.run,
-                   config))
+      plan.append((row, "tokens", tokens_dir, dataset_tokenization.run, config))
     inputs = "continuous" if tokens_dir is None else "tokens"
     for model, module in (("seq2seq", translation), ("probe", probing)):
-      config = _with(stage_config(model, f"{preset},input={inputs}"), data,
-                     epochs[model])
+      config = _with(
+          stage_config(model, f"{preset},input={inputs}"), data, epochs[model]
+      )
       config.tokens = tokens_dir or ""
       plan.append((row, model, sub(f"{model}_{row}"), module.run, config))
 
@@ -210,69 +248,98 @@ def run_all(workdir: str, preset: str, rows: Sequence[str],
         result = run(config, out)
       except workdir_lib.StaleInputs as e:
         if jax.process_index() == 0:
-          print(f"{e}\n{name}: set aside as {_set_aside(out)}; running it "
-                "again", flush=True)
+          print(
+              f"{e}\n{name}: set aside as {_set_aside(out)}; running it "
+              "again",
+              flush=True,
+          )
         if jax.process_count() > 1:
           multihost_utils.sync_global_devices(f"asl_vq: set aside {name}")
-        spent, start = 0.0, time.time()   # the stage starts over.
+        spent, start = 0.0, time.time()  # the stage starts over.
         result = run(config, out)
-    finally:   # also when stopped (SIGTERM) or failed: resumed, it adds on.
+    finally:  # also when stopped (SIGTERM) or failed: resumed, it adds on.
       timings[name] = round(spent + time.time() - start, 1)
       if jax.process_index() == 0:
         fileio.write_json(timings_path, timings)
     results.setdefault(row, {})[model] = result
-  return {row: {m: r[m] for m in ("seq2seq", "probe")}
-          for row, r in results.items()}
+  return {
+      row: {m: r[m] for m in ("seq2seq", "probe")} for row, r in results.items()
+  }
 
 
-ROW_NAMES = {"continuous": "Continuous", "rvq": "RVQ",
-             "rvq+qdrop": "RVQ + QDrop", "rvq+ctc": "RVQ + CTC",
-             "rvq+ctc+qdrop": "RVQ + CTC + QDrop"}
+ROW_NAMES = {
+    "continuous": "Continuous",
+    "rvq": "RVQ",
+    "rvq+qdrop": "RVQ + QDrop",
+    "rvq+ctc": "RVQ + CTC",
+    "rvq+ctc+qdrop": "RVQ + CTC + QDrop",
+}
 
 
-def write_tables(workdir: str, results: dict[str, dict], data: str,
-                 budget: str = "") -> str:
+def write_tables(
+    workdir: str, results: dict[str, dict], data: str, budget: str = ""
+) -> str:
   """`budget`: a line on the epochs and wall time the tables cost."""
-  order = ["continuous"] + [r for r in ROW_NAMES if r in results and
-                            r != "continuous"]
-  t2 = tables.write_table(workdir, "table2", ["model", "normalised Levenshtein (test)"],
-              [[ROW_NAMES[r], results[r]["seq2seq"]["score"]] for r in order],
-              f"Table 2 equivalent ({data} data): sign-to-text translation."
-              + (f"\n\n{budget}" if budget else ""))
+  order = ["continuous"] + [
+      r for r in ROW_NAMES if r in results and r != "continuous"
+  ]
+  t2 = tables.write_table(
+      workdir,
+      "table2",
+      ["model", "normalised Levenshtein (test)"],
+      [[ROW_NAMES[r], results[r]["seq2seq"]["score"]] for r in order],
+      f"Table 2 equivalent ({data} data): sign-to-text translation."
+      + (f"\n\n{budget}" if budget else ""),
+  )
   t5 = tables.write_table(
-      workdir, "table5",
+      workdir,
+      "table5",
       ["model", "mean", "majority baseline", "balanced", *LETTERS],
-      [[ROW_NAMES[r], results[r]["probe"]["accuracy"],
-        results[r]["probe"].get("majority_accuracy", float("nan")),
-        results[r]["probe"].get("balanced_accuracy", float("nan")),
-        *(results[r]["probe"][f"accuracy_{c}"] for c in LETTERS)]
-       for r in order],
+      [
+          [
+              ROW_NAMES[r],
+              results[r]["probe"]["accuracy"],
+              results[r]["probe"].get("majority_accuracy", float("nan")),
+              results[r]["probe"].get("balanced_accuracy", float("nan")),
+              *(results[r]["probe"][f"accuracy_{c}"] for c in LETTERS),
+          ]
+          for r in order
+      ],
       f"Table 5 equivalent ({data} data): probing accuracy per letter (one "
       "model, 26 sigmoid outputs), test part of the test split, beside the "
       "majority baseline (each letter's more frequent class, present or "
       "absent, always) and the balanced accuracy (mean of the true positive "
-      "and true negative rates; 0.5 is chance).")
+      "and true negative rates; 0.5 is chance).",
+  )
   return t2 + "\n" + t5
 
 
 def main(argv):
   del argv
   if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)   # Orbax's INFO lines drown the bars.
+    logging.set_verbosity(logging.WARNING)  # Orbax's INFO lines drown the bars.
   compilation_cache.enable()
   data = data_config(FLAGS.preset)
   data.dir = FLAGS.data_dir
-  epochs = {"tokenizer": FLAGS.tokenizer_epochs,
-            "seq2seq": FLAGS.seq2seq_epochs, "probe": FLAGS.probe_epochs}
+  epochs = {
+      "tokenizer": FLAGS.tokenizer_epochs,
+      "seq2seq": FLAGS.seq2seq_epochs,
+      "probe": FLAGS.probe_epochs,
+  }
   with provenance.recording(FLAGS.workdir):
     results = run_all(FLAGS.workdir, FLAGS.preset, FLAGS.rows, data, epochs)
   timings = fileio.read_json(os.path.join(FLAGS.workdir, "timings.json")) or {}
   stages = budget(FLAGS.preset, epochs)
   epochs_text = ", ".join(f"{k} {v}" for k, v in stages.items())
-  print(write_tables(
-      FLAGS.workdir, results, "real" if FLAGS.data_dir else "synthetic",
-      f"Budget: preset {FLAGS.preset}, epochs: {epochs_text}; stage wall "
-      f"times in timings.json, {sum(timings.values()) / 60:.1f} min in all."))
+  print(
+      write_tables(
+          FLAGS.workdir,
+          results,
+          "real" if FLAGS.data_dir else "synthetic",
+          f"Budget: preset {FLAGS.preset}, epochs: {epochs_text}; stage wall "
+          f"times in timings.json, {sum(timings.values()) / 60:.1f} min in all.",
+      )
+  )
 
 
 if __name__ == "__main__":

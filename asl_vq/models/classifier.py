@@ -21,15 +21,22 @@ import optax
 
 from asl_vq import errors
 from asl_vq import vocab
-from asl_vq.models.transformer import (NUM_SPECIAL, SignEncoder, frame_codes,
-                                       masked_mean)
+from asl_vq.models.transformer import (
+    NUM_SPECIAL,
+    SignEncoder,
+    frame_codes,
+    masked_mean,
+)
 
 NUM_LETTERS = len(vocab.LETTERS)
 FIRST_LETTER_ID = vocab.CHAR_TO_ID[vocab.LETTERS[0]]
 assert vocab.CHARACTERS[FIRST_LETTER_ID:][:NUM_LETTERS] == vocab.LETTERS
+
+
 @dataclasses.dataclass(frozen=True)
 class ProbeConfig:
   """Hyperparameters; the defaults are the paper's token probe."""
+
   encoder: str = 'tokens'
   num_quantizers: int = 4
   codebook_size: int = 1024
@@ -38,12 +45,13 @@ class ProbeConfig:
   num_layers: int = 6
   mlp_dim: int = 512
   dropout: float = 0.1
-  num_blocks: int = 6         # continuous
-  kernel_size: int = 51       # continuous
+  num_blocks: int = 6  # continuous
+  kernel_size: int = 51  # continuous
 
 
 class Probe(nn.Module):
   """Codes int32 [B, L, Q] or landmarks [B, L, 42, 2] + mask -> [B, 26]."""
+
   config: ProbeConfig
 
   @nn.compact
@@ -51,12 +59,19 @@ class Probe(nn.Module):
     c = self.config
     if c.encoder == 'tokens':
       inputs, input_mask = frame_codes(inputs, input_mask, c.codebook_size)
-    x = SignEncoder(c.encoder, c.dim, c.num_heads, c.dropout,
-                    num_streams=c.num_quantizers,
-                    vocab_size=c.codebook_size + NUM_SPECIAL,
-                    num_layers=c.num_layers, mlp_dim=c.mlp_dim,
-                    num_blocks=c.num_blocks, kernel_size=c.kernel_size,
-                    name='encoder')(inputs, input_mask, train=train)
+    x = SignEncoder(
+        c.encoder,
+        c.dim,
+        c.num_heads,
+        c.dropout,
+        num_streams=c.num_quantizers,
+        vocab_size=c.codebook_size + NUM_SPECIAL,
+        num_layers=c.num_layers,
+        mlp_dim=c.mlp_dim,
+        num_blocks=c.num_blocks,
+        kernel_size=c.kernel_size,
+        name='encoder',
+    )(inputs, input_mask, train=train)
     return nn.Dense(NUM_LETTERS, name='head')(masked_mean(x, input_mask))
 
 
@@ -72,9 +87,10 @@ def init_from_codebooks(params, codebooks):
   if (q, k + NUM_SPECIAL) != table.shape[:2] or d != table.shape[2]:
     raise errors.UserError(
         f'codebooks of shape {codebooks.shape} (quantizers, codes, dim) do '
-        f'not fit the probe\'s stream embeddings {table.shape} '
+        f"not fit the probe's stream embeddings {table.shape} "
         f'(quantizers, codes + {NUM_SPECIAL}, dim): num_quantizers, '
-        'codebook_size and dim must be the tokenizer\'s')
+        "codebook_size and dim must be the tokenizer's"
+    )
   table = table.at[:, :k].set(jnp.asarray(codebooks, table.dtype))
   embed = {**params['encoder']['embed'], 'embedding': table}
   return {**params, 'encoder': {**params['encoder'], 'embed': embed}}
@@ -98,8 +114,9 @@ def _example_weights(targets, example_mask):
 
 def probe_loss(logits, targets, example_mask=None):
   """Sigmoid cross-entropy, mean over letters and the real examples [B]."""
-  per = optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32),
-                                           targets).mean(-1)
+  per = optax.sigmoid_binary_cross_entropy(
+      logits.astype(jnp.float32), targets
+  ).mean(-1)
   w = _example_weights(targets, example_mask)
   return jnp.sum(per * w) / jnp.maximum(w.sum(), 1.0)
 

@@ -32,9 +32,19 @@ import optax
 
 from asl_vq import errors
 from asl_vq import vocab
-from asl_vq.models.transformer import (BOS, EOS, NUM_SPECIAL, PAD, Decoder,
-                                       Encoder, StreamEmbed, decode_positions,
-                                       frame_codes, shift_targets, sinusoids)
+from asl_vq.models.transformer import (
+    BOS,
+    EOS,
+    NUM_SPECIAL,
+    PAD,
+    Decoder,
+    Encoder,
+    StreamEmbed,
+    decode_positions,
+    frame_codes,
+    shift_targets,
+    sinusoids,
+)
 
 PATTERNS = ('parallel', 'delay')
 
@@ -42,6 +52,7 @@ PATTERNS = ('parallel', 'delay')
 @dataclasses.dataclass(frozen=True)
 class LMConfig:
   """Hyperparameters (configs/lm.py's `model`)."""
+
   num_quantizers: int = 4
   codebook_size: int = 1024
   pattern: str = 'parallel'
@@ -75,11 +86,13 @@ def stream_delays(pattern: str, num_streams: int) -> np.ndarray:
 def _shift_streams(x, delays: np.ndarray, before, after):
   """[B, S, Q] -> [B, S + max(delays), Q]: stream k moved right by delays[k]."""
   length = x.shape[1] + int(delays.max())
-  source = np.arange(length)[:, None] - delays[None]        # [S', Q]
+  source = np.arange(length)[:, None] - delays[None]  # [S', Q]
   out = jnp.take_along_axis(
-      x, jnp.asarray(np.clip(source, 0, x.shape[1] - 1))[None], axis=1)
-  return jnp.where(source < 0, before,
-                   jnp.where(source >= x.shape[1], after, out))
+      x, jnp.asarray(np.clip(source, 0, x.shape[1] - 1))[None], axis=1
+  )
+  return jnp.where(
+      source < 0, before, jnp.where(source >= x.shape[1], after, out)
+  )
 
 
 def build_pattern(codes, mask, codebook_size: int, pattern: str):
@@ -95,9 +108,10 @@ def build_pattern(codes, mask, codebook_size: int, pattern: str):
   predicted = framed_mask & (jnp.arange(framed.shape[1]) > 0)[None]
   predicted = jnp.broadcast_to(predicted[..., None], framed.shape)
   delays = stream_delays(pattern, codes.shape[-1])
-  return (_shift_streams(framed, delays, codebook_size + BOS,
-                         codebook_size + PAD),
-          _shift_streams(predicted, delays, False, False))
+  return (
+      _shift_streams(framed, delays, codebook_size + BOS, codebook_size + PAD),
+      _shift_streams(predicted, delays, False, False),
+  )
 
 
 def undo_pattern(tokens, pattern: str):
@@ -125,6 +139,7 @@ def phrase_inputs(labels, label_mask):
 
 class TextEncoder(nn.Module):
   """Phrase ids [B, S] + mask -> states [B, S, dim]."""
+
   config: LMConfig
 
   @nn.compact
@@ -134,8 +149,9 @@ class TextEncoder(nn.Module):
     x = nn.Dense(c.dim, name='projection')(x)
     x = x + sinusoids(jnp.arange(text.shape[1]), c.dim)
     x = nn.Dropout(c.dropout)(x, deterministic=not train)
-    return Encoder(c.num_text_layers, c.num_heads, c.mlp_dim, c.dropout,
-                   name='transformer')(x, mask, train=train)
+    return Encoder(
+        c.num_text_layers, c.num_heads, c.mlp_dim, c.dropout, name='transformer'
+    )(x, mask, train=train)
 
 
 class FrameDecoder(nn.Module):
@@ -144,6 +160,7 @@ class FrameDecoder(nn.Module):
   With decode=True it is fed one step per call and counts its position in
   the 'cache' collection, next to the attention caches.
   """
+
   config: LMConfig
   decode: bool = False
 
@@ -151,18 +168,27 @@ class FrameDecoder(nn.Module):
   def __call__(self, tokens, memory, memory_mask, *, train: bool):
     c = self.config
     positions = decode_positions(self, tokens.shape[1], self.decode)
-    x = StreamEmbed(c.num_quantizers, c.stream_vocab_size, c.dim,
-                    name='embed')(tokens)
+    x = StreamEmbed(c.num_quantizers, c.stream_vocab_size, c.dim, name='embed')(
+        tokens
+    )
     x = x + sinusoids(positions, c.dim)
     x = nn.Dropout(c.dropout)(x, deterministic=not train)
-    x = Decoder(c.num_layers, c.num_heads, c.mlp_dim, c.dropout, self.decode,
-                name='decoder')(x, memory, memory_mask, train=train)
-    return nn.DenseGeneral((c.num_quantizers, c.stream_vocab_size),
-                           name='heads')(x)
+    x = Decoder(
+        c.num_layers,
+        c.num_heads,
+        c.mlp_dim,
+        c.dropout,
+        self.decode,
+        name='decoder',
+    )(x, memory, memory_mask, train=train)
+    return nn.DenseGeneral(
+        (c.num_quantizers, c.stream_vocab_size), name='heads'
+    )(x)
 
 
 class LM(nn.Module):
   """(tokens [B, S, Q], text [B, S_text], text_mask) -> logits [B, S, Q, V]."""
+
   config: LMConfig
   decode: bool = False
 
@@ -189,7 +215,8 @@ class LM(nn.Module):
 def stream_losses(logits, targets, mask):
   """f32 [Q]: per stream, the mean cross-entropy over mask [B, S, Q]."""
   ce = optax.softmax_cross_entropy_with_integer_labels(
-      logits.astype(jnp.float32), targets)
+      logits.astype(jnp.float32), targets
+  )
   m = mask.astype(jnp.float32)
   return (ce * m).sum((0, 1)) / jnp.maximum(m.sum((0, 1)), 1.0)
 
@@ -223,16 +250,28 @@ def sample_logits(key, logits, temperature, top_k: int = 0):
 def init_cache(config: LMConfig, batch: int, length: int):
   """Zero decoding cache for `length` steps (shapes only, nothing is run)."""
   model = LM(config, decode=True)
-  shapes = jax.eval_shape(lambda: model.init(
-      jax.random.key(0), jnp.zeros((batch, 1, config.dim)),
-      jnp.ones((batch, 1), bool),
-      jnp.zeros((batch, length, config.num_quantizers), jnp.int32),
-      method=LM.decode_logits))
+  shapes = jax.eval_shape(
+      lambda: model.init(
+          jax.random.key(0),
+          jnp.zeros((batch, 1, config.dim)),
+          jnp.ones((batch, 1), bool),
+          jnp.zeros((batch, length, config.num_quantizers), jnp.int32),
+          method=LM.decode_logits,
+      )
+  )
   return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes['cache'])
 
 
-def _sample(config: LMConfig, next_logits, state, key, batch: int,
-            max_frames: int, temperature, top_k: int):
+def _sample(
+    config: LMConfig,
+    next_logits,
+    state,
+    key,
+    batch: int,
+    max_frames: int,
+    temperature,
+    top_k: int,
+):
   """The sampling loop of both samplers -> (codes, lengths).
 
   next_logits(state, tokens, step) -> (logits [B, Q, V] at pattern step
@@ -245,11 +284,15 @@ def _sample(config: LMConfig, next_logits, state, key, batch: int,
   k = config.codebook_size
   delays = stream_delays(config.pattern, config.num_quantizers)
   length = max_frames + 2 + int(delays.max())
-  tokens = jnp.full((batch, length, config.num_quantizers), k + PAD,
-                    jnp.int32).at[:, 0].set(k + BOS)
+  tokens = (
+      jnp.full((batch, length, config.num_quantizers), k + PAD, jnp.int32)
+      .at[:, 0]
+      .set(k + BOS)
+  )
   is_code = jnp.arange(config.stream_vocab_size) < k
-  allowed = jnp.stack([is_code.at[k + EOS].set(True)]
-                      + [is_code] * (config.num_quantizers - 1))   # [Q, V]
+  allowed = jnp.stack(
+      [is_code.at[k + EOS].set(True)] + [is_code] * (config.num_quantizers - 1)
+  )  # [Q, V]
 
   def cond(carry):
     step, _, end, _, _ = carry
@@ -261,28 +304,42 @@ def _sample(config: LMConfig, next_logits, state, key, batch: int,
     position = step + 1
     ok = allowed.at[0, k + EOS].set(position > 1)
     key, draw = jax.random.split(key)
-    ids = sample_logits(draw, jnp.where(ok, logits, -jnp.inf), temperature,
-                        top_k)
+    ids = sample_logits(
+        draw, jnp.where(ok, logits, -jnp.inf), temperature, top_k
+    )
     end = jnp.where(ids[:, 0] == k + EOS, jnp.minimum(end, position), end)
-    frame = (position - delays)[None]                      # [1, Q]
+    frame = (position - delays)[None]  # [1, Q]
     e = end[:, None]
-    ids = jnp.where(frame <= 0, k + BOS, jnp.where(
-        frame == e, k + EOS, jnp.where(frame > e, k + PAD, ids)))
-    tokens = jax.lax.dynamic_update_slice_in_dim(tokens, ids[:, None],
-                                                 position, axis=1)
+    ids = jnp.where(
+        frame <= 0,
+        k + BOS,
+        jnp.where(frame == e, k + EOS, jnp.where(frame > e, k + PAD, ids)),
+    )
+    tokens = jax.lax.dynamic_update_slice_in_dim(
+        tokens, ids[:, None], position, axis=1
+    )
     return position, tokens, end, state, key
 
-  end = jnp.full((batch,), max_frames + 1, jnp.int32)   # EOS frame: the cap.
+  end = jnp.full((batch,), max_frames + 1, jnp.int32)  # EOS frame: the cap.
   carry = (jnp.array(0), tokens, end, state, key)
   _, tokens, end, _, _ = jax.lax.while_loop(cond, body, carry)
-  frames = undo_pattern(tokens, config.pattern)[:, 1:max_frames + 1]
+  frames = undo_pattern(tokens, config.pattern)[:, 1 : max_frames + 1]
   lengths = end - 1
   valid = jnp.arange(max_frames)[None, :, None] < lengths[:, None, None]
   return jnp.where(valid, frames, 0), lengths
 
 
-def sample(config: LMConfig, variables, text, text_mask, key, *,
-           max_frames: int, temperature=0.0, top_k: int = 0):
+def sample(
+    config: LMConfig,
+    variables,
+    text,
+    text_mask,
+    key,
+    *,
+    max_frames: int,
+    temperature=0.0,
+    top_k: int = 0,
+):
   """Codes for phrases, one pattern step at a time with a key/value cache.
 
   text, text_mask: `phrase_inputs`. Returns (codes int32 [B, max_frames,
@@ -293,15 +350,31 @@ def sample(config: LMConfig, variables, text, text_mask, key, *,
   model = LM(config, decode=True)
   memory = model.apply(variables, text, text_mask, method=LM.encode)
   batch = memory.shape[0]
-  length = max_frames + 1 + int(stream_delays(config.pattern,
-                                              config.num_quantizers).max())
+  length = (
+      max_frames
+      + 1
+      + int(stream_delays(config.pattern, config.num_quantizers).max())
+  )
 
   def next_logits(cache, tokens, step):
     ids = jax.lax.dynamic_slice_in_dim(tokens, step, 1, axis=1)
     logits, updated = model.apply(
-        {**variables, 'cache': cache}, memory, text_mask, ids,
-        method=LM.decode_logits, mutable=['cache'])
+        {**variables, 'cache': cache},
+        memory,
+        text_mask,
+        ids,
+        method=LM.decode_logits,
+        mutable=['cache'],
+    )
     return logits[:, 0], updated['cache']
 
-  return _sample(config, next_logits, init_cache(config, batch, length), key,
-                 batch, max_frames, temperature, top_k)
+  return _sample(
+      config,
+      next_logits,
+      init_cache(config, batch, length),
+      key,
+      batch,
+      max_frames,
+      temperature,
+      top_k,
+  )

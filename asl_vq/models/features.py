@@ -63,16 +63,19 @@ class MaskedBatchNorm(nn.Module):
   path), so that `asl_vq.train.recompute_batch_stats` can average them over
   many batches into population statistics.
   """
+
   momentum: float
   epsilon: float = 1e-5
 
   @nn.compact
   def __call__(self, x, mask, *, train: bool):
     features = x.shape[-1]
-    ra_mean = self.variable('batch_stats', 'mean', jnp.zeros, (features,),
-                            jnp.float32)
-    ra_var = self.variable('batch_stats', 'var', jnp.ones, (features,),
-                           jnp.float32)
+    ra_mean = self.variable(
+        'batch_stats', 'mean', jnp.zeros, (features,), jnp.float32
+    )
+    ra_var = self.variable(
+        'batch_stats', 'var', jnp.ones, (features,), jnp.float32
+    )
     scale = self.param('scale', nn.initializers.ones, (features,))
     bias = self.param('bias', nn.initializers.zeros, (features,))
 
@@ -106,8 +109,10 @@ def conv_bn_activation(name: str):
     ValueError: another name.
   """
   if name not in CONV_BN_ACTIVATIONS:
-    raise errors.UserError(f"conv_bn_activation must be one of "
-                           f"{', '.join(CONV_BN_ACTIVATIONS)}, not {name!r}")
+    raise errors.UserError(
+        f'conv_bn_activation must be one of '
+        f"{', '.join(CONV_BN_ACTIVATIONS)}, not {name!r}"
+    )
   return nn.silu if name == 'silu' else (lambda x: x)
 
 
@@ -122,6 +127,7 @@ class _Kernel(nn.Module):
   checkpoints are those of the Flax layer; the convolution itself is done by
   hand below.
   """
+
   shape: tuple[int, ...]
 
   @nn.compact
@@ -145,10 +151,11 @@ def landmark_conv_transpose(x, kernel):
   c = kernel.shape[-1]
   u = jnp.einsum('btpf,ijfc->btpijc', x, kernel)  # [B, T, P, 3, 3, C]
   u = jnp.pad(u, ((0, 0), (1, 1)) + ((0, 0),) * 4)
-  u = sum(u[:, i:i + t, :, i] for i in range(3))  # [B, T, P, 3 (landmark), C]
+  u = sum(u[:, i : i + t, :, i] for i in range(3))  # [B, T, P, 3 (landmark), C]
   even = u[:, :, :, 1]
-  odd = u[:, :, :, 0] + jnp.pad(u[:, :, 1:, 2], ((0, 0), (0, 0), (0, 1),
-                                                  (0, 0)))
+  odd = u[:, :, :, 0] + jnp.pad(
+      u[:, :, 1:, 2], ((0, 0), (0, 0), (0, 1), (0, 0))
+  )
   return jnp.stack([even, odd], axis=3).reshape(b, t, 2 * p, c)
 
 
@@ -159,6 +166,7 @@ class FeatureExtractor(nn.Module):
   docstring) -> flatten 672 -> Dense 672 -> dim (no bias) -> BN. `dtype` is
   the compute dtype; parameters and BN statistics stay float32.
   """
+
   dim: int = 128
   dtype: Any = jnp.float32
   activation: str = 'none'
@@ -168,14 +176,23 @@ class FeatureExtractor(nn.Module):
     # Zeroing padded frames keeps them out of the valid frames' conv windows.
     x = jnp.where(_frame_mask(mask, inputs.ndim), inputs, 0.0)
     # (An einsum over 3 x 3 x 2 patches was no faster than XLA's conv here.)
-    x = nn.Conv(CONV_FEATURES, (3, 3), strides=(1, 2), padding=_CONV_PADDING,
-                use_bias=False, dtype=self.dtype, name='conv')(x)
+    x = nn.Conv(
+        CONV_FEATURES,
+        (3, 3),
+        strides=(1, 2),
+        padding=_CONV_PADDING,
+        use_bias=False,
+        dtype=self.dtype,
+        name='conv',
+    )(x)
     x = conv_bn_activation(self.activation)(
-        MaskedBatchNorm(CONV_BN_MOMENTUM, name='conv_bn')(x, mask, train=train))
+        MaskedBatchNorm(CONV_BN_MOMENTUM, name='conv_bn')(x, mask, train=train)
+    )
     x = x.reshape(x.shape[:2] + (-1,))
     x = nn.Dense(self.dim, use_bias=False, dtype=self.dtype, name='proj')(x)
-    return MaskedBatchNorm(STEM_BN_MOMENTUM, name='proj_bn')(x, mask,
-                                                             train=train)
+    return MaskedBatchNorm(STEM_BN_MOMENTUM, name='proj_bn')(
+        x, mask, train=train
+    )
 
 
 class OutputHead(nn.Module):
@@ -188,6 +205,7 @@ class OutputHead(nn.Module):
   parameters at dim 128. Computed in `dtype`; the landmarks are returned in
   float32.
   """
+
   dtype: Any = jnp.float32
   activation: str = 'none'
 
@@ -195,13 +213,19 @@ class OutputHead(nn.Module):
   def __call__(self, x, mask, *, train: bool):
     x = MaskedBatchNorm(STEM_BN_MOMENTUM, name='bn')(x, mask, train=train)
     x = jnp.where(_frame_mask(mask, x.ndim), x, 0.0)
-    x = nn.Dense(CONV_FEATURES * NUM_POINTS // 2, use_bias=False,
-                 dtype=self.dtype, name='proj')(x)
+    x = nn.Dense(
+        CONV_FEATURES * NUM_POINTS // 2,
+        use_bias=False,
+        dtype=self.dtype,
+        name='proj',
+    )(x)
     x = x.reshape(x.shape[:2] + (NUM_POINTS // 2, CONV_FEATURES))
     kernel = _Kernel((3, 3, CONV_FEATURES, 2), name='conv_t')()
     x = landmark_conv_transpose(x, kernel.astype(x.dtype))
     x = conv_bn_activation(self.activation)(
-        MaskedBatchNorm(CONV_BN_MOMENTUM, name='conv_bn')(x, mask, train=train))
-    x = nn.Dense(2 * NUM_POINTS, use_bias=False, dtype=self.dtype,
-                 name='out')(x.reshape(x.shape[:2] + (2 * NUM_POINTS,)))
+        MaskedBatchNorm(CONV_BN_MOMENTUM, name='conv_bn')(x, mask, train=train)
+    )
+    x = nn.Dense(2 * NUM_POINTS, use_bias=False, dtype=self.dtype, name='out')(
+        x.reshape(x.shape[:2] + (2 * NUM_POINTS,))
+    )
     return x.reshape(x.shape[:2] + (NUM_POINTS, 2)).astype(jnp.float32)

@@ -43,16 +43,18 @@ def nearest_code(x, codebook):
   faster on CPU at N = 4312, K = 1024, where XLA's argmin (a reduction over
   value-index pairs) does not vectorise.
   """
-  dist = (jnp.sum(jnp.square(codebook), -1)
-          - 2.0 * jnp.dot(x, codebook.T, precision=_HIGHEST))
+  dist = jnp.sum(jnp.square(codebook), -1) - 2.0 * jnp.dot(
+      x, codebook.T, precision=_HIGHEST
+  )
   n, k = dist.shape
   group = _ARGMIN_GROUP
   if k % group or k == group:
     return jnp.argmin(dist, axis=-1).astype(jnp.int32)
   # XLA:CPU's min skips NaN where argmin returns the first NaN: as -inf,
   # a NaN distance wins both stages.
-  dist = jnp.where(jnp.isnan(dist), -jnp.inf, dist).reshape(n, k // group,
-                                                             group)
+  dist = jnp.where(jnp.isnan(dist), -jnp.inf, dist).reshape(
+      n, k // group, group
+  )
   first_group = jnp.argmin(jnp.min(dist, axis=-1), axis=-1)
   within = jnp.take_along_axis(dist, first_group[:, None, None], axis=1)[:, 0]
   return (first_group * group + jnp.argmin(within, axis=-1)).astype(jnp.int32)
@@ -94,8 +96,9 @@ def kmeans(key, x, valid, k, iters):
 
   def step(_, centroids):
     counts, sums = _cluster_stats(x, nearest_code(x, centroids), weights, k)
-    return jnp.where(counts[:, None] > 0,
-                     sums / jnp.maximum(counts, 1.0)[:, None], centroids)
+    return jnp.where(
+        counts[:, None] > 0, sums / jnp.maximum(counts, 1.0)[:, None], centroids
+    )
 
   centroids = jax.lax.fori_loop(0, iters, step, x[sample_valid(key, valid, k)])
   counts, _ = _cluster_stats(x, nearest_code(x, centroids), weights, k)
@@ -110,13 +113,21 @@ class CodebookState(NamedTuple):
   (`embed_avg` in the reference), so codebook = embed_sum / cluster_size
   after Laplace smoothing.
   """
+
   codebook: jnp.ndarray
   cluster_size: jnp.ndarray
   embed_sum: jnp.ndarray
 
 
-def kmeans_start(key, state: CodebookState, residual, valid, iters: int,
-                 skip, ema_sums: str = 'counts') -> CodebookState:
+def kmeans_start(
+    key,
+    state: CodebookState,
+    residual,
+    valid,
+    iters: int,
+    skip,
+    ema_sums: str = 'counts',
+) -> CodebookState:
   """The codebook's first training batch: k-means on its valid residuals.
 
   residual: [N, D] float32 (no gradient); valid: [N] bool; skip: bool scalar,
@@ -133,17 +144,20 @@ def kmeans_start(key, state: CodebookState, residual, valid, iters: int,
   with 10 iterations on the first batch (vector_quantize_pytorch), here
   without the padded frames.
   """
+
   def init():
-    centroids, counts = kmeans(key, residual, valid, state.codebook.shape[0],
-                               iters)
+    centroids, counts = kmeans(
+        key, residual, valid, state.codebook.shape[0], iters
+    )
     sums = centroids if ema_sums == 'reference' else centroids * counts[:, None]
     return CodebookState(centroids, counts, sums)
 
   return jax.lax.cond(skip, lambda: state, init)
 
 
-def ema_update(state: CodebookState, counts, sums, decay: float, eps: float,
-               any_active) -> CodebookState:
+def ema_update(
+    state: CodebookState, counts, sums, decay: float, eps: float, any_active
+) -> CodebookState:
   """EMA of cluster sizes [K] and sums [K, D], then codebook = sums / sizes.
 
   counts, sums: this batch's `_cluster_stats`; any_active: bool scalar, False
@@ -156,13 +170,15 @@ def ema_update(state: CodebookState, counts, sums, decay: float, eps: float,
   k = cluster_size.shape[0]
   total_size = cluster_size.sum()
   smoothed = (cluster_size + eps) / (total_size + k * eps) * total_size
-  codebook = jnp.where(any_active, embed_sum / smoothed[:, None],
-                       state.codebook)
+  codebook = jnp.where(
+      any_active, embed_sum / smoothed[:, None], state.codebook
+  )
   return CodebookState(codebook, cluster_size, embed_sum)
 
 
-def revive_dead_codes(key, state: CodebookState, residual, weights,
-                      threshold: float, any_active):
+def revive_dead_codes(
+    key, state: CodebookState, residual, weights, threshold: float, any_active
+):
   """Replaces codes whose EMA cluster size is below threshold.
 
   Each dead code becomes a random valid residual of the batch (rows with
@@ -175,7 +191,8 @@ def revive_dead_codes(key, state: CodebookState, residual, weights,
   state = CodebookState(
       jnp.where(dead[:, None], fresh, state.codebook),
       jnp.where(dead, threshold, state.cluster_size),
-      jnp.where(dead[:, None], fresh * threshold, state.embed_sum))
+      jnp.where(dead[:, None], fresh * threshold, state.embed_sum),
+  )
   return state, dead.sum(dtype=jnp.int32)
 
 
@@ -187,8 +204,10 @@ def usage_statistics(counts):
   """
   probs = counts / jnp.maximum(counts.sum(), 1.0)
   logp = jnp.log(jnp.where(probs > 0, probs, 1.0))
-  return (jnp.exp(-jnp.sum(probs * logp)),
-          jnp.mean((counts > 0).astype(jnp.float32)))
+  return (
+      jnp.exp(-jnp.sum(probs * logp)),
+      jnp.mean((counts > 0).astype(jnp.float32)),
+  )
 
 
 REVIVALS = ('batch', 'reference')
@@ -222,6 +241,7 @@ class ResidualVQ(nn.Module):
       `embed_avg / cluster_size`): no revival (`replaced` is 0), and the
       k-means start's EMA sums are the centroids.
   """
+
   num_quantizers: int = 4
   codebook_size: int = 1024
   dim: int = 128
@@ -235,12 +255,15 @@ class ResidualVQ(nn.Module):
   def setup(self):
     q, k, d = self.num_quantizers, self.codebook_size, self.dim
     self.codebook = self.variable(
-        'vq', 'codebook',
-        lambda: jax.random.normal(self.make_rng('params'), (q, k, d)))
+        'vq',
+        'codebook',
+        lambda: jax.random.normal(self.make_rng('params'), (q, k, d)),
+    )
     self.cluster_size = self.variable('vq', 'cluster_size', jnp.zeros, (q, k))
     self.embed_sum = self.variable('vq', 'embed_sum', jnp.zeros, (q, k, d))
-    self.initialized = self.variable('vq', 'initialized',
-                                     lambda: jnp.array(False))
+    self.initialized = self.variable(
+        'vq', 'initialized', lambda: jnp.array(False)
+    )
 
   def _active(self, n_q, batch):
     """[B, Q] bool: quantizer q is active for example b."""
@@ -273,15 +296,20 @@ class ResidualVQ(nn.Module):
     perplexity 1 and used 0.
     """
     if self.commit_grad not in ('first', 'all'):
-      raise errors.UserError(f"commit_grad must be 'first' or 'all', not "
-                             f'{self.commit_grad!r}')
+      raise errors.UserError(
+          f"commit_grad must be 'first' or 'all', not " f'{self.commit_grad!r}'
+      )
     if self.revival not in REVIVALS:
       raise errors.UserError(
           f"revival must be one of {', '.join(REVIVALS)}, not "
-          f'{self.revival!r}')
+          f'{self.revival!r}'
+      )
     b, t, d = x.shape
-    update = (train and self.is_mutable_collection('vq')
-              and not self.is_initializing())
+    update = (
+        train
+        and self.is_mutable_collection('vq')
+        and not self.is_initializing()
+    )
     x32 = x.astype(jnp.float32).reshape(b * t, d)
     valid = mask.reshape(b * t)
     active = jnp.repeat(self._active(n_q, b), t, axis=0)  # [N, Q]
@@ -295,8 +323,14 @@ class ResidualVQ(nn.Module):
       if update:
         k_init, k_revive = jax.random.split(key)
         state = kmeans_start(
-            k_init, state, r, valid, self.kmeans_iters, skip_init,
-            'reference' if self.revival == 'reference' else 'counts')
+            k_init,
+            state,
+            r,
+            valid,
+            self.kmeans_iters,
+            skip_init,
+            'reference' if self.revival == 'reference' else 'counts',
+        )
       codes = nearest_code(r, state.codebook)
       quantized = state.codebook[codes]
       weights = valid.astype(jnp.float32) * active_q
@@ -306,37 +340,53 @@ class ResidualVQ(nn.Module):
       if update:
         state = ema_update(state, counts, sums, self.decay, self.eps, n > 0)
         if self.revival == 'batch':
-          state, replaced = revive_dead_codes(k_revive, state, r, weights,
-                                              self.dead_threshold, n > 0)
+          state, replaced = revive_dead_codes(
+              k_revive, state, r, weights, self.dead_threshold, n > 0
+          )
       commit = jnp.sum(weights * jnp.sum(jnp.square(residual - quantized), -1))
       perplexity, used = usage_statistics(counts)
-      outputs = dict(state=state, codes=codes, any_active=n > 0,
-                     commit=commit / jnp.maximum(n, 1.0),
-                     perplexity=perplexity, used=used, replaced=replaced)
+      outputs = dict(
+          state=state,
+          codes=codes,
+          any_active=n > 0,
+          commit=commit / jnp.maximum(n, 1.0),
+          perplexity=perplexity,
+          used=used,
+          replaced=replaced,
+      )
       residual = residual - quantized
       if self.commit_grad == 'first':
         residual = jax.lax.stop_gradient(residual)
       carry = (residual, total + quantized * active_q[:, None])
       return carry, outputs
 
-    keys = (jax.random.split(self.make_rng('vq'), self.num_quantizers)
-            if update else None)
-    state = CodebookState(self.codebook.value, self.cluster_size.value,
-                          self.embed_sum.value)
+    keys = (
+        jax.random.split(self.make_rng('vq'), self.num_quantizers)
+        if update
+        else None
+    )
+    state = CodebookState(
+        self.codebook.value, self.cluster_size.value, self.embed_sum.value
+    )
     xs = (state, active.T.astype(jnp.float32), keys)
     (_, total), out = jax.lax.scan(quantize, (x32, jnp.zeros_like(x32)), xs)
 
     if update:
-      self.codebook.value, self.cluster_size.value, self.embed_sum.value = (
-          out['state'])
+      self.codebook.value, self.cluster_size.value, self.embed_sum.value = out[
+          'state'
+      ]
       self.initialized.value = initialized | valid.any()
     codes = jnp.where(active, out['codes'].T, -1).reshape(b, t, -1)
     n_active = out['any_active'].sum()
     aux = dict(
-        commit_loss=(jnp.sum(jnp.where(out['any_active'], out['commit'], 0.0))
-                     / jnp.maximum(n_active, 1)),
-        perplexity=out['perplexity'], used=out['used'],
-        replaced=out['replaced'])
+        commit_loss=(
+            jnp.sum(jnp.where(out['any_active'], out['commit'], 0.0))
+            / jnp.maximum(n_active, 1)
+        ),
+        perplexity=out['perplexity'],
+        used=out['used'],
+        replaced=out['replaced'],
+    )
     total = total.reshape(b, t, d).astype(x.dtype)
     # Straight-through: the forward value is the code sum, d out / d x = I.
     return x + jax.lax.stop_gradient(total - x), codes, aux

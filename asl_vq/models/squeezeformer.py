@@ -69,8 +69,9 @@ def _relative_attention(q, k, v, mask, u_bias, v_bias, w_pos, window=0):
   content = jnp.einsum('bqhd,bkhd->bhqk', (q + u_bias) * scale, k)
   coef = jnp.einsum('bqhe,che->bhqc', (q + v_bias) * scale, w_pos)
   a, b = jnp.split(coef, 2, axis=-1)
-  sin, cos = (jnp.asarray(s, q.dtype)
-              for s in absolute_sinusoids(t, w_pos.shape[0]))
+  sin, cos = (
+      jnp.asarray(s, q.dtype) for s in absolute_sinusoids(t, w_pos.shape[0])
+  )
   query_pos = jnp.concatenate([a * sin + b * cos, b * sin - a * cos], -1)
   key_pos = jnp.concatenate([cos, sin], -1)
   position = jnp.einsum('bhqc,kc->bhqk', query_pos, key_pos)
@@ -87,8 +88,9 @@ def _relative_attention(q, k, v, mask, u_bias, v_bias, w_pos, window=0):
   weights = nn.softmax(scores.astype(jnp.float32), axis=-1)
   # Head-major v and output: a dot over [B, H] batches of row-major
   # matrices (2x faster than reading v as [B, T, H, dh]).
-  out = jnp.einsum('bhqk,bhkd->bhqd', weights.astype(q.dtype),
-                   v.transpose(0, 2, 1, 3))
+  out = jnp.einsum(
+      'bhqk,bhkd->bhqd', weights.astype(q.dtype), v.transpose(0, 2, 1, 3)
+  )
   return out.transpose(0, 2, 1, 3) * mask[:, :, None, None]
 
 
@@ -157,6 +159,7 @@ class RelativeSelfAttention(nn.Module):
 
   x: [B, T, d] of `dtype`; mask: [B, T] bool -> [B, T, d] of `dtype`.
   """
+
   num_heads: int
   dropout: float = 0.0
   dtype: Any = jnp.float32
@@ -175,8 +178,9 @@ class RelativeSelfAttention(nn.Module):
     # Position projection without bias, as Transformer-XL: its [d, h, dh]
     # kernel (read through the module so that its name, shape and init stay
     # those of DenseGeneral; the identity product is exact).
-    w_pos = heads(use_bias=False, precision=jax.lax.Precision.HIGHEST,
-                  name='pos')(jnp.eye(d, dtype=self.dtype))
+    w_pos = heads(
+        use_bias=False, precision=jax.lax.Precision.HIGHEST, name='pos'
+    )(jnp.eye(d, dtype=self.dtype))
     # Sin / cos coefficients per frequency: even / odd sinusoid channels.
     w_pos = jnp.concatenate([w_pos[0::2], w_pos[1::2]], axis=0)
     u_bias = self.param('u_bias', nn.initializers.xavier_uniform(), (h, dh))
@@ -188,16 +192,20 @@ class RelativeSelfAttention(nn.Module):
       per_pass = _default_sequences_per_pass()
     passes = attention_passes(batch, per_pass, jax.device_count())
     attend = lambda q, k, v, mask: _relative_attention(
-        q, k, v, mask, u_bias, v_bias, w_pos, self.window)
+        q, k, v, mask, u_bias, v_bias, w_pos, self.window
+    )
     if passes == 1:
       out = attend(q, k, v, mask)
     else:
       # Pass j takes sequences j, j + passes, ...: a device's contiguous
       # share of the batch stays on it, and the loop axis is unsharded.
       split = lambda z: jnp.swapaxes(
-          z.reshape(batch // passes, passes, *z.shape[1:]), 0, 1)
-      out = jax.lax.map(jax.checkpoint(lambda a: attend(*a)),
-                        tuple(split(z) for z in (q, k, v, mask)))
+          z.reshape(batch // passes, passes, *z.shape[1:]), 0, 1
+      )
+      out = jax.lax.map(
+          jax.checkpoint(lambda a: attend(*a)),
+          tuple(split(z) for z in (q, k, v, mask)),
+      )
       out = jnp.swapaxes(out, 0, 1).reshape(batch, *out.shape[2:])
     out = nn.DenseGeneral(d, axis=(-2, -1), dtype=self.dtype, name='out')(out)
     return nn.Dropout(self.dropout)(out, deterministic=not train)
@@ -205,6 +213,7 @@ class RelativeSelfAttention(nn.Module):
 
 class FeedForward(nn.Module):
   """Expansion-1 feed-forward: d -> d, Swish, dropout, d -> d, dropout."""
+
   dropout: float = 0.0
   dtype: Any = jnp.float32
 
@@ -240,6 +249,7 @@ class DepthwiseConv1D(nn.Module):
   passes, 5-8x faster at K = 51. The FFT runs in float32 whatever x's
   dtype; the output has x's dtype.
   """
+
   kernel_size: int
 
   @nn.compact
@@ -253,14 +263,16 @@ class DepthwiseConv1D(nn.Module):
     # the reversed kernel, read from offset k - 1 - left. A circular length
     # n >= t + max(left, k - 1 - left) keeps wrapped terms out of that window.
     n = _fft_size(t + max(left, k - 1 - left))
-    spectrum = (jnp.fft.rfft(x.astype(jnp.float32), n=n, axis=1)
-                * jnp.fft.rfft(kernel[::-1, 0], n=n, axis=0))
+    spectrum = jnp.fft.rfft(x.astype(jnp.float32), n=n, axis=1) * jnp.fft.rfft(
+        kernel[::-1, 0], n=n, axis=0
+    )
     y = jnp.fft.irfft(spectrum, n=n, axis=1)
-    return y[:, k - 1 - left:k - 1 - left + t].astype(x.dtype)
+    return y[:, k - 1 - left : k - 1 - left + t].astype(x.dtype)
 
 
 class ConvModule(nn.Module):
   """Pointwise d->2d, GLU, depthwise conv, masked BN, Swish, pointwise d->d."""
+
   kernel_size: int = 51
   dropout: float = 0.0
   dtype: Any = jnp.float32
@@ -273,8 +285,9 @@ class ConvModule(nn.Module):
     # Padded frames must not leak into the valid frames' conv windows.
     x = jnp.where(mask[..., None], x, 0.0)
     x = DepthwiseConv1D(self.kernel_size, name='depthwise')(x)
-    x = nn.swish(MaskedBatchNorm(CONV_BN_MOMENTUM, name='bn')(
-        x, mask, train=train))
+    x = nn.swish(
+        MaskedBatchNorm(CONV_BN_MOMENTUM, name='bn')(x, mask, train=train)
+    )
     x = dense(d, name='pointwise_out')(x)
     return nn.Dropout(self.dropout)(x, deterministic=not train)
 
@@ -296,6 +309,7 @@ class ScaleBias(nn.Module):
 class SqueezeformerBlock(nn.Module):
   """One post-LN Squeezeformer block: MHSA, FF, Conv, FF (`attention_window`
   as `RelativeSelfAttention`'s `window`)."""
+
   num_heads: int = 4
   kernel_size: int = 51
   dropout: float = 0.0
@@ -304,23 +318,31 @@ class SqueezeformerBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, mask, *, train: bool):
-    norm = functools.partial(nn.LayerNorm, epsilon=LAYER_NORM_EPS,
-                             dtype=self.dtype)
+    norm = functools.partial(
+        nn.LayerNorm, epsilon=LAYER_NORM_EPS, dtype=self.dtype
+    )
     y = ScaleBias(name='scale_0')(x)
-    y = RelativeSelfAttention(self.num_heads, self.dropout, self.dtype,
-                              window=self.attention_window,
-                              name='mhsa')(y, mask, train=train)
+    y = RelativeSelfAttention(
+        self.num_heads,
+        self.dropout,
+        self.dtype,
+        window=self.attention_window,
+        name='mhsa',
+    )(y, mask, train=train)
     x = norm(name='ln_0')(x + y)
     y = ScaleBias(name='scale_1')(x)
-    x = norm(name='ln_1')(x + FeedForward(self.dropout, self.dtype,
-                                          name='ff1')(y, train=train))
+    x = norm(name='ln_1')(
+        x + FeedForward(self.dropout, self.dtype, name='ff1')(y, train=train)
+    )
     y = ScaleBias(name='scale_2')(x)
     y = ConvModule(self.kernel_size, self.dropout, self.dtype, name='conv')(
-        y, mask, train=train)
+        y, mask, train=train
+    )
     x = norm(name='ln_2')(x + y)
     y = ScaleBias(name='scale_3')(x)
-    x = norm(name='ln_3')(x + FeedForward(self.dropout, self.dtype,
-                                          name='ff2')(y, train=train))
+    x = norm(name='ln_3')(
+        x + FeedForward(self.dropout, self.dtype, name='ff2')(y, train=train)
+    )
     return x
 
 
@@ -331,6 +353,7 @@ class Squeezeformer(nn.Module):
   Returns [B, T, d] of `dtype` (the compute dtype). `attention_window`:
   `RelativeSelfAttention`'s `window` (0: every frame).
   """
+
   num_blocks: int = 6
   num_heads: int = 4
   kernel_size: int = 51
@@ -341,7 +364,12 @@ class Squeezeformer(nn.Module):
   @nn.compact
   def __call__(self, x, mask, *, train: bool):
     for i in range(self.num_blocks):
-      x = SqueezeformerBlock(self.num_heads, self.kernel_size, self.dropout,
-                             self.dtype, self.attention_window,
-                             name=f'block_{i}')(x, mask, train=train)
+      x = SqueezeformerBlock(
+          self.num_heads,
+          self.kernel_size,
+          self.dropout,
+          self.dtype,
+          self.attention_window,
+          name=f'block_{i}',
+      )(x, mask, train=train)
     return x

@@ -43,6 +43,7 @@ class TokenizerConfig:
     the nearest-code search, the softmax, the FFT convolution, the losses and
     the returned logits and landmarks are float32 either way.
   """
+
   dim: int = 128
   num_heads: int = 4
   num_blocks: int = 6
@@ -63,27 +64,42 @@ class TokenizerConfig:
   dtype: str = 'float32'
 
 
-NO_CTC_HEAD = ('this tokenizer was trained without a CTC head '
-               '(model.use_ctc=False): it has no transcripts')
+NO_CTC_HEAD = (
+    'this tokenizer was trained without a CTC head '
+    '(model.use_ctc=False): it has no transcripts'
+)
 
 
 class TokenizerModel(nn.Module):
   """Landmarks [B, T, 42, 2] + frame mask [B, T] -> codes and reconstruction."""
+
   config: TokenizerConfig
 
   def setup(self):
     c = self.config
     dtype = jnp.dtype(c.dtype)
-    stack = functools.partial(Squeezeformer, c.num_blocks, c.num_heads,
-                              c.kernel_size, c.dropout, dtype,
-                              c.attention_window)
+    stack = functools.partial(
+        Squeezeformer,
+        c.num_blocks,
+        c.num_heads,
+        c.kernel_size,
+        c.dropout,
+        dtype,
+        c.attention_window,
+    )
     self.features = FeatureExtractor(c.dim, dtype, c.conv_bn_activation)
     self.encoder = stack()
     self.rvq = ResidualVQ(
-        num_quantizers=c.num_quantizers, codebook_size=c.codebook_size,
-        dim=c.dim, decay=c.vq_decay, eps=c.vq_eps,
-        kmeans_iters=c.kmeans_iters, dead_threshold=c.dead_threshold,
-        commit_grad=c.commit_grad, revival=c.revival)
+        num_quantizers=c.num_quantizers,
+        codebook_size=c.codebook_size,
+        dim=c.dim,
+        decay=c.vq_decay,
+        eps=c.vq_eps,
+        kmeans_iters=c.kmeans_iters,
+        dead_threshold=c.dead_threshold,
+        commit_grad=c.commit_grad,
+        revival=c.revival,
+    )
     if c.use_ctc:
       self.ctc_head = nn.Dense(c.vocab_size, use_bias=False, dtype=dtype)
     self.decoder = stack()
@@ -151,13 +167,19 @@ def model_summary(config: TokenizerConfig) -> dict[str, Any]:
   """
   model = TokenizerModel(config)
   variables = jax.eval_shape(
-      lambda: model.init(jax.random.key(0), jnp.zeros((1, 2, 42, 2)),
-                         jnp.ones((1, 2), bool), train=False))
+      lambda: model.init(
+          jax.random.key(0),
+          jnp.zeros((1, 2, 42, 2)),
+          jnp.ones((1, 2), bool),
+          train=False,
+      )
+  )
   params = variables['params']
   counts = dict(
       encoder=_count(params['features']) + _count(params['encoder']),
       codebooks=_count(variables['vq']['rvq']['codebook']),
       ctc_head=_count(params.get('ctc_head', {})),
-      decoder=_count(params['decoder']) + _count(params['output_head']))
+      decoder=_count(params['decoder']) + _count(params['output_head']),
+  )
   counts['total_params'] = _count(params)
   return counts

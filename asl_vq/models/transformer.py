@@ -42,8 +42,9 @@ def decode_positions(module: nn.Module, length: int, decode: bool):
   positions = jnp.arange(length)
   if decode:
     is_initialized = module.has_variable('cache', 'position')
-    position = module.variable('cache', 'position',
-                               lambda: jnp.array(0, jnp.int32))
+    position = module.variable(
+        'cache', 'position', lambda: jnp.array(0, jnp.int32)
+    )
     if is_initialized:
       positions = positions + position.value
       position.value += length
@@ -62,14 +63,18 @@ class StreamEmbed(nn.Module):
   MusicGen's parallel pattern. One [Q, vocab, dim] parameter, so that the
   tokenizer's [Q, K, dim] codebooks can be copied into it in one slice.
   """
+
   num_streams: int
   vocab_size: int
   dim: int
 
   @nn.compact
   def __call__(self, codes):
-    table = self.param('embedding', nn.initializers.normal(1.0),
-                       (self.num_streams, self.vocab_size, self.dim))
+    table = self.param(
+        'embedding',
+        nn.initializers.normal(1.0),
+        (self.num_streams, self.vocab_size, self.dim),
+    )
     return table[jnp.arange(self.num_streams), codes].sum(-2)
 
 
@@ -87,6 +92,7 @@ class MlpBlock(nn.Module):
 
 class _Attention(nn.Module):
   """Pre-LN attention sub-block with its residual."""
+
   num_heads: int
   dropout: float
   decode: bool = False
@@ -97,14 +103,14 @@ class _Attention(nn.Module):
     # No dropout on the attention weights (as in the tokenizer): their random
     # bits cost more than the attention on CPU; the output keeps dropout.
     y = nn.MultiHeadDotProductAttention(
-        self.num_heads, decode=self.decode,
-        name='attention')(y, y if memory is None else memory, mask=mask,
-                          deterministic=not train)
+        self.num_heads, decode=self.decode, name='attention'
+    )(y, y if memory is None else memory, mask=mask, deterministic=not train)
     return x + nn.Dropout(self.dropout)(y, deterministic=not train)
 
 
 class Encoder(nn.Module):
   """Bidirectional pre-LN transformer over [B, L, dim] with key padding."""
+
   num_layers: int
   num_heads: int
   mlp_dim: int
@@ -115,9 +121,11 @@ class Encoder(nn.Module):
     attention_mask = nn.make_attention_mask(mask, mask)
     for i in range(self.num_layers):
       x = _Attention(self.num_heads, self.dropout, name=f'self_attention_{i}')(
-          x, None, attention_mask, train=train)
+          x, None, attention_mask, train=train
+      )
       x = x + MlpBlock(self.mlp_dim, self.dropout, name=f'mlp_{i}')(
-          nn.LayerNorm(name=f'mlp_norm_{i}')(x), train=train)
+          nn.LayerNorm(name=f'mlp_norm_{i}')(x), train=train
+      )
     return nn.LayerNorm(name='final_norm')(x)
 
 
@@ -128,6 +136,7 @@ class Decoder(nn.Module):
   collection (flax's MultiHeadDotProductAttention), causality from the cache
   index; the cache is made by an init with the full decoding length.
   """
+
   num_layers: int
   num_heads: int
   mlp_dim: int
@@ -140,14 +149,15 @@ class Decoder(nn.Module):
     self_mask = None if self.decode else nn.make_causal_mask(queries)
     cross_mask = nn.make_attention_mask(queries, memory_mask)
     for i in range(self.num_layers):
-      x = _Attention(self.num_heads, self.dropout, self.decode,
-                     name=f'self_attention_{i}')(x, None, self_mask,
-                                                 train=train)
-      x = _Attention(self.num_heads, self.dropout,
-                     name=f'cross_attention_{i}')(x, memory, cross_mask,
-                                                  train=train)
+      x = _Attention(
+          self.num_heads, self.dropout, self.decode, name=f'self_attention_{i}'
+      )(x, None, self_mask, train=train)
+      x = _Attention(self.num_heads, self.dropout, name=f'cross_attention_{i}')(
+          x, memory, cross_mask, train=train
+      )
       x = x + MlpBlock(self.mlp_dim, self.dropout, name=f'mlp_{i}')(
-          nn.LayerNorm(name=f'mlp_norm_{i}')(x), train=train)
+          nn.LayerNorm(name=f'mlp_norm_{i}')(x), train=train
+      )
     return nn.LayerNorm(name='final_norm')(x)
 
 
@@ -159,31 +169,42 @@ class SignEncoder(nn.Module):
   tokenizer's encoder (FeatureExtractor + Squeezeformer, same module names, so
   its parameters could warm-start this one); it has 'batch_stats'.
   """
+
   kind: str
   dim: int
   num_heads: int
   dropout: float
-  num_streams: int = 4        # tokens
-  vocab_size: int = 1024      # tokens
-  num_layers: int = 4         # tokens
-  mlp_dim: int = 512          # tokens
-  num_blocks: int = 6         # continuous
-  kernel_size: int = 51       # continuous
+  num_streams: int = 4  # tokens
+  vocab_size: int = 1024  # tokens
+  num_layers: int = 4  # tokens
+  mlp_dim: int = 512  # tokens
+  num_blocks: int = 6  # continuous
+  kernel_size: int = 51  # continuous
 
   @nn.compact
   def __call__(self, inputs, mask, *, train: bool):
     if self.kind == 'tokens':
-      x = StreamEmbed(self.num_streams, self.vocab_size, self.dim,
-                      name='embed')(inputs)
+      x = StreamEmbed(
+          self.num_streams, self.vocab_size, self.dim, name='embed'
+      )(inputs)
       x = x + sinusoids(jnp.arange(x.shape[1]), self.dim)
       x = nn.Dropout(self.dropout)(x, deterministic=not train)
-      return Encoder(self.num_layers, self.num_heads, self.mlp_dim,
-                     self.dropout, name='transformer')(x, mask, train=train)
+      return Encoder(
+          self.num_layers,
+          self.num_heads,
+          self.mlp_dim,
+          self.dropout,
+          name='transformer',
+      )(x, mask, train=train)
     if self.kind == 'continuous':
-      x = FeatureExtractor(self.dim, name='features')(inputs, mask,
-                                                      train=train)
-      return Squeezeformer(self.num_blocks, self.num_heads, self.kernel_size,
-                           self.dropout, name='encoder')(x, mask, train=train)
+      x = FeatureExtractor(self.dim, name='features')(inputs, mask, train=train)
+      return Squeezeformer(
+          self.num_blocks,
+          self.num_heads,
+          self.kernel_size,
+          self.dropout,
+          name='encoder',
+      )(x, mask, train=train)
     raise errors.UserError(f'unknown encoder {self.kind!r}: one of {ENCODERS}')
 
 
@@ -201,11 +222,17 @@ def frame_codes(codes, mask, codebook_size: int):
   length = mask.sum(1)[:, None, None]
   positions = jnp.arange(codes.shape[1] + 2)[None, :, None]
   shifted = jnp.pad(codes, ((0, 0), (1, 1), (0, 0)))
-  tokens = jnp.where(positions == 0, codebook_size + BOS,
-                     jnp.where(positions <= length, shifted,
-                               jnp.where(positions == length + 1,
-                                         codebook_size + EOS,
-                                         codebook_size + PAD)))
+  tokens = jnp.where(
+      positions == 0,
+      codebook_size + BOS,
+      jnp.where(
+          positions <= length,
+          shifted,
+          jnp.where(
+              positions == length + 1, codebook_size + EOS, codebook_size + PAD
+          ),
+      ),
+  )
   return tokens.astype(jnp.int32), positions[..., 0] <= length[..., 0] + 1
 
 

@@ -21,8 +21,12 @@ import jax.numpy as jnp
 import optax
 
 from asl_vq import vocab
-from asl_vq.models.transformer import (Decoder, SignEncoder,
-                                       decode_positions, sinusoids)
+from asl_vq.models.transformer import (
+    Decoder,
+    SignEncoder,
+    decode_positions,
+    sinusoids,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +37,7 @@ class TranslatorConfig:
   max_target_len (phrase characters) only sets greedy decoding's default
   length, max_target_len + 1 (room for END_ID).
   """
+
   encoder: str = 'tokens'
   num_quantizers: int = 4
   codebook_size: int = 1024
@@ -54,6 +59,7 @@ class CharDecoder(nn.Module):
   With decode=True it is fed one id per call and counts its position in the
   'cache' collection, next to the attention caches (examples/wmt's way).
   """
+
   config: TranslatorConfig
   decode: bool = False
 
@@ -64,9 +70,14 @@ class CharDecoder(nn.Module):
     x = nn.Embed(c.vocab_size, c.dim, name='embed')(tokens)
     x = x + sinusoids(positions, c.dim)
     x = nn.Dropout(c.dropout)(x, deterministic=not train)
-    x = Decoder(c.num_decoder_layers, c.num_heads, c.mlp_dim, c.dropout,
-                self.decode, name='decoder')(x, memory, memory_mask,
-                                             train=train)
+    x = Decoder(
+        c.num_decoder_layers,
+        c.num_heads,
+        c.mlp_dim,
+        c.dropout,
+        self.decode,
+        name='decoder',
+    )(x, memory, memory_mask, train=train)
     return nn.Dense(c.vocab_size, name='logits')(x)
 
 
@@ -76,16 +87,24 @@ class Translator(nn.Module):
   Inputs: codes int32 [B, L, num_quantizers] ('tokens'; padded frames may
   hold anything) or landmarks f32 [B, L, 42, 2] ('continuous').
   """
+
   config: TranslatorConfig
   decode: bool = False
 
   def setup(self):
     c = self.config
     self.encoder = SignEncoder(
-        c.encoder, c.dim, c.num_heads, c.dropout,
-        num_streams=c.num_quantizers, vocab_size=c.codebook_size,
-        num_layers=c.num_encoder_layers, mlp_dim=c.mlp_dim,
-        num_blocks=c.num_blocks, kernel_size=c.kernel_size)
+        c.encoder,
+        c.dim,
+        c.num_heads,
+        c.dropout,
+        num_streams=c.num_quantizers,
+        vocab_size=c.codebook_size,
+        num_layers=c.num_encoder_layers,
+        mlp_dim=c.mlp_dim,
+        num_blocks=c.num_blocks,
+        kernel_size=c.kernel_size,
+    )
     self.char_decoder = CharDecoder(c, self.decode)
 
   def encode(self, encoder_inputs, input_mask, *, train: bool = False):
@@ -95,13 +114,15 @@ class Translator(nn.Module):
       encoder_inputs = jnp.where(input_mask[..., None], encoder_inputs, 0)
     return self.encoder(encoder_inputs, input_mask, train=train)
 
-  def decode_logits(self, memory, input_mask, decoder_inputs, *,
-                    train: bool = False):
+  def decode_logits(
+      self, memory, input_mask, decoder_inputs, *, train: bool = False
+  ):
     """Decoder ids [B, S] -> logits [B, S, vocab] (S = 1 when decoding)."""
     return self.char_decoder(decoder_inputs, memory, input_mask, train=train)
 
-  def __call__(self, encoder_inputs, input_mask, decoder_inputs, *,
-               train: bool):
+  def __call__(
+      self, encoder_inputs, input_mask, decoder_inputs, *, train: bool
+  ):
     memory = self.encode(encoder_inputs, input_mask, train=train)
     return self.decode_logits(memory, input_mask, decoder_inputs, train=train)
 
@@ -119,10 +140,15 @@ def sequence_loss(logits, targets, mask, label_smoothing: float = 0.0):
 def init_cache(config: TranslatorConfig, batch: int, max_len: int):
   """Zero decoding cache for `max_len` steps (shapes only, nothing is run)."""
   model = Translator(config, decode=True)
-  shapes = jax.eval_shape(lambda: model.init(
-      jax.random.key(0), jnp.zeros((batch, 1, config.dim)),
-      jnp.ones((batch, 1), bool), jnp.zeros((batch, max_len), jnp.int32),
-      method=Translator.decode_logits))
+  shapes = jax.eval_shape(
+      lambda: model.init(
+          jax.random.key(0),
+          jnp.zeros((batch, 1, config.dim)),
+          jnp.ones((batch, 1), bool),
+          jnp.zeros((batch, max_len), jnp.int32),
+          method=Translator.decode_logits,
+      )
+  )
   return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes['cache'])
 
 
@@ -145,16 +171,22 @@ def _greedy(next_logits, state, batch: int, max_len: int):
     step, tokens, done, state = carry
     logits, state = next_logits(state, tokens, step)
     ids = jnp.where(done, vocab.PAD_ID, logits.argmax(-1).astype(jnp.int32))
-    tokens = jax.lax.dynamic_update_slice_in_dim(tokens, ids[:, None],
-                                                 step + 1, axis=1)
+    tokens = jax.lax.dynamic_update_slice_in_dim(
+        tokens, ids[:, None], step + 1, axis=1
+    )
     return step + 1, tokens, done | (ids == vocab.END_ID), state
 
   carry = (jnp.array(0), tokens, jnp.zeros((batch,), bool), state)
   return jax.lax.while_loop(cond, body, carry)[1][:, 1:]
 
 
-def greedy_decode(config: TranslatorConfig, variables, encoder_inputs,
-                  input_mask, max_len: int | None = None):
+def greedy_decode(
+    config: TranslatorConfig,
+    variables,
+    encoder_inputs,
+    input_mask,
+    max_len: int | None = None,
+):
   """Greedy decoding with a key / value cache: one decoder position a step.
 
   variables: the trained Translator's ('params' and, continuous, also
@@ -163,16 +195,23 @@ def greedy_decode(config: TranslatorConfig, variables, encoder_inputs,
   """
   max_len = max_len or config.max_target_len + 1
   model = Translator(config, decode=True)
-  memory = model.apply(variables, encoder_inputs, input_mask,
-                       method=Translator.encode)
+  memory = model.apply(
+      variables, encoder_inputs, input_mask, method=Translator.encode
+  )
   batch = memory.shape[0]
 
   def next_logits(cache, tokens, step):
     ids = jax.lax.dynamic_slice_in_dim(tokens, step, 1, axis=1)
     logits, updated = model.apply(
-        {**variables, 'cache': cache}, memory, input_mask, ids,
-        method=Translator.decode_logits, mutable=['cache'])
+        {**variables, 'cache': cache},
+        memory,
+        input_mask,
+        ids,
+        method=Translator.decode_logits,
+        mutable=['cache'],
+    )
     return logits[:, 0], updated['cache']
 
-  return _greedy(next_logits, init_cache(config, batch, max_len), batch,
-                 max_len)
+  return _greedy(
+      next_logits, init_cache(config, batch, max_len), batch, max_len
+  )

@@ -34,8 +34,9 @@ class Task:
     """(jit) {'params': ..., and the model's other collections}."""
     raise NotImplementedError
 
-  def loss(self, params, state, batch, rng
-           ) -> tuple[jax.Array, dict[str, jax.Array], dict[str, Any]]:
+  def loss(
+      self, params, state, batch, rng
+  ) -> tuple[jax.Array, dict[str, jax.Array], dict[str, Any]]:
     """(jit) (loss, metrics, updated mutable collections) in training."""
     raise NotImplementedError
 
@@ -50,26 +51,34 @@ class Task:
     changes: no dropout, every quantizer, no codebook update, no running
     statistics kept. {layer path...: {'mean': ([C],), 'var': ([C],)}}."""
     model = self.model.clone(
-        config=dataclasses.replace(self.model.config, dropout=0.0))
-    _, updates = model.apply(variables, *self.model_inputs(batch), train=True,
-                             mutable=["batch_stats", "batch_moments"])
+        config=dataclasses.replace(self.model.config, dropout=0.0)
+    )
+    _, updates = model.apply(
+        variables,
+        *self.model_inputs(batch),
+        train=True,
+        mutable=["batch_stats", "batch_moments"],
+    )
     return updates["batch_moments"]
 
-  def eval_batch(self, variables, batch
-                 ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+  def eval_batch(
+      self, variables, batch
+  ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
     """(jit) (sums over the batch's valid examples, incl. 'examples';
     per-example outputs the host needs)."""
     raise NotImplementedError
 
-  def eval_host(self, outputs: dict[str, np.ndarray],
-                batch: dict[str, np.ndarray]) -> list[Any]:
+  def eval_host(
+      self, outputs: dict[str, np.ndarray], batch: dict[str, np.ndarray]
+  ) -> list[Any]:
     """Host side, per batch: records (e.g. reference/hypothesis pairs).
     Default: none."""
     del outputs, batch
     return []
 
-  def eval_metrics(self, sums: dict[str, np.ndarray], records: list[Any]
-                   ) -> dict[str, float]:
+  def eval_metrics(
+      self, sums: dict[str, np.ndarray], records: list[Any]
+  ) -> dict[str, float]:
     """The validation metrics from the summed `sums` and all records.
     Default: the scalar sums per example."""
     del records
@@ -79,8 +88,11 @@ class Task:
     """Parameter counts, printed at start. Default: the model's parameter
     count under `summary_name`."""
     shapes = jax.eval_shape(self.init_variables, jax.random.PRNGKey(0))
-    return {self.summary_name: sum(x.size for x in jax.tree.leaves(
-        shapes["params"]))}
+    return {
+        self.summary_name: sum(
+            x.size for x in jax.tree.leaves(shapes["params"])
+        )
+    }
 
 
 def mean_sums(sums: dict[str, np.ndarray]) -> dict[str, float]:
@@ -95,8 +107,10 @@ def code_fields(code_spec: tokens_lib.CodeSpec | None) -> dict[str, int]:
   """The model-config fields a code spec sets ({} for keypoint inputs)."""
   if code_spec is None:
     return {}
-  return dict(num_quantizers=code_spec.num_quantizers,
-              codebook_size=code_spec.codebook_size)
+  return dict(
+      num_quantizers=code_spec.num_quantizers,
+      codebook_size=code_spec.codebook_size,
+  )
 
 
 def sign_input_key(config: ml_collections.ConfigDict) -> str:
@@ -105,8 +119,11 @@ def sign_input_key(config: ml_collections.ConfigDict) -> str:
   return "codes" if config.model.encoder == "tokens" else "inputs"
 
 
-def dummy_sign_inputs(config: ml_collections.ConfigDict, length: int,
-                      code_spec: tokens_lib.CodeSpec | None):
+def dummy_sign_inputs(
+    config: ml_collections.ConfigDict,
+    length: int,
+    code_spec: tokens_lib.CodeSpec | None,
+):
   """Zeros shaped like a batch of 2 sign inputs (for `init`): int32
   [2, length, Q] codes or float32 [2, length, 42, 2] keypoints."""
   if config.model.encoder == "tokens":
@@ -114,8 +131,9 @@ def dummy_sign_inputs(config: ml_collections.ConfigDict, length: int,
   return jnp.zeros((2, length, layout.NUM_POINTS, 2), jnp.float32)
 
 
-def load_sign_splits(config: ml_collections.ConfigDict
-                     ) -> tuple[dict[str, Any], tokens_lib.CodeSpec | None]:
+def load_sign_splits(
+    config: ml_collections.ConfigDict,
+) -> tuple[dict[str, Any], tokens_lib.CodeSpec | None]:
   """A downstream task's splits and, for token inputs, their code spec.
 
   Token inputs (`model.encoder == "tokens"`, or a config without an encoder,

@@ -51,8 +51,13 @@ def _read_part(path: str) -> pa.Table:
 # tokenizer's fingerprint (its weights, not its path or step), the code
 # spec and length, the raw split's origin. `checkpoint` and `step` are
 # provenance only: a copy of the run elsewhere makes the same tokens.
-CONTENT_FIELDS = ("tokenizer", "num_quantizers", "codebook_size", "max_len",
-                  "data")
+CONTENT_FIELDS = (
+    "tokenizer",
+    "num_quantizers",
+    "codebook_size",
+    "max_len",
+    "data",
+)
 
 
 def stale_fields(path: str, metadata: dict[str, Any]) -> dict[str, tuple]:
@@ -60,13 +65,23 @@ def stale_fields(path: str, metadata: dict[str, Any]) -> dict[str, tuple]:
   file `path` was made from other inputs than `metadata`; {} when none."""
   with fileio.reading(path) as f:
     stored = json.loads(pq.read_schema(f).metadata[tokens.METADATA_KEY])
-  return {k: (stored.get(k), metadata.get(k)) for k in CONTENT_FIELDS
-          if stored.get(k) != metadata.get(k)}
+  return {
+      k: (stored.get(k), metadata.get(k))
+      for k in CONTENT_FIELDS
+      if stored.get(k) != metadata.get(k)
+  }
 
 
-def tokenize_split(tok: inference.Tokenizer, source: pipeline.Source,
-                   path: str, *, batch_size: int, part_batches: int,
-                   metadata: dict[str, Any], desc: str = "") -> None:
+def tokenize_split(
+    tok: inference.Tokenizer,
+    source: pipeline.Source,
+    path: str,
+    *,
+    batch_size: int,
+    part_batches: int,
+    metadata: dict[str, Any],
+    desc: str = "",
+) -> None:
   """Writes `path` (see the module docstring). An existing file made from
   the same inputs (`metadata`) is kept; one made from others (e.g. an
   earlier step of the tokenizer) is made again, and the change is said."""
@@ -75,20 +90,31 @@ def tokenize_split(tok: inference.Tokenizer, source: pipeline.Source,
     if not stale:
       logging.info("%s exists: skipped", path)
       return
-    print(f"{path}: made from other inputs ("
-          + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in stale.items())
-          + "): tokenizing again", flush=True)
+    print(
+        f"{path}: made from other inputs ("
+        + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in stale.items())
+        + "): tokenizing again",
+        flush=True,
+    )
   n, part_size = len(source), batch_size * part_batches
   ids = np.asarray(source.sequence_ids, np.int64)
   parts_dir = f"{path}.parts"
-  fileio.start_parts(parts_dir, dict(
-      metadata, part_size=part_size,
-      sequence_ids=hashlib.sha256(ids.tobytes()).hexdigest()))
-  part_paths = [os.path.join(parts_dir, f"{p:06d}.parquet")
-                for p in range(math.ceil(n / part_size))]
+  fileio.start_parts(
+      parts_dir,
+      dict(
+          metadata,
+          part_size=part_size,
+          sequence_ids=hashlib.sha256(ids.tobytes()).hexdigest(),
+      ),
+  )
+  part_paths = [
+      os.path.join(parts_dir, f"{p:06d}.parquet")
+      for p in range(math.ceil(n / part_size))
+  ]
   q = tok.code_spec.num_quantizers
-  with tqdm.tqdm(total=n, desc=f"tokenize {desc}", unit="seq",
-                 file=sys.stderr) as bar:
+  with tqdm.tqdm(
+      total=n, desc=f"tokenize {desc}", unit="seq", file=sys.stderr
+  ) as bar:
     for p, part in enumerate(part_paths):
       stop = min((p + 1) * part_size, n)
       if epath.Path(part).exists():
@@ -98,42 +124,59 @@ def tokenize_split(tok: inference.Tokenizer, source: pipeline.Source,
       # bucket, so its batches are full (per-batch calls left them ~1/4 full).
       items = [source[i] for i in range(p * part_size, stop)]
       codes = tok.encode([ex["hands"] for ex in items])
-      _write_part(part, tokens.to_table(
-          [dict(ex, codes=c) for ex, c in zip(items, codes)], q, metadata))
+      _write_part(
+          part,
+          tokens.to_table(
+              [dict(ex, codes=c) for ex, c in zip(items, codes)], q, metadata
+          ),
+      )
       bar.update(len(items))
-  table = pa.concat_tables([_read_part(p) for p in part_paths]
-                           or [tokens.to_table([], q, metadata)])
+  table = pa.concat_tables(
+      [_read_part(p) for p in part_paths] or [tokens.to_table([], q, metadata)]
+  )
   if not np.array_equal(table["sequence_id"].to_numpy(), ids):
-    raise RuntimeError(f"{parts_dir}: the parts do not hold the split's "
-                       "sequences in order; delete the folder and rerun")
+    raise RuntimeError(
+        f"{parts_dir}: the parts do not hold the split's "
+        "sequences in order; delete the folder and rerun"
+    )
   fileio.atomic_write(path, lambda f: pq.write_table(table, f))
   epath.Path(parts_dir).rmtree()
 
 
-def verify_split(tok: inference.Tokenizer, source: pipeline.Source,
-                 path: str, *, chunk_size: int, atol: float = 1e-5) -> float:
+def verify_split(
+    tok: inference.Tokenizer,
+    source: pipeline.Source,
+    path: str,
+    *,
+    chunk_size: int,
+    atol: float = 1e-5,
+) -> float:
   """Max |decode(stored codes) - decode(encode(raw))|; raises above `atol`.
 
   `chunk_size`: sequences per Tokenizer call (large, so batches are full)."""
   stored = tokens.TokenSource(path)
   if not np.array_equal(stored.sequence_ids, source.sequence_ids):
     raise RuntimeError(f"{path}: its sequences are not the split's")
-  diff = 0.
+  diff = 0.0
   for start in range(0, len(source), chunk_size):
     idx = range(start, min(start + chunk_size, len(source)))
     fresh = tok.encode([source[i]["hands"] for i in idx])
-    for a, b in zip(tok.decode([stored[i]["codes"] for i in idx]),
-                    tok.decode(fresh)):
-      diff = max(diff, float(np.abs(a - b).max(initial=0.)))
+    for a, b in zip(
+        tok.decode([stored[i]["codes"] for i in idx]), tok.decode(fresh)
+    ):
+      diff = max(diff, float(np.abs(a - b).max(initial=0.0)))
   if diff > atol:
-    raise RuntimeError(f"{path}: decoding the stored codes differs from "
-                       f"encoding and decoding the raw data by {diff:g}")
+    raise RuntimeError(
+        f"{path}: decoding the stored codes differs from "
+        f"encoding and decoding the raw data by {diff:g}"
+    )
   return diff
 
 
-def data_config(tokenizer_config: ml_collections.ConfigDict,
-                config: ml_collections.ConfigDict
-                ) -> ml_collections.ConfigDict:
+def data_config(
+    tokenizer_config: ml_collections.ConfigDict,
+    config: ml_collections.ConfigDict,
+) -> ml_collections.ConfigDict:
   """The tokenizer run's config with the non-empty `config.data` overrides."""
   out = ml_collections.ConfigDict(tokenizer_config.to_dict())
   for key, value in config.data.items():
@@ -148,31 +191,46 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, dict]:
   if not config.checkpoint:
     raise errors.UserError(
         "config.checkpoint is required: the tokenizer's training "
-        "workdir (--config.checkpoint=RUN)")
+        "workdir (--config.checkpoint=RUN)"
+    )
   # Every process restores (Orbax restores collectively); one does the work.
-  tok = inference.Tokenizer.load(config.checkpoint,
-                                 batch_size=config.batch_size)
+  tok = inference.Tokenizer.load(
+      config.checkpoint, batch_size=config.batch_size
+  )
   splits = datasets.load(data_config(tok.config, config))
-  metadata = dict(checkpoint=fileio.abspath(config.checkpoint),
-                  step=tok.step, tokenizer=tok.fingerprint,
-                  num_quantizers=tok.code_spec.num_quantizers,
-                  codebook_size=tok.code_spec.codebook_size, max_len=tok.max_len)
+  metadata = dict(
+      checkpoint=fileio.abspath(config.checkpoint),
+      step=tok.step,
+      tokenizer=tok.fingerprint,
+      num_quantizers=tok.code_spec.num_quantizers,
+      codebook_size=tok.code_spec.codebook_size,
+      max_len=tok.max_len,
+  )
   report = {}
   if jax.process_index() == 0:
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)
     for name in SPLITS:
       path = os.path.join(workdir, f"{name}.parquet")
-      tokenize_split(tok, splits[name], path, batch_size=tok.batch_size,
-                     part_batches=config.part_batches,
-                     metadata=dict(metadata, data=splits[name].origin),
-                     desc=name)
+      tokenize_split(
+          tok,
+          splits[name],
+          path,
+          batch_size=tok.batch_size,
+          part_batches=config.part_batches,
+          metadata=dict(metadata, data=splits[name].origin),
+          desc=name,
+      )
       stored = tokens.TokenSource(path)
-      report[name] = dict(sequences=len(stored),
-                          frames=int(stored.lengths.sum()))
+      report[name] = dict(
+          sequences=len(stored), frames=int(stored.lengths.sum())
+      )
       if config.verify:
         report[name]["max_abs_diff"] = verify_split(
-            tok, splits[name], path,
-            chunk_size=tok.batch_size * config.part_batches)
+            tok,
+            splits[name],
+            path,
+            chunk_size=tok.batch_size * config.part_batches,
+        )
       print(f"{name}: {json.dumps(report[name])} -> {path}", flush=True)
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices("asl_vq: tokenized")

@@ -22,22 +22,24 @@ from asl_vq.models import code_lm as lm_lib
 from asl_vq.tasks import base
 
 
-def model_config(config: ml_collections.ConfigDict,
-                 code_spec: tokens_lib.CodeSpec) -> lm_lib.LMConfig:
-  return lm_lib.LMConfig(**config.model.to_dict(),
-                         **base.code_fields(code_spec))
+def model_config(
+    config: ml_collections.ConfigDict, code_spec: tokens_lib.CodeSpec
+) -> lm_lib.LMConfig:
+  return lm_lib.LMConfig(
+      **config.model.to_dict(), **base.code_fields(code_spec)
+  )
 
 
 class LMTask(base.Task):
   """Cross-entropy on the next frame's codes; accuracy per quantizer."""
 
-  device_keys = ("codes", "input_mask", "labels", "label_mask",
-                 "example_mask")
+  device_keys = ("codes", "input_mask", "labels", "label_mask", "example_mask")
 
   summary_name = "lm"
 
-  def __init__(self, config: ml_collections.ConfigDict,
-               code_spec: tokens_lib.CodeSpec):
+  def __init__(
+      self, config: ml_collections.ConfigDict, code_spec: tokens_lib.CodeSpec
+  ):
     """code_spec: the token streams' (`tokens.code_spec(config.tokens)`)."""
     self.config = config
     self.model_config = model_config(config, code_spec)
@@ -48,36 +50,45 @@ class LMTask(base.Task):
   def init_variables(self, rng):
     p_rng, d_rng = jax.random.split(rng)
     c = self.model_config
-    codes = jnp.zeros((2, self.config.data.max_len, c.num_quantizers),
-                      jnp.int32)
-    tokens, _ = lm_lib.build_pattern(codes, jnp.ones(codes.shape[:2], bool),
-                                     c.codebook_size, c.pattern)
+    codes = jnp.zeros(
+        (2, self.config.data.max_len, c.num_quantizers), jnp.int32
+    )
+    tokens, _ = lm_lib.build_pattern(
+        codes, jnp.ones(codes.shape[:2], bool), c.codebook_size, c.pattern
+    )
     text = jnp.zeros((2, self.config.data.max_label_len + 1), jnp.int32)
-    return self.model.init({"params": p_rng, "dropout": d_rng},
-                           tokens[:, :-1], text, jnp.ones(text.shape, bool),
-                           train=False)
+    return self.model.init(
+        {"params": p_rng, "dropout": d_rng},
+        tokens[:, :-1],
+        text,
+        jnp.ones(text.shape, bool),
+        train=False,
+    )
 
   def _apply(self, variables, batch, **kwargs):
     """-> (logits, targets, target mask)."""
     c = self.model_config
     tokens, predicted = lm_lib.build_pattern(
-        batch["codes"], batch["input_mask"], c.codebook_size, c.pattern)
-    text, text_mask = lm_lib.phrase_inputs(batch["labels"],
-                                           batch["label_mask"])
-    logits = self.model.apply(variables, tokens[:, :-1], text, text_mask,
-                              **kwargs)
+        batch["codes"], batch["input_mask"], c.codebook_size, c.pattern
+    )
+    text, text_mask = lm_lib.phrase_inputs(batch["labels"], batch["label_mask"])
+    logits = self.model.apply(
+        variables, tokens[:, :-1], text, text_mask, **kwargs
+    )
     mask = predicted[:, 1:] & batch["example_mask"][:, None, None]
     return logits, tokens[:, 1:], mask
 
   def _metrics(self, logits, targets, mask):
     losses = lm_lib.stream_losses(logits, targets, mask)
-    right, total = lm_lib.stream_hits(logits, targets, mask,
-                                      self.model_config.codebook_size)
+    right, total = lm_lib.stream_hits(
+        logits, targets, mask, self.model_config.codebook_size
+    )
     return losses.mean(), right, total
 
   def loss(self, params, state, batch, rng):
     logits, targets, mask = self._apply(
-        state.variables(params), batch, train=True, rngs={"dropout": rng})
+        state.variables(params), batch, train=True, rngs={"dropout": rng}
+    )
     loss, right, total = self._metrics(logits, targets, mask)
     accuracy = right / jnp.maximum(total, 1.0)
     return loss, {f"accuracy_q{i}": a for i, a in enumerate(accuracy)}, {}
@@ -86,25 +97,32 @@ class LMTask(base.Task):
     logits, targets, mask = self._apply(variables, batch, train=False)
     loss, right, total = self._metrics(logits, targets, mask)
     n = jnp.sum(batch["example_mask"].astype(jnp.float32))
-    return {"loss": loss * n, "right": right, "total": total,
-            "examples": n}, {}
+    return {"loss": loss * n, "right": right, "total": total, "examples": n}, {}
 
   def eval_metrics(self, sums, records):
     del records
     result = base.mean_sums(sums)
     accuracy = sums["right"] / np.maximum(sums["total"], 1.0)
-    result.update({f"accuracy_q{i}": float(a)
-                   for i, a in enumerate(accuracy)})
+    result.update({f"accuracy_q{i}": float(a) for i, a in enumerate(accuracy)})
     return result
 
 
 def format_eval(val: dict[str, float]) -> str:
-  return train.format_metrics(val, ("loss",) + tuple(
-      k for k in sorted(val) if k.startswith("accuracy_q")))
+  return train.format_metrics(
+      val,
+      ("loss",) + tuple(k for k in sorted(val) if k.startswith("accuracy_q")),
+  )
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains the LM; returns the best checkpoint's test metrics."""
   splits, code_spec = base.load_sign_splits(config)
-  return train.fit(config, workdir, LMTask(config, code_spec), splits["train"],
-                   splits["validation"], splits["test"], format_eval)
+  return train.fit(
+      config,
+      workdir,
+      LMTask(config, code_spec),
+      splits["train"],
+      splits["validation"],
+      splits["test"],
+      format_eval,
+  )

@@ -35,19 +35,30 @@ class ProbeTask(base.Task):
   curves = ("loss", "accuracy")
   summary_name = "probe"
 
-  def __init__(self, config: ml_collections.ConfigDict,
-               code_spec: tokens_lib.CodeSpec | None = None,
-               codebooks: np.ndarray | None = None):
+  def __init__(
+      self,
+      config: ml_collections.ConfigDict,
+      code_spec: tokens_lib.CodeSpec | None = None,
+      codebooks: np.ndarray | None = None,
+  ):
     """code_spec: the token streams' (input=tokens), None for keypoints;
     codebooks [Q, K, D]: the tokenizer's, to initialise the embeddings."""
     self.config = config
     self.code_spec = code_spec
-    self.model = probe_lib.Probe(probe_lib.ProbeConfig(
-        **config.model.to_dict(), **base.code_fields(code_spec)))
+    self.model = probe_lib.Probe(
+        probe_lib.ProbeConfig(
+            **config.model.to_dict(), **base.code_fields(code_spec)
+        )
+    )
     self.codebooks = codebooks
     self.key = base.sign_input_key(config)
-    self.device_keys = (self.key, "input_mask", "labels", "label_mask",
-                        "example_mask")
+    self.device_keys = (
+        self.key,
+        "input_mask",
+        "labels",
+        "label_mask",
+        "example_mask",
+    )
 
   def init_variables(self, rng):
     p_rng, d_rng = jax.random.split(rng)
@@ -55,10 +66,16 @@ class ProbeTask(base.Task):
     variables = self.model.init(
         {"params": p_rng, "dropout": d_rng},
         base.dummy_sign_inputs(self.config, length, self.code_spec),
-        jnp.ones((2, length), bool), train=False)
+        jnp.ones((2, length), bool),
+        train=False,
+    )
     if self.codebooks is not None:
-      variables = dict(variables, params=probe_lib.init_from_codebooks(
-          variables["params"], self.codebooks))
+      variables = dict(
+          variables,
+          params=probe_lib.init_from_codebooks(
+              variables["params"], self.codebooks
+          ),
+      )
     return variables
 
   def _targets(self, batch):
@@ -66,47 +83,69 @@ class ProbeTask(base.Task):
 
   def loss(self, params, state, batch, rng):
     logits, updates = self.model.apply(
-        state.variables(params), batch[self.key], batch["input_mask"],
-        train=True, rngs={"dropout": rng}, mutable=["batch_stats"])
+        state.variables(params),
+        batch[self.key],
+        batch["input_mask"],
+        train=True,
+        rngs={"dropout": rng},
+        mutable=["batch_stats"],
+    )
     targets = self._targets(batch)
     loss = probe_lib.probe_loss(logits, targets, batch["example_mask"])
-    accuracy = probe_lib.letter_accuracy(logits, targets,
-                                         batch["example_mask"]).mean()
+    accuracy = probe_lib.letter_accuracy(
+        logits, targets, batch["example_mask"]
+    ).mean()
     return loss, {"accuracy": accuracy}, updates
 
   def model_inputs(self, batch):
     return batch[self.key], batch["input_mask"]
 
   def eval_batch(self, variables, batch):
-    logits = self.model.apply(variables, batch[self.key], batch["input_mask"],
-                              train=False)
+    logits = self.model.apply(
+        variables, batch[self.key], batch["input_mask"], train=False
+    )
     targets = self._targets(batch)
     w = batch["example_mask"].astype(jnp.float32)[:, None]
     n = jnp.sum(w)
     present, said = (targets > 0.5) * w, (logits > 0) * w
-    return ({"loss": probe_lib.probe_loss(logits, targets,
-                                          batch["example_mask"]) * n,
-             "letters_right": probe_lib.letter_accuracy(
-                 logits, targets, batch["example_mask"]) * n,
-             "letters_present": present.sum(0),
-             "true_positives": (present * said).sum(0),
-             "true_negatives": ((w - present) * (w - said)).sum(0),
-             "examples": n}, {})
+    return (
+        {
+            "loss": probe_lib.probe_loss(logits, targets, batch["example_mask"])
+            * n,
+            "letters_right": probe_lib.letter_accuracy(
+                logits, targets, batch["example_mask"]
+            )
+            * n,
+            "letters_present": present.sum(0),
+            "true_positives": (present * said).sum(0),
+            "true_negatives": ((w - present) * (w - said)).sum(0),
+            "examples": n,
+        },
+        {},
+    )
 
   def eval_metrics(self, sums, records):
     del records
     result = base.mean_sums(sums)
     per_letter = sums["letters_right"] / max(float(sums["examples"]), 1.0)
-    result.update({f"accuracy_{c}": float(a)
-                   for c, a in zip(vocab.LETTERS, per_letter)})
+    result.update(
+        {f"accuracy_{c}": float(a) for c, a in zip(vocab.LETTERS, per_letter)}
+    )
     result["accuracy"] = float(per_letter.mean())
-    result.update(baselines(sums["letters_present"], sums["true_positives"],
-                            sums["true_negatives"], sums["examples"]))
+    result.update(
+        baselines(
+            sums["letters_present"],
+            sums["true_positives"],
+            sums["true_negatives"],
+            sums["examples"],
+        )
+    )
     return result
 
 
-def baselines(present, true_positives, true_negatives, examples
-              ) -> dict[str, float]:
+def baselines(
+    present, true_positives, true_negatives, examples
+) -> dict[str, float]:
   """`majority_accuracy` and `balanced_accuracy` (module docstring) from
   per-letter counts [26] over `examples` phrases; balanced is NaN when no
   letter is both present and absent."""
@@ -114,24 +153,32 @@ def baselines(present, true_positives, true_negatives, examples
   absent = float(examples) - present
   share = present / max(float(examples), 1.0)
   both = (present > 0) & (absent > 0)
-  rates = 0.5 * (np.asarray(true_positives)[both] / present[both]
-                 + np.asarray(true_negatives)[both] / absent[both])
+  rates = 0.5 * (
+      np.asarray(true_positives)[both] / present[both]
+      + np.asarray(true_negatives)[both] / absent[both]
+  )
   return dict(
       majority_accuracy=float(np.maximum(share, 1 - share).mean()),
-      balanced_accuracy=float(rates.mean()) if both.any() else float("nan"))
+      balanced_accuracy=float(rates.mean()) if both.any() else float("nan"),
+  )
 
 
-def probe_splits(config: ml_collections.ConfigDict
-                 ) -> tuple[dict, tokens_lib.CodeSpec | None]:
+def probe_splits(
+    config: ml_collections.ConfigDict,
+) -> tuple[dict, tokens_lib.CodeSpec | None]:
   """The tokenizer's test split, split again by signer, and the code spec
   of token inputs (None for keypoints)."""
   splits, code_spec = base.load_sign_splits(config)
   test = splits["test"]
-  index = splits_lib.split_by_signer(np.asarray(test.participant_ids),
-                                     dict(config.probe_fractions),
-                                     seed=config.seed)
-  return ({name: tokens_lib.subset(test, idx) for name, idx in index.items()},
-          code_spec)
+  index = splits_lib.split_by_signer(
+      np.asarray(test.participant_ids),
+      dict(config.probe_fractions),
+      seed=config.seed,
+  )
+  return (
+      {name: tokens_lib.subset(test, idx) for name, idx in index.items()},
+      code_spec,
+  )
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -140,8 +187,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   codebooks = None
   if config.model.encoder == "tokens" and config.init_from_codebooks:
     checkpoint = tokens_lib.read_metadata(config.tokens, "test").get(
-        "checkpoint")
-    codebooks = (checkpointing.load_codebooks(checkpoint) if checkpoint
-                 else None)
-  return train.fit(config, workdir, ProbeTask(config, code_spec, codebooks),
-                   splits["train"], splits["validation"], splits["test"])
+        "checkpoint"
+    )
+    codebooks = checkpointing.load_codebooks(checkpoint) if checkpoint else None
+  return train.fit(
+      config,
+      workdir,
+      ProbeTask(config, code_spec, codebooks),
+      splits["train"],
+      splits["validation"],
+      splits["test"],
+  )

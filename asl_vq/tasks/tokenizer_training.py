@@ -19,14 +19,21 @@ from asl_vq.data import datasets
 from asl_vq.models import tokenizer as tokenizer_lib
 from asl_vq.tasks import base
 
-DEVICE_KEYS = ("inputs", "input_mask", "labels", "label_mask",
-               "example_mask")
-CURVES = ("loss", "recon", "ctc", "commit", "score", "perplexity_q0",
-          "usage_q0")
+DEVICE_KEYS = ("inputs", "input_mask", "labels", "label_mask", "example_mask")
+CURVES = (
+    "loss",
+    "recon",
+    "ctc",
+    "commit",
+    "score",
+    "perplexity_q0",
+    "usage_q0",
+)
 
 
-def model_config(config: ml_collections.ConfigDict
-                 ) -> tokenizer_lib.TokenizerConfig:
+def model_config(
+    config: ml_collections.ConfigDict,
+) -> tokenizer_lib.TokenizerConfig:
   return tokenizer_lib.TokenizerConfig(**config.model.to_dict())
 
 
@@ -34,8 +41,7 @@ def make_model(config: ml_collections.ConfigDict):
   return tokenizer_lib.TokenizerModel(model_config(config))
 
 
-def sample_num_quantizers(rng, mode: str, num_quantizers: int,
-                          batch_size: int):
+def sample_num_quantizers(rng, mode: str, num_quantizers: int, batch_size: int):
   """Quantizer dropout: n_q ~ U{1..Q} per batch, per example, or all Q."""
   if mode == "none":
     return None
@@ -45,11 +51,16 @@ def sample_num_quantizers(rng, mode: str, num_quantizers: int,
 
 def _loss(out, batch, train_config):
   return losses.tokenizer_loss(
-      out, batch["inputs"], batch["input_mask"], labels=batch["labels"],
-      label_mask=batch["label_mask"], example_mask=batch["example_mask"],
+      out,
+      batch["inputs"],
+      batch["input_mask"],
+      labels=batch["labels"],
+      label_mask=batch["label_mask"],
+      example_mask=batch["example_mask"],
       commit_weight=train_config.commit_weight,
       ctc_reduction=train_config.ctc_reduction,
-      ctc_weight=train_config.ctc_weight)
+      ctc_weight=train_config.ctc_weight,
+  )
 
 
 def code_statistics(counts: np.ndarray) -> dict[str, float]:
@@ -78,19 +89,31 @@ class TokenizerTask(base.Task):
     inputs = jnp.zeros((2, max_len, 42, 2), jnp.float32)
     mask = jnp.ones((2, max_len), bool)
     p_rng, vq_rng, d_rng = jax.random.split(rng, 3)
-    return self.model.init({"params": p_rng, "vq": vq_rng, "dropout": d_rng},
-                           inputs, mask, train=False)
+    return self.model.init(
+        {"params": p_rng, "vq": vq_rng, "dropout": d_rng},
+        inputs,
+        mask,
+        train=False,
+    )
 
   def loss(self, params, state, batch, rng):
     config = self.config
     q_rng, d_rng, vq_rng = jax.random.split(rng, 3)
-    n_q = sample_num_quantizers(q_rng, config.train.quantizer_dropout,
-                                config.model.num_quantizers,
-                                batch["inputs"].shape[0])
+    n_q = sample_num_quantizers(
+        q_rng,
+        config.train.quantizer_dropout,
+        config.model.num_quantizers,
+        batch["inputs"].shape[0],
+    )
     out, updates = self.model.apply(
-        state.variables(params), batch["inputs"], batch["input_mask"],
-        n_q=n_q, train=True, rngs={"dropout": d_rng, "vq": vq_rng},
-        mutable=["batch_stats", "vq"])
+        state.variables(params),
+        batch["inputs"],
+        batch["input_mask"],
+        n_q=n_q,
+        train=True,
+        rngs={"dropout": d_rng, "vq": vq_rng},
+        mutable=["batch_stats", "vq"],
+    )
     total, parts = _loss(out, batch, config.train)
     metrics = {k: v for k, v in parts.items() if k != "eval_loss"}
     for name in ("perplexity", "used", "replaced"):
@@ -104,8 +127,9 @@ class TokenizerTask(base.Task):
   def eval_batch(self, variables, batch):
     """Loss parts summed over valid examples, code counts, CTC logits (none
     without a CTC head)."""
-    out = self.model.apply(variables, batch["inputs"], batch["input_mask"],
-                           train=False)
+    out = self.model.apply(
+        variables, batch["inputs"], batch["input_mask"], train=False
+    )
     _, parts = _loss(out, batch, self.config.train)
     # The validation loss (the best checkpoint's criterion) is the
     # reference's: reconstruction + CTC (times train.ctc_weight, 1 in the
@@ -116,22 +140,30 @@ class TokenizerTask(base.Task):
     sums["examples"] = n
     valid = batch["input_mask"] & batch["example_mask"][:, None]
     sums["code_counts"] = jax.vmap(
-        lambda c: jnp.zeros(self.config.model.codebook_size, jnp.int32).at[
-            c].add(valid.astype(jnp.int32)), in_axes=-1)(out["codes"])
-    return sums, ({"ctc_logits": out["ctc_logits"]} if "ctc_logits" in out
-                  else {})
+        lambda c: jnp.zeros(self.config.model.codebook_size, jnp.int32)
+        .at[c]
+        .add(valid.astype(jnp.int32)),
+        in_axes=-1,
+    )(out["codes"])
+    return sums, (
+        {"ctc_logits": out["ctc_logits"]} if "ctc_logits" in out else {}
+    )
 
   def eval_host(self, outputs, batch):
     """(reference, greedy CTC decoding) per valid example; none without a
     CTC head."""
     if "ctc_logits" not in outputs:
       return []
-    decoded = losses.ctc_greedy_decode(outputs["ctc_logits"],
-                                       batch["input_mask"])
-    return [(vocab.decode(l[m]), vocab.decode(ids))
-            for ids, l, m, e in zip(decoded, batch["labels"],
-                                    batch["label_mask"],
-                                    batch["example_mask"]) if e]
+    decoded = losses.ctc_greedy_decode(
+        outputs["ctc_logits"], batch["input_mask"]
+    )
+    return [
+        (vocab.decode(l[m]), vocab.decode(ids))
+        for ids, l, m, e in zip(
+            decoded, batch["labels"], batch["label_mask"], batch["example_mask"]
+        )
+        if e
+    ]
 
   def eval_metrics(self, sums, records):
     """Loss parts per example, code usage and perplexity and, with a CTC
@@ -141,8 +173,9 @@ class TokenizerTask(base.Task):
     'score' is computed, so neither is reported."""
     result = base.mean_sums(sums)
     if self.config.model.use_ctc:
-      result["score"] = (metrics_lib.normalized_levenshtein(*zip(*records))
-                         if records else 0.0)
+      result["score"] = (
+          metrics_lib.normalized_levenshtein(*zip(*records)) if records else 0.0
+      )
     result.update(code_statistics(sums["code_counts"]))
     return result
 
@@ -154,17 +187,27 @@ def format_eval(val: dict[str, float]) -> str:
   """The validation / test line; a part not computed (no CTC head: 'ctc',
   'score') shows as "—"."""
   part = lambda k, f: f"{k} {val[k]:{f}}" if k in val else f"{k} —"
-  usage = " ".join(f"{val[k]:.2f}" for k in sorted(val) if
-                   k.startswith("usage_q"))
-  ppl = " ".join(f"{val[k]:.0f}" for k in sorted(val) if
-                 k.startswith("perplexity_q"))
-  return (f"{part('loss', '.4f')} {part('recon', '.4f')} {part('ctc', '.3f')} "
-          f"{part('score', '.3f')} usage [{usage}] perplexity [{ppl}]")
+  usage = " ".join(
+      f"{val[k]:.2f}" for k in sorted(val) if k.startswith("usage_q")
+  )
+  ppl = " ".join(
+      f"{val[k]:.0f}" for k in sorted(val) if k.startswith("perplexity_q")
+  )
+  return (
+      f"{part('loss', '.4f')} {part('recon', '.4f')} {part('ctc', '.3f')} "
+      f"{part('score', '.3f')} usage [{usage}] perplexity [{ppl}]"
+  )
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains the tokenizer; returns the best checkpoint's test metrics."""
   splits = datasets.load(config)
-  return train.fit(config, workdir, TokenizerTask(config), splits["train"],
-                     splits["validation"], splits["test"],
-                     format_eval=format_eval)
+  return train.fit(
+      config,
+      workdir,
+      TokenizerTask(config),
+      splits["train"],
+      splits["validation"],
+      splits["test"],
+      format_eval=format_eval,
+  )

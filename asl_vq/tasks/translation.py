@@ -23,8 +23,13 @@ from asl_vq.tasks import base
 
 def references(batch) -> list[str]:
   """The phrases of a host batch's valid examples."""
-  return [vocab.decode(l[m]) for l, m, e in zip(
-      batch["labels"], batch["label_mask"], batch["example_mask"]) if e]
+  return [
+      vocab.decode(l[m])
+      for l, m, e in zip(
+          batch["labels"], batch["label_mask"], batch["example_mask"]
+      )
+      if e
+  ]
 
 
 class TranslatorTask(base.Task):
@@ -33,78 +38,116 @@ class TranslatorTask(base.Task):
   curves = ("loss", "accuracy", "score")
   summary_name = "translator"
 
-  def __init__(self, config: ml_collections.ConfigDict,
-               code_spec: tokens_lib.CodeSpec | None = None):
+  def __init__(
+      self,
+      config: ml_collections.ConfigDict,
+      code_spec: tokens_lib.CodeSpec | None = None,
+  ):
     """code_spec: the token streams' (input=tokens); None for keypoints."""
     self.config = config
     self.code_spec = code_spec
     self.model_config = translator.TranslatorConfig(
-        **config.model.to_dict(), **base.code_fields(code_spec),
-        max_target_len=config.data.max_label_len)
+        **config.model.to_dict(),
+        **base.code_fields(code_spec),
+        max_target_len=config.data.max_label_len,
+    )
     self.model = translator.Translator(self.model_config)
     self.key = base.sign_input_key(config)
-    self.device_keys = (self.key, "input_mask", "labels", "label_mask",
-                        "example_mask")
+    self.device_keys = (
+        self.key,
+        "input_mask",
+        "labels",
+        "label_mask",
+        "example_mask",
+    )
 
   def init_variables(self, rng):
     p_rng, d_rng = jax.random.split(rng)
     s = self.config.data.max_label_len + 1
-    return self.model.init({"params": p_rng, "dropout": d_rng},
-                           base.dummy_sign_inputs(self.config,
-                                                  self.config.data.max_len,
-                                                  self.code_spec),
-                           jnp.ones((2, self.config.data.max_len), bool),
-                           jnp.zeros((2, s), jnp.int32), train=False)
+    return self.model.init(
+        {"params": p_rng, "dropout": d_rng},
+        base.dummy_sign_inputs(
+            self.config, self.config.data.max_len, self.code_spec
+        ),
+        jnp.ones((2, self.config.data.max_len), bool),
+        jnp.zeros((2, s), jnp.int32),
+        train=False,
+    )
 
   def _loss(self, logits, batch, targets, target_mask):
     mask = target_mask & batch["example_mask"][:, None]
-    loss = translator.sequence_loss(logits, targets, mask,
-                                    self.config.train.label_smoothing)
+    loss = translator.sequence_loss(
+        logits, targets, mask, self.config.train.label_smoothing
+    )
     m = mask.astype(jnp.float32)
     accuracy = jnp.sum((logits.argmax(-1) == targets) * m) / jnp.maximum(
-        m.sum(), 1.0)
+        m.sum(), 1.0
+    )
     return loss, accuracy
 
   def loss(self, params, state, batch, rng):
     dec_in, targets, tmask = transformer.shift_targets(
-        batch["labels"], batch["label_mask"])
+        batch["labels"], batch["label_mask"]
+    )
     logits, updates = self.model.apply(
-        state.variables(params), batch[self.key], batch["input_mask"], dec_in,
-        train=True, rngs={"dropout": rng}, mutable=["batch_stats"])
+        state.variables(params),
+        batch[self.key],
+        batch["input_mask"],
+        dec_in,
+        train=True,
+        rngs={"dropout": rng},
+        mutable=["batch_stats"],
+    )
     loss, accuracy = self._loss(logits, batch, targets, tmask)
     return loss, {"accuracy": accuracy}, updates
 
   def model_inputs(self, batch):
-    decoder_inputs, _, _ = transformer.shift_targets(batch["labels"],
-                                                     batch["label_mask"])
+    decoder_inputs, _, _ = transformer.shift_targets(
+        batch["labels"], batch["label_mask"]
+    )
     return batch[self.key], batch["input_mask"], decoder_inputs
 
   def eval_batch(self, variables, batch):
     dec_in, targets, tmask = transformer.shift_targets(
-        batch["labels"], batch["label_mask"])
-    logits = self.model.apply(variables, batch[self.key], batch["input_mask"],
-                              dec_in, train=False)
+        batch["labels"], batch["label_mask"]
+    )
+    logits = self.model.apply(
+        variables, batch[self.key], batch["input_mask"], dec_in, train=False
+    )
     loss, accuracy = self._loss(logits, batch, targets, tmask)
     n = jnp.sum(batch["example_mask"].astype(jnp.float32))
-    ids = translator.greedy_decode(self.model_config, variables,
-                                   batch[self.key], batch["input_mask"])
-    return ({"loss": loss * n, "accuracy": accuracy * n, "examples": n},
-            {"ids": ids})
+    ids = translator.greedy_decode(
+        self.model_config, variables, batch[self.key], batch["input_mask"]
+    )
+    return (
+        {"loss": loss * n, "accuracy": accuracy * n, "examples": n},
+        {"ids": ids},
+    )
 
   def eval_host(self, outputs, batch):
-    hyps = [vocab.decode(ids) for ids, e in zip(outputs["ids"],
-                                                batch["example_mask"]) if e]
+    hyps = [
+        vocab.decode(ids)
+        for ids, e in zip(outputs["ids"], batch["example_mask"])
+        if e
+    ]
     return list(zip(references(batch), hyps))
 
   def eval_metrics(self, sums, records):
     result = base.mean_sums(sums)
-    result["score"] = (metrics_lib.normalized_levenshtein(*zip(*records))
-                       if records else 0.0)
+    result["score"] = (
+        metrics_lib.normalized_levenshtein(*zip(*records)) if records else 0.0
+    )
     return result
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains the translator; returns the best checkpoint's test metrics."""
   splits, code_spec = base.load_sign_splits(config)
-  return train.fit(config, workdir, TranslatorTask(config, code_spec),
-                   splits["train"], splits["validation"], splits["test"])
+  return train.fit(
+      config,
+      workdir,
+      TranslatorTask(config, code_spec),
+      splits["train"],
+      splits["validation"],
+      splits["test"],
+  )
