@@ -230,3 +230,22 @@ def test_command_pattern():
 
 if __name__ == "__main__":
   print(json.dumps(_parse_all([tuple(c) for c in json.load(sys.stdin)])))
+
+
+def test_the_design_module_map_names_every_module_and_no_other():
+  """docs/design.md's module map against the tree: every module of the
+  package is named there (as `module.py` or `folder/module.py`), and
+  every name there is a module that exists."""
+  with open(os.path.join(REPO, "docs", "design.md"), encoding="utf-8") as f:
+    text = f.read()
+  section = text[text.index("## 3. Module map") : text.index("## 4.")]
+  named = set(re.findall(r"`([\w/]+\.py)`", section))
+  package = os.path.join(REPO, "asl_vq")
+  modules = {
+      os.path.relpath(os.path.join(root, name), package)
+      for root, _, names in os.walk(package)
+      for name in names
+      if name.endswith(".py") and name not in ("__init__.py", "__main__.py")
+  }
+  assert not modules - named, f"not in the module map: {modules - named}"
+  assert not named - modules, f"no such module: {named - modules}"
