@@ -12,6 +12,7 @@ from absl import flags
 from absl import logging
 
 from asl_vq import errors
+from asl_vq import runtime
 
 # What bad data, settings and paths raise (`errors.UserError`: every check
 # of the project's, `reader.DataError`, `workdir.StaleInputs` ...; a path that
@@ -42,7 +43,9 @@ def one_line(error: BaseException) -> str:
 
 
 def run(main: Callable[[Sequence[str]], None], flags_parser=None) -> None:
-  """`absl.app.run(main)`, with `USER_ERRORS` ending in one line."""
+  """`absl.app.run(main)` after `runtime.setup()`, with `USER_ERRORS`
+  ending in one line."""
+  runtime.setup()
 
   def guarded(argv):
     try:

@@ -18,11 +18,11 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-import asl_vq
 from asl_vq import cli
 from asl_vq import compilation_cache
 from asl_vq import config_lib
 from asl_vq import fileio
+from asl_vq import runtime
 from asl_vq import workdir
 from asl_vq.tasks import TASKS
 
@@ -51,7 +51,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def _initialize_distributed():
   if FLAGS.coordinator_address:
     # CPU processes (tests, laptops) need gloo for cross-process collectives.
-    asl_vq.default_cpu_threads_for_gloo()
+    runtime.default_cpu_threads_for_gloo()
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(
         FLAGS.coordinator_address,

@@ -1,10 +1,10 @@
 """Test-wide setup: 8 simulated CPU devices, and a private data cache."""
 
-import importlib
 import os
 import tempfile
 
 import xla_env
+from asl_vq import runtime
 
 # Before JAX is imported anywhere: the sharded code paths run on 8 devices
 # (and kernels compile at -O0: see xla_env).
@@ -15,13 +15,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # compilation cache, under the session's $ASL_VQ_CACHE: the many tiny runs
 # compile the same programs (the in-process all-reduce abort once seen with
 # it on was not the cache: most likely XLA:CPU's pool threads running out,
-# all blocked in collectives, as in a hang seen since; asl_vq/__init__.py).
+# all blocked in collectives, as in a hang seen since; asl_vq/runtime.py).
 os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR", os.path.join(os.environ["ASL_VQ_CACHE"], "jax")
 )
 # Before any test module starts JAX: XLA:CPU's pools sized for the 8 devices'
-# collectives (every test process and subprocess imports asl_vq first).
-importlib.import_module("asl_vq")
+# collectives, as every command does first (`cli.run`).
+runtime.setup()
 
 
 def pytest_configure(config):

@@ -20,8 +20,8 @@ def flags(devices: int = 8) -> str:
 
 def env(os_environ, devices: int = 8, **extra) -> dict[str, str]:
   """A copy of `os_environ` with XLA_FLAGS for `devices` and `extra`, and
-  without PJRT_NPROC (`import asl_vq` set it for this process's devices;
-  the subprocess's own import sizes its pools; one set by hand is dropped
+  without PJRT_NPROC (`runtime.setup()` set it for this process's devices;
+  the subprocess's own setup sizes its pools; one set by hand is dropped
   too unless given in `extra`)."""
   out = {k: v for k, v in os_environ.items() if k != "PJRT_NPROC"}
   return dict(out, XLA_FLAGS=flags(devices), **extra)
