@@ -84,7 +84,6 @@ def test_translation_run_scores_the_test_split(tmp_path, token_dir, capsys):
   assert saved["examples"] == len(
       tokens.TokenSource(os.path.join(token_dir, "test.parquet"))
   )
-  assert saved["score"] <= 1.0
   splits = {json.loads(l)["split"] for l in open(tmp_path / "metrics.jsonl")}
   assert splits == {"train", "validation", "test"}
 
@@ -122,7 +121,6 @@ def test_probe_run_reports_accuracy_per_letter(tmp_path, token_dir):
   config = _downstream_config("probe", "tokens", token_dir)
   result = probing.run(config, str(tmp_path))
   letters = [result[f"accuracy_{c}"] for c in "abcdefghijklmnopqrstuvwxyz"]
-  assert all(0.0 <= a <= 1.0 for a in letters)
   assert result["accuracy"] == pytest.approx(np.mean(letters))
   # The majority baseline, from the phrases of the probe's test part.
   phrases = probing.probe_splits(config)[0]["test"].phrases
@@ -135,6 +133,9 @@ def test_probe_run_reports_accuracy_per_letter(tmp_path, token_dir):
   assert result["majority_accuracy"] == pytest.approx(
       np.maximum(share, 1 - share).mean()
   )
-  assert 0.0 <= result["balanced_accuracy"] <= 1.0
+  # Balanced: each letter's true positive and true negative rates weigh
+  # alike, so with classes this unbalanced (most letters are absent from
+  # most phrases) it is not the plain accuracy.
+  assert result["balanced_accuracy"] != pytest.approx(result["accuracy"])
   with open(tmp_path / "test_metrics.json") as f:
     assert json.load(f) == pytest.approx(result, nan_ok=True)

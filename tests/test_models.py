@@ -578,9 +578,11 @@ def test_output_head_keeps_conv_transpose_variables():
 def test_bfloat16_compute_agrees_with_float32():
   """config.model.dtype='bfloat16': the same training step and decoding to
   bf16 rounding, with every parameter, optimizer, BN and codebook leaf kept
-  float32. Measured on this tiny model: loss and gradient norm within 0.1%,
-  decoding the same codes within 1% of the landmarks' scale, 98% of codes
-  equal (a near tie may flip)."""
+  float32. Measured on this tiny model (jax 0.10.2, CPU): loss,
+  reconstruction and CTC within 0.06%, the gradient norm within 0.13%, 97%
+  of codes equal (a near tie may flip), decoding the same codes within 1.2%
+  of the landmarks' scale. Asserted at about twice those margins: bf16's
+  rounding of a step is not the same on every backend."""
   from asl_vq import bench, config_lib, train  # pylint: disable=g-import-not-at-top
   from asl_vq.tasks import tokenizer_training  # pylint: disable=g-import-not-at-top
 
@@ -617,7 +619,7 @@ def test_bfloat16_compute_agrees_with_float32():
   assert new16.collections['vq']['rvq']['codebook'].dtype == jnp.float32
   for name in ('loss', 'recon', 'ctc', 'grad_norm'):
     np.testing.assert_allclose(
-        metrics16[name], metrics32[name], rtol=1e-2, err_msg=name
+        metrics16[name], metrics32[name], rtol=3e-3, err_msg=name
     )
 
   x, mask = batch['inputs'], batch['input_mask']
@@ -626,11 +628,11 @@ def test_bfloat16_compute_agrees_with_float32():
       functools.partial(task.model.apply, method=TokenizerModel.encode)
   )(variables, x, mask)
   codes = encode(task32)
-  assert np.mean(np.asarray(codes) == np.asarray(encode(task16))) > 0.9
+  assert np.mean(np.asarray(codes) == np.asarray(encode(task16))) > 0.94
   decode = lambda task: jax.jit(
       functools.partial(task.model.apply, method=TokenizerModel.decode_codes)
   )(variables, codes, mask)
   recon32, recon16 = decode(task32), decode(task16)
   assert recon16.dtype == jnp.float32
   scale = float(jnp.max(jnp.abs(recon32)))
-  np.testing.assert_allclose(recon16, recon32, rtol=0, atol=3e-2 * scale)
+  np.testing.assert_allclose(recon16, recon32, rtol=0, atol=2.5e-2 * scale)
