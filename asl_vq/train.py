@@ -315,7 +315,7 @@ def evaluate(
     if 0 <= max_batches <= i:
       break
     _check_stop(stop)
-    gbatch = sharding.to_global(batch, mesh, task.device_keys)
+    gbatch = sharding.to_global(batch, mesh, task.eval_keys)
     s, outputs = jit_eval(state, gbatch)
     s = jax.tree.map(
         lambda x: np.asarray(sharding.local_value(x), np.float64), s
@@ -455,7 +455,7 @@ def fit(
   jit_train = jit_train_step(task, tx, mesh, step_rng)
   jit_eval = jax.jit(
       functools.partial(eval_step, task=task),
-      in_shardings=(repl, _batch_sharding(task, mesh)),
+      in_shardings=(repl, _batch_sharding(task.eval_keys, mesh)),
       out_shardings=repl,
   )
   preemption = _Preemption()
@@ -652,8 +652,8 @@ def eval_point(
   )
 
 
-def _batch_sharding(task: Task, mesh) -> dict[str, Any]:
-  return {k: sharding.data_sharding(mesh) for k in task.device_keys}
+def _batch_sharding(keys: tuple[str, ...], mesh) -> dict[str, Any]:
+  return {k: sharding.data_sharding(mesh) for k in keys}
 
 
 def jit_train_step(task: Task, tx, mesh, base_rng):
@@ -664,7 +664,7 @@ def jit_train_step(task: Task, tx, mesh, base_rng):
   repl = sharding.replicated(mesh)
   return jax.jit(
       functools.partial(train_step, task=task, tx=tx, base_rng=base_rng),
-      in_shardings=(repl, _batch_sharding(task, mesh)),
+      in_shardings=(repl, _batch_sharding(task.device_keys, mesh)),
       out_shardings=(repl, repl),
       donate_argnums=(0,),
   )
@@ -678,7 +678,7 @@ def jit_batch_moments(task: Task, mesh):
   repl = sharding.replicated(mesh)
   return jax.jit(
       lambda s, batch: task.batch_moments(s.variables(eval_params(s)), batch),
-      in_shardings=(repl, _batch_sharding(task, mesh)),
+      in_shardings=(repl, _batch_sharding(task.device_keys, mesh)),
       out_shardings=repl,
   )
 

@@ -115,3 +115,38 @@ def test_nonfinite_loss_skips_the_update_and_names_the_step(tiny_batch):
   train_helpers.assert_trees_close(before, state.params, rtol=0, atol=0)
   with pytest.raises(FloatingPointError, match="not finite at step 1"):
     train.check_finite(state, type("C", (), {"latest_step": lambda s: 0})())
+
+
+def test_the_evaluation_measures_the_error_in_the_inputs_units():
+  """`image_error_sums`: a point moved by 0.5 (model units) along x, whose
+  value was divided by 0.1, is 0.05 away in the input's units; a palm of 0.2
+  (wrist to middle knuckle) makes that a quarter of a palm; points not
+  detected (scale 0) and padded frames do not count."""
+  inputs = np.zeros((1, 3, 42, 2), np.float32)
+  inputs[0, :, 30] = [0.0, 2.0]  # right middle knuckle 2 above its wrist
+  scale = np.zeros_like(inputs)
+  scale[0, :2, 21:] = 0.1  # the right hand detected in frames 0 and 1.
+  recon = inputs.copy()
+  recon[0, 0, 25, 0] += 0.5
+  recon[0, 2] += 9.0  # frame 2: padding.
+  valid = np.array([[True, True, False]])
+  sums = tokenizer_training.image_error_sums(
+      recon, {"inputs": inputs, "scale": scale}, valid
+  )
+  assert float(sums["points"]) == 42 and float(sums["palm_points"]) == 42
+  np.testing.assert_allclose(float(sums["image_sum"]), 0.05, rtol=1e-5)
+  np.testing.assert_allclose(float(sums["palms_sum"]), 0.25, rtol=1e-5)
+  metrics = tokenizer_training.TokenizerTask(
+      config_lib.load("rvq_ctc", "tiny")
+  ).eval_metrics(
+      {
+          "examples": np.float64(1),
+          "loss": np.float64(1.0),
+          "code_counts": np.ones((4, 32)),
+          **{k: np.asarray(v, np.float64) for k, v in sums.items()},
+      },
+      [("a", "a")],
+  )
+  assert metrics["image_error"] == pytest.approx(0.05 / 42)
+  assert metrics["image_error_palms"] == pytest.approx(0.25 / 42)
+  assert "image_sum" not in metrics and "points" not in metrics

@@ -237,24 +237,31 @@ def preprocess(
     pad_to: int | None = None,
     resample_method: str = "nearest",
     normalization: str = "sequence",
-) -> tuple[np.ndarray, np.ndarray]:
+    with_scale: bool = False,
+):
   """Raw hands [T, 42, 2] -> (inputs f32 [pad_to, 42, 2], mask bool [pad_to]).
 
   Drops empty frames, normalises (`statistics`' `normalization`),
   optionally flips, resamples sequences longer than `max_len` to `max_len`
   (`resample`'s method) and zero-pads to `pad_to` (default `max_len`); the
-  mask is True on real frames. Non-finite values
-  are missing detections (`layout.missing_as_nan`).
+  mask is True on real frames. Non-finite values are missing detections
+  (`layout.missing_as_nan`). `with_scale`: also the scale f32 [pad_to, 42,
+  2] of each value, the std it was divided by (0 where the point was not
+  detected, and on padding), flipped and resampled with it: `(a - b) *
+  scale` is a difference in the input's units (image fractions).
   """
   pad_to = max_len if pad_to is None else pad_to
-  x = normalize(
-      drop_empty_frames(layout.missing_as_nan(hands)),
-      normalization=normalization,
-  )
+  kept = drop_empty_frames(layout.missing_as_nan(hands))
+  stats = statistics(kept, normalization)
+  x = normalize(kept, stats)
+  scale = np.where(
+      np.isnan(kept), 0.0, np.broadcast_to(stats[1], kept.shape)
+  ).astype(np.float32)
   if flip:
-    x = _flip(x)
+    x, scale = _flip(x), scale[:, _SWAP_HANDS]
   if x.shape[0] > max_len:
     x = resample(x, max_len, resample_method)
+    scale = resample(scale, max_len, resample_method)
   t = x.shape[0]
   if t > pad_to:
     raise errors.UserError(
@@ -262,7 +269,11 @@ def preprocess(
     )
   inputs = np.zeros((pad_to, _NUM_POINTS, 2), np.float32)
   inputs[:t] = x
-  return inputs, np.arange(pad_to) < t
+  if not with_scale:
+    return inputs, np.arange(pad_to) < t
+  scales = np.zeros((pad_to, _NUM_POINTS, 2), np.float32)
+  scales[:t] = scale
+  return inputs, np.arange(pad_to) < t, scales
 
 
 def pad_codes(codes: np.ndarray, pad_to: int) -> tuple[np.ndarray, np.ndarray]:
@@ -450,7 +461,8 @@ class _BatchLoader:
     sl = slice(self._offset, self._offset + self._local)
     if self._num_quantizers is None:
       frames = {
-          "inputs": np.zeros((self._local, length, _NUM_POINTS, 2), np.float32)
+          k: np.zeros((self._local, length, _NUM_POINTS, 2), np.float32)
+          for k in ("inputs", "scale")
       }
     else:
       frames = {
@@ -485,13 +497,16 @@ class _BatchLoader:
     sid = ex["sequence_id"]
     try:
       if self._num_quantizers is None:
-        batch["inputs"][row], batch["input_mask"][row] = preprocess(
-            ex["hands"],
-            max_len=self._max_len,
-            flip=flip_it,
-            pad_to=length,
-            resample_method=self._resample,
-            normalization=self._normalization,
+        batch["inputs"][row], batch["input_mask"][row], batch["scale"][row] = (
+            preprocess(
+                ex["hands"],
+                max_len=self._max_len,
+                flip=flip_it,
+                pad_to=length,
+                resample_method=self._resample,
+                normalization=self._normalization,
+                with_scale=True,
+            )
         )
       else:  # Codes are never flipped: a mirrored code is not defined.
         batch["codes"][row], batch["input_mask"][row] = pad_codes(
@@ -584,8 +599,10 @@ def make_dataset(
   Returns:
     An IterDataset whose iterators yield dicts of numpy arrays (local = global
     batch / process_count, L = bucket length, S = max_label_len):
-    inputs f32 [local, L, 42, 2] (or codes i32 [local, L, Q] from a code
-    source), input_mask bool [local, L],
+    inputs f32 [local, L, 42, 2] and scale f32 [local, L, 42, 2] (what
+    each input value was divided by, 0 where not detected: `preprocess`'s
+    `with_scale`; or codes i32 [local, L, Q] from a code source),
+    input_mask bool [local, L],
     labels i32 [local, S], label_mask bool [local, S],
     example_mask bool [local], sequence_id i64 [local] (-1 on padding).
     Iterator state: `get_state()` -> {'next_index': step}, `set_state(...)`.

@@ -21,13 +21,19 @@ from asl_vq.data import tokens as tokens_lib
 class Task:
   """An experiment for `asl_vq.train.fit`. Methods marked (jit) are traced.
 
-  Subclasses set `device_keys` (batch entries the device steps read) and
-  `curves` (metrics drawn in learning_curves.png), and define
-  `init_variables`, `loss` and `eval_batch`.
+  Subclasses set `device_keys` (batch entries the device steps read; the
+  evaluation reads `eval_keys`, by default the same) and `curves` (metrics
+  drawn in learning_curves.png), and define `init_variables`, `loss` and
+  `eval_batch`.
   """
 
   device_keys: tuple[str, ...]
   curves: tuple[str, ...]
+
+  @property
+  def eval_keys(self) -> tuple[str, ...]:
+    return self.device_keys
+
   summary_name: str = "params"
 
   def init_variables(self, rng) -> dict[str, Any]:

@@ -63,6 +63,42 @@ def _loss(out, batch, train_config):
   )
 
 
+IMAGE_SUMS = ("image_sum", "points", "palms_sum", "palm_points")
+_WRIST, _MIDDLE_KNUCKLE, _H = 0, 9, 21  # MediaPipe's hand points.
+
+
+def image_error_sums(recon, batch, valid) -> dict[str, jax.Array]:
+  """Sums for the reconstruction's error in the input's units (README, "Any
+  length"), over the detected points of valid frames (`batch["scale"]`,
+  the pipeline's: 0 where a point was not detected): `image_sum`, the
+  distances of a point from its reconstruction (image fractions for
+  MediaPipe inputs), over `points`; `palms_sum`, each distance over its
+  hand's palm length (wrist to the middle finger's knuckle), over
+  `palm_points`, the points of hands with both detected. `eval_metrics`
+  reports their means as `image_error` and `image_error_palms`."""
+  scale = batch["scale"]
+  detected = (scale > 0).all(-1) & valid[..., None]  # [B, L, 42]
+  distance = jnp.linalg.norm((recon - batch["inputs"]) * scale, axis=-1)
+  image = batch["inputs"] * scale  # point minus its mean: same in a hand.
+  palms, palm_ok = [], []
+  for start in (0, _H):
+    wrist, knuckle = start + _WRIST, start + _MIDDLE_KNUCKLE
+    length = jnp.linalg.norm(
+        image[..., knuckle, :] - image[..., wrist, :], axis=-1
+    )
+    ok = detected[..., wrist] & detected[..., knuckle] & (length > 0)
+    palms.append(jnp.repeat(jnp.where(ok, length, 1.0)[..., None], _H, -1))
+    palm_ok.append(jnp.repeat(ok[..., None], _H, -1))
+  palm, palm_ok = jnp.concatenate(palms, -1), jnp.concatenate(palm_ok, -1)
+  palm_ok = palm_ok & detected
+  return dict(
+      image_sum=jnp.sum(jnp.where(detected, distance, 0.0)),
+      points=jnp.sum(detected.astype(jnp.float32)),
+      palms_sum=jnp.sum(jnp.where(palm_ok, distance / palm, 0.0)),
+      palm_points=jnp.sum(palm_ok.astype(jnp.float32)),
+  )
+
+
 def code_statistics(counts: np.ndarray) -> dict[str, float]:
   """Per quantizer: usage (fraction of codes used) and perplexity."""
   stats = {}
@@ -78,6 +114,8 @@ class TokenizerTask(base.Task):
   """Reconstruction + CTC + commitment; evaluated by CTC score and usage."""
 
   device_keys = DEVICE_KEYS
+  # The evaluation also reads each value's scale (`image_error_sums`).
+  eval_keys = DEVICE_KEYS + ("scale",)
   curves = CURVES
 
   def __init__(self, config: ml_collections.ConfigDict):
@@ -139,6 +177,8 @@ class TokenizerTask(base.Task):
     sums = {k: v * n for k, v in parts.items()}
     sums["examples"] = n
     valid = batch["input_mask"] & batch["example_mask"][:, None]
+    if "scale" in batch:  # the pipeline's (not a hand-made batch).
+      sums.update(image_error_sums(out["recon"], batch, valid))
     sums["code_counts"] = jax.vmap(
         lambda c: jnp.zeros(self.config.model.codebook_size, jnp.int32)
         .at[c]
@@ -166,12 +206,19 @@ class TokenizerTask(base.Task):
     ]
 
   def eval_metrics(self, sums, records):
-    """Loss parts per example, code usage and perplexity and, with a CTC
-    head, 'score': the normalised Levenshtein of its greedy decoding (<= 1;
+    """Loss parts per example, code usage and perplexity, the
+    reconstruction's error in the input's units (`image_error_sums`) and,
+    with a CTC head, 'score': the normalised Levenshtein of its greedy decoding (<= 1;
     below 0 when its edits outnumber the references' characters, see
     `metrics.normalized_levenshtein`). Without a CTC head neither 'ctc' nor
     'score' is computed, so neither is reported."""
+    image = {k: float(sums.pop(k)) for k in IMAGE_SUMS if k in sums}
     result = base.mean_sums(sums)
+    if image:
+      result["image_error"] = image["image_sum"] / max(image["points"], 1.0)
+      result["image_error_palms"] = image["palms_sum"] / max(
+          image["palm_points"], 1.0
+      )
     if self.config.model.use_ctc:
       result["score"] = (
           metrics_lib.normalized_levenshtein(*zip(*records)) if records else 0.0
@@ -193,9 +240,15 @@ def format_eval(val: dict[str, float]) -> str:
   ppl = " ".join(
       f"{val[k]:.0f}" for k in sorted(val) if k.startswith("perplexity_q")
   )
+  image = (
+      f" image {val['image_error']:.4f} ({val['image_error_palms']:.2f} palms)"
+      if "image_error" in val
+      else ""
+  )
   return (
-      f"{part('loss', '.4f')} {part('recon', '.4f')} {part('ctc', '.3f')} "
-      f"{part('score', '.3f')} usage [{usage}] perplexity [{ppl}]"
+      f"{part('loss', '.4f')} {part('recon', '.4f')}{image} "
+      f"{part('ctc', '.3f')} {part('score', '.3f')} usage [{usage}] "
+      f"perplexity [{ppl}]"
   )
 
 
