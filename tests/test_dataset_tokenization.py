@@ -70,6 +70,12 @@ def test_files_hold_the_splits_and_the_codes_of_encode(tokenized, splits, tok):
     assert item["codes"].dtype == np.int32
     assert len(item["codes"]) == src.hand_frames[i]
     np.testing.assert_array_equal(item["codes"], expected)
+  # Each code row names its input frame (issue 28).
+  frames = pq.read_table(out / "test.parquet")["frames"].to_pylist()
+  for i, f in enumerate(frames):
+    hands = splits["test"][i]["hands"]
+    assert f == pipeline.kept_frames(hands, tok.max_len).tolist()
+    assert len(f) == len(codes[i]) and not np.isnan(hands[f]).all((1, 2)).any()
 
 
 def test_a_killed_run_resumes_without_duplicates_or_gaps(

@@ -160,6 +160,25 @@ def test_hand_normalized_frames_are_drawn_side_by_side(source):
   np.testing.assert_array_equal(pipeline.drawable(x, "sequence"), x)
 
 
+@pytest.mark.parametrize("method", ["nearest", "linear"])
+def test_kept_frames_name_the_input_frame_of_each_preprocessed_one(
+    source, method
+):
+  hands = source[0]["hands"]
+  present = np.flatnonzero(~np.isnan(hands).all(axis=(1, 2)))
+  np.testing.assert_array_equal(pipeline.kept_frames(hands, 100), present)
+  short = len(present) - 7  # resampled to fewer frames
+  frames = pipeline.kept_frames(hands, short, method)
+  assert len(frames) == short and set(frames) <= set(present)
+  assert frames[0] == present[0] and frames[-1] <= present[-1]
+  if method == "nearest":  # exactly the frames `preprocess` keeps.
+    x = pipeline.normalize(pipeline.drop_empty_frames(hands))
+    inputs, _ = pipeline.preprocess(hands, max_len=short, flip=False)
+    np.testing.assert_array_equal(
+        inputs[:short], x[np.searchsorted(present, frames)]
+    )
+
+
 def test_unknown_normalization_is_refused():
   with pytest.raises(errors.UserError, match="data.normalization='image'"):
     pipeline.statistics(np.zeros((2, 42, 2)), "image")

@@ -229,6 +229,21 @@ def resample(
   return hands[np.minimum(src, t - 1)]
 
 
+def kept_frames(
+    hands: np.ndarray, max_len: int, method: str = "nearest"
+) -> np.ndarray:
+  """int64 [T']: the input frame of each of `preprocess`'s frames (without
+  its padding) of hands [T, 42, 2]: the frames with a hand, resampled as
+  `resample` resamples them past `max_len` (linear: the nearer of the two
+  frames blended)."""
+  index = np.flatnonzero(~np.isnan(layout.missing_as_nan(hands)).all((1, 2)))
+  if len(index) <= max_len:
+    return index
+  position = np.arange(len(index), dtype=np.float64)[:, None, None]
+  picked = resample(position, max_len, method)[:, 0, 0]
+  return index[np.rint(picked).astype(np.int64)]
+
+
 def preprocess(
     hands: np.ndarray,
     *,

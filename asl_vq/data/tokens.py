@@ -8,6 +8,10 @@ A tokenized split is one parquet file, one row per sequence:
   n_frames        int32: code frames (the tokenizer's kept frames, T').
   codes           list<fixed_size_list<int16>[Q]>: [n_frames][Q], frame
                   major: codes[t][q] is quantizer q's code at frame t.
+  frames          list<int32>: [n_frames], the input frame of each code row
+                  (`pipeline.kept_frames`: frames with a hand, resampled as
+                  the codes were past the tokenizer's max_len); absent from
+                  files written before it.
 
 The schema metadata `asl_vq` holds JSON: num_quantizers, codebook_size, the
 tokenizer's content fingerprint (`tokenizer`) and, as provenance, the
@@ -54,33 +58,44 @@ def to_table(
     num_quantizers: int,
     metadata: dict[str, Any],
 ) -> pa.Table:
-  """Rows {sequence_id, participant_id, phrase, codes [T, Q]} -> a table."""
+  """Rows {sequence_id, participant_id, phrase, codes [T, Q], frames [T]}
+  -> a table (without `frames` when the rows have none)."""
   codes = [np.asarray(r["codes"], np.int16) for r in rows]
   flat = pa.array(
       np.concatenate([c.reshape(-1) for c in codes] or [np.zeros(0, np.int16)])
   )
   frames = pa.FixedSizeListArray.from_arrays(flat, num_quantizers)
   offsets = np.concatenate([[0], np.cumsum([len(c) for c in codes])])
-  schema = pa.schema(
-      [
-          ("sequence_id", pa.int64()),
-          ("participant_id", pa.int64()),
-          ("phrase", pa.string()),
-          ("n_frames", pa.int32()),
-          ("codes", codes_type(num_quantizers)),
-      ],
-      metadata={METADATA_KEY: json.dumps(metadata)},
-  )
-  return pa.table(
-      [
-          pa.array([r["sequence_id"] for r in rows], pa.int64()),
-          pa.array([r["participant_id"] for r in rows], pa.int64()),
-          pa.array([r["phrase"] for r in rows], pa.string()),
-          pa.array([len(c) for c in codes], pa.int32()),
-          pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), frames),
-      ],
-      schema=schema,
-  )
+  fields = [
+      ("sequence_id", pa.int64()),
+      ("participant_id", pa.int64()),
+      ("phrase", pa.string()),
+      ("n_frames", pa.int32()),
+      ("codes", codes_type(num_quantizers)),
+  ]
+  columns = [
+      pa.array([r["sequence_id"] for r in rows], pa.int64()),
+      pa.array([r["participant_id"] for r in rows], pa.int64()),
+      pa.array([r["phrase"] for r in rows], pa.string()),
+      pa.array([len(c) for c in codes], pa.int32()),
+      pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), frames),
+  ]
+  if rows and all("frames" in r for r in rows):
+    for r, c in zip(rows, codes):
+      if len(r["frames"]) != len(c):
+        raise errors.UserError(
+            f"sequence {r['sequence_id']}: {len(r['frames'])} frame indices "
+            f"for {len(c)} code rows"
+        )
+    fields.append(("frames", pa.list_(pa.int32())))
+    columns.append(
+        pa.array(
+            [np.asarray(r["frames"], np.int32) for r in rows],
+            pa.list_(pa.int32()),
+        )
+    )
+  schema = pa.schema(fields, metadata={METADATA_KEY: json.dumps(metadata)})
+  return pa.table(columns, schema=schema)
 
 
 def origin(

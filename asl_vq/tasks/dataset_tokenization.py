@@ -124,10 +124,21 @@ def tokenize_split(
       # bucket, so its batches are full (per-batch calls left them ~1/4 full).
       items = [source[i] for i in range(p * part_size, stop)]
       codes = tok.encode([ex["hands"] for ex in items])
+      frames = [
+          pipeline.kept_frames(
+              ex["hands"], tok.max_len, tok.config.data.resample
+          )
+          for ex in items
+      ]
       _write_part(
           part,
           tokens.to_table(
-              [dict(ex, codes=c) for ex, c in zip(items, codes)], q, metadata
+              [
+                  dict(ex, codes=c, frames=f)
+                  for ex, c, f in zip(items, codes, frames)
+              ],
+              q,
+              metadata,
           ),
       )
       bar.update(len(items))
