@@ -9,8 +9,10 @@ Each PATH is a `.pose` file (`asl_vq.data.pose`), a video (its hands from
 train.csv: every sequence its metadata CSVs list), or a directory searched
 recursively for these. `--out` gets one record per sequence
 (`asl_vq.code_records`: id, source, num_frames, fps, frames, codes [T', Q]
-and their text form; with `--transcribe` also the CTC head's reading of the
-hands, `Tokenizer.transcribe`) as JSONL, CSV or parquet by its extension. Codes are
+and their text form, the statistics, hands seen and image size that put
+decoded frames back into the picture; with `--transcribe` also the CTC
+head's reading of the hands, `Tokenizer.transcribe`) as JSONL, CSV or
+parquet by its extension. Codes are
 those of `Tokenizer.encode_frames`: one group per input frame with a hand,
 none resampled (longer sequences in overlapping windows), each record with
 its frames' indices and, for `.pose` files and videos, the frame rate; a

@@ -113,6 +113,20 @@ def default_tokenizer(lm: Run) -> str:
   return tokens_lib.read_metadata(lm.config.tokens)["checkpoint"]
 
 
+def _check_spaces(tokenizer: Tokenizer, recognizer: Run) -> None:
+  """The recogniser reads the tokenizer's decoded landmarks as they are: both
+  must be normalised alike (`data.normalization`)."""
+  made, read = (
+      str(c.data.normalization) for c in (tokenizer.config, recognizer.config)
+  )
+  if made != read:
+    raise errors.UserError(
+        f"the tokenizer's landmarks are normalised by {made!r}, the "
+        f"recogniser was trained on {read!r} ones: train it with "
+        f"--config.data.normalization={made}"
+    )
+
+
 def _check_vocab(lm: Run, tokenizer: Tokenizer) -> None:
   c = lm.model_config
   if (
@@ -316,6 +330,7 @@ def evaluate(
   decoded landmarks. `progress`: a progress bar per stage on stderr.
   """
   _check_vocab(lm, tokenizer)
+  _check_spaces(tokenizer, recognizer)
   label = lambda stage: stage if progress else ""
   codes = sample_codes(
       lm,

@@ -112,25 +112,38 @@ def load_for_inference(
   )
 
 
+# (field path in `fingerprint`'s fields) -> the value tokenizers had before
+# the field existed (config_lib's defaults for saved runs).
+FINGERPRINTED_SINCE = {
+    ("model", "attention_window"): 0,
+    ("normalization",): "sequence",
+}
+
+
 def fingerprint(
     config: ml_collections.ConfigDict, variables: dict[str, Any]
 ) -> str:
   """A tokenizer's content digest (16 hex digits): every variable (weights,
   BatchNorm statistics, codebooks: names, dtypes, shapes, bytes), the model
   config and the preprocessing fields that decide its codes. Equal for a
-  copy of a run elsewhere; different after any further training step."""
-  h = hashlib.sha256(
-      json.dumps(
-          dict(
-              model=config.model.to_dict(),
-              max_len=int(config.data.max_len),
-              resample=str(config.data.resample),
-              normalization=str(config.data.normalization),
-          ),
-          sort_keys=True,
-          default=str,
-      ).encode()
+  copy of a run elsewhere; different after any further training step.
+
+  Fields added since fingerprints were first taken (`FINGERPRINTED_SINCE`)
+  count only when they differ from what a tokenizer made before them had,
+  so that an unchanged tokenizer keeps its fingerprint (and its tokens,
+  saved copies and downstream runs stay valid)."""
+  fields = dict(
+      model=config.model.to_dict(),
+      max_len=int(config.data.max_len),
+      resample=str(config.data.resample),
+      normalization=str(config.data.normalization),
   )
+  for (section, *field), before in FINGERPRINTED_SINCE.items():
+    where = fields[section] if field else fields
+    key = field[0] if field else section
+    if where.get(key) == before:
+      del where[key]
+  h = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode())
   for path, leaf in jax.tree_util.tree_flatten_with_path(variables)[0]:
     leaf = np.ascontiguousarray(jax.device_get(leaf))
     h.update(f"{jax.tree_util.keystr(path)}:{leaf.dtype}:{leaf.shape}".encode())
@@ -272,8 +285,9 @@ class Tokenizer:
   """A trained tokenizer's encoder, RVQ and decoder, for inference only.
 
   `encode` preprocesses exactly as training did (`pipeline.preprocess`): it
-  drops frames with no hand, normalises per sequence and resamples sequences
-  longer than `max_len` frames to `max_len`. The codes thus have one row per
+  drops frames with no hand, normalises (per sequence, or per hand: the
+  config's `data.normalization`) and resamples sequences longer than
+  `max_len` frames to `max_len`. The codes thus have one row per
   *kept* frame, T' = min(frames with a hand, max_len), not one per input frame.
   """
 

@@ -286,14 +286,20 @@ def test_decode_outputs(tok, sequences, tmp_path):
     decode.decode(tok, codes[:0], str(npy))
 
 
-@pytest.mark.parametrize("ext", code_records.FORMATS)
+@pytest.mark.parametrize(
+    "ext, normalization",
+    [(ext, "sequence") for ext in code_records.FORMATS] + [(".jsonl", "hand")],
+)
 def test_a_record_decodes_back_into_its_inputs_picture(
-    tok, sequences, tmp_path, monkeypatch, ext
+    sequences, tmp_path, monkeypatch, ext, normalization
 ):
   """Issue 28, 3: a record's frames go back to the input's frames, image
   coordinates, size and frame rate, a hand it did not have NaN (confidence
   0). With a perfect decoder (the normalised inputs themselves) that is the
-  input; the error of a trained one is `asl_vq.analysis.stability`'s."""
+  input, whichever the normalisation (each hand its own statistics with
+  "hand"); the error of a trained one is `asl_vq.analysis.stability`'s."""
+  tok = asl_vq.Tokenizer.load(tiny_tokenizer.workdir())
+  tok.config.data.normalization = normalization  # the weights do not matter.
   hands = np.concatenate([sequences[0], sequences[1]])[: tok.max_len]
   hands[3] = np.nan  # no hand: no code group.
   hands[5:9, :21] = np.nan  # the left hand missing.

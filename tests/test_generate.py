@@ -1,5 +1,6 @@
 """Text to signing end to end on tiny data: LM run, generation, GIF, score."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -10,6 +11,7 @@ import pytest
 from PIL import Image
 
 from asl_vq import config_lib
+from asl_vq import errors
 from asl_vq import generate
 from asl_vq import metrics
 from asl_vq import Tokenizer
@@ -171,3 +173,20 @@ def test_command_line(lm_run, tmp_path):
   assert (out / "sample_0_codes.npy").exists()
   assert (out / "sample_0_landmarks.npy").exists()
   assert "asl_vq.generate" in (out / "command.txt").read_text()
+
+
+def test_a_recognizer_of_other_landmarks_is_refused(loaded):
+  """The recogniser reads the tokenizer's decoded landmarks as they are: one
+  trained on otherwise normalised landmarks would score noise."""
+  model, tokenizer = loaded
+  recognizer = generate.load_recognizer(recognizer_dir())
+  other = dataclasses.replace(
+      recognizer, config=recognizer.config.copy_and_resolve_references()
+  )
+  other.config.data.normalization = "hand"
+  with pytest.raises(
+      errors.UserError,
+      match="trained on 'hand' ones: train it with "
+      "--config.data.normalization=sequence",
+  ):
+    generate.evaluate(model, tokenizer, other, ["ab"])

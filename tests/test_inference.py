@@ -1,7 +1,9 @@
 """`asl_vq.Tokenizer`: batching, reconstruction, text form, input checks."""
 
+import hashlib
 import json
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -302,3 +304,39 @@ def test_long_codes_decode_in_windows_like_their_encoding(tok, sequences):
   seen = np.repeat(got.seen, 21, axis=1)  # a hand the input had: placed.
   assert back.shape == recon.shape and not got.seen.all()
   assert np.isfinite(back[seen]).all() and np.isnan(back[~seen]).all()
+
+
+def test_a_tokenizer_keeps_its_fingerprint_across_added_config_fields(tok):
+  """A tokenizer made before `data.normalization` and
+  `model.attention_window` existed has the fingerprint it had then (its
+  tokens, saved copies and downstream runs stay valid); setting either to
+  anything else changes it."""
+  config = tok.config
+  model = {
+      k: v for k, v in config.model.to_dict().items() if k != "attention_window"
+  }
+  before = hashlib.sha256(
+      json.dumps(
+          dict(
+              model=model,
+              max_len=int(config.data.max_len),
+              resample=str(config.data.resample),
+          ),
+          sort_keys=True,
+          default=str,
+      ).encode()
+  )
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tok._variables)[0]:
+    leaf = np.ascontiguousarray(jax.device_get(leaf))
+    before.update(
+        f"{jax.tree_util.keystr(path)}:{leaf.dtype}:{leaf.shape}".encode()
+    )
+    before.update(leaf.tobytes())
+  assert tok.fingerprint == before.hexdigest()[:16]
+  for section, field, value in (
+      ("data", "normalization", "hand"),
+      ("model", "attention_window", 8),
+  ):
+    other = config.copy_and_resolve_references()
+    other[section][field] = value
+    assert inference.fingerprint(other, tok._variables) != tok.fingerprint

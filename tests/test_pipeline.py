@@ -154,8 +154,15 @@ def test_hand_normalization_reads_each_hand_alone(source):
 def test_hand_normalized_frames_are_drawn_side_by_side(source):
   x = pipeline.normalize(source[0]["hands"], normalization="hand")
   drawn = pipeline.drawable(x, "hand")
-  np.testing.assert_allclose(drawn[:, :21, 0], x[:, :21, 0] - 2.5)
-  np.testing.assert_allclose(drawn[:, 21:, 0], x[:, 21:, 0] + 2.5)
+  seen = (x != 0).any(-1)[..., None]  # undetected points stay at 0.
+  assert seen.any() and not seen.all()
+  d = pipeline.HAND_SPACING
+  np.testing.assert_allclose(
+      drawn[:, :21, :1], x[:, :21, :1] - d * seen[:, :21]
+  )
+  np.testing.assert_allclose(
+      drawn[:, 21:, :1], x[:, 21:, :1] + d * seen[:, 21:]
+  )
   np.testing.assert_array_equal(drawn[..., 1], x[..., 1])
   np.testing.assert_array_equal(pipeline.drawable(x, "sequence"), x)
 

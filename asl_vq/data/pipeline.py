@@ -154,19 +154,21 @@ def statistics(
 
 
 # "hand": where `drawable` puts each hand's origin (x, model units: a hand's
-# RMS radius is 1, its extent about +-2).
-HAND_SPACING = 2.5
+# RMS radius is 1, its extent about +-2; `asl_vq.decode`'s canvas spans +-4).
+HAND_SPACING = 2.0
 
 
 def drawable(x: np.ndarray, normalization: str) -> np.ndarray:
   """Model-space landmarks [..., 42, 2] (`normalize`'s, or a decoder's)
   laid out to be drawn: "hand" puts every hand at its own origin, so the
   left one is moved `HAND_SPACING` to the left and the right one as far to
-  the right; "sequence" as they are."""
+  the right (a point at exactly (0, 0), `normalize`'s undetected one, stays:
+  an absent hand stays absent); "sequence" as they are."""
   x = np.array(x, np.float32)
   if normalization == "hand":
-    x[..., :_H, 0] -= HAND_SPACING
-    x[..., _H:, 0] += HAND_SPACING
+    seen = (x != 0).any(axis=-1)
+    x[..., :_H, 0] -= np.where(seen[..., :_H], HAND_SPACING, 0.0)
+    x[..., _H:, 0] += np.where(seen[..., _H:], HAND_SPACING, 0.0)
   return x
 
 
