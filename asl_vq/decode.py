@@ -139,11 +139,17 @@ def frame_codes(record: dict, codes: np.ndarray) -> FrameCodes | None:
   """
   if record.get("mean") is None or record.get("frames") is None:
     return None
-  fields = {k: np.asarray(record[k]) for k in ("frames", "mean", "std", "seen")}
-  if any(len(v) != len(codes) for v in fields.values()):
+  fields = {
+      k: np.asarray(record.get(k), float if k != "seen" else None)
+      for k in ("frames", "mean", "std", "seen")
+  }
+  shapes = dict(frames=(), mean=(2, 2), std=(2, 2), seen=(2,))
+  if any(
+      v.shape != (len(codes), *shapes[k]) for k, v in fields.items()
+  ) or not all(0 <= f < record["num_frames"] for f in fields["frames"]):
     raise errors.UserError(
-        f"record {record['id']}: its frames, mean, std "
-        f"and seen are not one per code group"
+        f"record {record['id']}: its frames, mean, std and seen are not one "
+        f"per code group within its {record['num_frames']} frames"
     )
   return FrameCodes(
       codes=codes,
@@ -163,13 +169,13 @@ def input_hands(record: dict) -> np.ndarray | None:
   that cannot be read (a video: MediaPipe is not run again)."""
   source = record.get("source") or ""
   try:
-    if source.endswith(".pose"):
+    if source.lower().endswith(".pose"):
       hands = pose_lib.read(source)[0]
-    elif source.endswith(".parquet"):
+    elif source.lower().endswith(".parquet"):
       hands = reader.read_hands(source).get(int(record["id"]))
     else:
       return None
-  except (OSError, ValueError):
+  except (OSError, ValueError, ImportError):  # ImportError: no pose-format.
     return None
   if hands is None or len(hands) != record["num_frames"]:
     return None
@@ -285,7 +291,7 @@ def main(argv):
   )
   where = (
       "the input's coordinates and frames"
-      if record and record.get("mean") is not None
+      if record and frame_codes(record, codes) is not None
       else "the model's space"
   )
   print(f"{FLAGS.out}: {len(landmarks)} frames, in {where}")

@@ -22,6 +22,16 @@ REFERENCE = [
     ("model.kernel_size", 51, "squeezeformer_blocks.py: depthwise k=51"),
     ("model.dropout", 0.0, "model.py:119-122,202-205: every rate 0"),
     (
+        "model.attention_window",
+        0,
+        "squeezeformer_blocks.py: attention over every frame",
+    ),
+    (
+        "data.normalization",
+        "sequence",
+        "the reference's input: (v - mean) / std per sequence and axis",
+    ),
+    (
         "model.conv_bn_activation",
         "none",
         "main.py:165 / predict.py:99 convert_sync_batchnorm drops the SiLU",

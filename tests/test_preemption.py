@@ -107,7 +107,7 @@ def test_the_loop_runs_at_most_one_step_ahead_of_the_device(
   config.train.log_every_steps = 1000
 
   def slow(x):
-    time.sleep(0.03)
+    time.sleep(0.1)  # far slower than the loop's host side, even loaded.
     return x
 
   slow_down = jax.jit(

@@ -63,6 +63,13 @@ class TokenizerConfig:
   vocab_size: int = vocab.VOCAB_SIZE
   dtype: str = 'float32'
 
+  def __post_init__(self):
+    if self.attention_window < 0:
+      raise errors.UserError(
+          f'model.attention_window={self.attention_window}: frames either '
+          'side, >= 0 (0: every frame)'
+      )
+
 
 NO_CTC_HEAD = (
     'this tokenizer was trained without a CTC head '
