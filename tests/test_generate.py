@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -148,7 +149,9 @@ def test_generation_score_is_of_the_recognized_text(
     return hyps
 
   monkeypatch.setattr(generate, "recognize", stub)
-  result = generate.evaluate(model, tokenizer, None, phrases)
+  # A stand-in recogniser of the tokenizer's own landmarks.
+  recognizer = types.SimpleNamespace(config=tokenizer.config)
+  result = generate.evaluate(model, tokenizer, recognizer, phrases)
   assert result["score"] == score
   assert [r["recognized"] for r in result["records"]] == hyps
 
