@@ -153,7 +153,7 @@ def _last(metrics: list[dict], split: str) -> dict[str, float]:
   return rows[-1] if rows else {}
 
 
-def _fmt(v: Any) -> str:
+def format_cell(v: Any) -> str:
   """A cell: "—" for what was not computed (None, NaN), never "nan"."""
   if v is None or isinstance(v, float) and v != v:
     return "—"
@@ -164,7 +164,7 @@ def _fmt(v: Any) -> str:
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  lines += ["| " + " | ".join(_fmt(v) for v in r) + " |" for r in rows]
+  lines += ["| " + " | ".join(format_cell(v) for v in r) + " |" for r in rows]
   return lines + [""]
 
 

@@ -48,7 +48,7 @@ def sample_uncached(
     )
     return jax.lax.dynamic_index_in_dim(logits, step, 1, False), state
 
-  return lm_lib._sample(  # pylint: disable=protected-access
+  return lm_lib.sampling_loop(
       config,
       next_logits,
       (),

@@ -185,4 +185,7 @@ def test_values_not_computed_are_absent_not_nan(tmp_path):
       "CTC,0.250",
       "none,",
   ]
-  assert report._fmt(float("nan")) == "—" and report._fmt(None) == "—"
+  assert (
+      report.format_cell(float("nan")) == "—"
+      and report.format_cell(None) == "—"
+  )

@@ -353,7 +353,7 @@ def test_cluster_stats_match_one_hot_matmul():
   x = jnp.asarray(rng.standard_normal((n, d)), jnp.float32)
   codes = jnp.asarray(rng.integers(0, k, n), jnp.int32)
   weights = jnp.asarray(rng.random(n) > 0.3, jnp.float32)
-  counts, sums = rvq._cluster_stats(x, codes, weights, k)
+  counts, sums = rvq.cluster_statistics(x, codes, weights, k)
   onehot = jax.nn.one_hot(codes, k) * weights[:, None]
   np.testing.assert_array_equal(counts, onehot.sum(0))
   np.testing.assert_allclose(

@@ -50,9 +50,7 @@ def greedy_decode_uncached(
     )
     return jax.lax.dynamic_index_in_dim(logits, step, 1, False), state
 
-  return translator._greedy(  # pylint: disable=protected-access
-      next_logits, (), memory.shape[0], max_len
-  )
+  return translator.greedy_loop(next_logits, (), memory.shape[0], max_len)
 
 
 def tiny_config(encoder):

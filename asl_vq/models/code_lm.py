@@ -262,7 +262,7 @@ def init_cache(config: LMConfig, batch: int, length: int):
   return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes['cache'])
 
 
-def _sample(
+def sampling_loop(
     config: LMConfig,
     next_logits,
     state,
@@ -368,7 +368,7 @@ def sample(
     )
     return logits[:, 0], updated['cache']
 
-  return _sample(
+  return sampling_loop(
       config,
       next_logits,
       init_cache(config, batch, length),

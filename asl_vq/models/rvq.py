@@ -60,7 +60,7 @@ def nearest_code(x, codebook):
   return (first_group * group + jnp.argmin(within, axis=-1)).astype(jnp.int32)
 
 
-def _cluster_stats(x, codes, weights, k):
+def cluster_statistics(x, codes, weights, k):
   """Weighted code counts [K] and vector sums [K, D].
 
   A scatter-add (segment_sum): equal to the one-hot matmul
@@ -95,13 +95,13 @@ def kmeans(key, x, valid, k, iters):
   weights = valid.astype(x.dtype)
 
   def step(_, centroids):
-    counts, sums = _cluster_stats(x, nearest_code(x, centroids), weights, k)
+    counts, sums = cluster_statistics(x, nearest_code(x, centroids), weights, k)
     return jnp.where(
         counts[:, None] > 0, sums / jnp.maximum(counts, 1.0)[:, None], centroids
     )
 
   centroids = jax.lax.fori_loop(0, iters, step, x[sample_valid(key, valid, k)])
-  counts, _ = _cluster_stats(x, nearest_code(x, centroids), weights, k)
+  counts, _ = cluster_statistics(x, nearest_code(x, centroids), weights, k)
   return centroids, counts
 
 
@@ -160,7 +160,7 @@ def ema_update(
 ) -> CodebookState:
   """EMA of cluster sizes [K] and sums [K, D], then codebook = sums / sizes.
 
-  counts, sums: this batch's `_cluster_stats`; any_active: bool scalar, False
+  counts, sums: this batch's `cluster_statistics`; any_active: bool scalar, False
   when the quantizer was dropped for the whole batch, which then leaves the
   state as it is. Sizes are Laplace-smoothed with eps, as the reference.
   """
@@ -334,7 +334,7 @@ class ResidualVQ(nn.Module):
       codes = nearest_code(r, state.codebook)
       quantized = state.codebook[codes]
       weights = valid.astype(jnp.float32) * active_q
-      counts, sums = _cluster_stats(r, codes, weights, self.codebook_size)
+      counts, sums = cluster_statistics(r, codes, weights, self.codebook_size)
       n = counts.sum()
       replaced = jnp.zeros((), jnp.int32)
       if update:

@@ -152,7 +152,7 @@ def init_cache(config: TranslatorConfig, batch: int, max_len: int):
   return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes['cache'])
 
 
-def _greedy(next_logits, state, batch: int, max_len: int):
+def greedy_loop(next_logits, state, batch: int, max_len: int):
   """The greedy loop of both decoders -> int32 [B, max_len].
 
   next_logits(state, tokens, step) -> (logits [B, V] at decoder position
@@ -212,6 +212,6 @@ def greedy_decode(
     )
     return logits[:, 0], updated['cache']
 
-  return _greedy(
+  return greedy_loop(
       next_logits, init_cache(config, batch, max_len), batch, max_len
   )
