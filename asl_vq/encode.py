@@ -94,8 +94,7 @@ _UNREADABLE = (ValueError, OSError)
 def _file_items(path: str, id_: str) -> Iterator[Item]:
   try:
     if path.lower().endswith(".pose"):
-      hands, fps = pose_lib.read(path)
-      size = pose_lib.dimensions(path)
+      hands, fps, size = pose_lib.read_sized(path)
     else:
       hands, fps, size = _video_hands(path)
   except _UNREADABLE as e:

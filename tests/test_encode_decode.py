@@ -318,8 +318,8 @@ def test_a_record_decodes_back_into_its_inputs_picture(
   assert out.shape == hands.shape
   np.testing.assert_allclose(out, read, atol=1e-6)  # NaN where read's are.
   decode.decode(tok, codes, str(tmp_path / "back.pose"), record=record)
-  back, fps = pose.read(tmp_path / "back.pose")
-  assert fps == 25.0 and pose.dimensions(tmp_path / "back.pose") == (640, 480)
+  back, fps, size = pose.read_sized(tmp_path / "back.pose")
+  assert fps == 25.0 and size == (640, 480)
   np.testing.assert_allclose(back, read, atol=1e-5)
   gif = tmp_path / "back.gif"
   decode.decode(tok, codes, str(gif), record=record)  # over the input.

@@ -271,14 +271,21 @@ def preprocess(
   kept = drop_empty_frames(layout.missing_as_nan(hands))
   stats = statistics(kept, normalization)
   x = normalize(kept, stats)
-  scale = np.where(
-      np.isnan(kept), 0.0, np.broadcast_to(stats[1], kept.shape)
-  ).astype(np.float32)
+  # What each value was divided by, carried through flip and resampling.
+  scale = (
+      np.where(
+          np.isnan(kept), 0.0, np.broadcast_to(stats[1], kept.shape)
+      ).astype(np.float32)
+      if with_scale
+      else None
+  )
   if flip:
-    x, scale = _flip(x), scale[:, _SWAP_HANDS]
+    x = _flip(x)
+    scale = None if scale is None else scale[:, _SWAP_HANDS]
   if x.shape[0] > max_len:
     x = resample(x, max_len, resample_method)
-    scale = resample(scale, max_len, resample_method)
+    if scale is not None:
+      scale = resample(scale, max_len, resample_method)
   t = x.shape[0]
   if t > pad_to:
     raise errors.UserError(

@@ -116,7 +116,16 @@ def _point_order(component) -> np.ndarray:
 
 
 def read(path: str | os.PathLike) -> tuple[np.ndarray, float]:
-  """A `.pose` file -> (hands float32 [T, 42, 2], fps).
+  """A `.pose` file -> (hands float32 [T, 42, 2], fps): `read_sized`
+  without the image size; the same errors."""
+  return read_sized(path)[:2]
+
+
+def read_sized(
+    path: str | os.PathLike,
+) -> tuple[np.ndarray, float, tuple[int, int]]:
+  """A `.pose` file -> (hands float32 [T, 42, 2], fps, (width, height) of
+  its image in pixels, from the header).
 
   Hands in normalised image coordinates (pixels / header width and height),
   NaN where the confidence is 0 or the side has no component; the first
@@ -163,31 +172,11 @@ def read(path: str | os.PathLike) -> tuple[np.ndarray, float]:
       xy = data[:, 0, idx, :2] / size
       xy[confidence[:, 0, idx] <= 0] = np.nan
       hands[:, k * h : (k + 1) * h] = xy
-  return layout.missing_as_nan(hands), float(pose.body.fps)
-
-
-def dimensions(path: str | os.PathLike) -> tuple[int, int]:
-  """A `.pose` file's image (width, height) in pixels, from its header.
-
-  Raises:
-    PoseFileError: not a readable `.pose` header.
-    OSError: the file cannot be opened.
-    ModuleNotFoundError: pose-format is not installed.
-  """
-  path = os.fspath(path)
-  _require_pose_format()
-  # pylint: disable-next=g-import-not-at-top
-  from pose_format.utils.reader import BufferReader
-
-  with open(path, "rb") as f:
-    buffer = f.read()
-  try:
-    header = pose_header.PoseHeader.read(BufferReader(buffer))
-  except Exception as e:  # pylint: disable=broad-except
-    raise PoseFileError(
-        f"{path}: not a readable .pose header " f"({type(e).__name__}: {e})"
-    ) from None
-  return int(header.dimensions.width), int(header.dimensions.height)
+  return (
+      layout.missing_as_nan(hands),
+      float(pose.body.fps),
+      (int(header.dimensions.width), int(header.dimensions.height)),
+  )
 
 
 def write(
