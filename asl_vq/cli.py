@@ -42,6 +42,22 @@ def one_line(error: BaseException) -> str:
   return " ".join(str(error).split()) or type(error).__name__
 
 
+def start(argv: Sequence[str]) -> None:
+  """The first lines of a command that loads a model: no arguments but
+  flags (`app.UsageError` names the others), absl's INFO lines (Orbax's)
+  hidden unless `--verbosity` is given, and JAX's persistent compilation
+  cache on (`compilation_cache.enable`)."""
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # Orbax's INFO lines.
+  # Imported here: JAX and the data modules are slow to import, and the
+  # commands that load no model import this module too.
+  from asl_vq import compilation_cache  # pylint: disable=g-import-not-at-top
+
+  compilation_cache.enable()
+
+
 def run(main: Callable[[Sequence[str]], None], flags_parser=None) -> None:
   """`absl.app.run(main)` after `runtime.setup()`, with `USER_ERRORS`
   ending in one line."""

@@ -61,7 +61,7 @@ _TRAIN = dict(
     num_epochs=100,
     learning_rate=1e-3,
     # A linear warm-up over updates, or the reference's over epochs (one of
-    # them 0; asl_vq.train.learning_rate_schedule).
+    # them 0; asl_vq.optimizers.learning_rate_schedule).
     warmup_steps=500,
     warmup_epochs=0.0,
     grad_clip=4.0,
@@ -94,18 +94,25 @@ _TINY_TRAIN = dict(
 TINY_MODEL = dict(dim=16, num_heads=2, mlp_dim=32, num_blocks=1, kernel_size=5)
 
 
+def _block(
+    size: str, paper: dict, cpu: dict, tiny: dict
+) -> ml_collections.ConfigDict:
+  """A config block: its `paper` fields, then the `cpu` or `tiny` preset's
+  values over them (none at `paper`)."""
+  return ml_collections.ConfigDict(
+      dict(paper, **{"cpu": cpu, "tiny": tiny}.get(size, {}))
+  )
+
+
 def train_config(
     size: str, *, cpu: dict | None = None, **paper
 ) -> ml_collections.ConfigDict:
   """The `train` block: the base fields, the config's `paper` values, then
   the preset's (`cpu` adds the config's own `cpu` values; `tiny` is
   common to all)."""
-  fields = dict(_TRAIN, **paper)
-  if size == "cpu":
-    fields.update(_CPU_TRAIN, **(cpu or {}))
-  elif size == "tiny":
-    fields.update(_TINY_TRAIN)
-  return ml_collections.ConfigDict(fields)
+  return _block(
+      size, dict(_TRAIN, **paper), dict(_CPU_TRAIN, **(cpu or {})), _TINY_TRAIN
+  )
 
 
 def model_config(
@@ -114,14 +121,26 @@ def model_config(
   """The `model` block: the config's `paper` fields, then the preset's:
   `cpu` the config's own values, `tiny` the sizes every model shares
   (`TINY_MODEL`, those fields it has) and the config's own `tiny` values."""
-  fields = dict(paper)
-  if size == "cpu":
-    fields.update(cpu or {})
-  elif size == "tiny":
-    fields.update(
-        {k: v for k, v in TINY_MODEL.items() if k in fields}, **(tiny or {})
-    )
-  return ml_collections.ConfigDict(fields)
+  shared = {k: v for k, v in TINY_MODEL.items() if k in paper}
+  return _block(size, paper, cpu or {}, dict(shared, **(tiny or {})))
+
+
+def downstream_model(
+    size: str, inputs: str, *, cpu: dict, tiny: dict, **paper
+) -> ml_collections.ConfigDict:
+  """The `model` block of a downstream model that reads `inputs` (seq2seq,
+  probe; its `encoder` field): the config's fields (`model_config`), then
+  the Squeezeformer blocks of `input=continuous`, the encoder over the
+  keypoints, at each preset (`tiny`: `TINY_MODEL`'s)."""
+  return model_config(
+      size,
+      encoder=inputs,
+      **paper,
+      num_blocks=6,
+      kernel_size=51,
+      cpu=dict(cpu, num_blocks=3, kernel_size=31),
+      tiny=tiny,
+  )
 
 
 def downstream_config(

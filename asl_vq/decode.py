@@ -36,14 +36,11 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from absl import app
 from absl import flags
-from absl import logging
 from etils import epath
 
 from asl_vq import cli
 from asl_vq import code_records
-from asl_vq import compilation_cache
 from asl_vq import errors
 from asl_vq import fileio
 from asl_vq import plotting
@@ -278,11 +275,7 @@ def _define_flags():
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError("Too many command-line arguments.")
-  if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # Orbax's INFO lines.
-  compilation_cache.enable()
+  cli.start(argv)
   output_format(FLAGS.out)  # Before the slow model load.
   tokenizer = Tokenizer.load(FLAGS.tokenizer, FLAGS.which)
   codes, record = read_codes(tokenizer, FLAGS.codes, FLAGS.id)

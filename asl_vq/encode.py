@@ -35,13 +35,10 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import tqdm
-from absl import app
 from absl import flags
-from absl import logging
 
 from asl_vq import cli
 from asl_vq import code_records
-from asl_vq import compilation_cache
 from asl_vq import errors
 from asl_vq import fileio
 from asl_vq.data import layout
@@ -365,11 +362,7 @@ def _define_flags():
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError("Too many command-line arguments.")
-  if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # Orbax's INFO lines.
-  compilation_cache.enable()
+  cli.start(argv)
   code_records.file_format(FLAGS.out)  # Before the slow model load.
   items, count = sequences(input_paths(FLAGS.input))
   tokenizer = Tokenizer.load(FLAGS.tokenizer, FLAGS.which, FLAGS.batch_size)

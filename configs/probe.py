@@ -32,17 +32,15 @@ def get_config(arg=None):
       dict(zip(("train", "validation", "test"), _FRACTIONS[size]))
   )
   # The code streams' sizes are the tokens' (read from config.tokens).
-  config.model = config_lib.model_config(
+  config.model = config_lib.downstream_model(
       size,
-      encoder=inputs,
+      inputs,
       dim=128,
       num_heads=8,
       num_layers=6,
       mlp_dim=512,
       dropout=0.1,
-      num_blocks=6,
-      kernel_size=51,  # continuous: Squeezeformer blocks.
-      cpu=dict(num_layers=2, num_blocks=3, kernel_size=31),
+      cpu=dict(num_layers=2),
       tiny=dict(num_layers=1),
   )
   config.train = config_lib.train_config(

@@ -20,23 +20,16 @@ def get_config(arg=None):
   size, inputs = args["size"], args["input"]
   config = config_lib.downstream_config("seq2seq", size, inputs)
   # The code streams' sizes are the tokens' (read from config.tokens).
-  config.model = config_lib.model_config(
+  config.model = config_lib.downstream_model(
       size,
-      encoder=inputs,
+      inputs,
       dim=128,
       num_heads=4,
       num_encoder_layers=4,
       num_decoder_layers=4,
       mlp_dim=512,
       dropout=0.1,
-      num_blocks=6,
-      kernel_size=51,  # continuous: Squeezeformer blocks.
-      cpu=dict(
-          num_encoder_layers=2,
-          num_decoder_layers=2,
-          num_blocks=3,
-          kernel_size=31,
-      ),
+      cpu=dict(num_encoder_layers=2, num_decoder_layers=2),
       tiny=dict(num_encoder_layers=1, num_decoder_layers=1),
   )
   config.train = config_lib.train_config(

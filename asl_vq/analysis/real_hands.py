@@ -36,14 +36,11 @@ import os
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from absl import app
 from absl import flags
-from absl import logging
 
 from asl_vq import cli
 from asl_vq import errors
 from asl_vq import fileio
-from asl_vq import compilation_cache
 from asl_vq import metrics
 from asl_vq.inference import Tokenizer
 
@@ -205,11 +202,7 @@ def _define_flags() -> None:
 
 
 def main(argv) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # Orbax's INFO lines.
-  compilation_cache.enable()
+  cli.start(argv)
   clips = load_letters(FLAGS.letters, FLAGS.language)
   tok = Tokenizer.load(FLAGS.tokenizer)
   result = measure(tok, clips, num_words=FLAGS.num_words, seed=FLAGS.seed)

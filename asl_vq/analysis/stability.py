@@ -30,12 +30,9 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
-from absl import app
 from absl import flags
-from absl import logging
 
 from asl_vq import cli
-from asl_vq import compilation_cache
 from asl_vq import errors
 from asl_vq import fileio
 from asl_vq.data import datasets
@@ -194,11 +191,7 @@ def _define_flags() -> None:
 
 
 def main(argv) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # Orbax's INFO lines.
-  compilation_cache.enable()
+  cli.start(argv)
   tok = Tokenizer.load(FLAGS.tokenizer, batch_size=32)
   test = datasets.load(tok.config)["test"]
   sets = {

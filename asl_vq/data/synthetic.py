@@ -39,64 +39,44 @@ _SIGNERS, _META, _SEQUENCES = 1, 2, 3
 _LEFT, _RIGHT = 0, 1  # Slots of the hands array: left_hand, right_hand.
 
 
+def _knob(default, help_text: str):
+  """A `SyntheticConfig` field: its default and its flag's help
+  (`_define_flags`)."""
+  return dataclasses.field(default=default, metadata={"help": help_text})
+
+
 @dataclasses.dataclass(frozen=True)
 class SyntheticConfig:
   """The dataset's size and difficulty knobs (also the CLI flags)."""
 
-  num_signers: int = dataclasses.field(
-      default=40, metadata={"help": "Signers in the population."}
+  num_signers: int = _knob(40, "Signers in the population.")
+  sequences_per_file: int = _knob(1000, "Sequences per landmark parquet file.")
+  frames_per_char: float = _knob(
+      10.0, "Mean frames per character (30 fps); a letter takes at least 2."
   )
-  sequences_per_file: int = dataclasses.field(
-      default=1000, metadata={"help": "Sequences per landmark parquet file."}
+  jitter: float = _knob(
+      0.015, "Landmark noise std, relative to the hand's length in the image."
   )
-  frames_per_char: float = dataclasses.field(
-      default=10.0,
-      metadata={
-          "help": "Mean frames per character (30 fps); "
-          "a letter takes at least 2."
-      },
+  drop_rate: float = _knob(
+      0.06,
+      "Share of spelling frames whose hand detection is lost (single + "
+      "bursts).",
   )
-  jitter: float = dataclasses.field(
-      default=0.015,
-      metadata={
-          "help": "Landmark noise std, relative to the "
-          "hand's length in the image."
-      },
+  signer_variation: float = _knob(
+      1.0,
+      "Scales how much signers differ (size, proportions, style, speed, "
+      "camera).",
   )
-  drop_rate: float = dataclasses.field(
-      default=0.06,
-      metadata={
-          "help": "Share of spelling frames whose hand "
-          "detection is lost (single + bursts)."
-      },
+  left_handed_rate: float = _knob(0.1, "Share of left-handed signers.")
+  other_hand_rate: float = _knob(
+      0.3, "Share of signers whose resting hand is detected."
   )
-  signer_variation: float = dataclasses.field(
-      default=1.0,
-      metadata={
-          "help": "Scales how much signers differ (size, "
-          "proportions, style, speed, camera)."
-      },
-  )
-  left_handed_rate: float = dataclasses.field(
-      default=0.1, metadata={"help": "Share of left-handed signers."}
-  )
-  other_hand_rate: float = dataclasses.field(
-      default=0.3,
-      metadata={"help": "Share of signers whose resting hand " "is detected."},
-  )
-  min_chars: int = dataclasses.field(
-      default=10, metadata={"help": "Shortest phrase."}
-  )
-  max_chars: int = dataclasses.field(
-      default=30, metadata={"help": "Longest phrase."}
-  )
-  nan_as_null: bool = dataclasses.field(
-      default=False,
-      metadata={
-          "help": "Store missing values as Parquet "
-          "nulls (as pandas writes NaN) instead "
-          "of float NaN."
-      },
+  min_chars: int = _knob(10, "Shortest phrase.")
+  max_chars: int = _knob(30, "Longest phrase.")
+  nan_as_null: bool = _knob(
+      False,
+      "Store missing values as Parquet nulls (as pandas writes NaN) instead "
+      "of float NaN.",
   )
 
   def __post_init__(self):
