@@ -15,14 +15,12 @@ read; a preempted run waits for its last save (`wait=True`).
 
 from __future__ import annotations
 
-import functools
 import os
 from typing import Any, Optional
 
 from etils import epath
 import grain
 import jax
-from absl import logging
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -36,27 +34,31 @@ class ProcessCountChanged(errors.UserError):
   """A run is resumed by another number of processes than saved it."""
 
 
-@functools.cache
-def _whole_arrays_on_cpu() -> None:
-  """On the CPU backend, Orbax writes each replicated array whole.
+def _state_handler() -> ocp.PyTreeCheckpointHandler:
+  """The train state's handler for saving: on the CPU backend, one that
+  writes each replicated array whole.
 
-  Orbax's default (kept on TPU; GPU is already off) splits a replicated
-  array into one slice per replica so that each device writes a part. CPU
-  devices share one host's memory, so that only adds a sliced copy per
-  replica and array: with 8 simulated devices it made every save of the tiny
-  tokenizer take ~4 s instead of ~0.5 s, and a first save of 300 small
-  arrays 230 s (a slice program compiled per shape)."""
-  if jax.default_backend() == "cpu":
-    level = logging.get_verbosity()
-    logging.set_verbosity(logging.ERROR)  # Orbax warns of every override.
-    try:
-      ocp.type_handlers.register_type_handler(
-          jax.Array,
-          ocp.type_handlers.ArrayHandler(use_replica_parallel=False),
-          override=True,
-      )
-    finally:
-      logging.set_verbosity(level)
+  Orbax's `ArrayHandler` splits a replicated array into one slice per
+  replica so that each device writes a part (`use_replica_parallel`, True
+  by default in orbax-checkpoint 0.12.8; kept on TPU and GPU). CPU devices
+  share one host's memory, so that only adds a sliced copy per replica and
+  array: with 8 simulated devices it made every save of the tiny tokenizer
+  take ~4 s instead of ~0.5 s, and a first save of 300 small arrays 230 s
+  (a slice program compiled per shape). The handler is this manager's own
+  (its registry), not registered process-wide; the files are the same as
+  `StandardCheckpointHandler`'s (restores use that).
+  tests/test_checkpointing.py fails once Orbax's default is off."""
+  if jax.default_backend() != "cpu":
+    return ocp.PyTreeCheckpointHandler()
+  handlers = ocp.type_handlers
+  scalar = handlers.ScalarHandler()
+  registry = handlers.create_type_handler_registry(
+      *((ty, scalar) for ty in (int, float, bytes, np.number)),
+      (np.ndarray, handlers.NumpyHandler()),
+      (str, handlers.StringHandler()),
+      (jax.Array, handlers.ArrayHandler(use_replica_parallel=False)),
+  )
+  return ocp.PyTreeCheckpointHandler(type_handler_registry=registry)
 
 
 def _one_copy(state: Any) -> Any:
@@ -70,7 +72,7 @@ def _one_copy(state: Any) -> Any:
   12.2 s with one copy. The values written are the same and restores place
   them by the target's shardings (the checkpoint's metadata now names device
   0's sharding). Other backends keep Orbax's replica-parallel writes (see
-  `_whole_arrays_on_cpu`); with several processes each would write its own
+  `_state_handler`); with several processes each would write its own
   copy."""
   if jax.process_count() > 1 or jax.default_backend() != "cpu":
     return state
@@ -96,7 +98,6 @@ class Checkpoints:
       async_saves: bool = True,
   ):
     workdir = fileio.abspath(workdir)
-    _whole_arrays_on_cpu()
     # Several processes on XLA:CPU: with asynchronous saves the 2-host run
     # aborted ("Gloo context initialization failed", or a shutdown barrier
     # timeout while a save was in flight), likely Orbax's save thread syncing
@@ -113,7 +114,10 @@ class Checkpoints:
             create=True,
             enable_async_checkpointing=async_saves,
         ),
-        item_names=(STATE, DATA),
+        item_handlers={
+            STATE: _state_handler(),
+            DATA: grain.checkpoint.CheckpointHandler(),
+        },
     )
     self.best = ocp.CheckpointManager(
         os.path.join(workdir, "best"),
@@ -124,7 +128,7 @@ class Checkpoints:
             best_mode="min",
             enable_async_checkpointing=async_saves,
         ),
-        item_names=(STATE,),
+        item_handlers={STATE: _state_handler()},
     )
 
   def latest_step(self) -> Optional[int]:
@@ -140,7 +144,7 @@ class Checkpoints:
           step,
           args=ocp.args.Composite(
               **{
-                  STATE: ocp.args.StandardSave(_one_copy(state)),
+                  STATE: ocp.args.PyTreeSave(_one_copy(state)),
                   DATA: grain.checkpoint.CheckpointSave(data_iter),
               }
           ),
@@ -154,7 +158,7 @@ class Checkpoints:
     self.best.save(
         step,
         args=ocp.args.Composite(
-            **{STATE: ocp.args.StandardSave(_one_copy(state))}
+            **{STATE: ocp.args.PyTreeSave(_one_copy(state))}
         ),
         metrics={k: float(v) for k, v in metrics.items()},
     )
@@ -194,7 +198,7 @@ class Checkpoints:
         step,
         args=ocp.args.Composite(
             **{
-                STATE: ocp.args.StandardRestore(abstract_state),
+                STATE: _restore_args(abstract_state),
                 DATA: grain.checkpoint.CheckpointRestore(data_iter),
             }
         ),
@@ -206,16 +210,22 @@ class Checkpoints:
     self.best.wait_until_finished()
     step = self.best.best_step()
     return self.best.restore(
-        step,
-        args=ocp.args.Composite(
-            **{STATE: ocp.args.StandardRestore(abstract_state)}
-        ),
+        step, args=ocp.args.Composite(**{STATE: _restore_args(abstract_state)})
     )[STATE]
 
   def close(self) -> None:
     """Waits for the saves in flight, then closes."""
     self.latest.close()
     self.best.close()
+
+
+def _restore_args(abstract_state: Any) -> ocp.args.PyTreeRestore:
+  """`_state_handler`'s arguments to restore in place of `abstract_state`
+  (arrays or `jax.ShapeDtypeStruct`s: their shapes, dtypes, shardings)."""
+  return ocp.args.PyTreeRestore(
+      item=abstract_state,
+      restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state),
+  )
 
 
 def _on_this_host(metadata: Any) -> Any:

@@ -5,6 +5,7 @@ import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from asl_vq import checkpointing
@@ -82,3 +83,34 @@ def test_a_run_saved_by_other_process_count_is_refused_by_name(tmp_path):
   ):
     again.restore_latest({"w": jnp.zeros(8)}, _iterator())
   again.close()
+
+
+def test_replicated_arrays_are_written_whole_on_cpu_by_the_run_only(tmp_path):
+  """The CPU override of Orbax's per-replica writes is the run's own: the
+  process-wide handler stays Orbax's, a state replicated over the 8
+  simulated devices saves and restores (also through `restore`, Orbax's
+  standard handler), and the override is still needed: once Orbax's
+  `ArrayHandler` stops splitting replicated arrays by default, this fails
+  and `checkpointing._state_handler` can go."""
+  # orbax-checkpoint 0.12.8 decides at construction (JAX_PLATFORMS without
+  # gpu/cuda: on) and keeps the choice in this attribute.
+  default = ocp.type_handlers.ArrayHandler()
+  assert (
+      getattr(default, "_use_replica_parallel", None) is True
+  ), "Orbax no longer splits replicated arrays on CPU: drop _state_handler"
+  before = ocp.type_handlers.get_type_handler(jax.Array)
+  mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  state = jax.device_put(
+      {"w": jnp.arange(8.0), "step": jnp.int32(3)}, replicated
+  )
+  ckpts = checkpointing.Checkpoints(str(tmp_path), async_saves=False)
+  ckpts.save_latest(3, state, _iterator())
+  ckpts.save_best(3, state, {"loss": 0.5})
+  restored = ckpts.restore_best(jax.tree.map(jnp.zeros_like, state))
+  ckpts.close()
+  assert ocp.type_handlers.get_type_handler(jax.Array) is before
+  np.testing.assert_array_equal(np.asarray(restored["w"]), np.arange(8.0))
+  assert restored["w"].sharding.is_equivalent_to(replicated, 1)
+  again = checkpointing.restore(str(tmp_path), "latest")
+  np.testing.assert_array_equal(np.asarray(again["w"]), np.arange(8.0))
