@@ -39,11 +39,12 @@ from asl_vq import cli
 from asl_vq import config_lib
 from asl_vq import errors
 from asl_vq import fileio
+from asl_vq import optimizers
 from asl_vq import sharding
 from asl_vq import train
 from asl_vq import vocab
 from asl_vq.models import rvq as rvq_lib
-from asl_vq.tasks import tokenizer_training
+from asl_vq.models import tokenizer as tokenizer_lib
 
 # How many encodes, and how many training steps, --profile_dir traces per
 # shape.
@@ -73,6 +74,31 @@ flags.DEFINE_string(
     "under DIR/BATCHxFRAMES-DTYPE (XProf, TensorBoard or "
     "Perfetto).",
 )
+
+
+# The batch entries the tokenizer's training step reads.
+DEVICE_KEYS = ("inputs", "input_mask", "labels", "label_mask", "example_mask")
+
+
+def tokenizer_step(config, mesh):
+  """(model, init_variables, loss_fn): the tokenizer's model, its
+  `train.init_state` and `train.train_step` arguments (the tokenizer task's
+  `init_variables` and `loss`, from `asl_vq.models.tokenizer`), its
+  attention's passes chosen for `mesh` as training chooses them."""
+  model = tokenizer_lib.TokenizerModel(
+      tokenizer_lib.TokenizerConfig.from_config(
+          config, **sharding.attention_layout(mesh)
+      )
+  )
+  return (
+      model,
+      functools.partial(
+          tokenizer_lib.init_variables, model, config.data.max_len
+      ),
+      lambda params, state, batch, rng: tokenizer_lib.training_loss(
+          model, state.variables(params), batch, rng, config.train
+      ),
+  )
 
 
 def random_batch(batch: int, frames: int, label_len: int = 64, seed: int = 0):
@@ -140,16 +166,20 @@ def bench_shape(
   """
   mesh = sharding.make_mesh()
   repl, data = sharding.replicated(mesh), sharding.data_sharding(mesh)
-  task = tokenizer_training.TokenizerTask(config)
-  tx = train.make_optimizer(config, config.train.batch_size)
+  model, init_variables, loss_fn = tokenizer_step(config, mesh)
+  tx = optimizers.make_optimizer(config, config.train.batch_size)
   init = jax.jit(
-      functools.partial(train.init_state, task, tx), out_shardings=repl
+      functools.partial(train.init_state, init_variables, tx),
+      out_shardings=repl,
   )
   step = jax.jit(
       functools.partial(
-          train.train_step, task=task, tx=tx, base_rng=jax.random.PRNGKey(1)
+          train.train_step,
+          loss_fn=loss_fn,
+          tx=tx,
+          base_rng=jax.random.PRNGKey(1),
       ),
-      in_shardings=(repl, {k: data for k in tokenizer_training.DEVICE_KEYS}),
+      in_shardings=(repl, {k: data for k in DEVICE_KEYS}),
       out_shardings=(repl, repl),
       donate_argnums=(0,),
   )
@@ -196,7 +226,6 @@ def bench_shape(
       jax.block_until_ready(m["loss"])
       epoch_s = time.perf_counter() - t0
     variables = holder[0].variables()
-    model = task.model
     encode = jax.jit(
         lambda v, x, m: model.apply(v, x, m, method=model.encode),
         in_shardings=(repl, data, data),
@@ -255,7 +284,10 @@ def bench_rvq(config, batch: int, frames: int, steps: int) -> dict:
   )
   mask = np.ones((batch, frames), bool)
   ours = rvq_lib.ResidualVQ(
-      num_quantizers=m.num_quantizers, codebook_size=m.codebook_size, dim=m.dim
+      rvq_lib.RVQConfig(
+          num_quantizers=m.num_quantizers, codebook_size=m.codebook_size
+      ),
+      m.dim,
   )
   variables = ours.init(jax.random.PRNGKey(0), x, mask, train=False)
 

@@ -50,14 +50,14 @@ from asl_vq import inference
 from asl_vq import metrics as metrics_lib
 from asl_vq import plotting
 from asl_vq import provenance
+from asl_vq import sharding
 from asl_vq import vocab
+from asl_vq.data import layout
 from asl_vq.data import pipeline
 from asl_vq.data import tokens as tokens_lib
 from asl_vq.inference import Tokenizer
 from asl_vq.models import code_lm as lm_lib
 from asl_vq.models import translator
-from asl_vq.tasks import language_modeling
-from asl_vq.tasks import translation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,34 +77,56 @@ class Sample:
   landmarks: np.ndarray  # float32 [T, 42, 2], normalised coordinates.
 
 
-def _load_run(path: str, make_task, **kind) -> Run:
+def _load_run(path: str, model_config_of, init_variables, **kind) -> Run:
   """The best checkpoint's schedule-free evaluation variables, on one device
-  (`kind`: `inference.load_for_inference`'s)."""
-  config, task, variables, _ = inference.load_for_inference(
-      path, make_task, **kind
+  (`kind`: `inference.read_config`'s): `model_config_of(config)` is the
+  run's model config, `init_variables(model_config, config)` its
+  variables' init (`inference.restore_variables`)."""
+  config = inference.read_config(path, **kind)
+  model_config = model_config_of(config)
+  variables, _ = inference.restore_variables(
+      path, config, init_variables(model_config, config)
   )
-  return Run(fileio.abspath(path), config, task.model_config, variables)
+  return Run(fileio.abspath(path), config, model_config, variables)
 
 
 def load_lm(path: str) -> Run:
   """A configs/lm.py run."""
   return _load_run(
       path,
-      lambda config: language_modeling.LMTask(
+      lambda config: lm_lib.LMConfig.from_config(
           config, tokens_lib.code_spec(config.tokens)
+      ),
+      lambda model_config, config: functools.partial(
+          lm_lib.init_variables,
+          lm_lib.LM(model_config),
+          config.data.max_len,
+          config.data.max_label_len + 1,
       ),
       kind="lm",
   )
 
 
 def load_recognizer(path: str) -> Run:
-  """A configs/seq2seq.py run with input=continuous.
+  """A configs/seq2seq.py run with input=continuous, its attention's passes
+  chosen for the one device `recognize` runs it on.
 
   Raises:
     errors.UserError: another run, e.g. a token translator, named.
   """
+  one_device = sharding.make_mesh(jax.local_devices()[:1])
   return _load_run(
-      path, translation.TranslatorTask, kind="seq2seq", encoder="continuous"
+      path,
+      lambda config: translator.TranslatorConfig.from_config(
+          config, **sharding.attention_layout(one_device)
+      ),
+      lambda model_config, config: functools.partial(
+          translator.init_variables,
+          translator.Translator(model_config),
+          config.data.max_len,
+      ),
+      kind="seq2seq",
+      encoder="continuous",
   )
 
 
@@ -139,16 +161,22 @@ def _check_vocab(lm: Run, tokenizer: Tokenizer) -> None:
     )
 
 
-def _batch_starts(n: int, batch_size: int, progress: str) -> Iterator[int]:
-  """range(0, n, batch_size), with a progress bar over the n phrases on
-  stderr labelled `progress` ('' = none)."""
-  with tqdm.tqdm(
+def _progress_bar(n: int, progress: str) -> tqdm.tqdm:
+  """A progress bar over n phrases on stderr labelled `progress` ('' =
+  none)."""
+  return tqdm.tqdm(
       total=n,
       desc=progress,
       unit="phrase",
       file=sys.stderr,
       disable=not progress,
-  ) as bar:
+  )
+
+
+def _batch_starts(n: int, batch_size: int, progress: str) -> Iterator[int]:
+  """range(0, n, batch_size), with a progress bar over the n phrases on
+  stderr labelled `progress` ('' = none)."""
+  with _progress_bar(n, progress) as bar:
     for start in range(0, n, batch_size):
       yield start
       bar.update(min(batch_size, n - start))
@@ -262,8 +290,9 @@ def recognize(
   """Normalised landmarks [T, 42, 2] -> the continuous translator's text.
 
   Longer sequences than its max_len are resampled, as its pipeline does;
-  each batch is padded to the smallest of its buckets that holds it.
-  `progress`: a progress bar's label ('' = none).
+  each goes, padded, into the smallest of its buckets that holds it
+  (`inference.run_in_buckets`: its text does not depend on the other
+  sequences). `progress`: a progress bar's label ('' = none).
   """
   max_len = int(recognizer.config.data.max_len)
   buckets = tuple(recognizer.config.data.buckets) or pipeline.default_buckets(
@@ -278,19 +307,20 @@ def recognize(
       else np.asarray(x, np.float32)
       for x in landmarks
   ]
-  out = []
-  for start in _batch_starts(len(items), batch_size, progress):
-    chunk = items[start : start + batch_size]
-    length = pipeline.choose_bucket(max(len(x) for x in chunk), buckets)
-    inputs = np.zeros((batch_size, length, 42, 2), np.float32)
-    mask = np.zeros((batch_size, length), bool)
-    for row, x in enumerate(chunk):
-      inputs[row, : len(x)], mask[row, : len(x)] = x, True
-    ids = jax.device_get(
-        decode(recognizer.variables, jnp.asarray(inputs), jnp.asarray(mask))
+  with _progress_bar(len(items), progress) as bar:
+    ids = inference.run_in_buckets(
+        lambda inputs, mask: decode(
+            recognizer.variables, jnp.asarray(inputs), jnp.asarray(mask)
+        ),
+        items,
+        (layout.NUM_POINTS, 2),
+        np.float32,
+        buckets=buckets,
+        batch_size=batch_size,
+        per_frame=False,
+        progress=bar.update,
     )
-    out += [vocab.decode(r) for r in ids[: len(chunk)]]
-  return out
+  return [vocab.decode(r) for r in ids]
 
 
 def _decode(

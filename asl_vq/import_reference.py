@@ -17,7 +17,7 @@ bare or prefixed `weights/`, as the reference fixture of tests/test_reference.py
 `to_variables` maps every entry to this project's TokenizerModel variables,
 refusing any missing, extra or mis-shaped entry with one line
 (`ReferenceMismatchError`); `main` writes a workdir that
-`asl_vq.Tokenizer.load` and `inference.load_for_inference` read.
+`asl_vq.Tokenizer.load` and `inference.restore_variables` read.
 
 Layouts (PyTorch -> Flax): Linear [out, in] -> Dense kernel W.T; Conv1d k=1
 [out, in, 1] -> Dense W[:, :, 0].T; depthwise Conv1d [d, 1, k] ->
@@ -32,6 +32,7 @@ layer q -> vq `codebook` / `cluster_size` / `embed_sum` [q]; `inited` ->
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, Callable, Mapping
 
@@ -49,10 +50,10 @@ from asl_vq import checkpointing
 from asl_vq import config_lib
 from asl_vq import errors
 from asl_vq import fileio
-from asl_vq import train
+from asl_vq import inference
+from asl_vq import optimizers
 from asl_vq import workdir as workdir_lib
 from asl_vq.models import tokenizer as tokenizer_lib
-from asl_vq.tasks import tokenizer_training
 
 _IGNORED = "num_batches_tracked"
 _NPZ_PREFIX = "weights/"
@@ -291,14 +292,11 @@ def _codebook_name(q: int, leaf: str) -> str:
 
 
 def _abstract_variables(config: tokenizer_lib.TokenizerConfig):
-  model = tokenizer_lib.TokenizerModel(config)
   return jax.eval_shape(
-      lambda: model.init(
-          jax.random.key(0),
-          jnp.zeros((1, 2, 42, 2)),
-          jnp.ones((1, 2), bool),
-          train=False,
-      )
+      functools.partial(
+          tokenizer_lib.init_variables, tokenizer_lib.TokenizerModel(config), 2
+      ),
+      jax.random.key(0),
   )
 
 
@@ -401,7 +399,7 @@ def write_workdir(
 
   The train state is `train.init_state`'s with params = the imported
   weights and the schedule-free state at the same point (z = params, b1 = 1):
-  `train.eval_params(state)` then returns the imported weights bit for bit
+  `optimizers.eval_params(state)` then returns the imported weights bit for bit
   (with the optimizer's b1 = 0.9, (y - 0.1 z) / 0.9 moves 1 value in 4 by a
   float32 ulp). The checkpoint's validation loss is recorded as +inf, so a
   training run in the same workdir replaces it with its first evaluation.
@@ -412,13 +410,18 @@ def write_workdir(
     WorkdirInUse: `workdir` holds a checkpoint and `overwrite` is False.
   """
   config = paper_config() if config is None else config
-  variables = to_variables(state_dict, tokenizer_training.model_config(config))
-  task = tokenizer_training.TokenizerTask(config)
-  tx = train.make_optimizer(config, config.train.batch_size)
-  abstract = jax.eval_shape(
-      lambda: train.init_state(task, tx, jax.random.PRNGKey(config.seed))
+  model_config = tokenizer_lib.TokenizerConfig.from_config(config)
+  variables = to_variables(state_dict, model_config)
+  abstract = inference.abstract_train_state(
+      config,
+      functools.partial(
+          tokenizer_lib.init_variables,
+          tokenizer_lib.TokenizerModel(model_config),
+          config.data.max_len,
+      ),
   )
   params = jax.tree.map(jnp.asarray, variables["params"])
+  tx = optimizers.make_optimizer(config, config.train.batch_size)
   clip_state, schedule_free = tx.init(params)
   schedule_free = schedule_free._replace(
       z=params, b1=jnp.ones_like(schedule_free.b1)

@@ -18,7 +18,7 @@ import json
 import os
 import re
 import string
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from etils import epath
 import jax
@@ -32,6 +32,7 @@ from asl_vq import config_lib
 from asl_vq import errors
 from asl_vq import fileio
 from asl_vq import losses
+from asl_vq import optimizers
 from asl_vq import sharding
 from asl_vq import train
 from asl_vq import vocab
@@ -39,7 +40,6 @@ from asl_vq.data import layout
 from asl_vq.data import pipeline
 from asl_vq.data import tokens as tokens_lib
 from asl_vq.models import tokenizer as tokenizer_lib
-from asl_vq.tasks import tokenizer_training
 
 TEXT_FORMAT = (
     "one group per frame, frames separated by one space; a group "
@@ -51,21 +51,14 @@ _FRAME = re.compile(r"(?:<[a-z]\d+>)+")
 _GROUP = re.compile(r"<([a-z])(\d+)>")
 
 
-def load_for_inference(
-    path: str,
-    make_task,
-    which: str = "best",
-    *,
-    kind: str,
-    encoder: str | None = None,
-):
-  """A training workdir's config, task and `which` checkpoint's schedule-free
-  evaluation variables (as validation uses them), on one local device.
-  `path` is local or an object store URL (`gs://bucket/run`); `kind` is the
-  run's `config.task` it must be ("tokenizer", "seq2seq", "lm"), `encoder`
-  the model's inputs where it matters ("continuous").
-
-  Returns (config, task, variables, step).
+def read_config(
+    path: str, *, kind: str, encoder: str | None = None
+) -> ml_collections.ConfigDict:
+  """A training workdir's config (its config.json, with the fields added
+  since at the values the run had: `config_lib.saved_config`). `path` is
+  local or an object store URL (`gs://bucket/run`); `kind` is the run's
+  `config.task` it must be ("tokenizer", "seq2seq", "lm"), `encoder` the
+  model's inputs where it matters ("continuous").
 
   Raises:
     FileNotFoundError: `path` holds no config.json.
@@ -93,23 +86,51 @@ def load_for_inference(
         + (f", model.encoder={found[1]!r}" if encoder else "")
         + ")"
     )
-  task = make_task(config)
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  # The state's structure is all restoring needs: any train size will do.
-  tx = train.make_optimizer(config, config.train.batch_size)
-  abstract = jax.tree.map(
+  return config
+
+
+def abstract_train_state(
+    config: ml_collections.ConfigDict,
+    init_variables: Callable[[jax.Array], dict[str, Any]],
+    device: jax.sharding.Sharding | None = None,
+) -> train.TrainState:
+  """The shapes and dtypes (`jax.ShapeDtypeStruct`, on `device` if given)
+  of the train state a run of `config` saves: `train.init_state`'s, with the
+  model's variables from `init_variables(rng)` (the model's own
+  `init_variables`, as the run's task calls it) and the run's optimizer.
+  Nothing is computed."""
+  # The optimizer's state has the same structure for any train size.
+  tx = optimizers.make_optimizer(config, config.train.batch_size)
+  return jax.tree.map(
       lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
       jax.eval_shape(
-          functools.partial(train.init_state, task, tx), jax.random.PRNGKey(0)
+          functools.partial(train.init_state, init_variables, tx),
+          jax.random.PRNGKey(0),
       ),
   )
-  state = checkpointing.restore(path, which, abstract)
-  return (
-      config,
-      task,
-      state.variables(train.eval_params(state)),
-      int(state.step),
+
+
+def restore_variables(
+    path: str,
+    config: ml_collections.ConfigDict,
+    init_variables: Callable[[jax.Array], dict[str, Any]],
+    which: str = "best",
+) -> tuple[dict[str, Any], int]:
+  """The `which` checkpoint ("best" or "latest") of the workdir `path` of a
+  run of `config` (`read_config`'s): its schedule-free evaluation variables
+  (as validation uses them), on one local device, and its step.
+  `init_variables`: see `abstract_train_state`.
+
+  Raises:
+    FileNotFoundError: no such checkpoint.
+  """
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  state = checkpointing.restore(
+      fileio.abspath(path),
+      which,
+      abstract_train_state(config, init_variables, device),
   )
+  return state.variables(optimizers.eval_params(state)), int(state.step)
 
 
 # (field path in `fingerprint`'s fields) -> the value tokenizers had before
@@ -245,6 +266,54 @@ def _stitch(
   return np.stack([pieces[w][i] for w, i in zip(owner, local)])
 
 
+def run_in_buckets(
+    fn: Callable[[np.ndarray, np.ndarray], Any],
+    items: Sequence[np.ndarray],
+    feature_shape: Sequence[int],
+    dtype,
+    *,
+    buckets: Sequence[int],
+    batch_size: int,
+    per_frame: bool = True,
+    progress: Callable[[int], Any] | None = None,
+) -> list[np.ndarray]:
+  """fn(batch [batch_size, L, *feature_shape] of `dtype`, mask bool
+  [batch_size, L]) over `items` (arrays [T_i, *feature_shape]), the
+  batching every inference path shares.
+
+  Each item goes, zero-padded, into the smallest of `buckets` that holds
+  it (`pipeline.choose_bucket`) with the other items of that bucket,
+  `batch_size` at a time; a batch's unused rows are empty (mask False).
+  So fn compiles once per bucket, and an item's result does not depend on
+  the other items of the call.
+
+  Returns fn's row of each item, in `items`' order: its first T_i frames
+  when `per_frame` (outputs [B, L, ...]), else the whole row. `progress(n)`
+  is called after each batch with its number of items.
+
+  Raises:
+    errors.UserError: an item longer than the largest bucket.
+  """
+  out = [None] * len(items)
+  by_bucket = {}
+  for i, x in enumerate(items):
+    by_bucket.setdefault(pipeline.choose_bucket(len(x), buckets), []).append(i)
+  for length, members in by_bucket.items():
+    for start in range(0, len(members), batch_size):
+      rows = members[start : start + batch_size]
+      batch = np.zeros((batch_size, length, *feature_shape), dtype)
+      mask = np.zeros((batch_size, length), bool)
+      for r, i in enumerate(rows):
+        batch[r, : len(items[i])] = items[i]
+        mask[r, : len(items[i])] = True
+      result = np.asarray(fn(batch, mask))
+      for r, i in enumerate(rows):
+        out[i] = result[r, : len(items[i])] if per_frame else result[r]
+      if progress is not None:
+        progress(len(rows))
+  return out
+
+
 def hands_seen(hands: np.ndarray) -> np.ndarray:
   """bool [T, 2]: whether the left / right hand of hands [T, 42, 2] has a
   detected point."""
@@ -302,7 +371,14 @@ class Tokenizer:
     self.step = step  # the training step of the checkpoint, if known.
     self.source = None  # the workdir or directory it was loaded from.
     self._record = None  # a saved tokenizer's inputs and test metrics.
-    self.model = tokenizer_training.make_model(config)
+    # Batches are split over this process's devices only, so one process can
+    # tokenize on its own while the others wait.
+    mesh = sharding.make_mesh(jax.local_devices())
+    self.model = tokenizer_lib.TokenizerModel(
+        tokenizer_lib.TokenizerConfig.from_config(
+            config, **sharding.attention_layout(mesh)
+        )
+    )
     self.max_len = int(config.data.max_len)
     self.buckets = tuple(config.data.buckets) or pipeline.default_buckets(
         self.max_len
@@ -310,9 +386,6 @@ class Tokenizer:
     self.code_spec = tokens_lib.CodeSpec(
         int(config.model.num_quantizers), int(config.model.codebook_size)
     )
-    # Batches are split over this process's devices only, so one process can
-    # tokenize on its own while the others wait.
-    mesh = sharding.make_mesh(jax.local_devices())
     self.batch_size = -(-batch_size // mesh.size) * mesh.size
     repl, data = sharding.replicated(mesh), sharding.data_sharding(mesh)
     self.fingerprint = fingerprint(config, variables)
@@ -353,8 +426,17 @@ class Tokenizer:
     """
     if (epath.Path(fileio.abspath(path)) / PRETRAINED_WEIGHTS).exists():
       return cls.from_pretrained(path, batch_size)
-    config, _, variables, step = load_for_inference(
-        path, tokenizer_training.TokenizerTask, which, kind="tokenizer"
+    config = read_config(path, kind="tokenizer")
+    model = tokenizer_lib.TokenizerModel(
+        tokenizer_lib.TokenizerConfig.from_config(config)
+    )
+    variables, step = restore_variables(
+        path,
+        config,
+        functools.partial(
+            tokenizer_lib.init_variables, model, int(config.data.max_len)
+        ),
+        which,
     )
     tok = cls(config, variables, batch_size, step)
     tok.source = fileio.abspath(path)
@@ -804,29 +886,17 @@ class Tokenizer:
   def _run(
       self, fn, items: Sequence[np.ndarray], feature_shape, dtype
   ) -> list[np.ndarray]:
-    """fn(variables, [B, L, ...], mask [B, L]) per bucket and batch.
-
-    Each sequence goes in its own bucket (the smallest that holds it), so
-    its result does not depend on the other sequences of the call.
-    """
-    out = [None] * len(items)
-    by_bucket = {}
-    for i, x in enumerate(items):
-      by_bucket.setdefault(
-          pipeline.choose_bucket(len(x), self.buckets), []
-      ).append(i)
-    for length, members in by_bucket.items():
-      for start in range(0, len(members), self.batch_size):
-        rows = members[start : start + self.batch_size]
-        batch = np.zeros((self.batch_size, length, *feature_shape), dtype)
-        mask = np.zeros((self.batch_size, length), bool)
-        for r, i in enumerate(rows):
-          batch[r, : len(items[i])] = items[i]
-          mask[r, : len(items[i])] = True
-        result = np.asarray(fn(self._variables, batch, mask))
-        for r, i in enumerate(rows):
-          out[i] = result[r, : len(items[i])]
-    return out
+    """fn(variables, [B, L, ...], mask [B, L]) over `items` in the run's
+    buckets and batch size (`run_in_buckets`), each result cut to its
+    item's frames."""
+    return run_in_buckets(
+        lambda batch, mask: fn(self._variables, batch, mask),
+        items,
+        feature_shape,
+        dtype,
+        buckets=self.buckets,
+        batch_size=self.batch_size,
+    )
 
   # -------------------------------------------------------------------------
   # Text.

@@ -38,6 +38,30 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
+def attention_layout(mesh: Mesh) -> dict[str, int]:
+  """How the Squeezeformer's attention splits a batch sharded over `mesh`
+  into passes (`asl_vq.models.squeezeformer.RelativeSelfAttention`): the
+  `sequences_per_pass` and `batch_devices` keyword arguments of the models'
+  `from_config`.
+
+  2 sequences a pass (cache-sized [2, H, T, T] scores: faster there, see
+  `RelativeSelfAttention`) when `mesh` is JAX's one device and a CPU, else
+  0 (one pass). Only then: the passes split each device's share of the
+  batch, and a mesh need not span `jax.device_count()` (inference uses the
+  local devices), so several devices keep one pass. Any choice gives the
+  same values to float rounding; this one is what the attention chose for
+  itself before its callers did, so runs keep their numbers bit for bit.
+  """
+  single_cpu = (
+      mesh.size == 1
+      and jax.device_count() == 1
+      and jax.default_backend() == "cpu"
+  )
+  return dict(
+      sequences_per_pass=2 if single_cpu else 0, batch_devices=mesh.size
+  )
+
+
 def check_batch_size(global_batch_size: int, mesh: Mesh) -> None:
   if global_batch_size % mesh.size:
     raise errors.UserError(

@@ -1,11 +1,19 @@
 """`asl_vq.bench` on the tiny model: its figures and its profile trace."""
 
+import functools
 import gzip
 import json
 import re
 
+import jax
+import numpy as np
+
 from asl_vq import bench
 from asl_vq import config_lib
+from asl_vq import optimizers
+from asl_vq import sharding
+from asl_vq import train
+from asl_vq.tasks import tokenizer_training
 
 
 def test_bench_shape_times_and_writes_a_profile(tmp_path):
@@ -36,3 +44,30 @@ def test_bench_shape_times_and_writes_a_profile(tmp_path):
     for call in calls:
       start, end = call['ts'], call['ts'] + call['dur']
       assert any(start <= op['ts'] <= end for op in ops), (name, call)
+
+
+def test_bench_steps_as_the_tokenizer_task_does():
+  """The benchmark builds the tokenizer's training step from
+  `asl_vq.models.tokenizer` (it imports no task): the same state and
+  metrics, to the bit, as `TokenizerTask`'s step."""
+  config = config_lib.load('rvq_ctc', 'tiny')
+  batch = bench.random_batch(4, 32)
+  tx = optimizers.make_optimizer(config, config.train.batch_size)
+
+  def two_steps(init_variables, loss_fn):
+    state = train.init_state(init_variables, tx, jax.random.key(0))
+    step = jax.jit(
+        functools.partial(
+            train.train_step, loss_fn=loss_fn, tx=tx, base_rng=jax.random.key(1)
+        )
+    )
+    state, _ = step(state, batch)
+    return step(state, batch)
+
+  _, *ours = bench.tokenizer_step(config, sharding.make_mesh())
+  got = two_steps(*ours)
+  task = tokenizer_training.TokenizerTask(config)
+  want = two_steps(task.init_variables, task.loss)
+  assert jax.tree.structure(got) == jax.tree.structure(want)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -167,3 +167,21 @@ def test_probe_baselines_from_counts():
   assert np.isnan(
       probing.baselines(np.zeros(26), tp, tn, 4)['balanced_accuracy']
   )
+
+
+def test_config_from_a_run_config():
+  """`ProbeConfig.from_config` and `init_variables` (with the tokenizer's
+  codebooks in the stream embeddings)."""
+  from asl_vq import config_lib  # pylint: disable=g-import-not-at-top
+  from asl_vq.data import tokens  # pylint: disable=g-import-not-at-top
+  from asl_vq.models import classifier  # pylint: disable=g-import-not-at-top
+
+  config = config_lib.load('probe', 'tiny')
+  c = ProbeConfig.from_config(config, tokens.CodeSpec(Q, K))
+  assert all(getattr(c, k) == v for k, v in config.model.items())
+  assert (c.num_quantizers, c.codebook_size) == (Q, K)
+  assert (c.sequences_per_pass, c.batch_devices) == (0, 1)
+  books = np.arange(Q * K * c.dim, dtype=np.float32).reshape(Q, K, c.dim)
+  variables = classifier.init_variables(Probe(c), L, jax.random.key(0), books)
+  table = variables['params']['encoder']['embed']['embedding']
+  np.testing.assert_array_equal(table[:, :K], books)

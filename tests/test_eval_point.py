@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 
 from asl_vq import checkpointing
+from asl_vq import eval_point
+from asl_vq import optimizers
 from asl_vq import sharding
 from asl_vq import train
 from asl_vq.data import datasets
@@ -33,9 +35,10 @@ def trained():
   with open(os.path.join(run, "config.json")) as f:
     config = ml_collections.ConfigDict(json.load(f))
   task = tokenizer_training.TokenizerTask(config)
-  tx = train.make_optimizer(config, config.train.batch_size)
+  tx = optimizers.make_optimizer(config, config.train.batch_size)
   abstract = jax.eval_shape(
-      functools.partial(train.init_state, task, tx), jax.random.PRNGKey(0)
+      functools.partial(train.init_state, task.init_variables, tx),
+      jax.random.PRNGKey(0),
   )
   state = checkpointing.restore(run, "latest", abstract)
   splits = datasets.load(config)
@@ -65,7 +68,7 @@ def trained():
 
 def _first_codes(task, state, val):
   """First-quantizer codes of every valid validation frame."""
-  variables = state.variables(train.eval_params(state))
+  variables = state.variables(optimizers.eval_params(state))
   encode = jax.jit(functools.partial(task.model.apply, method="encode"))
   return np.concatenate(
       [
@@ -82,15 +85,15 @@ def _first_codes(task, state, val):
 # calls below trace them once.
 @functools.lru_cache(maxsize=None)
 def _jit_moments(task):
-  return train.jit_batch_moments(task, sharding.make_mesh())
+  return eval_point.jit_batch_moments(task, sharding.make_mesh())
 
 
 def _recompute(task, state, batches):
   mesh = sharding.make_mesh()
-  return train.recompute_batch_stats(
+  return eval_point.recompute_batch_stats(
       jax.device_put(state, sharding.replicated(mesh)),
       batches,
-      task=task,
+      device_keys=task.device_keys,
       mesh=mesh,
       jit_moments=_jit_moments(task),
   )
@@ -189,7 +192,8 @@ def test_fit_keeps_as_best_the_state_at_the_evaluation_point(trained):
   # the statistics recomputed at x, the latest those of training.
   config, task, tx, latest, _, _ = trained
   abstract = jax.eval_shape(
-      functools.partial(train.init_state, task, tx), jax.random.PRNGKey(0)
+      functools.partial(train.init_state, task.init_variables, tx),
+      jax.random.PRNGKey(0),
   )
   best = checkpointing.restore(tiny_tokenizer.workdir(), "best", abstract)
   assert int(best.step) == int(latest.step)
@@ -200,7 +204,7 @@ def test_fit_keeps_as_best_the_state_at_the_evaluation_point(trained):
         getattr(latest, name),
     )
   mesh = sharding.make_mesh()
-  at_eval_point = train.eval_point(
+  at_eval_point = eval_point.make(
       config, task, latest, datasets.load(config)["train"], mesh
   )
   expected = at_eval_point(jax.device_put(latest, sharding.replicated(mesh)))

@@ -1,5 +1,6 @@
 """`asl_vq.Tokenizer`: batching, reconstruction, text form, input checks."""
 
+import functools
 import hashlib
 import json
 
@@ -15,7 +16,7 @@ from asl_vq import generate
 from asl_vq import inference
 from asl_vq import vocab
 from asl_vq.data import datasets
-from asl_vq.tasks import tokenizer_training
+from asl_vq.models import tokenizer as tokenizer_lib
 
 
 @pytest.fixture(scope="module")
@@ -155,10 +156,15 @@ def test_bad_codes(tok):
 
 def test_transcribe_reads_the_ctc_head_greedily(tok, sequences):
   # Against the model's full forward pass (evaluation mode), decoded here.
-  _, task, variables, _ = inference.load_for_inference(
-      tiny_tokenizer.workdir(),
-      tokenizer_training.TokenizerTask,
-      kind="tokenizer",
+  workdir = tiny_tokenizer.workdir()
+  config = inference.read_config(workdir, kind="tokenizer")
+  model = tokenizer_lib.TokenizerModel(
+      tokenizer_lib.TokenizerConfig.from_config(config)
+  )
+  variables, _ = inference.restore_variables(
+      workdir,
+      config,
+      functools.partial(tokenizer_lib.init_variables, model, 2),
   )
   batch = sequences[:5]
   got = tok.transcribe(batch)
@@ -166,7 +172,7 @@ def test_transcribe_reads_the_ctc_head_greedily(tok, sequences):
   assert any(got)  # the tiny run's head writes something to compare.
   for hands, text in zip(batch, got):
     x = tok.preprocess(hands)
-    out = task.model.apply(
+    out = model.apply(
         variables,
         jnp.asarray(x)[None],
         jnp.ones((1, len(x)), bool),
@@ -340,3 +346,48 @@ def test_a_tokenizer_keeps_its_fingerprint_across_added_config_fields(tok):
     other = config.copy_and_resolve_references()
     other[section][field] = value
     assert inference.fingerprint(other, tok._variables) != tok.fingerprint
+
+
+def test_run_in_buckets_pads_each_item_into_its_own_bucket():
+  """The inference paths' batching (`Tokenizer`, `generate.recognize`):
+  each item in the smallest bucket that holds it, `batch_size` rows a call
+  (unused rows empty), results back in the items' order."""
+  calls = []
+
+  def fn(batch, mask):
+    calls.append((batch.shape, mask.sum(1).tolist()))
+    return batch * 2 + mask[..., None]
+
+  items = [np.full((n, 1), n, np.float32) for n in (3, 9, 1, 8, 5)]
+  counted = []
+  out = inference.run_in_buckets(
+      fn,
+      items,
+      (1,),
+      np.float32,
+      buckets=(16, 4, 8),
+      batch_size=2,
+      progress=counted.append,
+  )
+  assert calls == [
+      ((2, 4, 1), [3, 1]),
+      ((2, 16, 1), [9, 0]),
+      ((2, 8, 1), [8, 5]),
+  ]
+  assert counted == [2, 1, 2]
+  for item, got in zip(items, out):
+    np.testing.assert_array_equal(got, 2 * item + 1)
+  whole = inference.run_in_buckets(
+      fn,
+      items,
+      (1,),
+      np.float32,
+      buckets=(4, 8, 16),
+      batch_size=2,
+      per_frame=False,
+  )
+  assert [len(w) for w in whole] == [4, 16, 4, 8, 8]
+  with pytest.raises(errors.UserError, match="no bucket"):
+    inference.run_in_buckets(
+        fn, [np.zeros((17, 1))], (1,), np.float32, buckets=(16,), batch_size=2
+    )

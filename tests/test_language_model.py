@@ -275,3 +275,18 @@ def test_lm_loss_falls_on_a_repeated_batch():
       language_modeling.LMTask(config, code_spec), config, splits["train"], 45
   )
   assert losses[-1] < 0.6 * losses[0], losses
+
+
+def test_config_from_a_run_config():
+  """`LMConfig.from_config`: the model block and the code streams' sizes."""
+  from asl_vq.data import tokens  # pylint: disable=g-import-not-at-top
+
+  config = config_lib.load("lm", "tiny")
+  c = lm_lib.LMConfig.from_config(config, tokens.CodeSpec(Q, K))
+  assert all(getattr(c, k) == v for k, v in config.model.items())
+  assert (c.num_quantizers, c.codebook_size) == (Q, K)
+  shapes = jax.eval_shape(
+      functools.partial(lm_lib.init_variables, lm_lib.LM(c), L, 9),
+      jax.random.key(0),
+  )
+  assert set(shapes) == {"params"}

@@ -2,12 +2,17 @@
 
 import dataclasses
 import functools
+import os
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import xla_env
 from asl_vq import losses, vocab
 from asl_vq.models import squeezeformer
 from asl_vq.models.features import MaskedBatchNorm
@@ -488,6 +493,74 @@ def test_bfloat16_attention_multiplies_in_bfloat16(per_pass):
     assert {v.aval.dtype for v in e.invars} == {jnp.dtype(jnp.bfloat16)}, e
 
 
+def test_attention_passes_are_the_callers_choice():
+  """The model asks JAX nothing about devices: its passes are its
+  attributes, and `sharding.attention_layout` chooses them for a mesh (2
+  sequences a pass only on a lone CPU device; the tests' 8 devices, and a
+  mesh of one of them, keep one pass)."""
+  from asl_vq import sharding  # pylint: disable=g-import-not-at-top
+
+  assert (
+      squeezeformer.RelativeSelfAttention(num_heads=2).sequences_per_pass == 0
+  )
+  assert sharding.attention_layout(sharding.make_mesh()) == dict(
+      sequences_per_pass=0, batch_devices=jax.device_count()
+  )
+  assert sharding.attention_layout(
+      sharding.make_mesh(jax.local_devices()[:1])
+  ) == dict(sequences_per_pass=0, batch_devices=1)
+  _, variables = tiny_model()
+  x, mask = batch()
+
+  def loops(per_pass):
+    model = TokenizerModel(
+        dataclasses.replace(TINY, sequences_per_pass=per_pass)
+    )
+    apply = lambda v: model.apply(v, x, mask, train=False)
+    return str(jax.make_jaxpr(apply)(variables)).count('scan[')
+
+  # 3 sequences, 2 a pass: one a pass, in a loop (encoder and decoder).
+  assert loops(2) == loops(0) + 2
+
+
+def test_attention_on_a_lone_cpu_device_takes_two_sequences_a_pass():
+  script = textwrap.dedent("""
+    from asl_vq import sharding
+    print(sharding.attention_layout(sharding.make_mesh()))
+  """)
+  result = subprocess.run(
+      [sys.executable, '-c', script],
+      env=xla_env.env(os.environ, devices=1, JAX_PLATFORMS='cpu'),
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.strip() == (
+      "{'sequences_per_pass': 2, 'batch_devices': 1}"
+  )
+
+
+def test_tokenizer_config_from_a_run_config():
+  """`TokenizerConfig.from_config`: the run config's model block field for
+  field (the saved names: the RVQ's too, which this config hands to the
+  RVQ), and the caller's attention passes."""
+  from asl_vq import config_lib  # pylint: disable=g-import-not-at-top
+  from asl_vq.models import rvq  # pylint: disable=g-import-not-at-top
+
+  config = config_lib.load('rvq_ctc', 'cpu')
+  model = TokenizerConfig.from_config(
+      config, sequences_per_pass=2, batch_devices=1
+  )
+  assert {k: getattr(model, k) for k in config.model} == config.model.to_dict()
+  assert (model.sequences_per_pass, model.batch_devices) == (2, 1)
+  assert isinstance(model, rvq.RVQConfig)
+  fields = {f.name for f in dataclasses.fields(rvq.RVQConfig)}
+  # Declared once, by the names runs save (vq_eps: at its default).
+  assert fields - {'vq_eps'} <= set(config.model)
+  assert model.vq_decay == config.model.vq_decay
+
+
 def test_attention_passes_per_device_share():
   passes = squeezeformer.attention_passes
   assert passes(22, 2, 1) == 11
@@ -583,17 +656,20 @@ def test_bfloat16_compute_agrees_with_float32():
   of codes equal (a near tie may flip), decoding the same codes within 1.2%
   of the landmarks' scale. Asserted at about twice those margins: bf16's
   rounding of a step is not the same on every backend."""
-  from asl_vq import bench, config_lib, train  # pylint: disable=g-import-not-at-top
+  from asl_vq import bench, config_lib, optimizers, train  # pylint: disable=g-import-not-at-top
   from asl_vq.tasks import tokenizer_training  # pylint: disable=g-import-not-at-top
 
   def task_and_step(dtype):
     config = config_lib.load('rvq_ctc', 'tiny')
     config.model.dtype = dtype
     task = tokenizer_training.TokenizerTask(config)
-    tx = train.make_optimizer(config, config.train.batch_size)
+    tx = optimizers.make_optimizer(config, config.train.batch_size)
     step = jax.jit(
         functools.partial(
-            train.train_step, task=task, tx=tx, base_rng=jax.random.key(1)
+            train.train_step,
+            loss_fn=task.loss,
+            tx=tx,
+            base_rng=jax.random.key(1),
         )
     )
     return task, tx, step
@@ -602,11 +678,12 @@ def test_bfloat16_compute_agrees_with_float32():
   task32, tx, step32 = task_and_step('float32')
   task16, _, step16 = task_and_step('bfloat16')
   abstract = jax.eval_shape(
-      functools.partial(train.init_state, task16, tx), jax.random.key(0)
+      functools.partial(train.init_state, task16.init_variables, tx),
+      jax.random.key(0),
   )
-  state = jax.jit(functools.partial(train.init_state, task32, tx))(
-      jax.random.key(0)
-  )
+  state = jax.jit(
+      functools.partial(train.init_state, task32.init_variables, tx)
+  )(jax.random.key(0))
   state, _ = step32(state, batch)  # Both continue from the same codebooks.
   new32, metrics32 = step32(state, batch)
   new16, metrics16 = step16(state, batch)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from asl_vq import config_lib
-from asl_vq import train
+from asl_vq import optimizers
 from asl_vq.models import features
 from asl_vq.tasks import tokenizer_training
 
@@ -128,7 +128,7 @@ def test_warmup_in_epochs_is_the_reference_schedule(warmup, train_size, batch):
   config.train.warmup_epochs, config.train.batch_size = warmup, batch
   steps = train_size // batch
   epochs = int(warmup) + 2
-  schedule = train.learning_rate_schedule(config.train, train_size)
+  schedule = optimizers.learning_rate_schedule(config.train, train_size)
   got = np.array([float(schedule(c)) for c in range(epochs * steps)])
   expected = _reference_learning_rates(1e-3, warmup, epochs, steps, train_size)
   np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-12)
@@ -139,13 +139,13 @@ def test_both_warmups_set_is_refused():
   config = config_lib.load("rvq_ctc", "paper")
   config.train.warmup_steps = 100
   with pytest.raises(ValueError, match="set one of them"):
-    train.learning_rate_schedule(config.train, 1000)
+    optimizers.learning_rate_schedule(config.train, 1000)
 
 
 def test_no_warmup_is_the_peak_rate_from_the_first_update():
   config = config_lib.load("rvq_ctc", "paper")
   config.train.warmup_epochs = 0.0
-  schedule = train.learning_rate_schedule(config.train, 1000)
+  schedule = optimizers.learning_rate_schedule(config.train, 1000)
   np.testing.assert_allclose(
       [float(schedule(c)) for c in (0, 1, 500)], 1e-3, rtol=1e-6
   )

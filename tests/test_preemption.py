@@ -16,6 +16,7 @@ import pytest
 from asl_vq import checkpointing
 from asl_vq import config_lib
 from asl_vq import metric_writers
+from asl_vq import preemption
 from asl_vq import train
 from asl_vq.experiments import paper_tables
 from asl_vq.tasks import tokenizer_training
@@ -150,7 +151,7 @@ def test_sigterm_during_an_evaluation_saves_and_the_resumed_run_evaluates_first(
     return evaluate(*args, **kwargs)
 
   monkeypatch.setattr(train, "evaluate", preempted_evaluate)
-  with pytest.raises(train.Preempted):  # callers stop too (paper_tables).
+  with pytest.raises(preemption.Preempted):  # callers stop too (paper_tables).
     tokenizer_training.run(config, str(tmp_path))
   ckpts = checkpointing.Checkpoints(str(tmp_path))
   epoch = ckpts.latest_step()
@@ -183,7 +184,7 @@ def test_sigterm_stops_the_paper_tables_at_the_stage_it_reached(
     return evaluate(*args, **kwargs)
 
   monkeypatch.setattr(train, "evaluate", preempted_evaluate)
-  with pytest.raises(train.Preempted):
+  with pytest.raises(preemption.Preempted):
     paper_tables.run_all(str(tmp_path), "tiny", ["rvq"])
   assert sorted(
       p.name for p in tmp_path.iterdir() if not p.name.startswith(".")

@@ -12,6 +12,7 @@ must be equal: every reference code is at least 1e-3 from a tie (README,
 code_margin).
 """
 
+import functools
 import json
 
 import jax
@@ -24,7 +25,6 @@ import reference_fixture
 from asl_vq import import_reference
 from asl_vq import inference
 from asl_vq.models import tokenizer as tokenizer_lib
-from asl_vq.tasks import tokenizer_training
 
 # Measured on this port (2-core x86 CPU, XLA:CPU): at most 2.4e-6 from the
 # reference on every float output of both versions (the reference's own
@@ -141,11 +141,22 @@ def imported_workdir(request, tmp_path_factory):
   return version, workdir
 
 
+def _restored(workdir):
+  """A tokenizer workdir's best evaluation variables and step."""
+  config = inference.read_config(workdir, kind="tokenizer")
+  model = tokenizer_lib.TokenizerModel(
+      tokenizer_lib.TokenizerConfig.from_config(config)
+  )
+  return inference.restore_variables(
+      workdir,
+      config,
+      functools.partial(tokenizer_lib.init_variables, model, 2),
+  )
+
+
 def test_workdir_evaluation_params_are_the_imported_weights(imported_workdir):
   version, workdir = imported_workdir
-  _, _, variables, step = inference.load_for_inference(
-      workdir, tokenizer_training.TokenizerTask, kind="tokenizer"
-  )
+  variables, step = _restored(workdir)
   assert step == 0
   expected = reference_fixture.variables(version)
   for (path, a), b in zip(
@@ -188,9 +199,7 @@ def test_import_into_a_workdir_with_weights_is_refused_or_replaces_them(
   ):
     import_reference.write_workdir(second, workdir)
   import_reference.write_workdir(second, workdir, overwrite=True)
-  _, _, variables, _ = inference.load_for_inference(
-      workdir, tokenizer_training.TokenizerTask, kind="tokenizer"
-  )
+  variables, _ = _restored(workdir)
   expected = import_reference.to_variables(
       second, reference_fixture.CONFIGS["as_trained"]
   )

@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 
+from asl_vq import config_lib
 from asl_vq import plotting
 from asl_vq import provenance
 from asl_vq import report
@@ -165,7 +166,8 @@ def test_command_line_names_the_module(tmp_path, monkeypatch):
 def test_values_not_computed_are_absent_not_nan(tmp_path):
   """A tokenizer without the CTC head has no 'ctc' or 'score': its lines,
   tables and report show "—" (CSV: empty), never nan."""
-  line = tokenizer_training.format_eval(
+  task = tokenizer_training.TokenizerTask(config_lib.load("rvq_ctc", "tiny"))
+  line = task.format_eval(
       {"loss": 2.5, "recon": 2.5, "usage_q0": 0.5, "perplexity_q0": 9.0}
   )
   assert line.startswith("loss 2.5000 recon 2.5000 ctc — score — usage")

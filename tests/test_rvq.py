@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from asl_vq.models import rvq
-from asl_vq.models.rvq import ResidualVQ, nearest_code
+from asl_vq.models.rvq import ResidualVQ, RVQConfig, nearest_code
 import xla_env
 
 Q, K, D = 3, 8, 4
@@ -22,11 +22,13 @@ LENGTHS = (16, 11)
 
 def make_vq(dead_threshold=2.0, revival='batch'):
   return ResidualVQ(
-      num_quantizers=Q,
-      codebook_size=K,
+      RVQConfig(
+          num_quantizers=Q,
+          codebook_size=K,
+          dead_threshold=dead_threshold,
+          revival=revival,
+      ),
       dim=D,
-      dead_threshold=dead_threshold,
-      revival=revival,
   )
 
 
@@ -225,12 +227,14 @@ def test_reference_revival_starts_the_ema_at_the_centroids():
   books = {}
   for revival in ('batch', 'reference'):
     vq = ResidualVQ(
-        num_quantizers=Q,
-        codebook_size=K,
+        RVQConfig(
+            num_quantizers=Q,
+            codebook_size=K,
+            vq_decay=1.0,
+            dead_threshold=0.0,
+            revival=revival,
+        ),
         dim=D,
-        decay=1.0,
-        dead_threshold=0.0,
-        revival=revival,
     )
     _, new = vq.apply(
         init_vars(),
@@ -309,8 +313,8 @@ def test_sharded_step_matches_single_device():
   script = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-    from asl_vq.models.rvq import ResidualVQ
-    vq = ResidualVQ(num_quantizers=3, codebook_size=16, dim=8)
+    from asl_vq.models.rvq import ResidualVQ, RVQConfig
+    vq = ResidualVQ(RVQConfig(num_quantizers=3, codebook_size=16), dim=8)
     x = jax.random.normal(jax.random.key(1), (8, 12, 8))
     mask = jnp.arange(12)[None] < jnp.arange(5, 13)[:, None]
     n_q = jnp.array([1, 2, 3, 3, 2, 1, 3, 3])
@@ -373,7 +377,8 @@ def test_commitment_gradient_reaches_input_through_chosen_terms(commit_grad):
   x, mask = batch()
   variables = trained_vars()
   vq = ResidualVQ(
-      num_quantizers=Q, codebook_size=K, dim=D, commit_grad=commit_grad
+      RVQConfig(num_quantizers=Q, codebook_size=K, commit_grad=commit_grad),
+      dim=D,
   )
   commit = lambda x: vq.apply(variables, x, mask, train=False)[2]['commit_loss']
   grad = np.asarray(jax.grad(commit)(x))
@@ -384,7 +389,7 @@ def test_commitment_gradient_reaches_input_through_chosen_terms(commit_grad):
   expected = terms[..., 0, :] if commit_grad == 'first' else terms.sum(-2)
   expected = np.where(np.asarray(mask)[..., None], expected, 0.0)
   np.testing.assert_allclose(grad, expected, rtol=1e-4, atol=1e-6)
-  reference = ResidualVQ(num_quantizers=Q, codebook_size=K, dim=D)
+  reference = ResidualVQ(RVQConfig(num_quantizers=Q, codebook_size=K), dim=D)
   np.testing.assert_allclose(
       commit(x),
       reference.apply(variables, x, mask, train=False)[2]['commit_loss'],

@@ -11,6 +11,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from asl_vq import config_lib
+from asl_vq import optimizers
 from asl_vq import train
 from asl_vq.data import datasets
 from asl_vq.data import pipeline
@@ -42,15 +43,19 @@ def _init_and_step(mesh, config, tx=None):
   """The initial state and the jit-ed step on `mesh`, and a function that
   places a batch there (the tests on one device share these programs)."""
   task = tokenizer_training.TokenizerTask(config)
-  tx = tx or train.make_optimizer(config, config.train.batch_size)
+  tx = tx or optimizers.make_optimizer(config, config.train.batch_size)
   repl = NamedSharding(mesh, P())
   data = NamedSharding(mesh, P("data"))
   state = jax.jit(
-      functools.partial(train.init_state, task, tx), out_shardings=repl
+      functools.partial(train.init_state, task.init_variables, tx),
+      out_shardings=repl,
   )(jax.random.PRNGKey(0))
   step = jax.jit(
       functools.partial(
-          train.train_step, task=task, tx=tx, base_rng=jax.random.PRNGKey(1)
+          train.train_step,
+          loss_fn=task.loss,
+          tx=tx,
+          base_rng=jax.random.PRNGKey(1),
       ),
       in_shardings=(repl, {k: data for k in tokenizer_training.DEVICE_KEYS}),
       out_shardings=(repl, repl),

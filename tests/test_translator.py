@@ -213,3 +213,28 @@ def test_overfits_one_batch(encoder):
     params, state, opt_state, loss = step(params, state, opt_state)
     losses.append(float(loss))
   assert losses[-1] < 0.5 * losses[0], losses
+
+
+@pytest.mark.parametrize('inputs', ['tokens', 'continuous'])
+def test_config_from_a_run_config(inputs):
+  """`TranslatorConfig.from_config`: the run config's model block, the code
+  streams' sizes (tokens), the phrase length and the caller's attention
+  passes; `init_variables` starts the model's variables (the task's)."""
+  from asl_vq import config_lib  # pylint: disable=g-import-not-at-top
+  from asl_vq.data import tokens  # pylint: disable=g-import-not-at-top
+
+  config = config_lib.load('seq2seq', f'tiny,input={inputs}')
+  spec = tokens.CodeSpec(3, 32) if inputs == 'tokens' else None
+  c = TranslatorConfig.from_config(
+      config, spec, sequences_per_pass=2, batch_devices=1
+  )
+  assert all(getattr(c, k) == v for k, v in config.model.items())
+  assert c.max_target_len == config.data.max_label_len
+  assert (c.sequences_per_pass, c.batch_devices) == (2, 1)
+  if spec:
+    assert (c.num_quantizers, c.codebook_size) == (3, 32)
+  shapes = jax.eval_shape(
+      functools.partial(translator.init_variables, Translator(c), 7),
+      jax.random.key(0),
+  )
+  assert ('batch_stats' in shapes) == (inputs == 'continuous')

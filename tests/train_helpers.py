@@ -6,6 +6,7 @@ import functools
 import jax
 import numpy as np
 
+from asl_vq import optimizers
 from asl_vq import train
 from asl_vq.data import pipeline
 
@@ -23,13 +24,16 @@ def losses_on_a_repeated_batch(task, config, source, steps):
   )
   batch = next(iter(ds))
   batch = {k: batch[k] for k in task.device_keys}
-  tx = train.make_optimizer(config, len(source))
-  state = jax.jit(functools.partial(train.init_state, task, tx))(
+  tx = optimizers.make_optimizer(config, len(source))
+  state = jax.jit(functools.partial(train.init_state, task.init_variables, tx))(
       jax.random.PRNGKey(0)
   )
   step = jax.jit(
       functools.partial(
-          train.train_step, task=task, tx=tx, base_rng=jax.random.PRNGKey(1)
+          train.train_step,
+          loss_fn=task.loss,
+          tx=tx,
+          base_rng=jax.random.PRNGKey(1),
       )
   )
   losses = []

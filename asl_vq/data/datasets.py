@@ -1,4 +1,5 @@
-"""From a config to the train / validation / test sources.
+"""From a config to the train / validation / test sources and their
+batch streams.
 
 With no `data.dir`, the embedded synthetic dataset is generated once into a
 cache directory (`$ASL_VQ_CACHE`, default `~/.cache/asl_vq`) and used.
@@ -18,6 +19,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from asl_vq.data import cache
+from asl_vq.data import pipeline
 from asl_vq.data import splits
 
 
@@ -83,4 +85,45 @@ def load(config: ml_collections.ConfigDict) -> dict[str, cache.SequenceSource]:
       seed=config.data.split_seed,
       include_supplemental=config.data.include_supplemental,
       min_hand_frames=config.data.min_hand_frames,
+  )
+
+
+def _stream_args(config: ml_collections.ConfigDict) -> dict:
+  """`pipeline.make_dataset`'s arguments every stream of a run shares."""
+  return dict(
+      max_len=config.data.max_len,
+      resample_method=config.data.resample,
+      normalization=config.data.normalization,
+      max_label_len=config.data.max_label_len,
+      buckets=tuple(config.data.buckets) or None,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+  )
+
+
+def train_stream(
+    config: ml_collections.ConfigDict, source: pipeline.Source, seed: int
+):
+  """Shuffled, augmented global batches of `train.batch_size` from `source`
+  (`pipeline.make_dataset` with `train=True`), for this process."""
+  return pipeline.make_dataset(
+      source,
+      global_batch_size=config.train.batch_size,
+      seed=seed,
+      train=True,
+      flip_prob=config.data.flip_prob,
+      length_grouping=config.data.length_grouping,
+      **_stream_args(config),
+  )
+
+
+def eval_stream(config: ml_collections.ConfigDict, source: pipeline.Source):
+  """Every sequence of `source` once, in order, in global batches of
+  `train.eval_batch_size` (`pipeline.make_dataset` with `train=False`)."""
+  return pipeline.make_dataset(
+      source,
+      global_batch_size=config.train.eval_batch_size,
+      seed=config.seed,
+      train=False,
+      **_stream_args(config),
   )

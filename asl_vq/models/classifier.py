@@ -7,16 +7,20 @@ tokenizer's codebooks), a transformer encoder; 'continuous': the tokenizer's
 feature extractor + Squeezeformer. Either way the states are mean-pooled over
 the valid positions (BOS and EOS included) into 26 logits.
 
-Variables as the translator's: 'params' ('batch_stats' too, continuous).
+Variables as the translator's: 'params' ('batch_stats' too, continuous);
+`ProbeConfig.from_config` maps a run config (configs/probe.py) to the model,
+`init_variables` starts its variables as training does.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 
 from asl_vq import errors
@@ -24,6 +28,8 @@ from asl_vq import vocab
 from asl_vq.models.transformer import (
     NUM_SPECIAL,
     SignEncoder,
+    code_fields,
+    dummy_sign_inputs,
     frame_codes,
     masked_mean,
 )
@@ -35,7 +41,12 @@ assert vocab.CHARACTERS[FIRST_LETTER_ID:][:NUM_LETTERS] == vocab.LETTERS
 
 @dataclasses.dataclass(frozen=True)
 class ProbeConfig:
-  """Hyperparameters; the defaults are the paper's token probe."""
+  """Hyperparameters; the defaults are the paper's token probe.
+
+  sequences_per_pass and batch_devices: the continuous encoder's attention
+  passes (`SignEncoder`), the caller's choice for its devices
+  (`asl_vq.sharding.attention_layout`), not run-config fields.
+  """
 
   encoder: str = 'tokens'
   num_quantizers: int = 4
@@ -47,6 +58,28 @@ class ProbeConfig:
   dropout: float = 0.1
   num_blocks: int = 6  # continuous
   kernel_size: int = 51  # continuous
+  sequences_per_pass: int = 0  # continuous
+  batch_devices: int = 1  # continuous
+
+  @classmethod
+  def from_config(
+      cls,
+      config: ml_collections.ConfigDict,
+      code_spec: Any = None,
+      *,
+      sequences_per_pass: int = 0,
+      batch_devices: int = 1,
+  ) -> 'ProbeConfig':
+    """The probe of a run config (configs/probe.py): its `model` block, the
+    token streams' sizes (`code_spec`, an `asl_vq.data.tokens.CodeSpec`;
+    None for keypoint inputs) and the attention's passes (class
+    docstring)."""
+    return cls(
+        **config.model.to_dict(),
+        **code_fields(code_spec),
+        sequences_per_pass=sequences_per_pass,
+        batch_devices=batch_devices,
+    )
 
 
 class Probe(nn.Module):
@@ -70,9 +103,33 @@ class Probe(nn.Module):
         mlp_dim=c.mlp_dim,
         num_blocks=c.num_blocks,
         kernel_size=c.kernel_size,
+        sequences_per_pass=c.sequences_per_pass,
+        batch_devices=c.batch_devices,
         name='encoder',
     )(inputs, input_mask, train=train)
     return nn.Dense(NUM_LETTERS, name='head')(masked_mean(x, input_mask))
+
+
+def init_variables(
+    model: Probe, length: int, rng, codebooks=None
+) -> dict[str, Any]:
+  """`model`'s variables as training starts them: an init on 2 zero sign
+  inputs of `length` frames, with rngs 'params' and 'dropout' split from
+  `rng`; with `codebooks` (the tokenizer's [Q, K, D]) copied into the
+  stream embeddings (`init_from_codebooks`)."""
+  c = model.config
+  p_rng, d_rng = jax.random.split(rng)
+  variables = model.init(
+      {'params': p_rng, 'dropout': d_rng},
+      dummy_sign_inputs(c.encoder, length, c.num_quantizers),
+      jnp.ones((2, length), bool),
+      train=False,
+  )
+  if codebooks is not None:
+    variables = dict(
+        variables, params=init_from_codebooks(variables['params'], codebooks)
+    )
+  return variables
 
 
 def init_from_codebooks(params, codebooks):

@@ -18,15 +18,19 @@ codebook_size + 3, the probe's convention), then
 
 Variables: 'params'; rngs {'dropout'} when train=True. Sampling runs an
 `LM(config, decode=True)` with a 'cache' collection (`init_cache`).
+`LMConfig.from_config` maps a run config (configs/lm.py) to the model,
+`init_variables` starts its variables as training does.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 
@@ -40,6 +44,7 @@ from asl_vq.models.transformer import (
     Decoder,
     Encoder,
     StreamEmbed,
+    code_fields,
     decode_positions,
     frame_codes,
     shift_targets,
@@ -67,6 +72,15 @@ class LMConfig:
   @property
   def stream_vocab_size(self) -> int:
     return self.codebook_size + NUM_SPECIAL
+
+  @classmethod
+  def from_config(
+      cls, config: ml_collections.ConfigDict, code_spec: Any
+  ) -> 'LMConfig':
+    """The LM of a run config (configs/lm.py): its `model` block and the
+    token streams' sizes (`code_spec`, an `asl_vq.data.tokens.CodeSpec`:
+    `tokens.code_spec(config.tokens)`)."""
+    return cls(**config.model.to_dict(), **code_fields(code_spec))
 
 
 # ---------------------------------------------------------------------------
@@ -205,6 +219,29 @@ class LM(nn.Module):
   def __call__(self, tokens, text, text_mask, *, train: bool):
     memory = self.encode(text, text_mask, train=train)
     return self.decode_logits(memory, text_mask, tokens, train=train)
+
+
+def init_variables(
+    model: LM, length: int, text_length: int, rng
+) -> dict[str, Any]:
+  """`model`'s variables as training starts them: an init on the pattern
+  tokens of 2 zero code sequences of `length` frames and 2 zero phrases of
+  `text_length` ids (the data's max_label_len + 1: `phrase_inputs`), with
+  rngs 'params' and 'dropout' split from `rng`."""
+  c = model.config
+  p_rng, d_rng = jax.random.split(rng)
+  codes = jnp.zeros((2, length, c.num_quantizers), jnp.int32)
+  tokens, _ = build_pattern(
+      codes, jnp.ones(codes.shape[:2], bool), c.codebook_size, c.pattern
+  )
+  text = jnp.zeros((2, text_length), jnp.int32)
+  return model.init(
+      {'params': p_rng, 'dropout': d_rng},
+      tokens[:, :-1],
+      text,
+      jnp.ones(text.shape, bool),
+      train=False,
+  )
 
 
 # ---------------------------------------------------------------------------

@@ -12,6 +12,7 @@ threefry, so a step gives the same state on 1 device or many.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 import flax.linen as nn
@@ -213,17 +214,19 @@ def usage_statistics(counts):
 REVIVALS = ('batch', 'reference')
 
 
-class ResidualVQ(nn.Module):
-  """Residual VQ: quantizer q codes what quantizers < q left over.
-
-  Quantizer dropout: `n_q` (int32 scalar, or [B] per example as in DAC) keeps
-  the first n_q quantizers. All are computed (static shapes); the others add
-  nothing to the output, the loss or the EMA, and their codes are -1, so that
-  codes always say exactly which vectors were summed (`embed_codes` skips -1).
+@dataclasses.dataclass(frozen=True)
+class RVQConfig:
+  """The RVQ's hyperparameters, declared here only: the tokenizer's config
+  (`asl_vq.models.tokenizer.TokenizerConfig`) extends this class and hands
+  itself to `ResidualVQ`, and the run config's `model` block has the same
+  field names (`vq_decay`, `vq_eps`: the names saved runs' config.json
+  have). The defaults are the paper's.
 
   Attributes:
-    decay: EMA decay of the cluster sizes and sums.
-    eps: Laplace smoothing of the cluster sizes.
+    num_quantizers: quantizers Q (each codes the residual of those before).
+    codebook_size: codes K per quantizer.
+    vq_decay: EMA decay of the cluster sizes and sums.
+    vq_eps: Laplace smoothing of the cluster sizes.
     kmeans_iters: k-means iterations of the first training batch.
     dead_threshold: codes whose EMA cluster size falls below it are replaced
       by random frames of the batch, and their EMA state reset to that size
@@ -244,13 +247,37 @@ class ResidualVQ(nn.Module):
 
   num_quantizers: int = 4
   codebook_size: int = 1024
-  dim: int = 128
-  decay: float = 0.99
-  eps: float = 1e-5
+  vq_decay: float = 0.99
+  vq_eps: float = 1e-5
   kmeans_iters: int = 10
   dead_threshold: float = 2.0
   commit_grad: str = 'first'
   revival: str = 'batch'
+
+
+class ResidualVQ(nn.Module):
+  """Residual VQ: quantizer q codes what quantizers < q left over.
+
+  Quantizer dropout: `n_q` (int32 scalar, or [B] per example as in DAC) keeps
+  the first n_q quantizers. All are computed (static shapes); the others add
+  nothing to the output, the loss or the EMA, and their codes are -1, so that
+  codes always say exactly which vectors were summed (`embed_codes` skips -1).
+
+  Attributes:
+    config: the hyperparameters (`RVQConfig`, or a config extending it).
+    dim: the width D of the vectors quantized.
+  """
+
+  config: RVQConfig = RVQConfig()
+  dim: int = 128
+
+  @property
+  def num_quantizers(self) -> int:
+    return self.config.num_quantizers
+
+  @property
+  def codebook_size(self) -> int:
+    return self.config.codebook_size
 
   def setup(self):
     q, k, d = self.num_quantizers, self.codebook_size, self.dim
@@ -295,14 +322,14 @@ class ResidualVQ(nn.Module):
     revived this step (0 without an update); an unused quantizer has
     perplexity 1 and used 0.
     """
-    if self.commit_grad not in ('first', 'all'):
+    c = self.config
+    if c.commit_grad not in ('first', 'all'):
       raise errors.UserError(
-          f"commit_grad must be 'first' or 'all', not " f'{self.commit_grad!r}'
+          f"commit_grad must be 'first' or 'all', not " f'{c.commit_grad!r}'
       )
-    if self.revival not in REVIVALS:
+    if c.revival not in REVIVALS:
       raise errors.UserError(
-          f"revival must be one of {', '.join(REVIVALS)}, not "
-          f'{self.revival!r}'
+          f"revival must be one of {', '.join(REVIVALS)}, not " f'{c.revival!r}'
       )
     b, t, d = x.shape
     update = (
@@ -327,9 +354,9 @@ class ResidualVQ(nn.Module):
             state,
             r,
             valid,
-            self.kmeans_iters,
+            c.kmeans_iters,
             skip_init,
-            'reference' if self.revival == 'reference' else 'counts',
+            'reference' if c.revival == 'reference' else 'counts',
         )
       codes = nearest_code(r, state.codebook)
       quantized = state.codebook[codes]
@@ -338,10 +365,10 @@ class ResidualVQ(nn.Module):
       n = counts.sum()
       replaced = jnp.zeros((), jnp.int32)
       if update:
-        state = ema_update(state, counts, sums, self.decay, self.eps, n > 0)
-        if self.revival == 'batch':
+        state = ema_update(state, counts, sums, c.vq_decay, c.vq_eps, n > 0)
+        if c.revival == 'batch':
           state, replaced = revive_dead_codes(
-              k_revive, state, r, weights, self.dead_threshold, n > 0
+              k_revive, state, r, weights, c.dead_threshold, n > 0
           )
       commit = jnp.sum(weights * jnp.sum(jnp.square(residual - quantized), -1))
       perplexity, used = usage_statistics(counts)
@@ -355,7 +382,7 @@ class ResidualVQ(nn.Module):
           replaced=replaced,
       )
       residual = residual - quantized
-      if self.commit_grad == 'first':
+      if c.commit_grad == 'first':
         residual = jax.lax.stop_gradient(residual)
       carry = (residual, total + quantized * active_q[:, None])
       return carry, outputs

@@ -112,20 +112,6 @@ def attention_passes(batch: int, sequences_per_pass: int, devices: int) -> int:
   return local
 
 
-def _default_sequences_per_pass() -> int:
-  """2 (cache-sized [2, H, T, T] scores) when JAX's default backend is the
-  CPU with a single device, else 0.
-
-  Only one device: `attention_passes` needs the devices a batch is sharded
-  over, and a mesh need not span `jax.device_count()` (inference uses the
-  local devices), so several devices keep one pass; a wrong guess would only
-  move data between devices, never change a value.
-  """
-  if jax.default_backend() == 'cpu' and jax.device_count() == 1:
-    return 2
-  return 0
-
-
 class RelativeSelfAttention(nn.Module):
   """Multi-head self-attention with Transformer-XL relative positions.
 
@@ -142,15 +128,17 @@ class RelativeSelfAttention(nn.Module):
   shifted form to float rounding (tests/test_models.py checks it).
 
   `sequences_per_pass` > 0 computes the [B, H, T, T] scores and softmax a
-  few sequences at a time in a loop (`attention_passes`), recomputing them
-  in the backward pass (`jax.checkpoint`) instead of keeping them: each
-  pass's scores stay in cache, where the whole batch's (13.5 MB at
-  22 x 196, 33.5 MB at 32 x 256) go through memory several times. The
-  values are the same to float rounding. None (the default) is 2 when JAX's
-  default backend is a single CPU device and 0 (one pass) otherwise
-  (`_default_sequences_per_pass`). On a 2-core CPU, 2 against 0
-  (`python -m asl_vq.bench`, alternating runs, paper model): training
-  1.06x at 22 x 196 and 1.14x at 32 x 256, encoding 0.96x and 1.17x.
+  few sequences at a time in a loop (`attention_passes`, over the share of
+  each of the `devices` the batch is split over), recomputing them in the
+  backward pass (`jax.checkpoint`) instead of keeping them: each pass's
+  scores stay in cache, where the whole batch's (13.5 MB at 22 x 196,
+  33.5 MB at 32 x 256) go through memory several times. The values are the
+  same to float rounding. 0 (the default) is one pass. The caller chooses
+  for the devices it runs on (`asl_vq.sharding.attention_layout`: 2 on a
+  single CPU device, else 0); the module never asks JAX. On a 2-core CPU,
+  2 against 0 (`python -m asl_vq.bench`, alternating runs, paper model):
+  training 1.06x at 22 x 196 and 1.14x at 32 x 256, encoding 0.96x and
+  1.17x.
 
   Padded keys get no weight; padded query rows output zeros, so a fully
   padded sequence yields zeros rather than NaN. `window` > 0 gives no
@@ -163,8 +151,9 @@ class RelativeSelfAttention(nn.Module):
   num_heads: int
   dropout: float = 0.0
   dtype: Any = jnp.float32
-  sequences_per_pass: int | None = None
+  sequences_per_pass: int = 0
   window: int = 0
+  devices: int = 1
 
   @nn.compact
   def __call__(self, x, mask, *, train: bool):
@@ -187,10 +176,7 @@ class RelativeSelfAttention(nn.Module):
     v_bias = self.param('v_bias', nn.initializers.xavier_uniform(), (h, dh))
     u_bias, v_bias = u_bias.astype(self.dtype), v_bias.astype(self.dtype)
 
-    per_pass = self.sequences_per_pass
-    if per_pass is None:
-      per_pass = _default_sequences_per_pass()
-    passes = attention_passes(batch, per_pass, jax.device_count())
+    passes = attention_passes(batch, self.sequences_per_pass, self.devices)
     attend = lambda q, k, v, mask: _relative_attention(
         q, k, v, mask, u_bias, v_bias, w_pos, self.window
     )
@@ -307,14 +293,17 @@ class ScaleBias(nn.Module):
 
 
 class SqueezeformerBlock(nn.Module):
-  """One post-LN Squeezeformer block: MHSA, FF, Conv, FF (`attention_window`
-  as `RelativeSelfAttention`'s `window`)."""
+  """One post-LN Squeezeformer block: MHSA, FF, Conv, FF (`attention_window`,
+  `sequences_per_pass` and `devices` as `RelativeSelfAttention`'s `window`,
+  `sequences_per_pass` and `devices`)."""
 
   num_heads: int = 4
   kernel_size: int = 51
   dropout: float = 0.0
   dtype: Any = jnp.float32
   attention_window: int = 0
+  sequences_per_pass: int = 0
+  devices: int = 1
 
   @nn.compact
   def __call__(self, x, mask, *, train: bool):
@@ -326,7 +315,9 @@ class SqueezeformerBlock(nn.Module):
         self.num_heads,
         self.dropout,
         self.dtype,
+        sequences_per_pass=self.sequences_per_pass,
         window=self.attention_window,
+        devices=self.devices,
         name='mhsa',
     )(y, mask, train=train)
     x = norm(name='ln_0')(x + y)
@@ -351,7 +342,9 @@ class Squeezeformer(nn.Module):
 
   Shared by the tokenizer's encoder and decoder and the continuous baselines.
   Returns [B, T, d] of `dtype` (the compute dtype). `attention_window`:
-  `RelativeSelfAttention`'s `window` (0: every frame).
+  `RelativeSelfAttention`'s `window` (0: every frame); `sequences_per_pass`
+  and `devices`: its passes (0: one; the caller's choice for its devices,
+  `asl_vq.sharding.attention_layout`).
   """
 
   num_blocks: int = 6
@@ -360,6 +353,8 @@ class Squeezeformer(nn.Module):
   dropout: float = 0.0
   dtype: Any = jnp.float32
   attention_window: int = 0
+  sequences_per_pass: int = 0
+  devices: int = 1
 
   @nn.compact
   def __call__(self, x, mask, *, train: bool):
@@ -370,6 +365,8 @@ class Squeezeformer(nn.Module):
           self.dropout,
           self.dtype,
           self.attention_window,
+          sequences_per_pass=self.sequences_per_pass,
+          devices=self.devices,
           name=f'block_{i}',
       )(x, mask, train=train)
     return x

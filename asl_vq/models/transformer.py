@@ -7,10 +7,14 @@ stream embeddings + transformer (tokens), or the tokenizer's feature extractor
 + Squeezeformer (continuous keypoints). Masks are [B, L] bool; padded queries
 compute values that nothing downstream reads. Also the two sequence layouts
 those models share: code streams framed BOS, codes, EOS, PAD (`frame_codes`)
-and characters shifted for teacher forcing (`shift_targets`).
+and characters shifted for teacher forcing (`shift_targets`), and what the
+three models' `from_config` and `init_variables` share (`code_fields`,
+`dummy_sign_inputs`).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -22,6 +26,28 @@ from asl_vq.models.features import FeatureExtractor
 from asl_vq.models.squeezeformer import Squeezeformer
 
 ENCODERS = ('tokens', 'continuous')
+NUM_POINTS = 42  # hand landmarks of a frame (asl_vq.data.layout's).
+
+
+def code_fields(code_spec: Any) -> dict[str, int]:
+  """The model-config fields a code spec sets: `num_quantizers` and
+  `codebook_size` of the token streams (`asl_vq.data.tokens.CodeSpec`);
+  {} for keypoint inputs (None)."""
+  if code_spec is None:
+    return {}
+  return dict(
+      num_quantizers=code_spec.num_quantizers,
+      codebook_size=code_spec.codebook_size,
+  )
+
+
+def dummy_sign_inputs(encoder: str, length: int, num_quantizers: int):
+  """Zeros shaped like a batch of 2 sign inputs of `length` frames (for
+  `init`): int32 [2, length, num_quantizers] codes ('tokens') or float32
+  [2, length, 42, 2] keypoints ('continuous')."""
+  if encoder == 'tokens':
+    return jnp.zeros((2, length, num_quantizers), jnp.int32)
+  return jnp.zeros((2, length, NUM_POINTS, 2), jnp.float32)
 
 
 def sinusoids(positions, dim: int):
@@ -167,7 +193,9 @@ class SignEncoder(nn.Module):
   kind 'tokens': int codes [B, L, Q] (ids < vocab_size) -> StreamEmbed +
   sinusoids + Encoder. kind 'continuous': landmarks [B, L, 42, 2] -> the
   tokenizer's encoder (FeatureExtractor + Squeezeformer, same module names, so
-  its parameters could warm-start this one); it has 'batch_stats'.
+  its parameters could warm-start this one); it has 'batch_stats', and its
+  attention's passes are `sequences_per_pass` and `batch_devices`
+  (`RelativeSelfAttention`'s `sequences_per_pass` and `devices`).
   """
 
   kind: str
@@ -180,6 +208,8 @@ class SignEncoder(nn.Module):
   mlp_dim: int = 512  # tokens
   num_blocks: int = 6  # continuous
   kernel_size: int = 51  # continuous
+  sequences_per_pass: int = 0  # continuous
+  batch_devices: int = 1  # continuous
 
   @nn.compact
   def __call__(self, inputs, mask, *, train: bool):
@@ -203,6 +233,8 @@ class SignEncoder(nn.Module):
           self.num_heads,
           self.kernel_size,
           self.dropout,
+          sequences_per_pass=self.sequences_per_pass,
+          devices=self.batch_devices,
           name='encoder',
       )(x, mask, train=train)
     raise errors.UserError(f'unknown encoder {self.kind!r}: one of {ENCODERS}')

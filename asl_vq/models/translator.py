@@ -8,23 +8,29 @@ Squeezeformer baseline); the pre-LN transformer decoder emits characters of
 Variables: 'params' ('batch_stats' too for the continuous encoder: a training
 apply then needs mutable=['batch_stats']); rngs {'dropout'} when train=True.
 Greedy decoding runs a `Translator(config, decode=True)` with the same
-variables plus a 'cache' collection (`init_cache`).
+variables plus a 'cache' collection (`init_cache`). `TranslatorConfig.
+from_config` maps a run config (configs/seq2seq.py) to the model,
+`init_variables` starts its variables as training does.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 
 from asl_vq import vocab
 from asl_vq.models.transformer import (
     Decoder,
     SignEncoder,
+    code_fields,
     decode_positions,
+    dummy_sign_inputs,
     sinusoids,
 )
 
@@ -35,7 +41,10 @@ class TranslatorConfig:
 
   Positions are fixed sinusoids, so no maximum input length is needed;
   max_target_len (phrase characters) only sets greedy decoding's default
-  length, max_target_len + 1 (room for END_ID).
+  length, max_target_len + 1 (room for END_ID). sequences_per_pass and
+  batch_devices: the continuous encoder's attention passes (`SignEncoder`),
+  the caller's choice for its devices (`asl_vq.sharding.attention_layout`),
+  not run-config fields.
   """
 
   encoder: str = 'tokens'
@@ -51,6 +60,29 @@ class TranslatorConfig:
   num_blocks: int = 6
   kernel_size: int = 51
   vocab_size: int = vocab.VOCAB_SIZE
+  sequences_per_pass: int = 0
+  batch_devices: int = 1
+
+  @classmethod
+  def from_config(
+      cls,
+      config: ml_collections.ConfigDict,
+      code_spec: Any = None,
+      *,
+      sequences_per_pass: int = 0,
+      batch_devices: int = 1,
+  ) -> 'TranslatorConfig':
+    """The translator of a run config (configs/seq2seq.py): its `model`
+    block, the token streams' sizes (`code_spec`, an
+    `asl_vq.data.tokens.CodeSpec`; None for keypoint inputs), max_target_len
+    = `data.max_label_len`, and the attention's passes (class docstring)."""
+    return cls(
+        **config.model.to_dict(),
+        **code_fields(code_spec),
+        max_target_len=config.data.max_label_len,
+        sequences_per_pass=sequences_per_pass,
+        batch_devices=batch_devices,
+    )
 
 
 class CharDecoder(nn.Module):
@@ -104,6 +136,8 @@ class Translator(nn.Module):
         mlp_dim=c.mlp_dim,
         num_blocks=c.num_blocks,
         kernel_size=c.kernel_size,
+        sequences_per_pass=c.sequences_per_pass,
+        batch_devices=c.batch_devices,
     )
     self.char_decoder = CharDecoder(c, self.decode)
 
@@ -125,6 +159,21 @@ class Translator(nn.Module):
   ):
     memory = self.encode(encoder_inputs, input_mask, train=train)
     return self.decode_logits(memory, input_mask, decoder_inputs, train=train)
+
+
+def init_variables(model: Translator, length: int, rng) -> dict[str, Any]:
+  """`model`'s variables as training starts them: an init on 2 zero sign
+  inputs of `length` frames and 2 decoder inputs of max_target_len + 1,
+  with rngs 'params' and 'dropout' split from `rng`."""
+  c = model.config
+  p_rng, d_rng = jax.random.split(rng)
+  return model.init(
+      {'params': p_rng, 'dropout': d_rng},
+      dummy_sign_inputs(c.encoder, length, c.num_quantizers),
+      jnp.ones((2, length), bool),
+      jnp.zeros((2, c.max_target_len + 1), jnp.int32),
+      train=False,
+  )
 
 
 def sequence_loss(logits, targets, mask, label_smoothing: float = 0.0):

@@ -9,12 +9,10 @@ import dataclasses
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from asl_vq.data import datasets
-from asl_vq.data import layout
 from asl_vq.data import tokens as tokens_lib
 
 
@@ -90,6 +88,22 @@ class Task:
     del records
     return mean_sums(sums)
 
+  # The metrics `format_eval` shows, in order (those computed).
+  shown_metrics: tuple[str, ...] = (
+      "loss",
+      "score",
+      "accuracy",
+      "majority_accuracy",
+      "balanced_accuracy",
+  )
+
+  def format_eval(self, metrics: dict[str, float]) -> str:
+    """The line a validation or test result prints: 'loss 1.234 score
+    0.5678' (`shown_metrics`, 4 significant digits)."""
+    return " ".join(
+        f"{k} {metrics[k]:.4g}" for k in self.shown_metrics if k in metrics
+    )
+
   def summary(self) -> dict[str, Any]:
     """Parameter counts, printed at start. Default: the model's parameter
     count under `summary_name`."""
@@ -109,32 +123,10 @@ def mean_sums(sums: dict[str, np.ndarray]) -> dict[str, float]:
   return out
 
 
-def code_fields(code_spec: tokens_lib.CodeSpec | None) -> dict[str, int]:
-  """The model-config fields a code spec sets ({} for keypoint inputs)."""
-  if code_spec is None:
-    return {}
-  return dict(
-      num_quantizers=code_spec.num_quantizers,
-      codebook_size=code_spec.codebook_size,
-  )
-
-
 def sign_input_key(config: ml_collections.ConfigDict) -> str:
   """The batch entry a downstream sign encoder reads: 'codes' (token
   streams) or 'inputs' (keypoints), by `config.model.encoder`."""
   return "codes" if config.model.encoder == "tokens" else "inputs"
-
-
-def dummy_sign_inputs(
-    config: ml_collections.ConfigDict,
-    length: int,
-    code_spec: tokens_lib.CodeSpec | None,
-):
-  """Zeros shaped like a batch of 2 sign inputs (for `init`): int32
-  [2, length, Q] codes or float32 [2, length, 42, 2] keypoints."""
-  if config.model.encoder == "tokens":
-    return jnp.zeros((2, length, code_spec.num_quantizers), jnp.int32)
-  return jnp.zeros((2, length, layout.NUM_POINTS, 2), jnp.float32)
 
 
 def load_sign_splits(

@@ -11,7 +11,6 @@ paper's quantizers 1..4). Sampling, decoding and the generation score are
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -20,14 +19,6 @@ from asl_vq import train
 from asl_vq.data import tokens as tokens_lib
 from asl_vq.models import code_lm as lm_lib
 from asl_vq.tasks import base
-
-
-def model_config(
-    config: ml_collections.ConfigDict, code_spec: tokens_lib.CodeSpec
-) -> lm_lib.LMConfig:
-  return lm_lib.LMConfig(
-      **config.model.to_dict(), **base.code_fields(code_spec)
-  )
 
 
 class LMTask(base.Task):
@@ -42,27 +33,17 @@ class LMTask(base.Task):
   ):
     """code_spec: the token streams' (`tokens.code_spec(config.tokens)`)."""
     self.config = config
-    self.model_config = model_config(config, code_spec)
+    self.model_config = lm_lib.LMConfig.from_config(config, code_spec)
     self.model = lm_lib.LM(self.model_config)
     q = self.model_config.num_quantizers
     self.curves = ("loss",) + tuple(f"accuracy_q{i}" for i in range(q))
 
   def init_variables(self, rng):
-    p_rng, d_rng = jax.random.split(rng)
-    c = self.model_config
-    codes = jnp.zeros(
-        (2, self.config.data.max_len, c.num_quantizers), jnp.int32
-    )
-    tokens, _ = lm_lib.build_pattern(
-        codes, jnp.ones(codes.shape[:2], bool), c.codebook_size, c.pattern
-    )
-    text = jnp.zeros((2, self.config.data.max_label_len + 1), jnp.int32)
-    return self.model.init(
-        {"params": p_rng, "dropout": d_rng},
-        tokens[:, :-1],
-        text,
-        jnp.ones(text.shape, bool),
-        train=False,
+    return lm_lib.init_variables(
+        self.model,
+        self.config.data.max_len,
+        self.config.data.max_label_len + 1,
+        rng,
     )
 
   def _apply(self, variables, batch, **kwargs):
@@ -99,19 +80,17 @@ class LMTask(base.Task):
     n = jnp.sum(batch["example_mask"].astype(jnp.float32))
     return {"loss": loss * n, "right": right, "total": total, "examples": n}, {}
 
+  def format_eval(self, metrics):
+    """'loss 1.234 accuracy_q0 0.5 ...': the loss, each quantizer's."""
+    shown = ["loss"] + sorted(k for k in metrics if k.startswith("accuracy_q"))
+    return " ".join(f"{k} {metrics[k]:.4g}" for k in shown)
+
   def eval_metrics(self, sums, records):
     del records
     result = base.mean_sums(sums)
     accuracy = sums["right"] / np.maximum(sums["total"], 1.0)
     result.update({f"accuracy_q{i}": float(a) for i, a in enumerate(accuracy)})
     return result
-
-
-def format_eval(val: dict[str, float]) -> str:
-  return train.format_metrics(
-      val,
-      ("loss",) + tuple(k for k in sorted(val) if k.startswith("accuracy_q")),
-  )
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -124,5 +103,4 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
       splits["train"],
       splits["validation"],
       splits["test"],
-      format_eval,
   )

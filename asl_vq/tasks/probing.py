@@ -15,12 +15,12 @@ in some test phrase.
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from asl_vq import checkpointing
+from asl_vq import sharding
 from asl_vq import train
 from asl_vq import vocab
 from asl_vq.data import splits as splits_lib
@@ -46,8 +46,10 @@ class ProbeTask(base.Task):
     self.config = config
     self.code_spec = code_spec
     self.model = probe_lib.Probe(
-        probe_lib.ProbeConfig(
-            **config.model.to_dict(), **base.code_fields(code_spec)
+        probe_lib.ProbeConfig.from_config(
+            config,
+            code_spec,
+            **sharding.attention_layout(sharding.make_mesh()),
         )
     )
     self.codebooks = codebooks
@@ -61,22 +63,9 @@ class ProbeTask(base.Task):
     )
 
   def init_variables(self, rng):
-    p_rng, d_rng = jax.random.split(rng)
-    length = self.config.data.max_len
-    variables = self.model.init(
-        {"params": p_rng, "dropout": d_rng},
-        base.dummy_sign_inputs(self.config, length, self.code_spec),
-        jnp.ones((2, length), bool),
-        train=False,
+    return probe_lib.init_variables(
+        self.model, self.config.data.max_len, rng, self.codebooks
     )
-    if self.codebooks is not None:
-      variables = dict(
-          variables,
-          params=probe_lib.init_from_codebooks(
-              variables["params"], self.codebooks
-          ),
-      )
-    return variables
 
   def _targets(self, batch):
     return probe_lib.letter_targets(batch["labels"], batch["label_mask"])

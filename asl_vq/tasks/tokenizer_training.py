@@ -1,7 +1,8 @@
 """The tokenizer experiment: encoder -> RVQ -> CTC head and decoder.
 
 `run(config, workdir)` trains it with the shared loop (`asl_vq.train`);
-`TokenizerTask` says what is trained and how it is evaluated.
+`TokenizerTask` says what is trained (the model and its training loss are
+`asl_vq.models.tokenizer`'s) and how it is evaluated.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 
 from asl_vq import losses
 from asl_vq import metrics as metrics_lib
+from asl_vq import sharding
 from asl_vq import train
 from asl_vq import vocab
 from asl_vq.data import datasets
@@ -34,32 +36,10 @@ CURVES = (
 def model_config(
     config: ml_collections.ConfigDict,
 ) -> tokenizer_lib.TokenizerConfig:
-  return tokenizer_lib.TokenizerConfig(**config.model.to_dict())
-
-
-def make_model(config: ml_collections.ConfigDict):
-  return tokenizer_lib.TokenizerModel(model_config(config))
-
-
-def sample_num_quantizers(rng, mode: str, num_quantizers: int, batch_size: int):
-  """Quantizer dropout: n_q ~ U{1..Q} per batch, per example, or all Q."""
-  if mode == "none":
-    return None
-  shape = {"batch": (), "example": (batch_size,)}[mode]
-  return jax.random.randint(rng, shape, 1, num_quantizers + 1)
-
-
-def _loss(out, batch, train_config):
-  return losses.tokenizer_loss(
-      out,
-      batch["inputs"],
-      batch["input_mask"],
-      labels=batch["labels"],
-      label_mask=batch["label_mask"],
-      example_mask=batch["example_mask"],
-      commit_weight=train_config.commit_weight,
-      ctc_reduction=train_config.ctc_reduction,
-      ctc_weight=train_config.ctc_weight,
+  """The tokenizer of `config` as training runs it: the attention's passes
+  chosen for the training mesh (every device: `sharding.make_mesh()`)."""
+  return tokenizer_lib.TokenizerConfig.from_config(
+      config, **sharding.attention_layout(sharding.make_mesh())
   )
 
 
@@ -120,44 +100,17 @@ class TokenizerTask(base.Task):
 
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
-    self.model = make_model(config)
+    self.model = tokenizer_lib.TokenizerModel(model_config(config))
 
   def init_variables(self, rng):
-    max_len = self.config.data.max_len
-    inputs = jnp.zeros((2, max_len, 42, 2), jnp.float32)
-    mask = jnp.ones((2, max_len), bool)
-    p_rng, vq_rng, d_rng = jax.random.split(rng, 3)
-    return self.model.init(
-        {"params": p_rng, "vq": vq_rng, "dropout": d_rng},
-        inputs,
-        mask,
-        train=False,
+    return tokenizer_lib.init_variables(
+        self.model, self.config.data.max_len, rng
     )
 
   def loss(self, params, state, batch, rng):
-    config = self.config
-    q_rng, d_rng, vq_rng = jax.random.split(rng, 3)
-    n_q = sample_num_quantizers(
-        q_rng,
-        config.train.quantizer_dropout,
-        config.model.num_quantizers,
-        batch["inputs"].shape[0],
+    return tokenizer_lib.training_loss(
+        self.model, state.variables(params), batch, rng, self.config.train
     )
-    out, updates = self.model.apply(
-        state.variables(params),
-        batch["inputs"],
-        batch["input_mask"],
-        n_q=n_q,
-        train=True,
-        rngs={"dropout": d_rng, "vq": vq_rng},
-        mutable=["batch_stats", "vq"],
-    )
-    total, parts = _loss(out, batch, config.train)
-    metrics = {k: v for k, v in parts.items() if k != "eval_loss"}
-    for name in ("perplexity", "used", "replaced"):
-      for q in range(config.model.num_quantizers):
-        metrics[f"{name}_q{q}"] = out[name][q]
-    return total, metrics, updates
 
   def model_inputs(self, batch):
     return batch["inputs"], batch["input_mask"]
@@ -168,7 +121,7 @@ class TokenizerTask(base.Task):
     out = self.model.apply(
         variables, batch["inputs"], batch["input_mask"], train=False
     )
-    _, parts = _loss(out, batch, self.config.train)
+    _, parts = tokenizer_lib.batch_loss(out, batch, self.config.train)
     # The validation loss (the best checkpoint's criterion) is the
     # reference's: reconstruction + CTC (times train.ctc_weight, 1 in the
     # reference); commitment is reported, not added.
@@ -227,29 +180,28 @@ class TokenizerTask(base.Task):
     return result
 
   def summary(self):
-    return tokenizer_lib.model_summary(model_config(self.config))
+    return tokenizer_lib.model_summary(self.model.config)
 
-
-def format_eval(val: dict[str, float]) -> str:
-  """The validation / test line; a part not computed (no CTC head: 'ctc',
-  'score') shows as "—"."""
-  part = lambda k, f: f"{k} {val[k]:{f}}" if k in val else f"{k} —"
-  usage = " ".join(
-      f"{val[k]:.2f}" for k in sorted(val) if k.startswith("usage_q")
-  )
-  ppl = " ".join(
-      f"{val[k]:.0f}" for k in sorted(val) if k.startswith("perplexity_q")
-  )
-  image = (
-      f" image {val['image_error']:.4f} ({val['image_error_palms']:.2f} palms)"
-      if "image_error" in val
-      else ""
-  )
-  return (
-      f"{part('loss', '.4f')} {part('recon', '.4f')}{image} "
-      f"{part('ctc', '.3f')} {part('score', '.3f')} usage [{usage}] "
-      f"perplexity [{ppl}]"
-  )
+  def format_eval(self, val: dict[str, float]) -> str:
+    """The validation / test line; a part not computed (no CTC head: 'ctc',
+    'score') shows as "—"."""
+    part = lambda k, f: f"{k} {val[k]:{f}}" if k in val else f"{k} —"
+    usage = " ".join(
+        f"{val[k]:.2f}" for k in sorted(val) if k.startswith("usage_q")
+    )
+    ppl = " ".join(
+        f"{val[k]:.0f}" for k in sorted(val) if k.startswith("perplexity_q")
+    )
+    image = (
+        f" image {val['image_error']:.4f} ({val['image_error_palms']:.2f} palms)"
+        if "image_error" in val
+        else ""
+    )
+    return (
+        f"{part('loss', '.4f')} {part('recon', '.4f')}{image} "
+        f"{part('ctc', '.3f')} {part('score', '.3f')} usage [{usage}] "
+        f"perplexity [{ppl}]"
+    )
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -262,5 +214,4 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
       splits["train"],
       splits["validation"],
       splits["test"],
-      format_eval=format_eval,
   )

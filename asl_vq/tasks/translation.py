@@ -8,11 +8,11 @@ the best checkpoint scored on the test split (`test_metrics.json`).
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 
 from asl_vq import metrics as metrics_lib
+from asl_vq import sharding
 from asl_vq import train
 from asl_vq import vocab
 from asl_vq.data import tokens as tokens_lib
@@ -46,10 +46,10 @@ class TranslatorTask(base.Task):
     """code_spec: the token streams' (input=tokens); None for keypoints."""
     self.config = config
     self.code_spec = code_spec
-    self.model_config = translator.TranslatorConfig(
-        **config.model.to_dict(),
-        **base.code_fields(code_spec),
-        max_target_len=config.data.max_label_len,
+    self.model_config = translator.TranslatorConfig.from_config(
+        config,
+        code_spec,
+        **sharding.attention_layout(sharding.make_mesh()),
     )
     self.model = translator.Translator(self.model_config)
     self.key = base.sign_input_key(config)
@@ -62,17 +62,7 @@ class TranslatorTask(base.Task):
     )
 
   def init_variables(self, rng):
-    p_rng, d_rng = jax.random.split(rng)
-    s = self.config.data.max_label_len + 1
-    return self.model.init(
-        {"params": p_rng, "dropout": d_rng},
-        base.dummy_sign_inputs(
-            self.config, self.config.data.max_len, self.code_spec
-        ),
-        jnp.ones((2, self.config.data.max_len), bool),
-        jnp.zeros((2, s), jnp.int32),
-        train=False,
-    )
+    return translator.init_variables(self.model, self.config.data.max_len, rng)
 
   def _loss(self, logits, batch, targets, target_mask):
     mask = target_mask & batch["example_mask"][:, None]
