@@ -12,13 +12,24 @@ os.environ.setdefault("XLA_FLAGS", xla_env.flags(8))
 os.environ.setdefault("ASL_VQ_CACHE", tempfile.mkdtemp(prefix="asl_vq_test_"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Every test process and the entry points' subprocesses share one persistent
-# compilation cache, under the session's $ASL_VQ_CACHE: the many tiny runs
-# compile the same programs (the in-process all-reduce abort once seen with
-# it on was not the cache: most likely XLA:CPU's pool threads running out,
-# all blocked in collectives, as in a hang seen since; asl_vq/runtime.py).
+# compilation cache, under the session's $ASL_VQ_CACHE, and keep every
+# program in it, not only those over a second: most of the suite's are
+# small, and many tests and subprocesses compile the same ones. (The
+# in-process all-reduce abort once seen with the cache on was not the
+# cache: most likely XLA:CPU's pool threads running out, all blocked in
+# collectives, as in a hang seen since; asl_vq/runtime.py.) A developer
+# may keep the cache from session to session by setting
+# JAX_COMPILATION_CACHE_DIR (JAX keys a program by its content, compile
+# options and jax version): the fast tier then runs about 3x faster
+# (tests/test_translator.py, test_losses.py, test_classifier.py: 52.5 s
+# cold, 17.0 s warm). Not by default: JAX writes an entry in place, so a
+# process killed mid-write (tests/test_main_run.py kills runs) would leave
+# a truncated entry that every later session warns about.
 os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR", os.path.join(os.environ["ASL_VQ_CACHE"], "jax")
 )
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 # Before any test module starts JAX: XLA:CPU's pools sized for the 8 devices'
 # collectives, as every command does first (`cli.run`).
 runtime.setup()
@@ -27,8 +38,9 @@ runtime.setup()
 def pytest_configure(config):
   config.addinivalue_line(
       "markers",
-      "slow: takes a minute or more on a 2-core CPU; its file is "
-      "scheduled first",
+      "slow: over ~5 s on a 2-core CPU (a training run, a subprocess run, "
+      "a model of the paper's size compiled); the fast tier (-m 'not "
+      "slow') leaves it out; its file is scheduled first",
   )
   # pytest-xdist's --dist loadfile hands out files with the most tests first
   # by default, which sent the longest (few-test) files last and left one

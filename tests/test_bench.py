@@ -7,6 +7,7 @@ import re
 
 import jax
 import numpy as np
+import pytest
 
 from asl_vq import bench
 from asl_vq import config_lib
@@ -16,6 +17,7 @@ from asl_vq import train
 from asl_vq.tasks import tokenizer_training
 
 
+@pytest.mark.slow
 def test_bench_shape_times_and_writes_a_profile(tmp_path):
   """--profile_dir: one trace under DIR/BATCHxFRAMES-DTYPE that XProf and
   Perfetto read, holding PROFILED_CALLS annotated encodes and training steps
@@ -46,6 +48,7 @@ def test_bench_shape_times_and_writes_a_profile(tmp_path):
       assert any(start <= op['ts'] <= end for op in ops), (name, call)
 
 
+@pytest.mark.slow
 def test_bench_steps_as_the_tokenizer_task_does():
   """The benchmark builds the tokenizer's training step from
   `asl_vq.models.tokenizer` (it imports no task): the same state and

@@ -53,6 +53,7 @@ def loaded(lm_run):
   return model, Tokenizer.load(generate.default_tokenizer(model))
 
 
+@pytest.mark.slow
 def test_lm_run_reports_accuracy_per_quantizer(lm_run):
   workdir, result = lm_run
   with open(os.path.join(workdir, "test_metrics.json")) as f:
@@ -64,6 +65,7 @@ def test_lm_run_reports_accuracy_per_quantizer(lm_run):
   assert set(result) >= {f"accuracy_q{q}" for q in range(4)}
 
 
+@pytest.mark.slow
 def test_generate_writes_codes_landmarks_and_a_gif(loaded, tmp_path):
   model, tokenizer = loaded
   assert generate.default_tokenizer(model) == tiny_tokenizer.workdir()
@@ -85,6 +87,7 @@ def test_generate_writes_codes_landmarks_and_a_gif(loaded, tmp_path):
       assert image.n_frames == t and image.size[0] > 0
 
 
+@pytest.mark.slow
 def test_sampling_is_seeded(loaded):
   model, _ = loaded
   draw = lambda seed: generate.sample_codes(
@@ -156,6 +159,7 @@ def test_generation_score_is_of_the_recognized_text(
   assert [r["recognized"] for r in result["records"]] == hyps
 
 
+@pytest.mark.slow
 def test_command_line(lm_run, tmp_path):
   out = tmp_path / "out"
   subprocess.run(
@@ -178,6 +182,7 @@ def test_command_line(lm_run, tmp_path):
   assert "asl_vq.generate" in (out / "command.txt").read_text()
 
 
+@pytest.mark.slow
 def test_a_recognizer_of_other_landmarks_is_refused(loaded):
   """The recogniser reads the tokenizer's decoded landmarks as they are: one
   trained on otherwise normalised landmarks would score noise."""

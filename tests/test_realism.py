@@ -46,6 +46,7 @@ def test_normalise_puts_the_wrist_at_0_and_the_palm_at_length_1():
   )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "shift, low, high", [(0.0, 0.35, 0.65), (1.0, 0.95, 1.0)]
 )

@@ -74,6 +74,7 @@ def test_import_fills_every_variable_with_its_shape():
   assert bool(got["vq"]["rvq"]["initialized"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("i", SEQUENCES)
 def test_each_part_matches_the_reference(version, i):
@@ -86,6 +87,7 @@ def test_each_part_matches_the_reference(version, i):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version", VERSIONS)
 def test_a_padded_batch_matches_the_reference_on_its_valid_frames(version):
   # The three sequences (41, 115, 176 frames) as one batch padded to the
@@ -166,6 +168,7 @@ def test_workdir_evaluation_params_are_the_imported_weights(imported_workdir):
     np.testing.assert_array_equal(np.asarray(a), b, err_msg=str(path))
 
 
+@pytest.mark.slow
 def test_tokenizer_on_raw_landmarks_gives_reference_codes(imported_workdir):
   version, workdir = imported_workdir
   tok = asl_vq.Tokenizer.load(workdir)
