@@ -1,12 +1,9 @@
-"""The train loop every experiment shares (tokenizer, translator, probe, LM).
+"""The train loop every experiment (a `asl_vq.tasks.base.Task`) shares.
 
-One code path for 1 or N devices and hosts: the global batch is sharded on the
-mesh's `data` axis, the state is replicated, and `jax.jit` with shardings does
-the rest. Resuming restores the train state and the grain iterator together,
-so a resumed run sees exactly the batches it would have seen.
-
-An experiment supplies a `asl_vq.tasks.base.Task`: its variables, its loss,
-and its evaluation.
+One code path for 1 or N devices and hosts: the global batch is sharded on
+the mesh's `data` axis, the state replicated. Resuming restores the state
+and the grain iterator together: a resumed run sees the batches it would
+have seen.
 """
 
 from __future__ import annotations
@@ -14,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import flax
 import jax
@@ -114,36 +111,39 @@ def eval_step(state: TrainState, batch, *, task: Task):
   return task.eval_batch(state.variables(optimizers.eval_params(state)), batch)
 
 
-def evaluate(
-    state: TrainState,
-    dataset,
-    *,
-    task: Task,
-    mesh,
-    jit_eval,
-    max_batches: int = -1,
-    check_stop: Callable[[], None] = lambda: None,
-) -> dict[str, float]:
-  """One pass over `dataset` (at most `max_batches` batches; -1: all):
-  summed statistics and host-side records, into `task.eval_metrics`.
+class Evaluator:
+  """Scores a state on a dataset: `task.eval_batch` summed over its
+  batches, with `task.eval_host`'s records, into `task.eval_metrics`.
+  `check_stop` is called before each batch (`Preemption.check`).
 
-  Raises:
-    preemption.Preempted: from `check_stop`, called before each batch.
+  Raises (a call):
+    preemption.Preempted: from `check_stop`.
   """
-  sums, records = None, []
-  for i, batch in enumerate(dataset):
-    if 0 <= max_batches <= i:
-      break
-    check_stop()
-    gbatch = sharding.to_global(batch, mesh, task.eval_keys)
-    s, outputs = jit_eval(state, gbatch)
-    s = jax.tree.map(
-        lambda x: np.asarray(sharding.local_value(x), np.float64), s
-    )
-    sums = s if sums is None else jax.tree.map(np.add, sums, s)
-    host = {k: sharding.gather(gbatch[k]) for k in _HOST_KEYS if k in gbatch}
-    records.extend(task.eval_host(jax.tree.map(sharding.gather, outputs), host))
-  return task.eval_metrics(sums, records)
+
+  def __init__(self, task: Task, mesh, check_stop=lambda: None):
+    self.task, self.mesh, self.check_stop = task, mesh, check_stop
+    self.jit_eval = jit_eval_step(task, mesh)
+
+  def __call__(
+      self, state: TrainState, dataset, max_batches: int = -1
+  ) -> dict[str, float]:
+    """The metrics of one pass over `dataset` (its first `max_batches`
+    batches; -1: all)."""
+    task, sums, records = self.task, None, []
+    for i, batch in enumerate(dataset):
+      if 0 <= max_batches <= i:
+        break
+      self.check_stop()
+      gbatch = sharding.to_global(batch, self.mesh, task.eval_keys)
+      s, outputs = self.jit_eval(state, gbatch)
+      s = jax.tree.map(
+          lambda x: np.asarray(sharding.local_value(x), np.float64), s
+      )
+      sums = s if sums is None else jax.tree.map(np.add, sums, s)
+      host = {k: sharding.gather(gbatch[k]) for k in _HOST_KEYS if k in gbatch}
+      outputs = jax.tree.map(sharding.gather, outputs)
+      records.extend(task.eval_host(outputs, host))
+    return task.eval_metrics(sums, records)
 
 
 def itstime(done: int, every: int, total: int, epoch: int = 0) -> bool:
@@ -199,8 +199,9 @@ def fit(
   step_rng = jax.random.split(jax.random.PRNGKey(config.seed))[1]
   jit_train = jit_train_step(task, tx, mesh, step_rng)
   stop = preemption.Preemption()
-  score, at_eval_point = _evaluation(
-      config, task, state, mesh, train_source, stop.check
+  score = Evaluator(task, mesh, stop.check)
+  at_eval_point = eval_point.make(
+      config, task, state, train_source, mesh, stop.check
   )
   val_ds = datasets.eval_stream(config, val_source)
   writer = metric_writers.MetricWriter(workdir)
@@ -208,7 +209,7 @@ def fit(
 
   def validate(state, done: int) -> dict[str, float]:
     eval_state = at_eval_point(state)
-    val = score(eval_state, val_ds, max_batches=t.max_eval_batches)
+    val = score(eval_state, val_ds, t.max_eval_batches)
     writer.write(done, "validation", val)
     bar.message(f"epoch {done // epoch}: val " + task.format_eval(val))
     ckpts.save_best(done, eval_state, {"loss": val["loss"]})
@@ -287,23 +288,6 @@ def _start(config, workdir, task, tx, mesh, sources):
     step = int(sharding.local_value(state.step))
     _say(f"resumed from step {step}")
   return state, ckpts, train_iter
-
-
-def _evaluation(config, task, state, mesh, train_source, check_stop):
-  """(score, at_eval_point): `evaluate` of a state on a dataset, and the
-  state with its BatchNorm statistics at the evaluation point
-  (`eval_point.make`, over the run's own training batches)."""
-  score = functools.partial(
-      evaluate,
-      task=task,
-      mesh=mesh,
-      jit_eval=jit_eval_step(task, mesh),
-      check_stop=check_stop,
-  )
-  at_eval_point = eval_point.make(
-      config, task, state, train_source, mesh, check_stop
-  )
-  return score, at_eval_point
 
 
 def _say(line: str) -> None:

@@ -142,7 +142,7 @@ def test_sigterm_during_an_evaluation_saves_and_the_resumed_run_evaluates_first(
 ):
   config = config_lib.load("rvq_ctc", "tiny")
   config.train.num_epochs = 2
-  evaluate = train.evaluate
+  evaluate = train.Evaluator.__call__
   calls = []
 
   def preempted_evaluate(*args, **kwargs):
@@ -150,7 +150,7 @@ def test_sigterm_during_an_evaluation_saves_and_the_resumed_run_evaluates_first(
     os.kill(os.getpid(), signal.SIGTERM)  # arrives during the evaluation.
     return evaluate(*args, **kwargs)
 
-  monkeypatch.setattr(train, "evaluate", preempted_evaluate)
+  monkeypatch.setattr(train.Evaluator, "__call__", preempted_evaluate)
   with pytest.raises(preemption.Preempted):  # callers stop too (paper_tables).
     tokenizer_training.run(config, str(tmp_path))
   ckpts = checkpointing.Checkpoints(str(tmp_path))
@@ -163,7 +163,7 @@ def test_sigterm_during_an_evaluation_saves_and_the_resumed_run_evaluates_first(
   assert not (tmp_path / "test_metrics.json").exists()
   ckpts.close()
 
-  monkeypatch.setattr(train, "evaluate", evaluate)
+  monkeypatch.setattr(train.Evaluator, "__call__", evaluate)
   tokenizer_training.run(config, str(tmp_path))
   rows = metric_writers.read_metrics(str(tmp_path / "metrics.jsonl"))
   resumed = [(r["step"], r["split"]) for r in rows[len(before) :]]
@@ -177,13 +177,13 @@ def test_sigterm_stops_the_paper_tables_at_the_stage_it_reached(
 ):
   """A preempted stage ends the whole command: the next stage never starts
   from a part-trained tokenizer (it once went on to tokenize with it)."""
-  evaluate = train.evaluate
+  evaluate = train.Evaluator.__call__
 
   def preempted_evaluate(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGTERM)
     return evaluate(*args, **kwargs)
 
-  monkeypatch.setattr(train, "evaluate", preempted_evaluate)
+  monkeypatch.setattr(train.Evaluator, "__call__", preempted_evaluate)
   with pytest.raises(preemption.Preempted):
     paper_tables.run_all(str(tmp_path), "tiny", ["rvq"])
   assert sorted(
