@@ -230,6 +230,7 @@ def test_padded_frames_do_not_affect_valid_outputs():
         )
 
 
+@pytest.mark.slow
 def test_a_frames_codes_depend_only_on_its_receptive_field():
   """attention_window=w: a frame's codes read at most 1 (the stem's conv)
   + blocks x (w + kernel // 2) frames each side, so a sign's codes do not
@@ -353,6 +354,7 @@ def _reference_attention(params, x, mask):
   )
 
 
+@pytest.mark.slow
 def test_relative_attention_matches_shifted_formulation():
   b, t, d = 3, 37, 64
   x = jax.random.normal(jax.random.key(0), (b, t, d))
@@ -418,6 +420,7 @@ def test_attention_window_ignores_frames_beyond_it(per_pass):
   )
 
 
+@pytest.mark.slow
 def test_attention_in_passes_equals_one_pass():
   b, t, d = 4, 37, 64
   x = jax.random.normal(jax.random.key(0), (b, t, d))
@@ -572,6 +575,7 @@ def test_attention_passes_per_device_share():
   assert passes(0, 2, 1) == 1  # an empty batch
 
 
+@pytest.mark.slow
 def test_depthwise_conv_matches_grouped_conv():
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
 

@@ -20,18 +20,18 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 
 from asl_vq import errors
 from asl_vq import vocab
 from asl_vq.models.transformer import (
     NUM_SPECIAL,
-    SignEncoder,
-    code_fields,
+    SignModelConfig,
     dummy_sign_inputs,
     frame_codes,
+    init_training,
     masked_mean,
+    sign_encoder,
 )
 
 NUM_LETTERS = len(vocab.LETTERS)
@@ -40,7 +40,7 @@ assert vocab.CHARACTERS[FIRST_LETTER_ID:][:NUM_LETTERS] == vocab.LETTERS
 
 
 @dataclasses.dataclass(frozen=True)
-class ProbeConfig:
+class ProbeConfig(SignModelConfig):
   """Hyperparameters; the defaults are the paper's token probe.
 
   sequences_per_pass and batch_devices: the continuous encoder's attention
@@ -61,26 +61,6 @@ class ProbeConfig:
   sequences_per_pass: int = 0  # continuous
   batch_devices: int = 1  # continuous
 
-  @classmethod
-  def from_config(
-      cls,
-      config: ml_collections.ConfigDict,
-      code_spec: Any = None,
-      *,
-      sequences_per_pass: int = 0,
-      batch_devices: int = 1,
-  ) -> 'ProbeConfig':
-    """The probe of a run config (configs/probe.py): its `model` block, the
-    token streams' sizes (`code_spec`, an `asl_vq.data.tokens.CodeSpec`;
-    None for keypoint inputs) and the attention's passes (class
-    docstring)."""
-    return cls(
-        **config.model.to_dict(),
-        **code_fields(code_spec),
-        sequences_per_pass=sequences_per_pass,
-        batch_devices=batch_devices,
-    )
-
 
 class Probe(nn.Module):
   """Codes int32 [B, L, Q] or landmarks [B, L, 42, 2] + mask -> [B, 26]."""
@@ -92,19 +72,10 @@ class Probe(nn.Module):
     c = self.config
     if c.encoder == 'tokens':
       inputs, input_mask = frame_codes(inputs, input_mask, c.codebook_size)
-    x = SignEncoder(
-        c.encoder,
-        c.dim,
-        c.num_heads,
-        c.dropout,
-        num_streams=c.num_quantizers,
+    x = sign_encoder(
+        c,
         vocab_size=c.codebook_size + NUM_SPECIAL,
         num_layers=c.num_layers,
-        mlp_dim=c.mlp_dim,
-        num_blocks=c.num_blocks,
-        kernel_size=c.kernel_size,
-        sequences_per_pass=c.sequences_per_pass,
-        batch_devices=c.batch_devices,
         name='encoder',
     )(inputs, input_mask, train=train)
     return nn.Dense(NUM_LETTERS, name='head')(masked_mean(x, input_mask))
@@ -118,12 +89,8 @@ def init_variables(
   `rng`; with `codebooks` (the tokenizer's [Q, K, D]) copied into the
   stream embeddings (`init_from_codebooks`)."""
   c = model.config
-  p_rng, d_rng = jax.random.split(rng)
-  variables = model.init(
-      {'params': p_rng, 'dropout': d_rng},
-      dummy_sign_inputs(c.encoder, length, c.num_quantizers),
-      jnp.ones((2, length), bool),
-      train=False,
+  variables = init_training(
+      model, rng, *dummy_sign_inputs(c.encoder, length, c.num_quantizers)
   )
   if codebooks is not None:
     variables = dict(

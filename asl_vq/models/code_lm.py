@@ -17,7 +17,8 @@ codebook_size + 3, the probe's convention), then
 `build_pattern` / `undo_pattern` are the pure functions that do it.
 
 Variables: 'params'; rngs {'dropout'} when train=True. Sampling runs an
-`LM(config, decode=True)` with a 'cache' collection (`init_cache`).
+`LM(config, decode=True)` with a 'cache' collection
+(`transformer.cached_decoding`).
 `LMConfig.from_config` maps a run config (configs/lm.py) to the model,
 `init_variables` starts its variables as training does.
 """
@@ -41,12 +42,13 @@ from asl_vq.models.transformer import (
     EOS,
     NUM_SPECIAL,
     PAD,
-    Decoder,
     Encoder,
     StreamEmbed,
+    TokenDecoder,
+    cached_decoding,
     code_fields,
-    decode_positions,
     frame_codes,
+    init_training,
     shift_targets,
     sinusoids,
 )
@@ -168,33 +170,24 @@ class TextEncoder(nn.Module):
     )(x, mask, train=train)
 
 
-class FrameDecoder(nn.Module):
-  """Pattern tokens [B, S, Q] + text memory -> logits [B, S, Q, vocab + 3].
-
-  With decode=True it is fed one step per call and counts its position in
-  the 'cache' collection, next to the attention caches.
-  """
+class FrameDecoder(TokenDecoder):
+  """Pattern tokens [B, S, Q] + text memory -> logits [B, S, Q, vocab + 3]
+  (`TokenDecoder`: one step per call with decode=True)."""
 
   config: LMConfig
-  decode: bool = False
 
-  @nn.compact
-  def __call__(self, tokens, memory, memory_mask, *, train: bool):
+  @property
+  def num_layers(self) -> int:
+    return self.config.num_layers
+
+  def embed_ids(self, ids):
     c = self.config
-    positions = decode_positions(self, tokens.shape[1], self.decode)
-    x = StreamEmbed(c.num_quantizers, c.stream_vocab_size, c.dim, name='embed')(
-        tokens
-    )
-    x = x + sinusoids(positions, c.dim)
-    x = nn.Dropout(c.dropout)(x, deterministic=not train)
-    x = Decoder(
-        c.num_layers,
-        c.num_heads,
-        c.mlp_dim,
-        c.dropout,
-        self.decode,
-        name='decoder',
-    )(x, memory, memory_mask, train=train)
+    return StreamEmbed(
+        c.num_quantizers, c.stream_vocab_size, c.dim, name='embed'
+    )(ids)
+
+  def output_head(self, x):
+    c = self.config
     return nn.DenseGeneral(
         (c.num_quantizers, c.stream_vocab_size), name='heads'
     )(x)
@@ -229,18 +222,13 @@ def init_variables(
   `text_length` ids (the data's max_label_len + 1: `phrase_inputs`), with
   rngs 'params' and 'dropout' split from `rng`."""
   c = model.config
-  p_rng, d_rng = jax.random.split(rng)
   codes = jnp.zeros((2, length, c.num_quantizers), jnp.int32)
   tokens, _ = build_pattern(
       codes, jnp.ones(codes.shape[:2], bool), c.codebook_size, c.pattern
   )
   text = jnp.zeros((2, text_length), jnp.int32)
-  return model.init(
-      {'params': p_rng, 'dropout': d_rng},
-      tokens[:, :-1],
-      text,
-      jnp.ones(text.shape, bool),
-      train=False,
+  return init_training(
+      model, rng, tokens[:, :-1], text, jnp.ones(text.shape, bool)
   )
 
 
@@ -282,21 +270,6 @@ def sample_logits(key, logits, temperature, top_k: int = 0):
     logits = jnp.where(logits < kth, -jnp.inf, logits)
   drawn = jax.random.categorical(key, logits / jnp.maximum(temperature, 1e-6))
   return jnp.where(temperature > 0, drawn, logits.argmax(-1)).astype(jnp.int32)
-
-
-def init_cache(config: LMConfig, batch: int, length: int):
-  """Zero decoding cache for `length` steps (shapes only, nothing is run)."""
-  model = LM(config, decode=True)
-  shapes = jax.eval_shape(
-      lambda: model.init(
-          jax.random.key(0),
-          jnp.zeros((batch, 1, config.dim)),
-          jnp.ones((batch, 1), bool),
-          jnp.zeros((batch, length, config.num_quantizers), jnp.int32),
-          method=LM.decode_logits,
-      )
-  )
-  return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes['cache'])
 
 
 def sampling_loop(
@@ -384,31 +357,23 @@ def sample(
   max_frames]). Temperature 0 is greedy. Jit with config, max_frames and
   top_k static.
   """
-  model = LM(config, decode=True)
-  memory = model.apply(variables, text, text_mask, method=LM.encode)
-  batch = memory.shape[0]
+  batch = text.shape[0]
   length = (
       max_frames
       + 1
       + int(stream_delays(config.pattern, config.num_quantizers).max())
   )
-
-  def next_logits(cache, tokens, step):
-    ids = jax.lax.dynamic_slice_in_dim(tokens, step, 1, axis=1)
-    logits, updated = model.apply(
-        {**variables, 'cache': cache},
-        memory,
-        text_mask,
-        ids,
-        method=LM.decode_logits,
-        mutable=['cache'],
-    )
-    return logits[:, 0], updated['cache']
-
+  next_logits, cache = cached_decoding(
+      LM(config, decode=True),
+      variables,
+      text,
+      text_mask,
+      (batch, length, config.num_quantizers),
+  )
   return sampling_loop(
       config,
       next_logits,
-      init_cache(config, batch, length),
+      cache,
       key,
       batch,
       max_frames,

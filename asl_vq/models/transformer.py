@@ -7,17 +7,21 @@ stream embeddings + transformer (tokens), or the tokenizer's feature extractor
 + Squeezeformer (continuous keypoints). Masks are [B, L] bool; padded queries
 compute values that nothing downstream reads. Also the two sequence layouts
 those models share: code streams framed BOS, codes, EOS, PAD (`frame_codes`)
-and characters shifted for teacher forcing (`shift_targets`), and what the
-three models' `from_config` and `init_variables` share (`code_fields`,
-`dummy_sign_inputs`).
+and characters shifted for teacher forcing (`shift_targets`); what the three
+models' configs, `from_config` and `init_variables` share (`code_fields`,
+`SignModelConfig`, `sign_encoder`, `dummy_sign_inputs`, `init_training`);
+and the autoregressive decoding of the translator and the LM: their causal
+decoder (`TokenDecoder`) and its key / value cache (`cached_decoding`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+import ml_collections
 
 from asl_vq import errors
 from asl_vq import vocab
@@ -41,13 +45,57 @@ def code_fields(code_spec: Any) -> dict[str, int]:
   )
 
 
+class SignModelConfig:
+  """`from_config` of the sign-input models' config dataclasses (the
+  translator's, the probe's), which have the fields of their run config's
+  `model` block, `num_quantizers` and `codebook_size`, and the attention's
+  passes `sequences_per_pass` and `batch_devices`."""
+
+  @classmethod
+  def data_fields(cls, config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The fields set from outside the run config's `model` block. Default:
+    none."""
+    del config
+    return {}
+
+  @classmethod
+  def from_config(
+      cls,
+      config: ml_collections.ConfigDict,
+      code_spec: Any = None,
+      *,
+      sequences_per_pass: int = 0,
+      batch_devices: int = 1,
+  ):
+    """The model of a run config: its `model` block, the token streams'
+    sizes (`code_spec`, an `asl_vq.data.tokens.CodeSpec`; None for keypoint
+    inputs), `data_fields(config)` and the attention's passes (the caller's
+    choice for its devices, `asl_vq.sharding.attention_layout`)."""
+    return cls(
+        **config.model.to_dict(),
+        **code_fields(code_spec),
+        **cls.data_fields(config),
+        sequences_per_pass=sequences_per_pass,
+        batch_devices=batch_devices,
+    )
+
+
 def dummy_sign_inputs(encoder: str, length: int, num_quantizers: int):
-  """Zeros shaped like a batch of 2 sign inputs of `length` frames (for
-  `init`): int32 [2, length, num_quantizers] codes ('tokens') or float32
-  [2, length, 42, 2] keypoints ('continuous')."""
+  """Zeros shaped like a batch of 2 sign inputs of `length` frames, and
+  their mask (for `init`): (int32 [2, length, num_quantizers] codes
+  ('tokens') or float32 [2, length, 42, 2] keypoints ('continuous'), all
+  True bool [2, length])."""
+  mask = jnp.ones((2, length), bool)
   if encoder == 'tokens':
-    return jnp.zeros((2, length, num_quantizers), jnp.int32)
-  return jnp.zeros((2, length, NUM_POINTS, 2), jnp.float32)
+    return jnp.zeros((2, length, num_quantizers), jnp.int32), mask
+  return jnp.zeros((2, length, NUM_POINTS, 2), jnp.float32), mask
+
+
+def init_training(model: nn.Module, rng, *inputs) -> dict[str, Any]:
+  """`model`'s variables as training starts them: `model.init` on `inputs`
+  (train=False) with rngs 'params' and 'dropout' split from `rng`."""
+  p_rng, d_rng = jax.random.split(rng)
+  return model.init({'params': p_rng, 'dropout': d_rng}, *inputs, train=False)
 
 
 def sinusoids(positions, dim: int):
@@ -134,28 +182,43 @@ class _Attention(nn.Module):
     return x + nn.Dropout(self.dropout)(y, deterministic=not train)
 
 
-class Encoder(nn.Module):
-  """Bidirectional pre-LN transformer over [B, L, dim] with key padding."""
+class _Stack(nn.Module):
+  """The layers of `Encoder` and `Decoder`."""
 
   num_layers: int
   num_heads: int
   mlp_dim: int
   dropout: float
 
-  @nn.compact
-  def __call__(self, x, mask, *, train: bool):
-    attention_mask = nn.make_attention_mask(mask, mask)
+  def layers(
+      self, x, self_mask, memory=None, cross_mask=None, *, train, decode=False
+  ):
+    """Per layer self-attention (`decode`: cached), cross-attention to
+    `memory` when there is one, and an MLP, each with its residual; then
+    the final LayerNorm. Call from a compact __call__."""
     for i in range(self.num_layers):
-      x = _Attention(self.num_heads, self.dropout, name=f'self_attention_{i}')(
-          x, None, attention_mask, train=train
-      )
+      x = _Attention(
+          self.num_heads, self.dropout, decode, name=f'self_attention_{i}'
+      )(x, None, self_mask, train=train)
+      if memory is not None:
+        x = _Attention(
+            self.num_heads, self.dropout, name=f'cross_attention_{i}'
+        )(x, memory, cross_mask, train=train)
       x = x + MlpBlock(self.mlp_dim, self.dropout, name=f'mlp_{i}')(
           nn.LayerNorm(name=f'mlp_norm_{i}')(x), train=train
       )
     return nn.LayerNorm(name='final_norm')(x)
 
 
-class Decoder(nn.Module):
+class Encoder(_Stack):
+  """Bidirectional pre-LN transformer over [B, L, dim] with key padding."""
+
+  @nn.compact
+  def __call__(self, x, mask, *, train: bool):
+    return self.layers(x, nn.make_attention_mask(mask, mask), train=train)
+
+
+class Decoder(_Stack):
   """Causal pre-LN transformer with cross-attention to an encoder memory.
 
   decode=True: one position per call, keys and values cached in the 'cache'
@@ -163,10 +226,6 @@ class Decoder(nn.Module):
   index; the cache is made by an init with the full decoding length.
   """
 
-  num_layers: int
-  num_heads: int
-  mlp_dim: int
-  dropout: float
   decode: bool = False
 
   @nn.compact
@@ -174,17 +233,94 @@ class Decoder(nn.Module):
     queries = jnp.ones(x.shape[:2], bool)
     self_mask = None if self.decode else nn.make_causal_mask(queries)
     cross_mask = nn.make_attention_mask(queries, memory_mask)
-    for i in range(self.num_layers):
-      x = _Attention(
-          self.num_heads, self.dropout, self.decode, name=f'self_attention_{i}'
-      )(x, None, self_mask, train=train)
-      x = _Attention(self.num_heads, self.dropout, name=f'cross_attention_{i}')(
-          x, memory, cross_mask, train=train
+    return self.layers(
+        x, self_mask, memory, cross_mask, train=train, decode=self.decode
+    )
+
+
+class TokenDecoder(nn.Module):
+  """The translator's and the LM's decoder: ids [B, S, ...] + memory [B, L,
+  dim] + memory_mask [B, L] -> outputs [B, S, ...].
+
+  `embed_ids` (ids -> [B, S, dim]) + sinusoids of the positions, dropout, a
+  `Decoder` ('decoder') and `output_head`: subclasses define those two and
+  `num_layers`, and have a `config` with dim, num_heads, mlp_dim and
+  dropout. With decode=True it is fed one step per call and counts its
+  position in the 'cache' collection, next to the attention caches
+  (examples/wmt's way).
+  """
+
+  config: Any
+  decode: bool = False
+
+  @property
+  def num_layers(self) -> int:
+    raise NotImplementedError
+
+  def embed_ids(self, ids):
+    raise NotImplementedError
+
+  def output_head(self, x):
+    raise NotImplementedError
+
+  @nn.compact
+  def __call__(self, ids, memory, memory_mask, *, train: bool):
+    c = self.config
+    positions = decode_positions(self, ids.shape[1], self.decode)
+    x = self.embed_ids(ids)
+    x = x + sinusoids(positions, c.dim)
+    x = nn.Dropout(c.dropout)(x, deterministic=not train)
+    x = Decoder(
+        self.num_layers,
+        c.num_heads,
+        c.mlp_dim,
+        c.dropout,
+        self.decode,
+        name='decoder',
+    )(x, memory, memory_mask, train=train)
+    return self.output_head(x)
+
+
+def cached_decoding(
+    model: nn.Module, variables, inputs, mask, ids_shape: tuple[int, ...]
+) -> tuple[Callable[..., Any], Any]:
+  """What a decoding loop (the translator's `greedy_loop`, the LM's
+  `sampling_loop`) needs to decode one position a step with a key / value
+  cache: (next_logits, zero cache).
+
+  model: decode=True, with `encode(inputs, mask)` -> memory [B, L, dim] and
+  `decode_logits(memory, mask, ids)` -> logits [B, S, ...]; variables: its
+  trained ones (without 'cache'); ids_shape: [B, S, ...] of the ids the loop
+  holds (S: the positions it may decode). next_logits(cache, ids, step) ->
+  (logits at position `step` from ids[:, step] alone, the updated cache).
+  The cache is made from shapes only (nothing is run).
+  """
+  memory = model.apply(variables, inputs, mask, method='encode')
+
+  def next_logits(cache, ids, step):
+    step_ids = jax.lax.dynamic_slice_in_dim(ids, step, 1, axis=1)
+    logits, updated = model.apply(
+        {**variables, 'cache': cache},
+        memory,
+        mask,
+        step_ids,
+        method='decode_logits',
+        mutable=['cache'],
+    )
+    return logits[:, 0], updated['cache']
+
+  batch = ids_shape[0]
+  shapes = jax.eval_shape(
+      lambda: model.init(
+          jax.random.key(0),
+          jnp.zeros((batch, 1, memory.shape[-1])),
+          jnp.ones((batch, 1), bool),
+          jnp.zeros(ids_shape, jnp.int32),
+          method='decode_logits',
       )
-      x = x + MlpBlock(self.mlp_dim, self.dropout, name=f'mlp_{i}')(
-          nn.LayerNorm(name=f'mlp_norm_{i}')(x), train=train
-      )
-    return nn.LayerNorm(name='final_norm')(x)
+  )
+  cache = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes['cache'])
+  return next_logits, cache
 
 
 class SignEncoder(nn.Module):
@@ -238,6 +374,31 @@ class SignEncoder(nn.Module):
           name='encoder',
       )(x, mask, train=train)
     raise errors.UserError(f'unknown encoder {self.kind!r}: one of {ENCODERS}')
+
+
+def sign_encoder(
+    config: Any, *, vocab_size: int, num_layers: int, **kwargs
+) -> SignEncoder:
+  """The `SignEncoder` of a sign-input model's config (`SignModelConfig`:
+  encoder, dim, num_heads, dropout, num_quantizers, mlp_dim, num_blocks,
+  kernel_size, sequences_per_pass, batch_devices), with the token vocabulary
+  and transformer layers it gives; kwargs: the module's (e.g. `name`)."""
+  c = config
+  return SignEncoder(
+      c.encoder,
+      c.dim,
+      c.num_heads,
+      c.dropout,
+      num_streams=c.num_quantizers,
+      vocab_size=vocab_size,
+      num_layers=num_layers,
+      mlp_dim=c.mlp_dim,
+      num_blocks=c.num_blocks,
+      kernel_size=c.kernel_size,
+      sequences_per_pass=c.sequences_per_pass,
+      batch_devices=c.batch_devices,
+      **kwargs,
+  )
 
 
 # Per stream, after the codebook_size codes.

@@ -8,9 +8,9 @@ Squeezeformer baseline); the pre-LN transformer decoder emits characters of
 Variables: 'params' ('batch_stats' too for the continuous encoder: a training
 apply then needs mutable=['batch_stats']); rngs {'dropout'} when train=True.
 Greedy decoding runs a `Translator(config, decode=True)` with the same
-variables plus a 'cache' collection (`init_cache`). `TranslatorConfig.
-from_config` maps a run config (configs/seq2seq.py) to the model,
-`init_variables` starts its variables as training does.
+variables plus a 'cache' collection (`transformer.cached_decoding`).
+`TranslatorConfig.from_config` maps a run config (configs/seq2seq.py) to the
+model, `init_variables` starts its variables as training does.
 """
 
 from __future__ import annotations
@@ -26,17 +26,17 @@ import optax
 
 from asl_vq import vocab
 from asl_vq.models.transformer import (
-    Decoder,
-    SignEncoder,
-    code_fields,
-    decode_positions,
+    SignModelConfig,
+    TokenDecoder,
+    cached_decoding,
     dummy_sign_inputs,
-    sinusoids,
+    init_training,
+    sign_encoder,
 )
 
 
 @dataclasses.dataclass(frozen=True)
-class TranslatorConfig:
+class TranslatorConfig(SignModelConfig):
   """Hyperparameters (configs/seq2seq.py's `model`, plus max_target_len).
 
   Positions are fixed sinusoids, so no maximum input length is needed;
@@ -64,53 +64,27 @@ class TranslatorConfig:
   batch_devices: int = 1
 
   @classmethod
-  def from_config(
-      cls,
-      config: ml_collections.ConfigDict,
-      code_spec: Any = None,
-      *,
-      sequences_per_pass: int = 0,
-      batch_devices: int = 1,
-  ) -> 'TranslatorConfig':
-    """The translator of a run config (configs/seq2seq.py): its `model`
-    block, the token streams' sizes (`code_spec`, an
-    `asl_vq.data.tokens.CodeSpec`; None for keypoint inputs), max_target_len
-    = `data.max_label_len`, and the attention's passes (class docstring)."""
-    return cls(
-        **config.model.to_dict(),
-        **code_fields(code_spec),
-        max_target_len=config.data.max_label_len,
-        sequences_per_pass=sequences_per_pass,
-        batch_devices=batch_devices,
-    )
+  def data_fields(cls, config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """`from_config` (of configs/seq2seq.py) takes max_target_len =
+    `data.max_label_len`."""
+    return dict(max_target_len=config.data.max_label_len)
 
 
-class CharDecoder(nn.Module):
-  """Character ids [B, S] + memory -> logits [B, S, vocab].
-
-  With decode=True it is fed one id per call and counts its position in the
-  'cache' collection, next to the attention caches (examples/wmt's way).
-  """
+class CharDecoder(TokenDecoder):
+  """Character ids [B, S] + memory -> logits [B, S, vocab] (`TokenDecoder`:
+  one id per call with decode=True)."""
 
   config: TranslatorConfig
-  decode: bool = False
 
-  @nn.compact
-  def __call__(self, tokens, memory, memory_mask, *, train: bool):
-    c = self.config
-    positions = decode_positions(self, tokens.shape[1], self.decode)
-    x = nn.Embed(c.vocab_size, c.dim, name='embed')(tokens)
-    x = x + sinusoids(positions, c.dim)
-    x = nn.Dropout(c.dropout)(x, deterministic=not train)
-    x = Decoder(
-        c.num_decoder_layers,
-        c.num_heads,
-        c.mlp_dim,
-        c.dropout,
-        self.decode,
-        name='decoder',
-    )(x, memory, memory_mask, train=train)
-    return nn.Dense(c.vocab_size, name='logits')(x)
+  @property
+  def num_layers(self) -> int:
+    return self.config.num_decoder_layers
+
+  def embed_ids(self, ids):
+    return nn.Embed(self.config.vocab_size, self.config.dim, name='embed')(ids)
+
+  def output_head(self, x):
+    return nn.Dense(self.config.vocab_size, name='logits')(x)
 
 
 class Translator(nn.Module):
@@ -125,19 +99,8 @@ class Translator(nn.Module):
 
   def setup(self):
     c = self.config
-    self.encoder = SignEncoder(
-        c.encoder,
-        c.dim,
-        c.num_heads,
-        c.dropout,
-        num_streams=c.num_quantizers,
-        vocab_size=c.codebook_size,
-        num_layers=c.num_encoder_layers,
-        mlp_dim=c.mlp_dim,
-        num_blocks=c.num_blocks,
-        kernel_size=c.kernel_size,
-        sequences_per_pass=c.sequences_per_pass,
-        batch_devices=c.batch_devices,
+    self.encoder = sign_encoder(
+        c, vocab_size=c.codebook_size, num_layers=c.num_encoder_layers
     )
     self.char_decoder = CharDecoder(c, self.decode)
 
@@ -166,13 +129,11 @@ def init_variables(model: Translator, length: int, rng) -> dict[str, Any]:
   inputs of `length` frames and 2 decoder inputs of max_target_len + 1,
   with rngs 'params' and 'dropout' split from `rng`."""
   c = model.config
-  p_rng, d_rng = jax.random.split(rng)
-  return model.init(
-      {'params': p_rng, 'dropout': d_rng},
-      dummy_sign_inputs(c.encoder, length, c.num_quantizers),
-      jnp.ones((2, length), bool),
+  return init_training(
+      model,
+      rng,
+      *dummy_sign_inputs(c.encoder, length, c.num_quantizers),
       jnp.zeros((2, c.max_target_len + 1), jnp.int32),
-      train=False,
   )
 
 
@@ -184,21 +145,6 @@ def sequence_loss(logits, targets, mask, label_smoothing: float = 0.0):
   loss = optax.softmax_cross_entropy(logits.astype(jnp.float32), labels)
   m = mask.astype(jnp.float32)
   return jnp.sum(loss * m) / jnp.maximum(m.sum(), 1.0)
-
-
-def init_cache(config: TranslatorConfig, batch: int, max_len: int):
-  """Zero decoding cache for `max_len` steps (shapes only, nothing is run)."""
-  model = Translator(config, decode=True)
-  shapes = jax.eval_shape(
-      lambda: model.init(
-          jax.random.key(0),
-          jnp.zeros((batch, 1, config.dim)),
-          jnp.ones((batch, 1), bool),
-          jnp.zeros((batch, max_len), jnp.int32),
-          method=Translator.decode_logits,
-      )
-  )
-  return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes['cache'])
 
 
 def greedy_loop(next_logits, state, batch: int, max_len: int):
@@ -243,24 +189,12 @@ def greedy_decode(
   the ids, END_ID, then PAD_ID. Jit with config and max_len static.
   """
   max_len = max_len or config.max_target_len + 1
-  model = Translator(config, decode=True)
-  memory = model.apply(
-      variables, encoder_inputs, input_mask, method=Translator.encode
+  batch = encoder_inputs.shape[0]
+  next_logits, cache = cached_decoding(
+      Translator(config, decode=True),
+      variables,
+      encoder_inputs,
+      input_mask,
+      (batch, max_len),
   )
-  batch = memory.shape[0]
-
-  def next_logits(cache, tokens, step):
-    ids = jax.lax.dynamic_slice_in_dim(tokens, step, 1, axis=1)
-    logits, updated = model.apply(
-        {**variables, 'cache': cache},
-        memory,
-        input_mask,
-        ids,
-        method=Translator.decode_logits,
-        mutable=['cache'],
-    )
-    return logits[:, 0], updated['cache']
-
-  return greedy_loop(
-      next_logits, init_cache(config, batch, max_len), batch, max_len
-  )
+  return greedy_loop(next_logits, cache, batch, max_len)

@@ -1,6 +1,7 @@
 """What an experiment gives the shared loop (`asl_vq.train.fit`), with the
-defaults most experiments share, and the sign-input helpers of the
-downstream tasks (their encoder reads code streams or keypoints).
+defaults most experiments share, the fit on a task's splits every `run`
+makes (`fit_splits`), and the sign-input helpers of the downstream tasks
+(their encoder reads code streams or keypoints: `SignTask`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import jax
 import ml_collections
 import numpy as np
 
+from asl_vq import sharding
+from asl_vq import train
 from asl_vq.data import datasets
 from asl_vq.data import tokens as tokens_lib
 
@@ -113,6 +116,58 @@ class Task:
             x.size for x in jax.tree.leaves(shapes["params"])
         )
     }
+
+
+class SignTask(Task):
+  """A downstream task whose model reads a sign input (codes or keypoints,
+  `sign_input_key`) and its mask, and whose targets are the phrase.
+
+  Sets `config`, `code_spec` (the token streams', input=tokens; None for
+  keypoints), `key` (the sign input's batch entry) and `device_keys`.
+  """
+
+  def __init__(
+      self,
+      config: ml_collections.ConfigDict,
+      code_spec: tokens_lib.CodeSpec | None = None,
+  ):
+    self.config = config
+    self.code_spec = code_spec
+    self.key = sign_input_key(config)
+    self.device_keys = (
+        self.key,
+        "input_mask",
+        "labels",
+        "label_mask",
+        "example_mask",
+    )
+
+  def sign_model_config(self, config_class: Any) -> Any:
+    """`config_class.from_config` (`SignModelConfig`'s) of this run, with
+    the attention's passes for this process's devices."""
+    return config_class.from_config(
+        self.config,
+        self.code_spec,
+        **sharding.attention_layout(sharding.make_mesh()),
+    )
+
+
+def fit_splits(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    task: Task,
+    splits: dict[str, Any],
+) -> dict[str, float]:
+  """`asl_vq.train.fit` of `task` on `splits`' train, validation and test
+  parts: the best checkpoint's test metrics."""
+  return train.fit(
+      config,
+      workdir,
+      task,
+      splits["train"],
+      splits["validation"],
+      splits["test"],
+  )
 
 
 def mean_sums(sums: dict[str, np.ndarray]) -> dict[str, float]:

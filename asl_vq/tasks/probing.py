@@ -20,8 +20,6 @@ import ml_collections
 import numpy as np
 
 from asl_vq import checkpointing
-from asl_vq import sharding
-from asl_vq import train
 from asl_vq import vocab
 from asl_vq.data import splits as splits_lib
 from asl_vq.data import tokens as tokens_lib
@@ -29,7 +27,7 @@ from asl_vq.models import classifier as probe_lib
 from asl_vq.tasks import base
 
 
-class ProbeTask(base.Task):
+class ProbeTask(base.SignTask):
   """26 sigmoid outputs; evaluated by accuracy per letter."""
 
   curves = ("loss", "accuracy")
@@ -43,24 +41,9 @@ class ProbeTask(base.Task):
   ):
     """code_spec: the token streams' (input=tokens), None for keypoints;
     codebooks [Q, K, D]: the tokenizer's, to initialise the embeddings."""
-    self.config = config
-    self.code_spec = code_spec
-    self.model = probe_lib.Probe(
-        probe_lib.ProbeConfig.from_config(
-            config,
-            code_spec,
-            **sharding.attention_layout(sharding.make_mesh()),
-        )
-    )
+    super().__init__(config, code_spec)
+    self.model = probe_lib.Probe(self.sign_model_config(probe_lib.ProbeConfig))
     self.codebooks = codebooks
-    self.key = base.sign_input_key(config)
-    self.device_keys = (
-        self.key,
-        "input_mask",
-        "labels",
-        "label_mask",
-        "example_mask",
-    )
 
   def init_variables(self, rng):
     return probe_lib.init_variables(
@@ -179,11 +162,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         "checkpoint"
     )
     codebooks = checkpointing.load_codebooks(checkpoint) if checkpoint else None
-  return train.fit(
-      config,
-      workdir,
-      ProbeTask(config, code_spec, codebooks),
-      splits["train"],
-      splits["validation"],
-      splits["test"],
+  return base.fit_splits(
+      config, workdir, ProbeTask(config, code_spec, codebooks), splits
   )

@@ -12,8 +12,6 @@ import jax.numpy as jnp
 import ml_collections
 
 from asl_vq import metrics as metrics_lib
-from asl_vq import sharding
-from asl_vq import train
 from asl_vq import vocab
 from asl_vq.data import tokens as tokens_lib
 from asl_vq.models import transformer
@@ -32,7 +30,7 @@ def references(batch) -> list[str]:
   ]
 
 
-class TranslatorTask(base.Task):
+class TranslatorTask(base.SignTask):
   """Character cross-entropy; evaluated by greedy decoding."""
 
   curves = ("loss", "accuracy", "score")
@@ -44,22 +42,9 @@ class TranslatorTask(base.Task):
       code_spec: tokens_lib.CodeSpec | None = None,
   ):
     """code_spec: the token streams' (input=tokens); None for keypoints."""
-    self.config = config
-    self.code_spec = code_spec
-    self.model_config = translator.TranslatorConfig.from_config(
-        config,
-        code_spec,
-        **sharding.attention_layout(sharding.make_mesh()),
-    )
+    super().__init__(config, code_spec)
+    self.model_config = self.sign_model_config(translator.TranslatorConfig)
     self.model = translator.Translator(self.model_config)
-    self.key = base.sign_input_key(config)
-    self.device_keys = (
-        self.key,
-        "input_mask",
-        "labels",
-        "label_mask",
-        "example_mask",
-    )
 
   def init_variables(self, rng):
     return translator.init_variables(self.model, self.config.data.max_len, rng)
@@ -133,11 +118,6 @@ class TranslatorTask(base.Task):
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains the translator; returns the best checkpoint's test metrics."""
   splits, code_spec = base.load_sign_splits(config)
-  return train.fit(
-      config,
-      workdir,
-      TranslatorTask(config, code_spec),
-      splits["train"],
-      splits["validation"],
-      splits["test"],
+  return base.fit_splits(
+      config, workdir, TranslatorTask(config, code_spec), splits
   )
