@@ -35,19 +35,22 @@ class ProcessCountChanged(errors.UserError):
 
 
 def _state_handler() -> ocp.PyTreeCheckpointHandler:
-  """The train state's handler for saving: on the CPU backend, one that
-  writes each replicated array whole.
+  """The train state's handler in a run's checkpoint managers: on the CPU
+  backend, one that writes each replicated array whole.
 
   Orbax's `ArrayHandler` splits a replicated array into one slice per
-  replica so that each device writes a part (`use_replica_parallel`, True
-  by default in orbax-checkpoint 0.12.8; kept on TPU and GPU). CPU devices
-  share one host's memory, so that only adds a sliced copy per replica and
-  array: with 8 simulated devices it made every save of the tiny tokenizer
-  take ~4 s instead of ~0.5 s, and a first save of 300 small arrays 230 s
-  (a slice program compiled per shape). The handler is this manager's own
-  (its registry), not registered process-wide; the files are the same as
-  `StandardCheckpointHandler`'s (restores use that).
-  tests/test_checkpointing.py fails once Orbax's default is off."""
+  replica so that each device writes a part (`use_replica_parallel`: on by
+  default in orbax-checkpoint 0.12.8 unless JAX_PLATFORMS names a GPU).
+  CPU devices share one host's memory, so that only adds a sliced copy per
+  replica and array: with 8 simulated devices (before `_one_copy`, which now
+  spares one process that walk) every save of the tiny tokenizer took ~4 s
+  instead of ~0.5 s, and a first save of 300 small arrays 230 s (a slice
+  program compiled per shape); it still applies to several processes on
+  CPU. The handler is the managers' own (their registry), not registered
+  process-wide. Its files are those of Orbax's `StandardCheckpointHandler`
+  (which `restore` reads them with); restoring checks each array's shape
+  (`_restore_args`). tests/test_checkpointing.py fails once Orbax's
+  default is off on CPU."""
   if jax.default_backend() != "cpu":
     return ocp.PyTreeCheckpointHandler()
   handlers = ocp.type_handlers

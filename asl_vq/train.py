@@ -115,9 +115,6 @@ class Evaluator:
   """Scores a state on a dataset: `task.eval_batch` summed over its
   batches, with `task.eval_host`'s records, into `task.eval_metrics`.
   `check_stop` is called before each batch (`Preemption.check`).
-
-  Raises (a call):
-    preemption.Preempted: from `check_stop`.
   """
 
   def __init__(self, task: Task, mesh, check_stop=lambda: None):
@@ -128,7 +125,11 @@ class Evaluator:
       self, state: TrainState, dataset, max_batches: int = -1
   ) -> dict[str, float]:
     """The metrics of one pass over `dataset` (its first `max_batches`
-    batches; -1: all)."""
+    batches; -1: all).
+
+    Raises:
+      preemption.Preempted: from `check_stop`.
+    """
     task, sums, records = self.task, None, []
     for i, batch in enumerate(dataset):
       if 0 <= max_batches <= i:
@@ -188,7 +189,9 @@ def fit(
   tx = optimizers.make_optimizer(config, len(train_source))
   epoch = pipeline.steps_per_epoch(train_source, t.batch_size, train=True)
   total, eval_every = epoch * t.num_epochs, epoch * t.eval_every_epochs
-  state, ckpts, train_iter = _start(config, workdir, task, tx, mesh, sources)
+  state, ckpts, train_iter = _start(
+      config, workdir, task, tx, mesh, train_source
+  )
   start = int(sharding.local_value(state.step))
   finished = fileio.read_json(os.path.join(workdir, "test_metrics.json"))
   if start >= total and test_source is not None and finished:
@@ -216,8 +219,8 @@ def fit(
     return val
 
   val, pending, done = {}, [], start
-  try:
-    with stop:
+  with stop:  # until the save after a stop is done.
+    try:
       if start and itstime(start, eval_every, total):
         if not ckpts.has_best(start):  # stopped before evaluating it.
           val = validate(state, start)
@@ -247,21 +250,28 @@ def fit(
         bar.message("test (best checkpoint): " + task.format_eval(val))
         if jax.process_index() == 0:
           fileio.write_json(os.path.join(workdir, "test_metrics.json"), val)
-  except preemption.Preempted:
-    check_finite(state, ckpts)
-    stop.save(done, state, ckpts, train_iter, bar.message)
-    raise preemption.Preempted(
-        f"{workdir}: preempted; run the same command to resume",
-        exit_code=stop.exit_code,
-    ) from None
-  finally:
-    for resource in (bar, writer, ckpts):
-      resource.close()
+    except preemption.Preempted:
+      check_finite(state, ckpts)
+      stop.save(done, state, ckpts, train_iter, bar.message)
+      raise preemption.Preempted(
+          f"{workdir}: preempted; run the same command to resume",
+          exit_code=stop.exit_code,
+      ) from None
+    finally:
+      for resource in (bar, writer, ckpts):
+        resource.close()
   _finish(workdir, task)
   return val
 
 
-def _start(config, workdir, task, tx, mesh, sources):
+def _start(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    task: Task,
+    tx: optax.GradientTransformation,
+    mesh: jax.sharding.Mesh,
+    train_source: pipeline.Source,
+) -> tuple[TrainState, checkpointing.Checkpoints, Any]:
   """The initial (or restored) state, replicated over `mesh`, the run's
   checkpoints and its training stream's iterator (restored with the state).
   """
@@ -272,16 +282,17 @@ def _start(config, workdir, task, tx, mesh, sources):
       functools.partial(init_state, task.init_variables, tx),
       out_shardings=sharding.replicated(mesh),
   )(init_rng)
-  summary = task.summary()
-  logging.info("parameters: %s", summary)
-  _say("parameters: " + json.dumps(summary))
+  if jax.process_index() == 0:
+    summary = task.summary()
+    logging.info("parameters: %s", summary)
+    _say("parameters: " + json.dumps(summary))
   ckpts = checkpointing.Checkpoints(
       workdir,
       keep_latest=config.train.keep_checkpoints,
       async_saves=config.train.async_checkpoints,
   )
   train_iter = iter(
-      datasets.train_stream(config, sources["train"], seed=config.seed)
+      datasets.train_stream(config, train_source, seed=config.seed)
   )
   if ckpts.latest_step() is not None:
     state = ckpts.restore_latest(state, train_iter)

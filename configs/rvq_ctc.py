@@ -113,7 +113,7 @@ def get_config(arg=None):
           batch_size=24, num_epochs=7, warmup_steps=100, warmup_epochs=0.0
       ),
       # The reference's warm-up: 50 epochs, stepped as epoch + batch /
-      # sequences (asl_vq.train.learning_rate_schedule).
+      # sequences (asl_vq.optimizers.learning_rate_schedule).
       warmup_steps=0,
       warmup_epochs=50.0,
       batch_size=44,

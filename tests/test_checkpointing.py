@@ -114,3 +114,27 @@ def test_replicated_arrays_are_written_whole_on_cpu_by_the_run_only(tmp_path):
   assert restored["w"].sharding.is_equivalent_to(replicated, 1)
   again = checkpointing.restore(str(tmp_path), "latest")
   np.testing.assert_array_equal(np.asarray(again["w"]), np.arange(8.0))
+
+
+def test_a_run_saved_with_orbaxs_standard_handler_resumes(tmp_path):
+  """Runs saved before the managers had their own handler (Orbax's
+  `StandardSave`, as every earlier version of this package) resume."""
+  state = {"w": jnp.arange(6.0), "step": jnp.int32(2)}
+  data = _iterator()
+  [next(data) for _ in range(3)]
+  with ocp.CheckpointManager(
+      tmp_path / "checkpoints", item_names=("state", "data")
+  ) as old:
+    old.save(
+        2,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=grain.checkpoint.CheckpointSave(data),
+        ),
+    )
+  ckpts = checkpointing.Checkpoints(str(tmp_path))
+  resumed = _iterator()
+  restored = ckpts.restore_latest(jax.tree.map(jnp.zeros_like, state), resumed)
+  ckpts.close()
+  np.testing.assert_array_equal(np.asarray(restored["w"]), np.arange(6.0))
+  assert int(restored["step"]) == 2 and next(resumed) == 3

@@ -60,7 +60,7 @@ class MaskedBatchNorm(nn.Module):
 
   In training, when the collection 'batch_moments' is mutable, the batch's
   own mean and variance are also recorded there (sown, under this layer's
-  path), so that `asl_vq.train.recompute_batch_stats` can average them over
+  path), so that `asl_vq.eval_point.recompute_batch_stats` can average them over
   many batches into population statistics.
   """
 
