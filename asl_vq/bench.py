@@ -76,10 +76,6 @@ flags.DEFINE_string(
 )
 
 
-# The batch entries the tokenizer's training step reads.
-DEVICE_KEYS = ("inputs", "input_mask", "labels", "label_mask", "example_mask")
-
-
 def tokenizer_step(config, mesh):
   """(model, init_variables, loss_fn): the tokenizer's model, its
   `train.init_state` and `train.train_step` arguments (the tokenizer task's
@@ -179,7 +175,7 @@ def bench_shape(
           tx=tx,
           base_rng=jax.random.PRNGKey(1),
       ),
-      in_shardings=(repl, {k: data for k in DEVICE_KEYS}),
+      in_shardings=(repl, {k: data for k in tokenizer_lib.TRAINING_KEYS}),
       out_shardings=(repl, repl),
       donate_argnums=(0,),
   )

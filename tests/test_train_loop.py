@@ -57,11 +57,15 @@ def _init_and_step(mesh, config, tx=None):
           tx=tx,
           base_rng=jax.random.PRNGKey(1),
       ),
-      in_shardings=(repl, {k: data for k in tokenizer_training.DEVICE_KEYS}),
+      in_shardings=(
+          repl,
+          {k: data for k in tokenizer_training.TokenizerTask.device_keys},
+      ),
       out_shardings=(repl, repl),
   )
   place = lambda batch: {
-      k: jax.device_put(batch[k], data) for k in tokenizer_training.DEVICE_KEYS
+      k: jax.device_put(batch[k], data)
+      for k in tokenizer_training.TokenizerTask.device_keys
   }
   return state, step, place
 

@@ -228,6 +228,10 @@ def batch_loss(out, batch, train_config: ml_collections.ConfigDict):
   )
 
 
+# The batch entries `training_loss` reads.
+TRAINING_KEYS = ('inputs', 'input_mask', 'labels', 'label_mask', 'example_mask')
+
+
 def training_loss(
     model: TokenizerModel,
     variables,

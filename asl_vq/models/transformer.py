@@ -26,11 +26,11 @@ import ml_collections
 from asl_vq import errors
 from asl_vq import vocab
 
+from asl_vq.models import features
 from asl_vq.models.features import FeatureExtractor
 from asl_vq.models.squeezeformer import Squeezeformer
 
 ENCODERS = ('tokens', 'continuous')
-NUM_POINTS = 42  # hand landmarks of a frame (asl_vq.data.layout's).
 
 
 def code_fields(code_spec: Any) -> dict[str, int]:
@@ -88,7 +88,7 @@ def dummy_sign_inputs(encoder: str, length: int, num_quantizers: int):
   mask = jnp.ones((2, length), bool)
   if encoder == 'tokens':
     return jnp.zeros((2, length, num_quantizers), jnp.int32), mask
-  return jnp.zeros((2, length, NUM_POINTS, 2), jnp.float32), mask
+  return jnp.zeros((2, length, features.NUM_POINTS, 2), jnp.float32), mask
 
 
 def init_training(model: nn.Module, rng, *inputs) -> dict[str, Any]:

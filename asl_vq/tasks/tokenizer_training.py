@@ -20,7 +20,6 @@ from asl_vq.data import datasets
 from asl_vq.models import tokenizer as tokenizer_lib
 from asl_vq.tasks import base
 
-DEVICE_KEYS = ("inputs", "input_mask", "labels", "label_mask", "example_mask")
 CURVES = (
     "loss",
     "recon",
@@ -92,9 +91,9 @@ def code_statistics(counts: np.ndarray) -> dict[str, float]:
 class TokenizerTask(base.Task):
   """Reconstruction + CTC + commitment; evaluated by CTC score and usage."""
 
-  device_keys = DEVICE_KEYS
+  device_keys = tokenizer_lib.TRAINING_KEYS
   # The evaluation also reads each value's scale (`image_error_sums`).
-  eval_keys = DEVICE_KEYS + ("scale",)
+  eval_keys = tokenizer_lib.TRAINING_KEYS + ("scale",)
   curves = CURVES
 
   def __init__(self, config: ml_collections.ConfigDict):
