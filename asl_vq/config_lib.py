@@ -66,6 +66,8 @@ _TRAIN = dict(
     warmup_epochs=0.0,
     grad_clip=4.0,
     weight_decay=0.0,
+    # Every N steps, and at each epoch's end and the last step (<= 0: only
+    # there; asl_vq.train.itstime).
     log_every_steps=50,
     checkpoint_every_steps=500,
     keep_checkpoints=2,

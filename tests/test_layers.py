@@ -85,7 +85,10 @@ def imports(source: str, known: set[str]) -> list[tuple[int, str]]:
       continue
     if isinstance(node, ast.Import):
       names = [a.name for a in node.names]
-    elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+    elif isinstance(node, ast.ImportFrom):
+      # The package imports absolutely; a relative import would escape
+      # this check, so it is refused.
+      assert not node.level, f"line {node.lineno}: a relative import"
       names = [f"{node.module}.{a.name}" for a in node.names]
     else:
       continue
@@ -135,7 +138,7 @@ def test_no_module_imports_from_a_layer_above():
   assert not wrong, "imports from a layer above:\n" + "\n".join(wrong)
 
 
-def test_only_tasks_and_the_commands_above_them_import_tasks():
+def test_the_layers_at_or_above_tasks_hold_only_the_run_commands():
   table = layer_table(DESIGN.read_text())
   tasks_rank, _ = layer_of(f"{PACKAGE}.tasks", table)
   above = {
