@@ -175,7 +175,10 @@ def bench_shape(
           tx=tx,
           base_rng=jax.random.PRNGKey(1),
       ),
-      in_shardings=(repl, {k: data for k in tokenizer_lib.TRAINING_KEYS}),
+      in_shardings=(
+          repl,
+          sharding.batch_shardings(mesh, tokenizer_lib.TRAINING_KEYS),
+      ),
       out_shardings=(repl, repl),
       donate_argnums=(0,),
   )

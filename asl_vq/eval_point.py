@@ -34,14 +34,13 @@ def jit_batch_moments(task, mesh) -> MomentsFn:
   """(state, batch) -> `task.batch_moments` at the evaluation point
   (`optimizers.eval_params`), jit-ed with the state replicated over `mesh`
   and the batch's `task.device_keys` split over its `data` axis."""
-  data = sharding.data_sharding(mesh)
   return jax.jit(
       lambda s, b: task.batch_moments(
           s.variables(optimizers.eval_params(s)), b
       ),
       in_shardings=(
           sharding.replicated(mesh),
-          {k: data for k in task.device_keys},
+          sharding.batch_shardings(mesh, task.device_keys),
       ),
       out_shardings=sharding.replicated(mesh),
   )

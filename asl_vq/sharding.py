@@ -38,6 +38,14 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
+def batch_shardings(
+    mesh: Mesh, keys: Sequence[str]
+) -> dict[str, NamedSharding]:
+  """{key: `data_sharding(mesh)`}: a batch's `keys` split over the mesh's
+  `data` axis (a jit-ed step's `in_shardings` for its batch)."""
+  return {k: data_sharding(mesh) for k in keys}
+
+
 def attention_layout(mesh: Mesh) -> dict[str, int]:
   """How the Squeezeformer's attention splits a batch sharded over `mesh`
   into passes (`asl_vq.models.squeezeformer.RelativeSelfAttention`): the

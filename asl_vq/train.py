@@ -325,10 +325,6 @@ def _finish(workdir: str, task: Task) -> None:
     multihost_utils.sync_global_devices("asl_vq: training done")
 
 
-def _batch_sharding(keys: tuple[str, ...], mesh) -> dict[str, Any]:
-  return {k: sharding.data_sharding(mesh) for k in keys}
-
-
 def jit_train_step(task: Task, tx, mesh, base_rng):
   """`train_step` jit-ed as `fit` runs it: (state, batch) -> (state,
   metrics), the state replicated over `mesh` and donated (the input state's
@@ -339,7 +335,7 @@ def jit_train_step(task: Task, tx, mesh, base_rng):
       functools.partial(
           train_step, loss_fn=task.loss, tx=tx, base_rng=base_rng
       ),
-      in_shardings=(repl, _batch_sharding(task.device_keys, mesh)),
+      in_shardings=(repl, sharding.batch_shardings(mesh, task.device_keys)),
       out_shardings=(repl, repl),
       donate_argnums=(0,),
   )
@@ -351,7 +347,7 @@ def jit_eval_step(task: Task, mesh):
   repl = sharding.replicated(mesh)
   return jax.jit(
       functools.partial(eval_step, task=task),
-      in_shardings=(repl, _batch_sharding(task.eval_keys, mesh)),
+      in_shardings=(repl, sharding.batch_shardings(mesh, task.eval_keys)),
       out_shardings=repl,
   )
 
