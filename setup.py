@@ -37,7 +37,7 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     # configs/ stays at the top of the repository and installs as
-    # asl_vq.configs, so `--config=rvq_ctc` works from any directory.
+    # asl_vq.configs, so `--config=tokenizer` works from any directory.
     packages=setuptools.find_packages(include=["asl_vq", "asl_vq.*"])
     + ["asl_vq.configs"],
     package_dir={"asl_vq.configs": "configs"},

@@ -53,7 +53,7 @@ PROFILED_CALLS = 2
 FLAGS = flags.FLAGS
 flags.DEFINE_list("shapes", ["22x196", "32x256"], "batch x frames to time.")
 flags.DEFINE_integer("steps", 10, "Timed steps per shape (median reported).")
-flags.DEFINE_string("preset", "paper", "Size preset of configs/rvq_ctc.py.")
+flags.DEFINE_string("preset", "paper", "Size preset of configs/tokenizer.py.")
 flags.DEFINE_enum(
     "dtype",
     "float32",
@@ -147,7 +147,7 @@ def bench_shape(
   """Times one shape; see the module docstring for what and how.
 
   Args:
-    config: a `configs/rvq_ctc.py` config; its model is the one timed.
+    config: a `configs/tokenizer.py` config; its model is the one timed.
     batch, frames: the shape of the random batch.
     steps: timed calls of the training step and of the encode (medians).
     epoch_steps: also time this many consecutive training steps (0: none).
@@ -331,7 +331,7 @@ def bench_rvq(config, batch: int, frames: int, steps: int) -> dict:
 
 def main(argv):
   del argv
-  config = config_lib.load("rvq_ctc", FLAGS.preset)
+  config = config_lib.load("tokenizer", FLAGS.preset)
   config.model.dtype = FLAGS.dtype
   print(
       f"devices: {jax.device_count()} x {jax.devices()[0].device_kind} "

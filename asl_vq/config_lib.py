@@ -3,8 +3,8 @@ the size presets' common overrides; and loading a config by name.
 
 The configs live in the repository's top-level `configs/` and install with
 the package as `asl_vq.configs`, so `--config=` takes a file path from a
-checkout (`--config=configs/rvq_ctc.py:cpu`) or a packaged config by name
-from anywhere (`--config=rvq_ctc:cpu`, see `resolve`).
+checkout (`--config=configs/tokenizer.py:cpu`) or a packaged config by name
+from anywhere (`--config=tokenizer:cpu`, see `resolve`).
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ def model_config(
 def downstream_model(
     size: str, inputs: str, *, cpu: dict, tiny: dict, **paper
 ) -> ml_collections.ConfigDict:
-  """The `model` block of a downstream model that reads `inputs` (seq2seq,
+  """The `model` block of a downstream model that reads `inputs` (translate,
   probe; its `encoder` field): the config's fields (`model_config`), then
   the Squeezeformer blocks of `input=continuous`, the encoder over the
   keypoints, at each preset (`tiny`: `TINY_MODEL`'s)."""
@@ -148,7 +148,7 @@ def downstream_model(
 def downstream_config(
     task: str, size: str, inputs: str = "tokens"
 ) -> ml_collections.ConfigDict:
-  """The fields every downstream config (seq2seq, probe, lm) shares: its
+  """The fields every downstream config (translate, probe, lm) shares: its
   task, the seed, `tokens` (the tokenized dataset, configs/tokenize.py's
   output; input=tokens) and the tokenizer's data block at the same preset
   (the same dataset, signer split and lengths: for token inputs they must
@@ -158,7 +158,7 @@ def downstream_config(
   config.task = task
   config.seed = 0
   config.tokens = ""
-  config.data = load("rvq_ctc", size).data
+  config.data = load("tokenizer", size).data
   config.data.flip_prob = 0.25 if inputs == "continuous" else 0.0
   return config
 
@@ -178,13 +178,19 @@ _ADDED = {
 }
 
 
+# Tasks saved under an earlier name: old name -> today's.
+_RENAMED_TASKS = {"seq2seq": "translate"}
+
+
 def saved_config(fields: dict[str, Any]) -> dict[str, Any]:
   """A saved config.json's fields, with the fields added since at the values
   the run had without them (e.g. a tokenizer saved before
-  `model.conv_bn_activation` existed was trained with the SiLU), so that an
-  older run loads as it was trained and resumes under today's configs. A
-  new dict; `fields` is not changed."""
+  `model.conv_bn_activation` existed was trained with the SiLU) and its task
+  under today's name, so that an older run loads as it was trained and
+  resumes under today's configs. A new dict; `fields` is not changed."""
   out = json.loads(json.dumps(fields))
+  if out.get("task") in _RENAMED_TASKS:
+    out["task"] = _RENAMED_TASKS[out["task"]]
   for key, value in _ADDED.items():
     if key[0] == "tokenizer":
       if out.get("task") != "tokenizer":
@@ -197,7 +203,7 @@ def saved_config(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def load(name: str, arg: str | None = None) -> ml_collections.ConfigDict:
-  """The packaged config `name`'s `get_config(arg)` (e.g. "rvq_ctc")."""
+  """The packaged config `name`'s `get_config(arg)` (e.g. "tokenizer")."""
   return importlib.import_module(f"asl_vq.configs.{name}").get_config(arg)
 
 

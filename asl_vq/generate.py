@@ -10,7 +10,7 @@ animated GIF of the hand skeleton (`sample_<i>.gif`). The tokenizer defaults
 to the one that wrote the LM's training tokens.
 
   python -m asl_vq.generate --lm=runs/lm --eval_split=test \
-      --recognizer=runs/seq2seq_continuous --num_phrases=100 --out=DIR
+      --recognizer=runs/translate_continuous --num_phrases=100 --out=DIR
 
 is the paper's evaluation: generate for the split's phrases, decode with the
 tokenizer's decoder, recognise the landmarks with the continuous translator,
@@ -56,8 +56,8 @@ from asl_vq.data import layout
 from asl_vq.data import pipeline
 from asl_vq.data import tokens as tokens_lib
 from asl_vq.inference import Tokenizer
-from asl_vq.models import code_lm as lm_lib
-from asl_vq.models import translator
+from asl_vq.models import lm as lm_lib
+from asl_vq.models import translate as translate_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +108,7 @@ def load_lm(path: str) -> Run:
 
 
 def load_recognizer(path: str) -> Run:
-  """A configs/seq2seq.py run with input=continuous, its attention's passes
+  """A configs/translate.py run with input=continuous, its attention's passes
   chosen for the one device `recognize` runs it on.
 
   Raises:
@@ -117,15 +117,15 @@ def load_recognizer(path: str) -> Run:
   one_device = sharding.make_mesh(jax.local_devices()[:1])
   return _load_run(
       path,
-      lambda config: translator.TranslatorConfig.from_config(
+      lambda config: translate_lib.TranslatorConfig.from_config(
           config, **sharding.attention_layout(one_device)
       ),
       lambda model_config, config: functools.partial(
-          translator.init_variables,
-          translator.Translator(model_config),
+          translate_lib.init_variables,
+          translate_lib.Translator(model_config),
           config.data.max_len,
       ),
-      kind="seq2seq",
+      kind="translate",
       encoder="continuous",
   )
 
@@ -277,8 +277,8 @@ def write_samples(
 
 
 @functools.lru_cache(maxsize=4)
-def _greedy_decoder(config: translator.TranslatorConfig):
-  return jax.jit(functools.partial(translator.greedy_decode, config))
+def _greedy_decoder(config: translate_lib.TranslatorConfig):
+  return jax.jit(functools.partial(translate_lib.greedy_decode, config))
 
 
 def recognize(
@@ -483,7 +483,7 @@ def _define_flags():
       "recognizer",
       "",
       "The continuous translator's "
-      "workdir (configs/seq2seq.py:...,input=continuous), "
+      "workdir (configs/translate.py:...,input=continuous), "
       "for --eval_split.",
   )
   flags.DEFINE_integer(

@@ -376,9 +376,9 @@ def to_variables(
 
 
 def paper_config(as_written: bool = False) -> ml_collections.ConfigDict:
-  """The `rvq_ctc` paper preset (the reference's sizes and settings, as
+  """The tokenizer config's paper preset (the reference's sizes and settings, as
   trained); `as_written`: with the SiLU after the two conv BNs."""
-  config = config_lib.load("rvq_ctc", "paper")
+  config = config_lib.load("tokenizer", "paper")
   if as_written:
     config.model.conv_bn_activation = "silu"
   return config

@@ -57,7 +57,7 @@ def read_config(
   """A training workdir's config (its config.json, with the fields added
   since at the values the run had: `config_lib.saved_config`). `path` is
   local or an object store URL (`gs://bucket/run`); `kind` is the run's
-  `config.task` it must be ("tokenizer", "seq2seq", "lm"), `encoder` the
+  `config.task` it must be ("tokenizer", "translate", "lm"), `encoder` the
   model's inputs where it matters ("continuous").
 
   Raises:

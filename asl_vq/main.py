@@ -1,7 +1,7 @@
-r"""Entry point: `python -m asl_vq.main --config=configs/rvq_ctc.py --workdir=DIR`.
+r"""Entry point: `python -m asl_vq.main --config=configs/tokenizer.py --workdir=DIR`.
 
-`--config` takes a config file (`configs/rvq_ctc.py:cpu` in a checkout) or a
-packaged config by name (`rvq_ctc:cpu`, from anywhere), then overrides
+`--config` takes a config file (`configs/tokenizer.py:cpu` in a checkout) or a
+packaged config by name (`tokenizer:cpu`, from anywhere), then overrides
 (`--config.train.batch_size=64`).
 
 Runs the task the config names on every device of every host. On a multi-host
@@ -35,8 +35,8 @@ flags.DEFINE_string(
 config_flags.DEFINE_config_file(
     "config",
     None,
-    "A config file (configs/rvq_ctc.py[:arg]) or a packaged "
-    "config's name (rvq_ctc[:arg]).",
+    "A config file (configs/tokenizer.py[:arg]) or a packaged "
+    "config's name (tokenizer[:arg]).",
     lock_config=True,
 )
 flags.DEFINE_bool(
@@ -83,7 +83,9 @@ def main(argv):
   # A workdir of another run is refused before any data is made or loaded
   # (the task checks the inputs too, once it has them).
   workdir.check_config(config, fileio.abspath(FLAGS.workdir))
-  importlib.import_module(TASKS[config.task]).run(config, FLAGS.workdir)
+  importlib.import_module(f"asl_vq.tasks.{config.task}").run(
+      config, FLAGS.workdir
+  )
   if jax.process_count() > 1:
     # Leave together: the coordinator (process 0) must not go first.
     jax.distributed.shutdown()

@@ -32,6 +32,7 @@ from absl import flags
 from etils import epath
 
 from asl_vq import cli
+from asl_vq import config_lib
 from asl_vq import fileio
 from asl_vq import metric_writers
 from asl_vq import provenance
@@ -67,7 +68,7 @@ class Artifact:
   """One directory a command wrote."""
 
   path: str  # relative to the report's workdir.
-  kind: str  # tokenizer|seq2seq|probe|lm|tables|analysis|generation
+  kind: str  # tokenizer|translate|probe|lm|tables|analysis|generation
   data: str  # SYNTHETIC or REAL
   command: str | None  # its last start's command, if recorded.
   info: dict[str, Any]  # the kind's own files, parsed.
@@ -105,9 +106,11 @@ def discover(workdir: str, skip: Sequence[str] = ()) -> list[Artifact]:
     rel = os.path.relpath(root, workdir)
     command = provenance.last_command(root)
     if "config.json" in names:
-      config = _load_json(os.path.join(root, "config.json"))
+      config = config_lib.saved_config(
+          _load_json(os.path.join(root, "config.json"))
+      )
       task = config.get("task")
-      if task in ("tokenizer", "seq2seq", "probe", "lm"):
+      if task in ("tokenizer", "translate", "probe", "lm"):
         info = {
             "config": config,
             "metrics": metric_writers.read_metrics(
@@ -262,14 +265,14 @@ def _downstream(arts: list[Artifact]) -> list[str]:
   for a in arts:
     config, test = a.info["config"], a.info.get("test", {})
     encoder = config.get("model", {}).get("encoder", "—")
-    value = test.get("score") if a.kind == "seq2seq" else test.get("accuracy")
+    value = test.get("score") if a.kind == "translate" else test.get("accuracy")
     rows.append(
         [a.path, a.kind, encoder, config.get("tokens") or "—", a.data, value]
     )
   return [
       "## Translation and probing runs",
       "",
-      "seq2seq: normalised Levenshtein of greedy decoding on test; "
+      "translate: normalised Levenshtein of greedy decoding on test; "
       "probe: mean accuracy over the letters a-z on its test part.",
       "",
   ] + _table(["run", "task", "input", "tokens", "data", "test"], rows)
@@ -358,15 +361,15 @@ def write_report(workdir: str, out: str | None = None) -> str:
     if a.command:
       lines += [f"Made by `{a.command}`.", ""]
     lines += [text.strip() + "\n" for text in a.info.values()]
-  if of("seq2seq", "probe"):
-    lines += _downstream(of("seq2seq", "probe"))
+  if of("translate", "probe"):
+    lines += _downstream(of("translate", "probe"))
   if of("lm", "generation"):
     lines += _language_models(of("lm"), of("generation"))
   if of("analysis"):
     lines += _analyses(of("analysis"), figs, workdir)
   curves = [
       a
-      for a in of("tokenizer", "seq2seq", "probe", "lm", "generation")
+      for a in of("tokenizer", "translate", "probe", "lm", "generation")
       if _pngs(workdir, a)
   ]
   if curves:

@@ -1,4 +1,4 @@
-"""The continuous baseline of Table 2: configs/seq2seq.py with `input=continuous`.
+"""The continuous baseline of Table 2: configs/translate.py with `input=continuous`.
 
 `get_config(arg)` takes the same size presets (`paper`, `cpu`, `tiny`).
 
@@ -11,5 +11,5 @@ from asl_vq import config_lib
 
 def get_config(arg=None):
   return config_lib.load(
-      "seq2seq", ",".join(filter(None, (arg, "input=continuous")))
+      "translate", ",".join(filter(None, (arg, "input=continuous")))
   )

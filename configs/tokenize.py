@@ -1,4 +1,4 @@
-"""Tokenize every split with a trained tokenizer (`asl_vq.tasks.dataset_tokenization`).
+"""Tokenize every split with a trained tokenizer (`asl_vq.tasks.tokenize`).
 
 The splits are the tokenizer run's own (its saved data config), so train /
 validation / test hold the same signers it was trained and selected on.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the same training command on every worker of a Cloud TPU VM slice.
 #
-#   launch/tpu_vm.sh TPU_NAME ZONE configs/rvq_ctc.py gs://bucket/runs/rvq_ctc \
+#   launch/tpu_vm.sh TPU_NAME ZONE configs/tokenizer.py gs://bucket/runs/rvq_ctc \
 #       [--config.data.dir=/mnt/data/asl-fingerspelling ...]
 #
 # Copies this checkout (its git-tracked files) to every worker, installs it

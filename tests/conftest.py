@@ -21,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # may keep the cache from session to session by setting
 # JAX_COMPILATION_CACHE_DIR (JAX keys a program by its content, compile
 # options and jax version): the fast tier then runs about 3x faster
-# (tests/test_translator.py, test_losses.py, test_classifier.py: 52.5 s
+# (tests/test_translate.py, test_losses.py, test_probe.py: 52.5 s
 # cold, 17.0 s warm, both beside another test process on 2 cores). Not by default: JAX writes an entry in place, so a
 # process killed mid-write (tests/test_main_run.py kills runs) would leave
 # a truncated entry that every later session warns about.

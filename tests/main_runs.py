@@ -12,7 +12,7 @@ from asl_vq import checkpointing
 import xla_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG = os.path.join(REPO, "configs", "rvq_ctc.py")
+CONFIG = os.path.join(REPO, "configs", "tokenizer.py")
 
 
 def run_main(workdir, *extra, devices=8, wait=True, env=None):

@@ -14,7 +14,7 @@ from asl_vq import config_lib
 from asl_vq import optimizers
 from asl_vq import sharding
 from asl_vq import train
-from asl_vq.tasks import tokenizer_training
+from asl_vq.tasks import tokenizer as tokenizer_task
 
 
 @pytest.mark.slow
@@ -22,7 +22,7 @@ def test_bench_shape_times_and_writes_a_profile(tmp_path):
   """--profile_dir: one trace under DIR/BATCHxFRAMES-DTYPE that XProf and
   Perfetto read, holding PROFILED_CALLS annotated encodes and training steps
   and, inside each, the XLA ops it ran (HLO instruction names: fusion.12)."""
-  config = config_lib.load('rvq_ctc', 'tiny')
+  config = config_lib.load('tokenizer', 'tiny')
   r = bench.bench_shape(config, 8, 16, steps=1, profile_dir=str(tmp_path))
   assert r['shape'] == '8x16'
   assert r['profile'] == str(tmp_path / '8x16-float32')
@@ -53,7 +53,7 @@ def test_bench_steps_as_the_tokenizer_task_does():
   """The benchmark builds the tokenizer's training step from
   `asl_vq.models.tokenizer` (it imports no task): the same state and
   metrics, to the bit, as `TokenizerTask`'s step."""
-  config = config_lib.load('rvq_ctc', 'tiny')
+  config = config_lib.load('tokenizer', 'tiny')
   batch = bench.random_batch(4, 32)
   tx = optimizers.make_optimizer(config, config.train.batch_size)
 
@@ -69,7 +69,7 @@ def test_bench_steps_as_the_tokenizer_task_does():
 
   _, *ours = bench.tokenizer_step(config, sharding.make_mesh())
   got = two_steps(*ours)
-  task = tokenizer_training.TokenizerTask(config)
+  task = tokenizer_task.TokenizerTask(config)
   want = two_steps(task.init_variables, task.loss)
   assert jax.tree.structure(got) == jax.tree.structure(want)
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):

@@ -17,7 +17,7 @@ CASES = [
     (
         "asl_vq.main",
         [
-            "--config=rvq_ctc:tiny",
+            "--config=tokenizer:tiny",
             "--workdir={w}/out",
             f"--config.data.dir={MISSING}",
         ],
@@ -31,13 +31,17 @@ CASES = [
     ),
     (
         "asl_vq.main",
-        ["--config=rvq_ctc:tiny", "--workdir={w}/out", "--config.train.nope=1"],
+        [
+            "--config=tokenizer:tiny",
+            "--workdir={w}/out",
+            "--config.train.nope=1",
+        ],
         "error: --config.train.nope=1: the config has no field 'nope'",
     ),
     (
         "asl_vq.main",
         [
-            "--config=rvq_ctc:tiny",
+            "--config=tokenizer:tiny",
             "--workdir={w}/out",
             "--config.train.num_epoch=1",
         ],

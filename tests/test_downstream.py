@@ -10,8 +10,8 @@ import pytest
 from asl_vq import config_lib
 from asl_vq.data import tokens
 from asl_vq.tasks import base
-from asl_vq.tasks import probing
-from asl_vq.tasks import translation
+from asl_vq.tasks import probe
+from asl_vq.tasks import translate
 import train_helpers
 
 # A large test split of many signers: the probe splits it again by signer.
@@ -25,7 +25,7 @@ _config = config_lib.load
 @pytest.fixture(scope="module")
 def token_dir(tmp_path_factory):
   """Random codes for the tiny keypoint splits, in the tokenized layout."""
-  config = _config("seq2seq", "tiny,input=continuous")
+  config = _config("translate", "tiny,input=continuous")
   config.data.fractions = FRACTIONS
   config.data.synthetic = SYNTHETIC
   splits, _ = base.load_sign_splits(config)
@@ -61,22 +61,22 @@ def _downstream_config(name, inputs, token_dir):
 
 @pytest.mark.parametrize("inputs", ["tokens", "continuous"])
 def test_translator_loss_falls_on_a_repeated_batch(inputs, token_dir):
-  config = _downstream_config("seq2seq", inputs, token_dir)
+  config = _downstream_config("translate", inputs, token_dir)
   config.train.learning_rate = 1e-2
   splits, code_spec = base.load_sign_splits(config)
   losses = train_helpers.losses_on_a_repeated_batch(
-      translation.TranslatorTask(config, code_spec), config, splits["train"], 60
+      translate.TranslatorTask(config, code_spec), config, splits["train"], 60
   )
   assert losses[-1] < 0.6 * losses[0], losses
 
 
 @pytest.mark.slow
 def test_translation_run_scores_the_test_split(tmp_path, token_dir, capsys):
-  config = _downstream_config("seq2seq", "tokens", token_dir)
-  result = translation.run(config, str(tmp_path))
+  config = _downstream_config("translate", "tokens", token_dir)
+  result = translate.run(config, str(tmp_path))
   # Called again, a finished run says its test figures and returns them.
   capsys.readouterr()
-  assert translation.run(config, str(tmp_path)) == pytest.approx(result)
+  assert translate.run(config, str(tmp_path)) == pytest.approx(result)
   assert "finished; test (best checkpoint): " in capsys.readouterr().out
   with open(tmp_path / "test_metrics.json") as f:
     saved = json.load(f)
@@ -89,7 +89,7 @@ def test_translation_run_scores_the_test_split(tmp_path, token_dir, capsys):
 
 
 def test_tokens_input_needs_a_token_directory():
-  config = _downstream_config("seq2seq", "tokens", "")
+  config = _downstream_config("translate", "tokens", "")
   with pytest.raises(ValueError, match="--config.tokens"):
     base.load_sign_splits(config)
 
@@ -98,16 +98,16 @@ def test_tokens_input_needs_a_token_directory():
 def test_probe_loss_falls_on_a_repeated_batch(inputs, token_dir):
   config = _downstream_config("probe", inputs, token_dir)
   config.train.learning_rate = 1e-2
-  splits, code_spec = probing.probe_splits(config)
+  splits, code_spec = probe.probe_splits(config)
   losses = train_helpers.losses_on_a_repeated_batch(
-      probing.ProbeTask(config, code_spec), config, splits["train"], 40
+      probe.ProbeTask(config, code_spec), config, splits["train"], 40
   )
   assert losses[-1] < 0.6 * losses[0], losses
 
 
 def test_probe_splits_the_test_split_by_signer(token_dir):
   config = _downstream_config("probe", "tokens", token_dir)
-  parts, _ = probing.probe_splits(config)
+  parts, _ = probe.probe_splits(config)
   test = tokens.TokenSource(os.path.join(token_dir, "test.parquet"))
   signers = {k: set(v.participant_ids) for k, v in parts.items()}
   assert not signers["train"] & (signers["validation"] | signers["test"])
@@ -119,11 +119,11 @@ def test_probe_splits_the_test_split_by_signer(token_dir):
 
 def test_probe_run_reports_accuracy_per_letter(tmp_path, token_dir):
   config = _downstream_config("probe", "tokens", token_dir)
-  result = probing.run(config, str(tmp_path))
+  result = probe.run(config, str(tmp_path))
   letters = [result[f"accuracy_{c}"] for c in "abcdefghijklmnopqrstuvwxyz"]
   assert result["accuracy"] == pytest.approx(np.mean(letters))
   # The majority baseline, from the phrases of the probe's test part.
-  phrases = probing.probe_splits(config)[0]["test"].phrases
+  phrases = probe.probe_splits(config)[0]["test"].phrases
   share = np.array(
       [
           np.mean([c in p.lower() for p in phrases])

@@ -24,7 +24,7 @@ from asl_vq import sharding
 from asl_vq import train
 from asl_vq.data import datasets
 from asl_vq.data import pipeline
-from asl_vq.tasks import tokenizer_training
+from asl_vq.tasks import tokenizer as tokenizer_task
 import tiny_tokenizer
 
 
@@ -34,7 +34,7 @@ def trained():
   run = tiny_tokenizer.workdir()
   with open(os.path.join(run, "config.json")) as f:
     config = ml_collections.ConfigDict(json.load(f))
-  task = tokenizer_training.TokenizerTask(config)
+  task = tokenizer_task.TokenizerTask(config)
   tx = optimizers.make_optimizer(config, config.train.batch_size)
   abstract = jax.eval_shape(
       functools.partial(train.init_state, task.init_variables, tx),

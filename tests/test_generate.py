@@ -17,8 +17,8 @@ from asl_vq import generate
 from asl_vq import metrics
 from asl_vq import Tokenizer
 from asl_vq.data import tokens as tokens_lib
-from asl_vq.tasks import language_modeling
-from asl_vq.tasks import translation
+from asl_vq.tasks import lm
+from asl_vq.tasks import translate
 
 import tiny_tokenizer
 
@@ -30,10 +30,10 @@ def recognizer_dir() -> str:
   per session's $ASL_VQ_CACHE (a fixture here, not under test)."""
   out = os.path.join(os.environ["ASL_VQ_CACHE"], "tiny_recognizer")
   if not os.path.exists(os.path.join(out, "test_metrics.json")):
-    config = config_lib.load("seq2seq", "tiny,input=continuous")
+    config = config_lib.load("translate", "tiny,input=continuous")
     config.data.synthetic.num_sequences = tiny_tokenizer.SEQUENCES
     config.train.update(ONE_EPOCH)
-    translation.run(config, out)
+    translate.run(config, out)
   return out
 
 
@@ -44,7 +44,7 @@ def lm_run(tmp_path_factory):
   config.tokens = tiny_tokenizer.tokens_dir()
   config.train.update(ONE_EPOCH)
   workdir = str(tmp_path_factory.mktemp("lm"))
-  return workdir, language_modeling.run(config, workdir)
+  return workdir, lm.run(config, workdir)
 
 
 @pytest.fixture(scope="module")

@@ -199,14 +199,14 @@ def test_a_tokenizer_without_ctc_refuses_to_transcribe(tok, sequences):
     "saved, load, match",
     [
         (
-            {"task": "seq2seq", "model": {"encoder": "tokens"}},
+            {"task": "translate", "model": {"encoder": "tokens"}},
             lambda path: asl_vq.Tokenizer.load(path),
-            "a seq2seq run, where a tokenizer run is needed",
+            "a translate run, where a tokenizer run is needed",
         ),
         (
-            {"task": "seq2seq", "model": {"encoder": "tokens"}},
+            {"task": "translate", "model": {"encoder": "tokens"}},
             lambda path: generate.load_recognizer(path),
-            "a tokens seq2seq run, where a continuous seq2seq run is needed",
+            "a tokens translate run, where a continuous translate run is needed",
         ),
         (
             {"task": "tokenizer", "model": {}},

@@ -113,7 +113,7 @@ def test_wheel_runs_main_by_config_name_outside_the_checkout(venv):
           python,
           "-m",
           "asl_vq.main",
-          "--config=rvq_ctc:tiny",
+          "--config=tokenizer:tiny",
           f"--workdir={root / 'run'}",
           "--config.train.num_epochs=1",
       ],

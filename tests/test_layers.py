@@ -8,9 +8,13 @@ under `if TYPE_CHECKING:` (annotations only). The modules are those of the
 """
 
 import ast
+import collections
 import pathlib
 import re
 import textwrap
+
+from asl_vq import config_lib
+from asl_vq.tasks import TASKS
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DESIGN = ROOT / "docs" / "design.md"
@@ -153,6 +157,26 @@ def test_the_layers_at_or_above_tasks_hold_only_the_run_commands():
       f"{PACKAGE}.experiments",
       f"{PACKAGE}.experiments.paper_tables",
   }
+
+
+def test_one_name_per_experiment():
+  """An experiment goes by its task's name: `config.task`, its config, its
+  task module, its tests and, where it has its own network, its model (the
+  `tokenize` task runs the tokenizer's)."""
+  for task in TASKS:
+    assert config_lib.load(task).task == task
+    assert (ROOT / PACKAGE / "tasks" / f"{task}.py").is_file(), task
+    assert (ROOT / "tests" / f"test_{task}.py").is_file(), task
+  models = {p.stem for p in (ROOT / PACKAGE / "models").glob("*.py")}
+  assert set(TASKS) - models == {"tokenize"}
+
+
+def test_modules_share_a_name_only_as_layers_of_one_experiment():
+  names = collections.Counter(
+      m.rsplit(".", 1)[-1] for m in modules() if m.count(".") > 1
+  )
+  shared = {name for name, count in names.items() if count > 1}
+  assert shared <= set(TASKS), shared - set(TASKS)
 
 
 def test_the_check_sees_imports_in_functions_but_not_type_only_ones():

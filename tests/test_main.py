@@ -22,7 +22,7 @@ def _main(*args, **env):
 
 def test_a_dataset_smaller_than_one_batch(tmp_path):
   run = _main(
-      "--config=rvq_ctc:tiny",
+      "--config=tokenizer:tiny",
       f"--workdir={tmp_path}",
       "--config.train.batch_size=64",
   )
@@ -37,14 +37,14 @@ def test_a_dataset_smaller_than_one_batch(tmp_path):
 
 
 def test_an_unknown_config_option():
-  run = _main("--config=rvq_ctc:tiny,row=nope", "--workdir=unused")
+  run = _main("--config=tokenizer:tiny,row=nope", "--workdir=unused")
   assert run.returncode != 0
   assert run.stderr.startswith(
       "error: ValueError: unknown row 'nope': rvq+ctc+qdrop, rvq, rvq+qdrop, "
       "rvq+ctc\n"
   ), run.stderr
   assert "Traceback" not in run.stderr
-  run = _main("--config=rvq_ctc:tiny,pattern=delay", "--workdir=unused")
+  run = _main("--config=tokenizer:tiny,pattern=delay", "--workdir=unused")
   assert (
       "unknown config option 'pattern=delay': a size preset (paper, "
       "cpu, tiny) or one of row=" in run.stderr
@@ -56,7 +56,7 @@ def _saved_run(tmp_path):
   from asl_vq import config_lib  # pylint: disable=g-import-not-at-top
 
   (tmp_path / "checkpoints").mkdir()
-  text = config_lib.load("rvq_ctc", "tiny").to_json_best_effort(indent=2)
+  text = config_lib.load("tokenizer", "tiny").to_json_best_effort(indent=2)
   (tmp_path / "config.json").write_text(text)
   return text
 
@@ -64,7 +64,7 @@ def _saved_run(tmp_path):
 def test_resume_refuses_another_configuration(tmp_path):
   saved = _saved_run(tmp_path)
   run = _main(
-      "--config=rvq_ctc:tiny",
+      "--config=tokenizer:tiny",
       f"--workdir={tmp_path}",
       "--config.train.batch_size=4",
       "--config.train.num_epochs=3",
@@ -79,7 +79,7 @@ def test_resume_refuses_another_configuration(tmp_path):
   # Refused before any data is made (the cpu preset's 3,000 sequences).
   cache = tmp_path.parent / f"{tmp_path.name}_cache"
   run = _main(
-      "--config=rvq_ctc:cpu", f"--workdir={tmp_path}", ASL_VQ_CACHE=str(cache)
+      "--config=tokenizer:cpu", f"--workdir={tmp_path}", ASL_VQ_CACHE=str(cache)
   )
   assert "data.max_len 64 -> 192" in run.stderr
   assert "model.dim 16 -> 128" in run.stderr
@@ -91,7 +91,7 @@ def test_resume_allows_more_epochs_and_says_so(tmp_path, capsys):
   from asl_vq import workdir  # pylint: disable=g-import-not-at-top
 
   _saved_run(tmp_path)
-  config = config_lib.load("rvq_ctc", "tiny")
+  config = config_lib.load("tokenizer", "tiny")
   config.train.num_epochs = 5
   config.train.log_every_steps = 1
   workdir.check_resume(config, str(tmp_path))
@@ -111,7 +111,7 @@ def test_resume_refuses_other_inputs(tmp_path, capsys):
   from asl_vq import workdir  # pylint: disable=g-import-not-at-top
 
   _saved_run(tmp_path)
-  config = config_lib.load("rvq_ctc", "tiny")
+  config = config_lib.load("tokenizer", "tiny")
   origin = {"tokenizer": "a" * 16, "data": "ab", "sequences": "cd"}
   inputs = {"train": origin, "validation": dict(origin, sequences="ef")}
   (tmp_path / "inputs.json").write_text(
@@ -157,7 +157,7 @@ def test_a_run_saved_before_added_fields_resumes_as_it_was_trained(tmp_path):
   from asl_vq import workdir  # pylint: disable=g-import-not-at-top
 
   (tmp_path / "checkpoints").mkdir()
-  old = json.loads(config_lib.load("rvq_ctc", "tiny").to_json_best_effort())
+  old = json.loads(config_lib.load("tokenizer", "tiny").to_json_best_effort())
   for section, name in (
       ("model", "conv_bn_activation"),
       ("model", "revival"),
@@ -168,7 +168,7 @@ def test_a_run_saved_before_added_fields_resumes_as_it_was_trained(tmp_path):
   ):
     del old[section][name]
   (tmp_path / "config.json").write_text(json.dumps(old))
-  config = config_lib.load("rvq_ctc", "tiny")
+  config = config_lib.load("tokenizer", "tiny")
   with pytest.raises(ValueError) as e:
     workdir.check_config(config, str(tmp_path))
   assert "model.conv_bn_activation 'silu' -> 'none'" in str(e.value)
@@ -180,5 +180,26 @@ def test_a_run_saved_before_added_fields_resumes_as_it_was_trained(tmp_path):
   assert upgraded["model"]["conv_bn_activation"] == "silu"
   assert (
       "conv_bn_activation"
-      not in config_lib.saved_config(dict(old, task="seq2seq"))["model"]
+      not in config_lib.saved_config(dict(old, task="translate"))["model"]
+  )
+
+
+def test_a_run_saved_under_a_tasks_earlier_name_resumes(tmp_path):
+  """A translation run saved before the task was renamed (task "seq2seq")
+  resumes under configs/translate.py, and its config loads as today's."""
+  import json  # pylint: disable=g-import-not-at-top
+  from asl_vq import config_lib  # pylint: disable=g-import-not-at-top
+  from asl_vq import workdir  # pylint: disable=g-import-not-at-top
+
+  (tmp_path / "checkpoints").mkdir()
+  config = config_lib.load("translate", "tiny,input=continuous")
+  old = dict(json.loads(config.to_json_best_effort()), task="seq2seq")
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  assert workdir.check_config(config, str(tmp_path)) == {}
+  assert config_lib.saved_config(old)["task"] == "translate"
+  assert config_lib.load("seq2seq", "tiny") == config_lib.load(
+      "translate", "tiny"
+  )
+  assert config_lib.load("rvq_ctc", "tiny") == config_lib.load(
+      "tokenizer", "tiny"
   )

@@ -2,8 +2,8 @@
 
 Every value below is written out as the reference (MichiganNLP/discrete_asl)
 or the paper fixes it, with where; reverting any of them in
-configs/rvq_ctc.py fails here. The BatchNorm momenta are module constants,
-pinned per layer in tests/test_models.py.
+configs/tokenizer.py fails here. The BatchNorm momenta are module constants,
+pinned per layer in tests/test_tokenizer.py.
 """
 
 import numpy as np
@@ -12,7 +12,7 @@ import pytest
 from asl_vq import config_lib
 from asl_vq import optimizers
 from asl_vq.models import features
-from asl_vq.tasks import tokenizer_training
+from asl_vq.tasks import tokenizer as tokenizer_task
 
 # (field, value, source). The project's own choices are marked as such.
 REFERENCE = [
@@ -90,7 +90,7 @@ REFERENCE = [
     "field, value, source", REFERENCE, ids=[r[0] for r in REFERENCE]
 )
 def test_paper_preset_holds_the_reference_value(field, value, source):
-  config = config_lib.load("rvq_ctc", "paper")
+  config = config_lib.load("tokenizer", "paper")
   section, name = field.split(".")
   got = config[section][name]
   assert got == value and type(got) is type(
@@ -99,7 +99,7 @@ def test_paper_preset_holds_the_reference_value(field, value, source):
 
 
 def test_the_paper_preset_builds_the_reference_model():
-  model = tokenizer_training.model_config(config_lib.load("rvq_ctc", "paper"))
+  model = tokenizer_task.model_config(config_lib.load("tokenizer", "paper"))
   assert model.conv_bn_activation == "none"
   assert model.vq_eps == 1e-5  # qt.py: epsilon=1e-5
   assert features.STEM_BN_MOMENTUM == 0.05  # PyTorch 0.95 (model.py:17)
@@ -124,7 +124,7 @@ def _reference_learning_rates(peak, warmup, epochs, steps, dataset_len):
     "warmup, train_size, batch", [(50.0, 1000, 44), (3.0, 240, 24)]
 )
 def test_warmup_in_epochs_is_the_reference_schedule(warmup, train_size, batch):
-  config = config_lib.load("rvq_ctc", "paper")
+  config = config_lib.load("tokenizer", "paper")
   config.train.warmup_epochs, config.train.batch_size = warmup, batch
   steps = train_size // batch
   epochs = int(warmup) + 2
@@ -136,14 +136,14 @@ def test_warmup_in_epochs_is_the_reference_schedule(warmup, train_size, batch):
 
 
 def test_both_warmups_set_is_refused():
-  config = config_lib.load("rvq_ctc", "paper")
+  config = config_lib.load("tokenizer", "paper")
   config.train.warmup_steps = 100
   with pytest.raises(ValueError, match="set one of them"):
     optimizers.learning_rate_schedule(config.train, 1000)
 
 
 def test_no_warmup_is_the_peak_rate_from_the_first_update():
-  config = config_lib.load("rvq_ctc", "paper")
+  config = config_lib.load("tokenizer", "paper")
   config.train.warmup_epochs = 0.0
   schedule = optimizers.learning_rate_schedule(config.train, 1000)
   np.testing.assert_allclose(

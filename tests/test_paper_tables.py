@@ -16,7 +16,7 @@ from asl_vq.experiments import paper_tables
 def test_too_few_test_signers_for_the_probe_fail_before_training(tmp_path):
   """Issue 12, case 5: the tiny preset crashed in the probe stage after 90 s
   of training (`cannot split 1 signers into 3 non-empty splits`)."""
-  data = config_lib.load("rvq_ctc", "tiny").data  # 8 signers, 1 in test.
+  data = config_lib.load("tokenizer", "tiny").data  # 8 signers, 1 in test.
   with pytest.raises(
       ValueError,
       match=r"^the test split holds 1 signer\(s\), "
@@ -32,29 +32,29 @@ def test_budget_names_every_stage_and_overrides_apply():
   line names the epochs of every stage."""
   assert paper_tables.budget("cpu") == {
       "tokenizer": 7,
-      "seq2seq": 10,
+      "translate": 10,
       "probe": 10,
   }
   assert paper_tables.budget("paper") == {
       "tokenizer": 100,
-      "seq2seq": 60,
+      "translate": 60,
       "probe": 40,
   }
   assert paper_tables.budget("tiny") == {
       "tokenizer": 2,
-      "seq2seq": 2,
+      "translate": 2,
       "probe": 2,
   }
   # What `run_all` loads: a row or an input never changes a stage's epochs.
   for row in ("rvq", "rvq+ctc+qdrop"):
-    assert config_lib.load("rvq_ctc", f"cpu,row={row}").train.num_epochs == 7
-  for model in ("seq2seq", "probe"):
+    assert config_lib.load("tokenizer", f"cpu,row={row}").train.num_epochs == 7
+  for model in ("translate", "probe"):
     assert config_lib.load(model, "cpu,input=continuous").train.num_epochs == (
         config_lib.load(model, "cpu").train.num_epochs
     )
   assert paper_tables.budget("cpu", {"tokenizer": 3, "probe": None}) == {
       "tokenizer": 3,
-      "seq2seq": 10,
+      "translate": 10,
       "probe": 10,
   }
 
@@ -74,7 +74,7 @@ def test_tables_are_written_and_stages_resume(tmp_path, capsys):
   assert [r[0] for r in t2[1:]] == ["Continuous", "RVQ + CTC"]
   scores = {r[0]: float(r[1]) for r in t2[1:]}
   for row, name in (("Continuous", "continuous"), ("RVQ + CTC", "rvq_ctc")):
-    with open(tmp_path / f"seq2seq_{name}" / "test_metrics.json") as f:
+    with open(tmp_path / f"translate_{name}" / "test_metrics.json") as f:
       assert scores[row] == pytest.approx(json.load(f)["score"], abs=5e-4)
   with open(tmp_path / "table5.csv") as f:
     t5 = list(csv.reader(f))
@@ -92,7 +92,7 @@ def test_tables_are_written_and_stages_resume(tmp_path, capsys):
   stamps = {
       p: os.stat(p).st_mtime_ns for p in tmp_path.glob("*/test_metrics.json")
   }
-  assert len(stamps) == 5  # tokenizer, 2 x seq2seq, 2 x probe.
+  assert len(stamps) == 5  # tokenizer, 2 x translate, 2 x probe.
   timings = json.loads((tmp_path / "timings.json").read_text())
   assert len(timings) == 6 and min(timings.values()) > 0
   assert paper_tables.run_all(str(tmp_path), "tiny", rows) == results
@@ -104,19 +104,19 @@ def test_tables_are_written_and_stages_resume(tmp_path, capsys):
   # stages trained on the old tokens are set aside and run again; the
   # continuous stages are kept.
   step = tokens.read_metadata(tmp_path / "tokens_rvq_ctc")["step"]
-  epochs = config_lib.load("rvq_ctc", "tiny").train.num_epochs
+  epochs = config_lib.load("tokenizer", "tiny").train.num_epochs
   paper_tables.run_all(
       str(tmp_path), "tiny", rows, epochs={"tokenizer": 2 * epochs}
   )
   best = tokens.read_metadata(tmp_path / "tokens_rvq_ctc")["step"]
   assert best > step  # precondition: the best checkpoint moved on.
-  for name in ("seq2seq_rvq_ctc", "probe_rvq_ctc"):
+  for name in ("translate_rvq_ctc", "probe_rvq_ctc"):
     assert (tmp_path / f"{name}.stale-1" / "test_metrics.json").exists()
     inputs = json.loads((tmp_path / name / "inputs.json").read_text())
     assert (
         inputs["train"]["tokenizer"]
         == tokens.read_metadata(tmp_path / "tokens_rvq_ctc")["tokenizer"]
     )
-  for name in ("seq2seq_continuous", "probe_continuous"):
+  for name in ("translate_continuous", "probe_continuous"):
     path = tmp_path / name / "test_metrics.json"
     assert os.stat(path).st_mtime_ns == stamps[path]

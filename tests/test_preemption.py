@@ -19,7 +19,7 @@ from asl_vq import metric_writers
 from asl_vq import preemption
 from asl_vq import train
 from asl_vq.experiments import paper_tables
-from asl_vq.tasks import tokenizer_training
+from asl_vq.tasks import tokenizer as tokenizer_task
 import xla_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,7 +40,7 @@ def test_a_notice_saves_and_exits_within_a_step_and_a_save(
           sys.executable,
           "-m",
           "asl_vq.main",
-          "--config=rvq_ctc:tiny",
+          "--config=tokenizer:tiny",
           f"--workdir={tmp_path}",
           "--config.train.num_epochs=1000",
           "--config.train.log_every_steps=1",
@@ -102,7 +102,7 @@ def test_the_loop_runs_at_most_one_step_ahead_of_the_device(
   them, and the ETA optimistic): with a device step slower than the host's
   loop, each new step finds at most the one before it unfinished. Without
   the bound this reads 0, 1, 2, 3 between epoch ends."""
-  config = config_lib.load("rvq_ctc", "tiny")
+  config = config_lib.load("tokenizer", "tiny")
   config.train.num_epochs = 8
   config.train.eval_every_epochs = 100
   config.train.log_every_steps = 1000
@@ -132,7 +132,7 @@ def test_the_loop_runs_at_most_one_step_ahead_of_the_device(
     return run
 
   monkeypatch.setattr(train, "jit_train_step", slow_steps)
-  tokenizer_training.run(config, str(tmp_path))
+  tokenizer_task.run(config, str(tmp_path))
   assert len(unfinished) > 16 and max(unfinished) == 1, unfinished
 
 
@@ -140,7 +140,7 @@ def test_the_loop_runs_at_most_one_step_ahead_of_the_device(
 def test_sigterm_during_an_evaluation_saves_and_the_resumed_run_evaluates_first(
     tmp_path, monkeypatch, capsys
 ):
-  config = config_lib.load("rvq_ctc", "tiny")
+  config = config_lib.load("tokenizer", "tiny")
   config.train.num_epochs = 2
   evaluate = train.Evaluator.__call__
   calls = []
@@ -152,7 +152,7 @@ def test_sigterm_during_an_evaluation_saves_and_the_resumed_run_evaluates_first(
 
   monkeypatch.setattr(train.Evaluator, "__call__", preempted_evaluate)
   with pytest.raises(preemption.Preempted):  # callers stop too (paper_tables).
-    tokenizer_training.run(config, str(tmp_path))
+    tokenizer_task.run(config, str(tmp_path))
   ckpts = checkpointing.Checkpoints(str(tmp_path))
   epoch = ckpts.latest_step()
   assert calls == [1] and epoch > 0
@@ -164,7 +164,7 @@ def test_sigterm_during_an_evaluation_saves_and_the_resumed_run_evaluates_first(
   ckpts.close()
 
   monkeypatch.setattr(train.Evaluator, "__call__", evaluate)
-  tokenizer_training.run(config, str(tmp_path))
+  tokenizer_task.run(config, str(tmp_path))
   rows = metric_writers.read_metrics(str(tmp_path / "metrics.jsonl"))
   resumed = [(r["step"], r["split"]) for r in rows[len(before) :]]
   assert resumed[0] == (epoch, "validation"), resumed

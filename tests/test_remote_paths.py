@@ -87,7 +87,7 @@ def gcs(tmp_path_factory):
 
 def _main(cwd, *args):
   run = subprocess.run(
-      [sys.executable, "-m", "asl_vq.main", "--config=rvq_ctc:tiny", *args],
+      [sys.executable, "-m", "asl_vq.main", "--config=tokenizer:tiny", *args],
       cwd=cwd,
       capture_output=True,
       text=True,
@@ -118,7 +118,7 @@ def test_a_gs_run_trains_and_resumes(tmp_path):
   data = f"gs://{BUCKET}/data"
   _upload(
       datasets.embedded_dataset(
-          config_lib.load("rvq_ctc", "tiny").data.synthetic.to_dict()
+          config_lib.load("tokenizer", "tiny").data.synthetic.to_dict()
       ),
       data,
   )

@@ -12,7 +12,7 @@ from asl_vq import plotting
 from asl_vq import provenance
 from asl_vq import report
 from asl_vq import tables
-from asl_vq.tasks import tokenizer_training
+from asl_vq.tasks import tokenizer as tokenizer_task
 
 
 def _png(path, size=(3, 2)):
@@ -60,7 +60,7 @@ def workdir(tmp_path):
           "perplexity_q1": 50.0,
       },
       metrics=[{"step": 10, "split": "validation", "score": 0.7375}],
-      command="python -m asl_vq.main --config=configs/rvq_ctc.py:cpu",
+      command="python -m asl_vq.main --config=configs/tokenizer.py:cpu",
   )
   _png(tok / "learning_curves.png")
   _run(
@@ -129,7 +129,8 @@ def test_report_gathers_numbers_tables_and_figures(workdir):
   assert figures == ["analysis__heatmap.png", "tok__learning_curves.png"]
   assert "(figures/tok__learning_curves.png)" in text
   assert (
-      "made by `python -m asl_vq.main --config=configs/rvq_ctc.py:cpu`" in text
+      "made by `python -m asl_vq.main --config=configs/tokenizer.py:cpu`"
+      in text
   )
   assert "made by `python -m asl_vq.analysis --out=x`" in text
   assert "--config=nope" not in text
@@ -166,7 +167,7 @@ def test_command_line_names_the_module(tmp_path, monkeypatch):
 def test_values_not_computed_are_absent_not_nan(tmp_path):
   """A tokenizer without the CTC head has no 'ctc' or 'score': its lines,
   tables and report show "—" (CSV: empty), never nan."""
-  task = tokenizer_training.TokenizerTask(config_lib.load("rvq_ctc", "tiny"))
+  task = tokenizer_task.TokenizerTask(config_lib.load("tokenizer", "tiny"))
   line = task.format_eval(
       {"loss": 2.5, "recon": 2.5, "usage_q0": 0.5, "perplexity_q0": 9.0}
   )

@@ -15,12 +15,12 @@ from asl_vq import optimizers
 from asl_vq import train
 from asl_vq.data import datasets
 from asl_vq.data import pipeline
-from asl_vq.tasks import tokenizer_training
+from asl_vq.tasks import tokenizer as tokenizer_task
 import train_helpers
 
 
 def _config(arg="tiny"):
-  return config_lib.load("rvq_ctc", arg)
+  return config_lib.load("tokenizer", arg)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def tiny_batch():
 def _init_and_step(mesh, config, tx=None):
   """The initial state and the jit-ed step on `mesh`, and a function that
   places a batch there (the tests on one device share these programs)."""
-  task = tokenizer_training.TokenizerTask(config)
+  task = tokenizer_task.TokenizerTask(config)
   tx = tx or optimizers.make_optimizer(config, config.train.batch_size)
   repl = NamedSharding(mesh, P())
   data = NamedSharding(mesh, P("data"))
@@ -59,13 +59,13 @@ def _init_and_step(mesh, config, tx=None):
       ),
       in_shardings=(
           repl,
-          {k: data for k in tokenizer_training.TokenizerTask.device_keys},
+          {k: data for k in tokenizer_task.TokenizerTask.device_keys},
       ),
       out_shardings=(repl, repl),
   )
   place = lambda batch: {
       k: jax.device_put(batch[k], data)
-      for k in tokenizer_training.TokenizerTask.device_keys
+      for k in tokenizer_task.TokenizerTask.device_keys
   }
   return state, step, place
 
@@ -139,14 +139,14 @@ def test_the_evaluation_measures_the_error_in_the_inputs_units():
   recon[0, 0, 25, 0] += 0.5
   recon[0, 2] += 9.0  # frame 2: padding.
   valid = np.array([[True, True, False]])
-  sums = tokenizer_training.image_error_sums(
+  sums = tokenizer_task.image_error_sums(
       recon, {"inputs": inputs, "scale": scale}, valid
   )
   assert float(sums["points"]) == 42 and float(sums["palm_points"]) == 42
   np.testing.assert_allclose(float(sums["image_sum"]), 0.05, rtol=1e-5)
   np.testing.assert_allclose(float(sums["palms_sum"]), 0.25, rtol=1e-5)
-  metrics = tokenizer_training.TokenizerTask(
-      config_lib.load("rvq_ctc", "tiny")
+  metrics = tokenizer_task.TokenizerTask(
+      config_lib.load("tokenizer", "tiny")
   ).eval_metrics(
       {
           "examples": np.float64(1),

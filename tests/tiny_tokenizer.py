@@ -7,8 +7,8 @@ import os
 import filelock
 
 from asl_vq import config_lib
-from asl_vq.tasks import dataset_tokenization
-from asl_vq.tasks import tokenizer_training
+from asl_vq.tasks import tokenize
+from asl_vq.tasks import tokenizer as tokenizer_task
 
 # More sequences, a higher learning rate and no evaluation but the last: in
 # ~90 steps, each added quantizer then reconstructs better (in 45, with only
@@ -24,13 +24,13 @@ def workdir() -> str:
   out = os.path.join(os.environ["ASL_VQ_CACHE"], "tiny_tokenizer")
   with filelock.FileLock(out + ".lock"):
     if not os.path.exists(os.path.join(out, "test_metrics.json")):
-      config = load_config("rvq_ctc", "tiny")
+      config = load_config("tokenizer", "tiny")
       config.data.synthetic.num_sequences = SEQUENCES
       config.train.num_epochs = EPOCHS
       config.train.learning_rate = LEARNING_RATE
       config.train.eval_every_epochs = EPOCHS
       config.train.checkpoint_every_steps = 10**6
-      tokenizer_training.run(config, out)
+      tokenizer_task.run(config, out)
   return out
 
 
@@ -42,5 +42,5 @@ def tokens_dir() -> str:
   config.checkpoint = run_dir
   config.batch_size = 16
   with filelock.FileLock(out + ".lock"):
-    dataset_tokenization.run(config, out)  # Skips the splits already made.
+    tokenize.run(config, out)  # Skips the splits already made.
   return out

@@ -431,7 +431,7 @@ def main(argv) -> None:
     from asl_vq.data import datasets  # pylint: disable=g-import-not-at-top
 
     data_dir = datasets.embedded_dataset(
-        config_lib.load("rvq_ctc", "cpu").data.synthetic.to_dict()
+        config_lib.load("tokenizer", "cpu").data.synthetic.to_dict()
     )
   paths = [p for pattern in FLAGS.real for p in sorted(glob.glob(pattern))]
   if not paths:

@@ -1,4 +1,4 @@
-"""Tokenized splits (written by `asl_vq.tasks.dataset_tokenization`) as pipeline sources.
+"""Tokenized splits (written by `asl_vq.tasks.tokenize`) as pipeline sources.
 
 A tokenized split is one parquet file, one row per sequence:
 

@@ -37,10 +37,10 @@ from asl_vq import provenance
 from asl_vq import tables
 from asl_vq import workdir as workdir_lib
 from asl_vq.data import datasets
-from asl_vq.tasks import dataset_tokenization
-from asl_vq.tasks import probing
-from asl_vq.tasks import tokenizer_training
-from asl_vq.tasks import translation
+from asl_vq.tasks import tokenize
+from asl_vq.tasks import probe
+from asl_vq.tasks import tokenizer as tokenizer_task
+from asl_vq.tasks import translate
 
 FLAGS = flags.FLAGS
 
@@ -69,7 +69,9 @@ def _define_flags():
       "Override the preset's budget: tokenizer epochs.",
   )
   flags.DEFINE_integer(
-      "seq2seq_epochs", None, "Override the preset's budget: translator epochs."
+      "translate_epochs",
+      None,
+      "Override the preset's budget: translator epochs.",
   )
   flags.DEFINE_integer(
       "probe_epochs", None, "Override the preset's budget: probe epochs."
@@ -87,31 +89,31 @@ LETTERS = string.ascii_lowercase
 # validation accuracy peaks by epoch 10.
 BUDGETS = {
     "paper": {},
-    "cpu": {"seq2seq": 10, "probe": 10},
+    "cpu": {"translate": 10, "probe": 10},
     "tiny": {},
 }
 
 
-# The config (configs/<name>.py) each stage trains.
-STAGE_CONFIGS = {"tokenizer": "rvq_ctc", "seq2seq": "seq2seq", "probe": "probe"}
+# The stages that train, each with the config of its name (configs/<stage>.py).
+STAGES = ("tokenizer", "translate", "probe")
 
 
 def stage_config(stage: str, overrides: str) -> ml_collections.ConfigDict:
-  """The config of `stage` (a key of STAGE_CONFIGS) with `overrides`
+  """The config of `stage` (one of STAGES) with `overrides`
   ('cpu', 'cpu,row=rvq', ...)."""
-  return config_lib.load(STAGE_CONFIGS[stage], overrides)
+  return config_lib.load(stage, overrides)
 
 
 def budget(
     preset: str, epochs: dict[str, int | None] | None = None
 ) -> dict[str, int]:
-  """Epochs per stage (tokenizer, seq2seq, probe): each stage config's own
+  """Epochs per stage (tokenizer, translate, probe): each stage config's own
   at `preset`, `BUDGETS[preset]` over them, `epochs`' non-None values over
   both."""
   return {
       **{
           stage: stage_config(stage, preset).train.num_epochs
-          for stage in STAGE_CONFIGS
+          for stage in STAGES
       },
       **BUDGETS[preset],
       **{k: v for k, v in (epochs or {}).items() if v is not None},
@@ -186,7 +188,7 @@ def run_all(
   """Runs (or resumes) every stage; returns {row: {model: test metrics}}.
 
   `data`: the data block of every config (default: `data_config(preset)`).
-  `epochs`: stage (tokenizer, seq2seq, probe) -> epochs, over `budget`'s (each
+  `epochs`: stage (tokenizer, translate, probe) -> epochs, over `budget`'s (each
   stage config's own, then `BUDGETS[preset]`). Every stage is run in turn and
   resumes what its sub-workdir holds; a finished one returns its results at
   once. A stage whose inputs changed (e.g. a tokenizer trained further, so its
@@ -216,7 +218,7 @@ def run_all(
               row,
               "tokenizer",
               tok_dir,
-              tokenizer_training.run,
+              tokenizer_task.run,
               _with(
                   stage_config("tokenizer", f"{preset},row={row}"),
                   data,
@@ -226,9 +228,9 @@ def run_all(
       )
       config = config_lib.load("tokenize", "")
       config.checkpoint = tok_dir
-      plan.append((row, "tokens", tokens_dir, dataset_tokenization.run, config))
+      plan.append((row, "tokens", tokens_dir, tokenize.run, config))
     inputs = "continuous" if tokens_dir is None else "tokens"
-    for model, module in (("seq2seq", translation), ("probe", probing)):
+    for model, module in (("translate", translate), ("probe", probe)):
       config = _with(
           stage_config(model, f"{preset},input={inputs}"), data, epochs[model]
       )
@@ -263,7 +265,8 @@ def run_all(
         fileio.write_json(timings_path, timings)
     results.setdefault(row, {})[model] = result
   return {
-      row: {m: r[m] for m in ("seq2seq", "probe")} for row, r in results.items()
+      row: {m: r[m] for m in ("translate", "probe")}
+      for row, r in results.items()
   }
 
 
@@ -287,7 +290,7 @@ def write_tables(
       workdir,
       "table2",
       ["model", "normalised Levenshtein (test)"],
-      [[ROW_NAMES[r], results[r]["seq2seq"]["score"]] for r in order],
+      [[ROW_NAMES[r], results[r]["translate"]["score"]] for r in order],
       f"Table 2 equivalent ({data} data): sign-to-text translation."
       + (f"\n\n{budget}" if budget else ""),
   )
@@ -323,7 +326,7 @@ def main(argv):
   data.dir = FLAGS.data_dir
   epochs = {
       "tokenizer": FLAGS.tokenizer_epochs,
-      "seq2seq": FLAGS.seq2seq_epochs,
+      "translate": FLAGS.translate_epochs,
       "probe": FLAGS.probe_epochs,
   }
   with provenance.recording(FLAGS.workdir):

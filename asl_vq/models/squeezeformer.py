@@ -125,7 +125,7 @@ class RelativeSelfAttention(nn.Module):
     sum_w a sin((i-j)w) + b cos((i-j)w)
       = sum_w (a sin iw + b cos iw) cos jw + (b sin iw - a cos iw) sin jw,
   one [B*T*H, d] x [d, T] matmul against constant sinusoids. It equals the
-  shifted form to float rounding (tests/test_models.py checks it).
+  shifted form to float rounding (tests/test_tokenizer.py checks it).
 
   `sequences_per_pass` > 0 computes the [B, H, T, T] scores and softmax a
   few sequences at a time in a loop (`attention_passes`, over the share of

@@ -8,7 +8,7 @@ mutable=['batch_stats', 'vq'] and rngs {'dropout', 'vq'} (`training_loss`
 is the training step's); evaluation needs neither and updates nothing.
 
 `TokenizerConfig.from_config` is the one mapping of a run config
-(configs/rvq_ctc.py) to the model, for training and for inference alike.
+(configs/tokenizer.py) to the model, for training and for inference alike.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ class TokenizerConfig(RVQConfig):
       sequences_per_pass: int = 0,
       batch_devices: int = 1,
   ) -> 'TokenizerConfig':
-    """The tokenizer of a run config (configs/rvq_ctc.py, or a saved run's
+    """The tokenizer of a run config (configs/tokenizer.py, or a saved run's
     config.json through `config_lib.saved_config`): its `model` block,
     field for field, and the attention's passes (the class docstring).
 

@@ -2,11 +2,8 @@
 and a `run(config, workdir)`; a config's `task` field names its module here.
 """
 
-# config.task -> the module whose `run(config, workdir)` does it.
-TASKS = {
-    "tokenizer": "asl_vq.tasks.tokenizer_training",
-    "tokenize": "asl_vq.tasks.dataset_tokenization",
-    "seq2seq": "asl_vq.tasks.translation",
-    "probe": "asl_vq.tasks.probing",
-    "lm": "asl_vq.tasks.language_modeling",
-}
+# The experiments, by the one name each goes by: `config.task`, its module
+# here (`asl_vq.tasks.<task>`, whose `run(config, workdir)` does it), its
+# config (configs/<task>.py), its model (`asl_vq.models.<task>`, where it
+# has its own) and its tests (tests/test_<task>.py).
+TASKS = ("tokenizer", "tokenize", "translate", "probe", "lm")

@@ -14,7 +14,7 @@ import tiny_tokenizer
 from asl_vq.data import datasets
 from asl_vq.data import pipeline
 from asl_vq.data import tokens
-from asl_vq.tasks import dataset_tokenization
+from asl_vq.tasks import tokenize
 
 
 def _config(checkpoint, **overrides):
@@ -44,7 +44,7 @@ def splits(tok):
 @pytest.fixture(scope="module")
 def tokenized(run_dir, tmp_path_factory):
   out = tmp_path_factory.mktemp("tokens")
-  report = dataset_tokenization.run(_config(run_dir, verify=True), str(out))
+  report = tokenize.run(_config(run_dir, verify=True), str(out))
   return out, report
 
 
@@ -81,7 +81,7 @@ def test_files_hold_the_splits_and_the_codes_of_encode(tokenized, splits, tok):
 def test_a_killed_run_resumes_without_duplicates_or_gaps(
     run_dir, tokenized, tmp_path, monkeypatch
 ):
-  write, calls = dataset_tokenization._write_part, []
+  write, calls = tokenize._write_part, []
 
   def write_two_then_die(path, table):
     if len(calls) == 2:
@@ -90,12 +90,12 @@ def test_a_killed_run_resumes_without_duplicates_or_gaps(
     calls.append(path)
     write(path, table)
 
-  monkeypatch.setattr(dataset_tokenization, "_write_part", write_two_then_die)
+  monkeypatch.setattr(tokenize, "_write_part", write_two_then_die)
   with pytest.raises(KeyboardInterrupt):
-    dataset_tokenization.run(_config(run_dir), str(tmp_path))
+    tokenize.run(_config(run_dir), str(tmp_path))
   assert not (tmp_path / "train.parquet").exists()
-  monkeypatch.setattr(dataset_tokenization, "_write_part", write)
-  dataset_tokenization.run(_config(run_dir), str(tmp_path))
+  monkeypatch.setattr(tokenize, "_write_part", write)
+  tokenize.run(_config(run_dir), str(tmp_path))
   assert sorted(os.listdir(tmp_path)) == sorted(os.listdir(tokenized[0]))
   for name in ("train", "validation", "test"):
     a = tokens.TokenSource(tmp_path / f"{name}.parquet")
@@ -105,7 +105,7 @@ def test_a_killed_run_resumes_without_duplicates_or_gaps(
       np.testing.assert_array_equal(a[i]["codes"], b[i]["codes"])
   # A finished split is not redone.
   mtime = os.stat(tmp_path / "train.parquet").st_mtime_ns
-  dataset_tokenization.run(_config(run_dir), str(tmp_path))
+  tokenize.run(_config(run_dir), str(tmp_path))
   assert os.stat(tmp_path / "train.parquet").st_mtime_ns == mtime
 
 
@@ -131,7 +131,7 @@ def test_a_split_made_from_another_tokenizer_is_made_again(
   pq.write_table(table, path)
   mtime = os.stat(tmp_path / "train.parquet").st_mtime_ns
 
-  dataset_tokenization.run(_config(run_dir), str(tmp_path))
+  tokenize.run(_config(run_dir), str(tmp_path))
   assert (
       f"tokenizer {'0' * 16!r} -> {tok.fingerprint!r}"
       in capsys.readouterr().out
@@ -161,13 +161,13 @@ def test_a_copy_of_the_tokenizer_elsewhere_keeps_the_tokens(
   out = tmp_path / "tokens"
   shutil.copytree(tokenized[0], out)
   mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("*.parquet")}
-  dataset_tokenization.run(_config(str(copy)), str(out))
+  tokenize.run(_config(str(copy)), str(out))
   assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.parquet")} == mtimes
 
 
 def test_checkpoint_is_required(tmp_path):
   with pytest.raises(ValueError, match="config.checkpoint"):
-    dataset_tokenization.run(_config(""), str(tmp_path))
+    tokenize.run(_config(""), str(tmp_path))
 
 
 def test_pipeline_batches_codes(tokenized, tok):

@@ -551,7 +551,7 @@ def test_tokenizer_config_from_a_run_config():
   from asl_vq import config_lib  # pylint: disable=g-import-not-at-top
   from asl_vq.models import rvq  # pylint: disable=g-import-not-at-top
 
-  config = config_lib.load('rvq_ctc', 'cpu')
+  config = config_lib.load('tokenizer', 'cpu')
   model = TokenizerConfig.from_config(
       config, sequences_per_pass=2, batch_devices=1
   )
@@ -661,12 +661,12 @@ def test_bfloat16_compute_agrees_with_float32():
   of the landmarks' scale. Asserted at about twice those margins: bf16's
   rounding of a step is not the same on every backend."""
   from asl_vq import bench, config_lib, optimizers, train  # pylint: disable=g-import-not-at-top
-  from asl_vq.tasks import tokenizer_training  # pylint: disable=g-import-not-at-top
+  from asl_vq.tasks import tokenizer as tokenizer_task  # pylint: disable=g-import-not-at-top
 
   def task_and_step(dtype):
-    config = config_lib.load('rvq_ctc', 'tiny')
+    config = config_lib.load('tokenizer', 'tiny')
     config.model.dtype = dtype
-    task = tokenizer_training.TokenizerTask(config)
+    task = tokenizer_task.TokenizerTask(config)
     tx = optimizers.make_optimizer(config, config.train.batch_size)
     step = jax.jit(
         functools.partial(

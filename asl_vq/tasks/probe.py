@@ -23,7 +23,7 @@ from asl_vq import checkpointing
 from asl_vq import vocab
 from asl_vq.data import splits as splits_lib
 from asl_vq.data import tokens as tokens_lib
-from asl_vq.models import classifier as probe_lib
+from asl_vq.models import probe as probe_lib
 from asl_vq.tasks import base
 
 

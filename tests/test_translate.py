@@ -9,13 +9,13 @@ import optax
 import pytest
 
 from asl_vq import vocab
-from asl_vq.models.translator import (
+from asl_vq.models.translate import (
     Translator,
     TranslatorConfig,
     greedy_decode,
     sequence_loss,
 )
-from asl_vq.models import translator
+from asl_vq.models import translate as translate_lib
 from asl_vq.models.transformer import shift_targets
 
 B, L, S = 3, 8, 5
@@ -23,7 +23,7 @@ LENGTHS = (8, 5, 3)
 
 
 def greedy_decode_uncached(
-    config: translator.TranslatorConfig,
+    config: translate_lib.TranslatorConfig,
     variables,
     encoder_inputs,
     input_mask,
@@ -35,9 +35,12 @@ def greedy_decode_uncached(
   against.
   """
   max_len = max_len or config.max_target_len + 1
-  model = translator.Translator(config)
+  model = translate_lib.Translator(config)
   memory = model.apply(
-      variables, encoder_inputs, input_mask, method=translator.Translator.encode
+      variables,
+      encoder_inputs,
+      input_mask,
+      method=translate_lib.Translator.encode,
   )
 
   def next_logits(state, tokens, step):
@@ -46,11 +49,11 @@ def greedy_decode_uncached(
         memory,
         input_mask,
         tokens[:, :-1],
-        method=translator.Translator.decode_logits,
+        method=translate_lib.Translator.decode_logits,
     )
     return jax.lax.dynamic_index_in_dim(logits, step, 1, False), state
 
-  return translator.greedy_loop(next_logits, (), memory.shape[0], max_len)
+  return translate_lib.greedy_loop(next_logits, (), memory.shape[0], max_len)
 
 
 def tiny_config(encoder):
@@ -223,7 +226,7 @@ def test_config_from_a_run_config(inputs):
   from asl_vq import config_lib  # pylint: disable=g-import-not-at-top
   from asl_vq.data import tokens  # pylint: disable=g-import-not-at-top
 
-  config = config_lib.load('seq2seq', f'tiny,input={inputs}')
+  config = config_lib.load('translate', f'tiny,input={inputs}')
   spec = tokens.CodeSpec(3, 32) if inputs == 'tokens' else None
   c = TranslatorConfig.from_config(
       config, spec, sequences_per_pass=2, batch_devices=1
@@ -234,7 +237,7 @@ def test_config_from_a_run_config(inputs):
   if spec:
     assert (c.num_quantizers, c.codebook_size) == (3, 32)
   shapes = jax.eval_shape(
-      functools.partial(translator.init_variables, Translator(c), 7),
+      functools.partial(translate_lib.init_variables, Translator(c), 7),
       jax.random.key(0),
   )
   assert ('batch_stats' in shapes) == (inputs == 'continuous')

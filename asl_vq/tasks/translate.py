@@ -1,6 +1,6 @@
 """Sign-to-text translation (the paper's Table 2), on tokens or keypoints.
 
-`run(config, workdir)` trains the translator of configs/seq2seq.py with the
+`run(config, workdir)` trains the translator of configs/translate.py with the
 shared loop: teacher forcing on characters, validation by greedy decoding
 (with a key/value cache) scored with the normalised Levenshtein metric, and
 the best checkpoint scored on the test split (`test_metrics.json`).
@@ -15,7 +15,7 @@ from asl_vq import metrics as metrics_lib
 from asl_vq import vocab
 from asl_vq.data import tokens as tokens_lib
 from asl_vq.models import transformer
-from asl_vq.models import translator
+from asl_vq.models import translate as translate_lib
 from asl_vq.tasks import base
 
 
@@ -43,15 +43,17 @@ class TranslatorTask(base.SignTask):
   ):
     """code_spec: the token streams' (input=tokens); None for keypoints."""
     super().__init__(config, code_spec)
-    self.model_config = self.sign_model_config(translator.TranslatorConfig)
-    self.model = translator.Translator(self.model_config)
+    self.model_config = self.sign_model_config(translate_lib.TranslatorConfig)
+    self.model = translate_lib.Translator(self.model_config)
 
   def init_variables(self, rng):
-    return translator.init_variables(self.model, self.config.data.max_len, rng)
+    return translate_lib.init_variables(
+        self.model, self.config.data.max_len, rng
+    )
 
   def _loss(self, logits, batch, targets, target_mask):
     mask = target_mask & batch["example_mask"][:, None]
-    loss = translator.sequence_loss(
+    loss = translate_lib.sequence_loss(
         logits, targets, mask, self.config.train.label_smoothing
     )
     m = mask.astype(jnp.float32)
@@ -91,7 +93,7 @@ class TranslatorTask(base.SignTask):
     )
     loss, accuracy = self._loss(logits, batch, targets, tmask)
     n = jnp.sum(batch["example_mask"].astype(jnp.float32))
-    ids = translator.greedy_decode(
+    ids = translate_lib.greedy_decode(
         self.model_config, variables, batch[self.key], batch["input_mask"]
     )
     return (

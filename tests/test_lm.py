@@ -9,10 +9,10 @@ import pytest
 
 from asl_vq import config_lib
 from asl_vq import vocab
-from asl_vq.models import code_lm as lm_lib
+from asl_vq.models import lm as lm_lib
 from asl_vq.models.transformer import BOS, EOS, PAD
 from asl_vq.tasks import base
-from asl_vq.tasks import language_modeling
+from asl_vq.tasks import lm
 
 import train_helpers
 import tiny_tokenizer
@@ -272,7 +272,7 @@ def test_lm_loss_falls_on_a_repeated_batch():
   # AdamW at a constant rate (the paper's LM optimiser) needs more steps on
   # one batch than schedule-free did: 3.93 -> 2.41 in 30.
   losses = train_helpers.losses_on_a_repeated_batch(
-      language_modeling.LMTask(config, code_spec), config, splits["train"], 45
+      lm.LMTask(config, code_spec), config, splits["train"], 45
   )
   assert losses[-1] < 0.6 * losses[0], losses
 

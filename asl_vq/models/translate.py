@@ -9,7 +9,7 @@ Variables: 'params' ('batch_stats' too for the continuous encoder: a training
 apply then needs mutable=['batch_stats']); rngs {'dropout'} when train=True.
 Greedy decoding runs a `Translator(config, decode=True)` with the same
 variables plus a 'cache' collection (`transformer.cached_decoding`).
-`TranslatorConfig.from_config` maps a run config (configs/seq2seq.py) to the
+`TranslatorConfig.from_config` maps a run config (configs/translate.py) to the
 model, `init_variables` starts its variables as training does.
 """
 
@@ -37,7 +37,7 @@ from asl_vq.models.transformer import (
 
 @dataclasses.dataclass(frozen=True)
 class TranslatorConfig(SignModelConfig):
-  """Hyperparameters (configs/seq2seq.py's `model`, plus max_target_len).
+  """Hyperparameters (configs/translate.py's `model`, plus max_target_len).
 
   Positions are fixed sinusoids, so no maximum input length is needed;
   max_target_len (phrase characters) only sets greedy decoding's default
@@ -65,7 +65,7 @@ class TranslatorConfig(SignModelConfig):
 
   @classmethod
   def data_fields(cls, config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """`from_config` (of configs/seq2seq.py) takes max_target_len =
+    """`from_config` (of configs/translate.py) takes max_target_len =
     `data.max_label_len`."""
     return dict(max_target_len=config.data.max_label_len)
 

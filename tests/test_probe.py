@@ -10,7 +10,7 @@ import pytest
 
 from asl_vq import vocab
 from asl_vq.models.transformer import frame_codes
-from asl_vq.models.classifier import (
+from asl_vq.models.probe import (
     Probe,
     ProbeConfig,
     init_from_codebooks,
@@ -153,20 +153,18 @@ def test_loss_and_accuracy_skip_padded_examples():
 def test_probe_baselines_from_counts():
   """Read 0.77 against these (issue 30, 8): 4 phrases; letter a in 3 of
   them, b in 1, the rest in none."""
-  from asl_vq.tasks import probing  # pylint: disable=g-import-not-at-top
+  from asl_vq.tasks import probe  # pylint: disable=g-import-not-at-top
 
   present = np.zeros(26)
   present[:2] = (3, 1)
   tp, tn = np.zeros(26), np.full(26, 4.0)
   tp[:2], tn[:2] = (3, 0), (0, 3)  # a: always said; b: never said.
-  got = probing.baselines(present, tp, tn, 4)
+  got = probe.baselines(present, tp, tn, 4)
   # majority: a 3/4, b 3/4, the other 24 letters 1.
   assert got['majority_accuracy'] == pytest.approx((0.75 * 2 + 24) / 26)
   # balanced over a and b only: a (1 + 0) / 2, b (0 + 1) / 2.
   assert got['balanced_accuracy'] == pytest.approx(0.5)
-  assert np.isnan(
-      probing.baselines(np.zeros(26), tp, tn, 4)['balanced_accuracy']
-  )
+  assert np.isnan(probe.baselines(np.zeros(26), tp, tn, 4)['balanced_accuracy'])
 
 
 def test_config_from_a_run_config():
@@ -174,7 +172,7 @@ def test_config_from_a_run_config():
   codebooks in the stream embeddings)."""
   from asl_vq import config_lib  # pylint: disable=g-import-not-at-top
   from asl_vq.data import tokens  # pylint: disable=g-import-not-at-top
-  from asl_vq.models import classifier  # pylint: disable=g-import-not-at-top
+  from asl_vq.models import probe as probe_lib  # pylint: disable=g-import-not-at-top
 
   config = config_lib.load('probe', 'tiny')
   c = ProbeConfig.from_config(config, tokens.CodeSpec(Q, K))
@@ -182,6 +180,6 @@ def test_config_from_a_run_config():
   assert (c.num_quantizers, c.codebook_size) == (Q, K)
   assert (c.sequences_per_pass, c.batch_devices) == (0, 1)
   books = np.arange(Q * K * c.dim, dtype=np.float32).reshape(Q, K, c.dim)
-  variables = classifier.init_variables(Probe(c), L, jax.random.key(0), books)
+  variables = probe_lib.init_variables(Probe(c), L, jax.random.key(0), books)
   table = variables['params']['encoder']['embed']['embedding']
   np.testing.assert_array_equal(table[:, :K], books)

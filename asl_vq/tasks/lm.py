@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 
 from asl_vq.data import tokens as tokens_lib
-from asl_vq.models import code_lm as lm_lib
+from asl_vq.models import lm as lm_lib
 from asl_vq.tasks import base
 
 
