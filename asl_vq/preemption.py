@@ -77,22 +77,24 @@ class Preemption:
     if stop:
       raise Preempted()
 
-  def save(self, step, state, ckpts, data_iter, say) -> None:
+  def save(self, workdir, step, state, ckpts, data_iter, say) -> Preempted:
     """Within the notice: `state` at `step` with the data iterator's
     position, waiting for the write, unless `ckpts` (a
     `checkpointing.Checkpoints`) holds it already (a stop while the resumed
-    step or the test split was evaluated); `say` gets one line."""
+    step or the test split was evaluated); `say` gets one line. Returns the
+    `Preempted` for the caller to raise, naming `workdir`."""
+    resume = "run the same command to resume"
     if ckpts.latest_step() == step:
+      say(f"preempted at step {step}, which is saved; {resume}")
+    else:
+      saving = time.monotonic()
+      ckpts.save_latest(step, state, data_iter, wait=True)
       say(
-          f"preempted at step {step}, which is saved; run the same command "
-          "to resume"
+          f"preempted: saved step {step} in {time.monotonic() - saving:.1f} "
+          f"s{self._since_signal()}; {resume}"
       )
-      return
-    saving = time.monotonic()
-    ckpts.save_latest(step, state, data_iter, wait=True)
-    say(
-        f"preempted: saved step {step} in {time.monotonic() - saving:.1f} s"
-        f"{self._since_signal()}; run the same command to resume"
+    return Preempted(
+        f"{workdir}: preempted; {resume}", exit_code=self.exit_code
     )
 
   @property

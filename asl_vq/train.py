@@ -252,10 +252,8 @@ def fit(
           fileio.write_json(os.path.join(workdir, "test_metrics.json"), val)
     except preemption.Preempted:
       check_finite(state, ckpts)
-      stop.save(done, state, ckpts, train_iter, bar.message)
-      raise preemption.Preempted(
-          f"{workdir}: preempted; run the same command to resume",
-          exit_code=stop.exit_code,
+      raise stop.save(
+          workdir, done, state, ckpts, train_iter, bar.message
       ) from None
     finally:
       for resource in (bar, writer, ckpts):
