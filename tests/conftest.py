@@ -12,21 +12,27 @@ os.environ.setdefault("XLA_FLAGS", xla_env.flags(8))
 os.environ.setdefault("ASL_VQ_CACHE", tempfile.mkdtemp(prefix="asl_vq_test_"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Every test process and the entry points' subprocesses share one persistent
-# compilation cache, under the session's $ASL_VQ_CACHE, and keep every
-# program in it, not only those over a second: most of the suite's are
-# small, and many tests and subprocesses compile the same ones. (The
-# in-process all-reduce abort once seen with the cache on was not the
-# cache: most likely XLA:CPU's pool threads running out, all blocked in
-# collectives, as in a hang seen since; asl_vq/runtime.py.) A developer
-# may keep the cache from session to session by setting
-# JAX_COMPILATION_CACHE_DIR (JAX keys a program by its content, compile
-# options and jax version): the fast tier then runs about 3x faster
-# (tests/test_translate.py, test_losses.py, test_probe.py: 52.5 s
-# cold, 17.0 s warm, both beside another test process on 2 cores). Not by default: JAX writes an entry in place, so a
-# process killed mid-write (tests/test_main_run.py kills runs) would leave
-# a truncated entry that every later session warns about.
+# compilation cache and keep every program in it, not only those over a
+# second: most of the suite's are small, and many tests and subprocesses
+# compile the same ones. It outlives the session (JAX keys a program by its
+# content, compile options and jax version, so a changed program is
+# compiled again, never mistaken for another): the second run of the fast
+# tier on a machine takes about 60% of the first's (docs/results.md).
+# A run that tests/test_main_run.py kills gets a copy of it (JAX writes an
+# entry in place, so a process killed mid-write would leave a truncated
+# entry that every later session warns about). JAX_COMPILATION_CACHE_DIR
+# picks another directory, e.g. a fresh one for a cold run. Its size is
+# kept by `trim_compile_cache` at each session's start, not by JAX's own
+# LRU bookkeeping: that lists and locks the whole directory at every write
+# and made the suite half again as slow (877 s against 573 s).
 os.environ.setdefault(
-    "JAX_COMPILATION_CACHE_DIR", os.path.join(os.environ["ASL_VQ_CACHE"], "jax")
+    "JAX_COMPILATION_CACHE_DIR",
+    os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")),
+        "asl_vq",
+        "tests",
+        "jax",
+    ),
 )
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
@@ -35,7 +41,32 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 runtime.setup()
 
 
+# The compile cache's size after `trim_compile_cache`.
+COMPILE_CACHE_BYTES = 2 << 30
+
+
+def trim_compile_cache(directory: str, keep: int = COMPILE_CACHE_BYTES):
+  """Deletes the programs written longest ago from the compile cache
+  `directory` until the rest fit in `keep` bytes."""
+  if not os.path.isdir(directory):
+    return
+  with os.scandir(directory) as found:
+    entries = sorted(
+        (e.stat().st_mtime, e.stat().st_size, e.path)
+        for e in found
+        if e.is_file()
+    )
+  total = sum(size for _, size, _ in entries)
+  for _, size, path in entries:
+    if total <= keep:
+      break
+    os.remove(path)
+    total -= size
+
+
 def pytest_configure(config):
+  if not hasattr(config, "workerinput"):  # once, before the workers start.
+    trim_compile_cache(os.environ["JAX_COMPILATION_CACHE_DIR"])
   config.addinivalue_line(
       "markers",
       "slow: over ~5 s on a 2-core CPU (a training run, a subprocess run, "

@@ -4,11 +4,12 @@ each must end where the uninterrupted run does.
 
 The three share one file so that one test process makes the uninterrupted
 run once (a module fixture, 8 simulated devices), and the killed run loads
-its compiled programs from the persistent cache. (The 2-host run compiles
+its compiled programs from a copy of the persistent cache. (The 2-host run compiles
 its own: on CPU the cache key holds the device assignment, and the second
 process's devices have other ids.)"""
 
 import os
+import shutil
 import signal
 import time
 
@@ -52,7 +53,10 @@ def test_resumes_exactly_after_sigkills_anywhere(full, tmp_path):
   # steps and saves). Each start resumes what the last left; nothing
   # half-written is ever read; the end equals the uninterrupted run.
   killed = tmp_path / "killed"
-  env = {"ASL_VQ_CACHE": str(tmp_path / "cache")}  # data: made in the run.
+  env = {
+      "ASL_VQ_CACHE": str(tmp_path / "cache"),  # data: made in the run.
+      **_compile_cache_copy(tmp_path / "jax"),
+  }
   extra = (*EPOCHS, "--config.train.checkpoint_every_steps=1")
   rng = np.random.default_rng(0)
 
@@ -91,6 +95,27 @@ def test_resumes_exactly_after_sigkills_anywhere(full, tmp_path):
   train_helpers.assert_trees_close(
       main_runs.params(full), main_runs.params(killed), rtol=1e-6, atol=1e-7
   )
+
+
+def _compile_cache_copy(path) -> dict[str, str]:
+  """The environment of a run that is killed: a copy of the tests'
+  persistent compilation cache (conftest) at `path`, made of hard links
+  where the file system allows, so that the run only reads the shared
+  entries and writes its own, if any, into the copy (a kill mid-write
+  truncates the entry it writes)."""
+
+  def link(src, dst):
+    try:
+      os.link(src, dst)
+    except OSError:  # another file system.
+      shutil.copy2(src, dst)
+
+  shutil.copytree(
+      os.environ["JAX_COMPILATION_CACHE_DIR"],
+      path,
+      copy_function=link,
+  )
+  return {"JAX_COMPILATION_CACHE_DIR": str(path)}
 
 
 @pytest.mark.slow

@@ -41,25 +41,11 @@ assert vocab.CHARACTERS[FIRST_LETTER_ID:][:NUM_LETTERS] == vocab.LETTERS
 
 @dataclasses.dataclass(frozen=True)
 class ProbeConfig(SignModelConfig):
-  """Hyperparameters; the defaults are the paper's token probe.
+  """Hyperparameters (configs/probe.py's `model`; `SignModelConfig`'s and
+  the encoder's `num_layers`); the defaults are the paper's token probe."""
 
-  sequences_per_pass and batch_devices: the continuous encoder's attention
-  passes (`SignEncoder`), the caller's choice for its devices
-  (`asl_vq.sharding.attention_layout`), not run-config fields.
-  """
-
-  encoder: str = 'tokens'
-  num_quantizers: int = 4
-  codebook_size: int = 1024
-  dim: int = 128
   num_heads: int = 8
   num_layers: int = 6
-  mlp_dim: int = 512
-  dropout: float = 0.1
-  num_blocks: int = 6  # continuous
-  kernel_size: int = 51  # continuous
-  sequences_per_pass: int = 0  # continuous
-  batch_devices: int = 1  # continuous
 
 
 class Probe(nn.Module):

@@ -16,6 +16,7 @@ decoder (`TokenDecoder`) and its key / value cache (`cached_decoding`).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -45,11 +46,30 @@ def code_fields(code_spec: Any) -> dict[str, int]:
   )
 
 
+@dataclasses.dataclass(frozen=True)
 class SignModelConfig:
-  """`from_config` of the sign-input models' config dataclasses (the
-  translator's, the probe's), which have the fields of their run config's
-  `model` block, `num_quantizers` and `codebook_size`, and the attention's
-  passes `sequences_per_pass` and `batch_devices`."""
+  """The fields every sign-input model's config (the translator's, the
+  probe's) has, those `sign_encoder` reads, and its `from_config`.
+
+  encoder: its inputs, one of ENCODERS. num_quantizers, codebook_size: the
+  token streams' (`code_fields`). dim, num_heads, mlp_dim, dropout: the
+  model's sizes. num_blocks, kernel_size: the continuous encoder's
+  Squeezeformer. sequences_per_pass, batch_devices: its attention's passes
+  (`SignEncoder`), the caller's choice for its devices
+  (`asl_vq.sharding.attention_layout`), not run-config fields.
+  """
+
+  encoder: str = 'tokens'
+  num_quantizers: int = 4
+  codebook_size: int = 1024
+  dim: int = 128
+  num_heads: int = 4
+  mlp_dim: int = 512
+  dropout: float = 0.1
+  num_blocks: int = 6
+  kernel_size: int = 51
+  sequences_per_pass: int = 0
+  batch_devices: int = 1
 
   @classmethod
   def data_fields(cls, config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -377,12 +397,11 @@ class SignEncoder(nn.Module):
 
 
 def sign_encoder(
-    config: Any, *, vocab_size: int, num_layers: int, **kwargs
+    config: SignModelConfig, *, vocab_size: int, num_layers: int, **kwargs
 ) -> SignEncoder:
-  """The `SignEncoder` of a sign-input model's config (`SignModelConfig`:
-  encoder, dim, num_heads, dropout, num_quantizers, mlp_dim, num_blocks,
-  kernel_size, sequences_per_pass, batch_devices), with the token vocabulary
-  and transformer layers it gives; kwargs: the module's (e.g. `name`)."""
+  """The `SignEncoder` of a sign-input model's config, with the token
+  vocabulary and transformer layers it gives; kwargs: the module's (e.g.
+  `name`)."""
   c = config
   return SignEncoder(
       c.encoder,

@@ -37,31 +37,18 @@ from asl_vq.models.transformer import (
 
 @dataclasses.dataclass(frozen=True)
 class TranslatorConfig(SignModelConfig):
-  """Hyperparameters (configs/translate.py's `model`, plus max_target_len).
+  """Hyperparameters (configs/translate.py's `model`: `SignModelConfig`'s
+  and the layers', plus max_target_len).
 
   Positions are fixed sinusoids, so no maximum input length is needed;
   max_target_len (phrase characters) only sets greedy decoding's default
-  length, max_target_len + 1 (room for END_ID). sequences_per_pass and
-  batch_devices: the continuous encoder's attention passes (`SignEncoder`),
-  the caller's choice for its devices (`asl_vq.sharding.attention_layout`),
-  not run-config fields.
+  length, max_target_len + 1 (room for END_ID).
   """
 
-  encoder: str = 'tokens'
-  num_quantizers: int = 4
-  codebook_size: int = 1024
-  dim: int = 128
-  num_heads: int = 4
   num_encoder_layers: int = 4
   num_decoder_layers: int = 4
-  mlp_dim: int = 512
-  dropout: float = 0.1
   max_target_len: int = 64
-  num_blocks: int = 6
-  kernel_size: int = 51
   vocab_size: int = vocab.VOCAB_SIZE
-  sequences_per_pass: int = 0
-  batch_devices: int = 1
 
   @classmethod
   def data_fields(cls, config: ml_collections.ConfigDict) -> dict[str, Any]:
