@@ -20,6 +20,7 @@ FFT convolution and the normalisation statistics run in float32.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -292,10 +293,10 @@ class ScaleBias(nn.Module):
     return x * scale.astype(x.dtype) + bias.astype(x.dtype)
 
 
-class SqueezeformerBlock(nn.Module):
-  """One post-LN Squeezeformer block: MHSA, FF, Conv, FF (`attention_window`,
-  `sequences_per_pass` and `devices` as `RelativeSelfAttention`'s `window`,
-  `sequences_per_pass` and `devices`)."""
+class _BlockFields(nn.Module):
+  """A Squeezeformer block's hyperparameters, the block's and the stack's
+  (`attention_window`, `sequences_per_pass` and `devices` as
+  `RelativeSelfAttention`'s `window`, `sequences_per_pass` and `devices`)."""
 
   num_heads: int = 4
   kernel_size: int = 51
@@ -304,6 +305,17 @@ class SqueezeformerBlock(nn.Module):
   attention_window: int = 0
   sequences_per_pass: int = 0
   devices: int = 1
+
+  def block_fields(self) -> dict[str, Any]:
+    return {
+        f.name: getattr(self, f.name)
+        for f in dataclasses.fields(_BlockFields)
+        if f.name not in ('parent', 'name')
+    }
+
+
+class SqueezeformerBlock(_BlockFields):
+  """One post-LN Squeezeformer block: MHSA, FF, Conv, FF."""
 
   @nn.compact
   def __call__(self, x, mask, *, train: bool):
@@ -337,8 +349,9 @@ class SqueezeformerBlock(nn.Module):
     return x
 
 
-class Squeezeformer(nn.Module):
-  """A stack of Squeezeformer blocks over [B, T, d] with a [B, T] frame mask.
+class Squeezeformer(_BlockFields):
+  """A stack of `num_blocks` Squeezeformer blocks over [B, T, d] with a
+  [B, T] frame mask; its other fields are each block's.
 
   Shared by the tokenizer's encoder and decoder and the continuous baselines.
   Returns [B, T, d] of `dtype` (the compute dtype). `attention_window`:
@@ -348,25 +361,11 @@ class Squeezeformer(nn.Module):
   """
 
   num_blocks: int = 6
-  num_heads: int = 4
-  kernel_size: int = 51
-  dropout: float = 0.0
-  dtype: Any = jnp.float32
-  attention_window: int = 0
-  sequences_per_pass: int = 0
-  devices: int = 1
 
   @nn.compact
   def __call__(self, x, mask, *, train: bool):
     for i in range(self.num_blocks):
-      x = SqueezeformerBlock(
-          self.num_heads,
-          self.kernel_size,
-          self.dropout,
-          self.dtype,
-          self.attention_window,
-          sequences_per_pass=self.sequences_per_pass,
-          devices=self.devices,
-          name=f'block_{i}',
-      )(x, mask, train=train)
+      x = SqueezeformerBlock(**self.block_fields(), name=f'block_{i}')(
+          x, mask, train=train
+      )
     return x

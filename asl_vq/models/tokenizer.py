@@ -121,12 +121,12 @@ class TokenizerModel(nn.Module):
     dtype = jnp.dtype(c.dtype)
     stack = functools.partial(
         Squeezeformer,
-        c.num_blocks,
-        c.num_heads,
-        c.kernel_size,
-        c.dropout,
-        dtype,
-        c.attention_window,
+        num_blocks=c.num_blocks,
+        num_heads=c.num_heads,
+        kernel_size=c.kernel_size,
+        dropout=c.dropout,
+        dtype=dtype,
+        attention_window=c.attention_window,
         sequences_per_pass=c.sequences_per_pass,
         devices=c.batch_devices,
     )

@@ -385,10 +385,10 @@ class SignEncoder(nn.Module):
     if self.kind == 'continuous':
       x = FeatureExtractor(self.dim, name='features')(inputs, mask, train=train)
       return Squeezeformer(
-          self.num_blocks,
-          self.num_heads,
-          self.kernel_size,
-          self.dropout,
+          num_blocks=self.num_blocks,
+          num_heads=self.num_heads,
+          kernel_size=self.kernel_size,
+          dropout=self.dropout,
           sequences_per_pass=self.sequences_per_pass,
           devices=self.batch_devices,
           name='encoder',
