@@ -178,8 +178,14 @@ _ADDED = {
 }
 
 
-# Tasks saved under an earlier name: old name -> today's.
+# Tasks under an earlier name: old name -> today's.
 _RENAMED_TASKS = {"seq2seq": "translate"}
+
+
+def task_name(task: str) -> str:
+  """Today's name of `task` (a config's or a saved run's `task`): an
+  earlier name (`seq2seq`) mapped to today's (`translate`), any other kept."""
+  return _RENAMED_TASKS.get(task, task)
 
 
 def saved_config(fields: dict[str, Any]) -> dict[str, Any]:
@@ -189,8 +195,8 @@ def saved_config(fields: dict[str, Any]) -> dict[str, Any]:
   under today's name, so that an older run loads as it was trained and
   resumes under today's configs. A new dict; `fields` is not changed."""
   out = json.loads(json.dumps(fields))
-  if out.get("task") in _RENAMED_TASKS:
-    out["task"] = _RENAMED_TASKS[out["task"]]
+  if "task" in out:
+    out["task"] = task_name(out["task"])
   for key, value in _ADDED.items():
     if key[0] == "tokenizer":
       if out.get("task") != "tokenizer":

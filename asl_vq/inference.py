@@ -82,7 +82,7 @@ def read_config(
     wanted = f"{encoder} {kind}" if encoder else kind
     raise errors.UserError(
         f"{path}: a {given} run, where a {wanted} run is needed (its "
-        f"config.json says task={found[0]!r}"
+        f"config: task={found[0]!r}"
         + (f", model.encoder={found[1]!r}" if encoder else "")
         + ")"
     )

@@ -78,6 +78,7 @@ def main(argv):
       jax.devices()[0].device_kind,
   )
   config = FLAGS.config
+  config.task = config_lib.task_name(config.task)  # e.g. an old config file.
   if config.task not in TASKS:
     raise app.UsageError(f"unknown task {config.task!r}: {', '.join(TASKS)}")
   # A workdir of another run is refused before any data is made or loaded

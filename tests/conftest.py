@@ -3,6 +3,7 @@
 import os
 import tempfile
 
+import session_cache
 import xla_env
 from asl_vq import runtime
 
@@ -11,29 +12,25 @@ from asl_vq import runtime
 os.environ.setdefault("XLA_FLAGS", xla_env.flags(8))
 os.environ.setdefault("ASL_VQ_CACHE", tempfile.mkdtemp(prefix="asl_vq_test_"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# Every test process and the entry points' subprocesses share one persistent
+# Every test process and the entry points' subprocesses share one
 # compilation cache and keep every program in it, not only those over a
 # second: most of the suite's are small, and many tests and subprocesses
-# compile the same ones. It outlives the session (JAX keys a program by its
+# compile the same ones. The session's cache holds the programs of earlier
+# sessions that passed (tests/session_cache.py: JAX keys a program by its
 # content, compile options and jax version, so a changed program is
-# compiled again, never mistaken for another): the second run of the fast
-# tier on a machine takes about 60% of the first's (docs/results.md).
-# A run that tests/test_main_run.py kills gets a copy of it (JAX writes an
-# entry in place, so a process killed mid-write would leave a truncated
-# entry that every later session warns about). JAX_COMPILATION_CACHE_DIR
-# picks another directory, e.g. a fresh one for a cold run. Its size is
-# kept by `trim_compile_cache` at each session's start, not by JAX's own
-# LRU bookkeeping: that lists and locks the whole directory at every write
-# and made the suite half again as slow (877 s against 573 s).
-os.environ.setdefault(
-    "JAX_COMPILATION_CACHE_DIR",
-    os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")),
-        "asl_vq",
-        "tests",
-        "jax",
-    ),
-)
+# compiled again, never mistaken for another); the full suite then takes
+# about two thirds of its time from cold (docs/results.md). A
+# JAX_COMPILATION_CACHE_DIR already set is used as it is (a fresh folder
+# for a cold run).
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = session_cache.open_session()
+  os.environ["ASL_VQ_TEST_SESSION_CACHE"] = os.environ[
+      "JAX_COMPILATION_CACHE_DIR"
+  ]
+# No GPU autotuning cache beside it: JAX (0.10.2) puts that cache's folder,
+# under the compile cache's, into every program's cache key, so a session's
+# own folder would miss every program of the store.
+os.environ.setdefault("JAX_PERSISTENT_CACHE_ENABLE_XLA_CACHES", "none")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 # Before any test module starts JAX: XLA:CPU's pools sized for the 8 devices'
@@ -41,32 +38,7 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 runtime.setup()
 
 
-# The compile cache's size after `trim_compile_cache`.
-COMPILE_CACHE_BYTES = 2 << 30
-
-
-def trim_compile_cache(directory: str, keep: int = COMPILE_CACHE_BYTES):
-  """Deletes the programs written longest ago from the compile cache
-  `directory` until the rest fit in `keep` bytes."""
-  if not os.path.isdir(directory):
-    return
-  with os.scandir(directory) as found:
-    entries = sorted(
-        (e.stat().st_mtime, e.stat().st_size, e.path)
-        for e in found
-        if e.is_file()
-    )
-  total = sum(size for _, size, _ in entries)
-  for _, size, path in entries:
-    if total <= keep:
-      break
-    os.remove(path)
-    total -= size
-
-
 def pytest_configure(config):
-  if not hasattr(config, "workerinput"):  # once, before the workers start.
-    trim_compile_cache(os.environ["JAX_COMPILATION_CACHE_DIR"])
   config.addinivalue_line(
       "markers",
       "slow: over ~5 s on a 2-core CPU (a training run, a subprocess run, "
@@ -92,3 +64,15 @@ def pytest_collection_modifyitems(items):
     slow[item.path] += item.get_closest_marker("slow") is not None
   rank = {path: i for i, path in enumerate(slow)}
   items.sort(key=lambda item: (-slow[item.path], rank[item.path]))
+
+
+def pytest_sessionfinish(session, exitstatus):
+  """The session's compile cache: its new programs join the store if every
+  test passed (the controller's, once the workers are done)."""
+  path = os.environ.get("ASL_VQ_TEST_SESSION_CACHE")
+  if (
+      not hasattr(session.config, "workerinput")
+      and path
+      and path == os.environ.get("JAX_COMPILATION_CACHE_DIR")
+  ):
+    session_cache.close_session(path, passed=exitstatus == 0)

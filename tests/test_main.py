@@ -197,6 +197,8 @@ def test_a_run_saved_under_a_tasks_earlier_name_resumes(tmp_path):
   (tmp_path / "config.json").write_text(json.dumps(old))
   assert workdir.check_config(config, str(tmp_path)) == {}
   assert config_lib.saved_config(old)["task"] == "translate"
+  assert config_lib.task_name("seq2seq") == "translate"  # as main maps it.
+  assert config_lib.task_name("probe") == "probe"
   assert config_lib.load("seq2seq", "tiny") == config_lib.load(
       "translate", "tiny"
   )

@@ -11,6 +11,7 @@ process's devices have other ids.)"""
 import os
 import shutil
 import signal
+import tempfile
 import time
 
 import numpy as np
@@ -19,6 +20,7 @@ import pytest
 from asl_vq import checkpointing
 from asl_vq import metric_writers
 import main_runs
+import session_cache
 import train_helpers
 
 # 4 epochs of 4 steps at 8 devices, each evaluated and saved.
@@ -44,7 +46,9 @@ def test_main_writes_its_outputs(full):
 
 
 @pytest.mark.slow
-def test_resumes_exactly_after_sigkills_anywhere(full, tmp_path):
+def test_resumes_exactly_after_sigkills_anywhere(
+    full, tmp_path, compile_cache_copy
+):
   # Kill anywhere: SIGKILL at random points of a run that saves after every
   # step, with its data in a cache of its own (its programs are the full
   # run's, compiled once). Every third kill falls at a random time after the
@@ -55,7 +59,7 @@ def test_resumes_exactly_after_sigkills_anywhere(full, tmp_path):
   killed = tmp_path / "killed"
   env = {
       "ASL_VQ_CACHE": str(tmp_path / "cache"),  # data: made in the run.
-      **_compile_cache_copy(tmp_path / "jax"),
+      **compile_cache_copy,
   }
   extra = (*EPOCHS, "--config.train.checkpoint_every_steps=1")
   rng = np.random.default_rng(0)
@@ -97,25 +101,18 @@ def test_resumes_exactly_after_sigkills_anywhere(full, tmp_path):
   )
 
 
-def _compile_cache_copy(path) -> dict[str, str]:
-  """The environment of a run that is killed: a copy of the tests'
-  persistent compilation cache (conftest) at `path`, made of hard links
-  where the file system allows, so that the run only reads the shared
-  entries and writes its own, if any, into the copy (a kill mid-write
-  truncates the entry it writes)."""
-
-  def link(src, dst):
-    try:
-      os.link(src, dst)
-    except OSError:  # another file system.
-      shutil.copy2(src, dst)
-
-  shutil.copytree(
-      os.environ["JAX_COMPILATION_CACHE_DIR"],
-      path,
-      copy_function=link,
-  )
-  return {"JAX_COMPILATION_CACHE_DIR": str(path)}
+@pytest.fixture
+def compile_cache_copy():
+  """The environment of a run that is killed: a copy of the session's
+  compilation cache, made of hard links beside it (tests/session_cache.py),
+  so that the run only reads the shared entries and writes its own, if
+  any, into the copy (a kill mid-write truncates the entry it writes);
+  removed after the test."""
+  session = os.environ["JAX_COMPILATION_CACHE_DIR"]
+  copy = tempfile.mkdtemp(prefix="killed-", dir=os.path.dirname(session))
+  session_cache.link_new(session, copy)
+  yield {"JAX_COMPILATION_CACHE_DIR": copy}
+  shutil.rmtree(copy, ignore_errors=True)
 
 
 @pytest.mark.slow

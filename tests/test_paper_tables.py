@@ -59,6 +59,31 @@ def test_budget_names_every_stage_and_overrides_apply():
   }
 
 
+def test_budget_refuses_epochs_for_a_stage_it_does_not_have():
+  with pytest.raises(ValueError, match=r"unknown stage\(s\) \['seq2seq'\]"):
+    paper_tables.budget("tiny", {"seq2seq": 3})
+
+
+def test_stages_saved_under_the_earlier_name_are_taken_over(tmp_path):
+  """Tables begun when the translation stage was `seq2seq_<row>` resume it
+  as `translate_<row>`, with its wall seconds; a `translate_<row>` already
+  there is kept, and the older folder left alone."""
+  for name in ("seq2seq_rvq_ctc", "seq2seq_continuous", "translate_continuous"):
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "config.json").write_text(name)
+  timings = {"seq2seq_rvq_ctc": 12.5, "tokenizer_rvq_ctc": 3.0}
+  paper_tables.adopt_renamed_stages(str(tmp_path), timings)
+  assert not (tmp_path / "seq2seq_rvq_ctc").exists()
+  assert (tmp_path / "translate_rvq_ctc" / "config.json").read_text() == (
+      "seq2seq_rvq_ctc"
+  )
+  assert (tmp_path / "translate_continuous" / "config.json").read_text() == (
+      "translate_continuous"
+  )
+  assert (tmp_path / "seq2seq_continuous").exists()
+  assert timings == {"translate_rvq_ctc": 12.5, "tokenizer_rvq_ctc": 3.0}
+
+
 @pytest.mark.slow
 def test_tables_are_written_and_stages_resume(tmp_path, capsys):
   rows = ["rvq+ctc"]

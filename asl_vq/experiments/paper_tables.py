@@ -37,8 +37,8 @@ from asl_vq import provenance
 from asl_vq import tables
 from asl_vq import workdir as workdir_lib
 from asl_vq.data import datasets
-from asl_vq.tasks import tokenize
 from asl_vq.tasks import probe
+from asl_vq.tasks import tokenize
 from asl_vq.tasks import tokenizer as tokenizer_task
 from asl_vq.tasks import translate
 
@@ -109,7 +109,17 @@ def budget(
 ) -> dict[str, int]:
   """Epochs per stage (tokenizer, translate, probe): each stage config's own
   at `preset`, `BUDGETS[preset]` over them, `epochs`' non-None values over
-  both."""
+  both.
+
+  Raises:
+    errors.UserError: `epochs` names a stage that is not one of STAGES.
+  """
+  unknown = set(epochs or {}) - set(STAGES)
+  if unknown:
+    raise errors.UserError(
+        f"epochs for unknown stage(s) {sorted(unknown)}: the stages are "
+        f"{', '.join(STAGES)}"
+    )
   return {
       **{
           stage: stage_config(stage, preset).train.num_epochs
@@ -178,6 +188,28 @@ def _set_aside(path: str) -> str:
   return f"{path}.stale-{n}"
 
 
+# A stage's sub-workdir prefix before its task was renamed -> today's.
+RENAMED_STAGES = {"seq2seq_": "translate_"}
+
+
+def adopt_renamed_stages(workdir: str, timings: dict[str, float]) -> None:
+  """Moves the sub-workdirs of stages saved under an earlier name
+  (`seq2seq_<row>`, `.stale-N` ones too) to today's (`translate_<row>`),
+  and their wall seconds in `timings`, so that tables begun before the
+  rename resume them; one of today's name already there is kept."""
+  for old_prefix, new_prefix in RENAMED_STAGES.items():
+    for old in sorted(epath.Path(workdir).glob(f"{old_prefix}*")):
+      new = old.parent / (new_prefix + old.name[len(old_prefix) :])
+      if new.exists():
+        continue
+      if jax.process_index() == 0:
+        old.rename(new)
+      if old.name in timings:
+        timings[new.name] = timings.pop(old.name)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices("asl_vq: renamed stages")
+
+
 def run_all(
     workdir: str,
     preset: str,
@@ -207,6 +239,7 @@ def run_all(
   epochs = budget(preset, epochs)
   timings_path = os.path.join(workdir, "timings.json")
   timings = fileio.read_json(timings_path) or {}
+  adopt_renamed_stages(workdir, timings)
   sub = lambda name: os.path.join(workdir, name.replace("+", "_"))
   plan = []  # (row, model, sub-workdir, run, config), in order.
   for row in [*rows, "continuous"]:

@@ -293,9 +293,9 @@ class ScaleBias(nn.Module):
     return x * scale.astype(x.dtype) + bias.astype(x.dtype)
 
 
-class _BlockFields(nn.Module):
-  """A Squeezeformer block's hyperparameters, the block's and the stack's
-  (`attention_window`, `sequences_per_pass` and `devices` as
+class _BlockFields(nn.Module, kw_only=True):
+  """A Squeezeformer block's hyperparameters, the block's and the stack's,
+  by keyword only (`attention_window`, `sequences_per_pass` and `devices` as
   `RelativeSelfAttention`'s `window`, `sequences_per_pass` and `devices`)."""
 
   num_heads: int = 4
@@ -314,7 +314,7 @@ class _BlockFields(nn.Module):
     }
 
 
-class SqueezeformerBlock(_BlockFields):
+class SqueezeformerBlock(_BlockFields, kw_only=True):
   """One post-LN Squeezeformer block: MHSA, FF, Conv, FF."""
 
   @nn.compact
@@ -349,7 +349,7 @@ class SqueezeformerBlock(_BlockFields):
     return x
 
 
-class Squeezeformer(_BlockFields):
+class Squeezeformer(_BlockFields, kw_only=True):
   """A stack of `num_blocks` Squeezeformer blocks over [B, T, d] with a
   [B, T] frame mask; its other fields are each block's.
 
