@@ -4,9 +4,8 @@ each must end where the uninterrupted run does.
 
 The three share one file so that one test process makes the uninterrupted
 run once (a module fixture, 8 simulated devices), and the killed run loads
-its compiled programs from a copy of the persistent cache. (The 2-host run compiles
-its own: on CPU the cache key holds the device assignment, and the second
-process's devices have other ids.)"""
+its compiled programs from a copy of the persistent cache. (The 2-host run
+compiles its own, with no persistent cache: see its test.)"""
 
 import os
 import shutil
@@ -118,7 +117,12 @@ def compile_cache_copy():
 @pytest.mark.slow
 def test_two_processes_agree_with_one(full, tmp_path):
   # jax.distributed over gloo, 4 simulated devices each: the same 8-device
-  # mesh as the uninterrupted run.
+  # mesh as the uninterrupted run. Each process compiles its own programs,
+  # with no persistent cache: once, with the tests' cache kept between
+  # sessions, both processes aborted in the first training step (gloo:
+  # "Received data size doesn't match expected size. 8 vs 4"), which reads
+  # as the two running different executables of one collective program
+  # (one loaded, one compiled?); not reproduced or explained yet.
   multi = tmp_path / "multi"
   port = 20000 + os.getpid() % 20000
   procs = [
@@ -130,6 +134,7 @@ def test_two_processes_agree_with_one(full, tmp_path):
           f"--process_id={i}",
           devices=4,
           wait=False,
+          env={"JAX_ENABLE_COMPILATION_CACHE": "false"},
       )
       for i in range(2)
   ]
