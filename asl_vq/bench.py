@@ -168,19 +168,8 @@ def bench_shape(
       functools.partial(train.init_state, init_variables, tx),
       out_shardings=repl,
   )
-  step = jax.jit(
-      functools.partial(
-          train.train_step,
-          loss_fn=loss_fn,
-          tx=tx,
-          base_rng=jax.random.PRNGKey(1),
-      ),
-      in_shardings=(
-          repl,
-          sharding.batch_shardings(mesh, tokenizer_lib.TRAINING_KEYS),
-      ),
-      out_shardings=(repl, repl),
-      donate_argnums=(0,),
+  step = train.jit_train_step(
+      loss_fn, tokenizer_lib.TRAINING_KEYS, tx, mesh, jax.random.PRNGKey(1)
   )
   gbatch = {
       k: jax.device_put(v, data) for k, v in random_batch(batch, frames).items()

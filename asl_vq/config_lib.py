@@ -179,13 +179,13 @@ _ADDED = {
 
 
 # Tasks under an earlier name: old name -> today's.
-_RENAMED_TASKS = {"seq2seq": "translate"}
+RENAMED_TASKS = {"seq2seq": "translate"}
 
 
 def task_name(task: str) -> str:
   """Today's name of `task` (a config's or a saved run's `task`): an
   earlier name (`seq2seq`) mapped to today's (`translate`), any other kept."""
-  return _RENAMED_TASKS.get(task, task)
+  return RENAMED_TASKS.get(task, task)
 
 
 def saved_config(fields: dict[str, Any]) -> dict[str, Any]:

@@ -200,7 +200,7 @@ def fit(
     return finished
 
   step_rng = jax.random.split(jax.random.PRNGKey(config.seed))[1]
-  jit_train = jit_train_step(task, tx, mesh, step_rng)
+  jit_train = jit_train_step(task.loss, task.device_keys, tx, mesh, step_rng)
   stop = preemption.Preemption()
   score = Evaluator(task, mesh, stop.check)
   at_eval_point = eval_point.make(
@@ -323,17 +323,16 @@ def _finish(workdir: str, task: Task) -> None:
     multihost_utils.sync_global_devices("asl_vq: training done")
 
 
-def jit_train_step(task: Task, tx, mesh, base_rng):
-  """`train_step` jit-ed as `fit` runs it: (state, batch) -> (state,
-  metrics), the state replicated over `mesh` and donated (the input state's
-  buffers are invalid after the call), the batch's `task.device_keys` split
-  over its `data` axis (`sharding.to_global`)."""
+def jit_train_step(loss_fn, device_keys, tx, mesh, base_rng):
+  """`train_step` of `loss_fn` (`Task.loss`'s signature) jit-ed as `fit`
+  runs it: (state, batch) -> (state, metrics), the state replicated over
+  `mesh` and donated (the input state's buffers are invalid after the
+  call), the batch's `device_keys` split over its `data` axis
+  (`sharding.to_global`)."""
   repl = sharding.replicated(mesh)
   return jax.jit(
-      functools.partial(
-          train_step, loss_fn=task.loss, tx=tx, base_rng=base_rng
-      ),
-      in_shardings=(repl, sharding.batch_shardings(mesh, task.device_keys)),
+      functools.partial(train_step, loss_fn=loss_fn, tx=tx, base_rng=base_rng),
+      in_shardings=(repl, sharding.batch_shardings(mesh, device_keys)),
       out_shardings=(repl, repl),
       donate_argnums=(0,),
   )

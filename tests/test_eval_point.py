@@ -104,7 +104,11 @@ def test_recomputed_statistics_do_not_depend_on_the_last_batch(trained):
   config, task, tx, state, batches, val = trained
   mesh = sharding.make_mesh()
   step = train.jit_train_step(
-      task, tx, mesh, jax.random.split(jax.random.PRNGKey(config.seed))[1]
+      task.loss,
+      task.device_keys,
+      tx,
+      mesh,
+      jax.random.split(jax.random.PRNGKey(config.seed))[1],
   )
   # A copy per call: the step donates its input state's buffers.
   placed = jax.device_put(state, sharding.replicated(mesh))

@@ -188,16 +188,14 @@ def _set_aside(path: str) -> str:
   return f"{path}.stale-{n}"
 
 
-# A stage's sub-workdir prefix before its task was renamed -> today's.
-RENAMED_STAGES = {"seq2seq_": "translate_"}
-
-
 def adopt_renamed_stages(workdir: str, timings: dict[str, float]) -> None:
-  """Moves the sub-workdirs of stages saved under an earlier name
-  (`seq2seq_<row>`, `.stale-N` ones too) to today's (`translate_<row>`),
-  and their wall seconds in `timings`, so that tables begun before the
-  rename resume them; one of today's name already there is kept."""
-  for old_prefix, new_prefix in RENAMED_STAGES.items():
+  """Moves the sub-workdirs of stages saved under a task's earlier name
+  (`config_lib.RENAMED_TASKS`: `seq2seq_<row>`, `.stale-N` ones too) to
+  today's (`translate_<row>`), and their wall seconds in `timings`, so that
+  tables begun before the rename resume them; one of today's name already
+  there is kept."""
+  for old_task, task in config_lib.RENAMED_TASKS.items():
+    old_prefix, new_prefix = f"{old_task}_", f"{task}_"
     for old in sorted(epath.Path(workdir).glob(f"{old_prefix}*")):
       new = old.parent / (new_prefix + old.name[len(old_prefix) :])
       if new.exists():
