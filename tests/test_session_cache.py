@@ -2,6 +2,8 @@
 store's programs, and its own join the store only if it passed."""
 
 import os
+import subprocess
+import sys
 
 import session_cache
 
@@ -42,3 +44,35 @@ def test_trim_keeps_the_programs_read_last(tmp_path):
   session_cache.trim(str(tmp_path), keep=250)
   assert _entries(tmp_path) == ["mid-cache", "new-cache"]
   assert (tmp_path / "notes.txt").exists()
+
+
+def test_the_sessions_data_folder_is_removed_when_the_session_ends(tmp_path):
+  """conftest's private `$ASL_VQ_CACHE` (a test session's synthetic data and
+  tiny runs) goes with the process that made it; its subprocesses keep it."""
+  env = {
+      k: v
+      for k, v in os.environ.items()
+      if k not in ("ASL_VQ_CACHE", "ASL_VQ_TEST_SESSION_CACHE")
+  }
+  env["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path / "jax")  # no store copy.
+  env["TMPDIR"] = str(tmp_path)
+  code = (
+      "import os, subprocess, sys, conftest\n"
+      "data = os.environ['ASL_VQ_CACHE']\n"
+      "open(os.path.join(data, 'made'), 'w').close()\n"
+      "child = 'import os; print(os.environ[\"ASL_VQ_CACHE\"])'\n"
+      "seen = subprocess.run([sys.executable, '-c', child],\n"
+      "                      capture_output=True, text=True).stdout.strip()\n"
+      "print(data, seen == data)\n"
+  )
+  out = subprocess.run(
+      [sys.executable, "-c", code],
+      cwd=os.path.dirname(__file__),
+      env=env,
+      capture_output=True,
+      text=True,
+      check=True,
+  ).stdout.split()
+  data, inherited = out[-2:]
+  assert data.startswith(str(tmp_path)) and inherited == "True"
+  assert not os.path.exists(data)
