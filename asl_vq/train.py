@@ -112,14 +112,20 @@ def eval_step(state: TrainState, batch, *, task: Task):
 
 
 class Evaluator:
-  """Scores a state on a dataset: `task.eval_batch` summed over its
+  """Scores a state on a dataset: `task.eval_batch` (jit-ed, the batch's
+  `task.eval_keys` split over `mesh`'s `data` axis) summed over its
   batches, with `task.eval_host`'s records, into `task.eval_metrics`.
   `check_stop` is called before each batch (`Preemption.check`).
   """
 
   def __init__(self, task: Task, mesh, check_stop=lambda: None):
     self.task, self.mesh, self.check_stop = task, mesh, check_stop
-    self.jit_eval = jit_eval_step(task, mesh)
+    repl = sharding.replicated(mesh)
+    self.jit_eval = jax.jit(
+        functools.partial(eval_step, task=task),
+        in_shardings=(repl, sharding.batch_shardings(mesh, task.eval_keys)),
+        out_shardings=repl,
+    )
 
   def __call__(
       self, state: TrainState, dataset, max_batches: int = -1
@@ -163,17 +169,16 @@ def fit(
     config: ml_collections.ConfigDict,
     workdir: str,
     task: Task,
-    train_source: pipeline.Source,
-    val_source: pipeline.Source,
-    test_source: pipeline.Source | None = None,
+    splits: dict[str, pipeline.Source],
 ) -> dict[str, float]:
-  """Trains `task` for `config.train.num_epochs`, resuming from `workdir`.
+  """Trains `task` on `splits['train']` for `config.train.num_epochs`,
+  resuming from `workdir`.
 
-  Steps are logged, saved and evaluated (the best checkpoint: lowest
-  validation loss) when `itstime`; a stop is checked after every step.
-  Returns the last validation metrics or, with a `test_source`, the best
-  checkpoint's on it (also written to `<workdir>/test_metrics.json`, which
-  a finished run called again returns).
+  Steps are logged, saved and evaluated on `splits['validation']` (the best
+  checkpoint: lowest validation loss) when `itstime`; a stop is checked
+  after every step. Returns the last validation metrics or, with a
+  `splits['test']`, the best checkpoint's on it (also written to
+  `<workdir>/test_metrics.json`, which a finished run called again returns).
 
   Raises:
     errors.UserError: `workdir` holds a run of another config or inputs
@@ -181,9 +186,8 @@ def fit(
     FloatingPointError: a non-finite loss (`check_finite`).
     preemption.Preempted: a SIGTERM or Ctrl-C; the step reached is saved.
   """
-  t = config.train
-  sources = dict(train=train_source, validation=val_source, test=test_source)
-  origins = {k: s.origin for k, s in sources.items() if s is not None}
+  t, train_source = config.train, splits["train"]
+  origins = {k: s.origin for k, s in splits.items()}
   workdir = workdir_lib.write_config(config, workdir, origins)
   mesh = sharding.make_mesh()
   tx = optimizers.make_optimizer(config, len(train_source))
@@ -193,6 +197,7 @@ def fit(
       config, workdir, task, tx, mesh, train_source
   )
   start = int(sharding.local_value(state.step))
+  test_source = splits.get("test")
   finished = fileio.read_json(os.path.join(workdir, "test_metrics.json"))
   if start >= total and test_source is not None and finished:
     ckpts.close()  # same config and inputs (`workdir.check_resume`).
@@ -206,7 +211,7 @@ def fit(
   at_eval_point = eval_point.make(
       config, task, state, train_source, mesh, stop.check
   )
-  val_ds = datasets.eval_stream(config, val_source)
+  val_ds = datasets.eval_stream(config, splits["validation"])
   writer = metric_writers.MetricWriter(workdir)
   bar = progress.Progress(total, start)
 
@@ -335,17 +340,6 @@ def jit_train_step(loss_fn, device_keys, tx, mesh, base_rng):
       in_shardings=(repl, sharding.batch_shardings(mesh, device_keys)),
       out_shardings=(repl, repl),
       donate_argnums=(0,),
-  )
-
-
-def jit_eval_step(task: Task, mesh):
-  """`eval_step` jit-ed as `fit` runs it (the batch's `task.eval_keys`
-  split over the mesh's `data` axis, nothing donated)."""
-  repl = sharding.replicated(mesh)
-  return jax.jit(
-      functools.partial(eval_step, task=task),
-      in_shardings=(repl, sharding.batch_shardings(mesh, task.eval_keys)),
-      out_shardings=repl,
   )
 
 

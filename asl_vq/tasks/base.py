@@ -1,7 +1,7 @@
 """What an experiment gives the shared loop (`asl_vq.train.fit`), with the
-defaults most experiments share, the fit on a task's splits every `run`
-makes (`fit_splits`), and the sign-input helpers of the downstream tasks
-(their encoder reads code streams or keypoints: `SignTask`).
+defaults most experiments share, and the sign-input helpers of the
+downstream tasks (their encoder reads code streams or keypoints:
+`SignTask`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import ml_collections
 import numpy as np
 
 from asl_vq import sharding
-from asl_vq import train
 from asl_vq.data import datasets
 from asl_vq.data import tokens as tokens_lib
 
@@ -150,24 +149,6 @@ class SignTask(Task):
         self.code_spec,
         **sharding.attention_layout(sharding.make_mesh()),
     )
-
-
-def fit_splits(
-    config: ml_collections.ConfigDict,
-    workdir: str,
-    task: Task,
-    splits: dict[str, Any],
-) -> dict[str, float]:
-  """`asl_vq.train.fit` of `task` on `splits`' train, validation and test
-  parts: the best checkpoint's test metrics."""
-  return train.fit(
-      config,
-      workdir,
-      task,
-      splits["train"],
-      splits["validation"],
-      splits["test"],
-  )
 
 
 def mean_sums(sums: dict[str, np.ndarray]) -> dict[str, float]:

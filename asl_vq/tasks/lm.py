@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from asl_vq import train
 from asl_vq.data import tokens as tokens_lib
 from asl_vq.models import lm as lm_lib
 from asl_vq.tasks import base
@@ -95,4 +96,4 @@ class LMTask(base.Task):
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains the LM; returns the best checkpoint's test metrics."""
   splits, code_spec = base.load_sign_splits(config)
-  return base.fit_splits(config, workdir, LMTask(config, code_spec), splits)
+  return train.fit(config, workdir, LMTask(config, code_spec), splits)

@@ -20,6 +20,7 @@ import ml_collections
 import numpy as np
 
 from asl_vq import checkpointing
+from asl_vq import train
 from asl_vq import vocab
 from asl_vq.data import splits as splits_lib
 from asl_vq.data import tokens as tokens_lib
@@ -162,6 +163,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         "checkpoint"
     )
     codebooks = checkpointing.load_codebooks(checkpoint) if checkpoint else None
-  return base.fit_splits(
+  return train.fit(
       config, workdir, ProbeTask(config, code_spec, codebooks), splits
   )

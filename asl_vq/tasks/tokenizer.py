@@ -15,6 +15,7 @@ import numpy as np
 from asl_vq import losses
 from asl_vq import metrics as metrics_lib
 from asl_vq import sharding
+from asl_vq import train
 from asl_vq import vocab
 from asl_vq.data import datasets
 from asl_vq.models import tokenizer as tokenizer_lib
@@ -205,4 +206,4 @@ class TokenizerTask(base.Task):
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains the tokenizer; returns the best checkpoint's test metrics."""
   splits = datasets.load(config)
-  return base.fit_splits(config, workdir, TokenizerTask(config), splits)
+  return train.fit(config, workdir, TokenizerTask(config), splits)

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from asl_vq import metrics as metrics_lib
+from asl_vq import train
 from asl_vq import vocab
 from asl_vq.data import tokens as tokens_lib
 from asl_vq.models import transformer
@@ -120,6 +121,4 @@ class TranslatorTask(base.SignTask):
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains the translator; returns the best checkpoint's test metrics."""
   splits, code_spec = base.load_sign_splits(config)
-  return base.fit_splits(
-      config, workdir, TranslatorTask(config, code_spec), splits
-  )
+  return train.fit(config, workdir, TranslatorTask(config, code_spec), splits)
