@@ -58,6 +58,15 @@ def start(argv: Sequence[str]) -> None:
   compilation_cache.enable()
 
 
+def define_tokenizer_flags() -> None:
+  """`--tokenizer` (required) and `--which`, the flags of every command that
+  loads a trained tokenizer: `inference.Tokenizer.load(FLAGS.tokenizer,
+  FLAGS.which)`."""
+  flags.DEFINE_string("tokenizer", None, "The tokenizer's training workdir.")
+  flags.DEFINE_enum("which", "best", ["best", "latest"], "Its checkpoint.")
+  flags.mark_flag_as_required("tokenizer")
+
+
 def run(main: Callable[[Sequence[str]], None], flags_parser=None) -> None:
   """`absl.app.run(main)` after `runtime.setup()`, with `USER_ERRORS`
   ending in one line."""

@@ -248,7 +248,7 @@ FLAGS = flags.FLAGS
 
 def _define_flags():
   """Only when run as a program, so importing the module defines no flags."""
-  flags.DEFINE_string("tokenizer", None, "The tokenizer's training workdir.")
+  cli.define_tokenizer_flags()
   flags.DEFINE_string(
       "codes",
       None,
@@ -265,13 +265,12 @@ def _define_flags():
       None,
       "The record to decode from a records file " "(default: the first).",
   )
-  flags.DEFINE_enum("which", "best", ["best", "latest"], "Checkpoint.")
   flags.DEFINE_float(
       "fps",
       None,
       "Frame rate of .pose and .gif (default: " "the record's, else 30).",
   )
-  flags.mark_flags_as_required(["tokenizer", "codes", "out"])
+  flags.mark_flags_as_required(["codes", "out"])
 
 
 def main(argv):

@@ -339,7 +339,7 @@ FLAGS = flags.FLAGS
 
 def _define_flags():
   """Only when run as a program, so importing the module defines no flags."""
-  flags.DEFINE_string("tokenizer", None, "The tokenizer's training workdir.")
+  cli.define_tokenizer_flags()
   flags.DEFINE_multi_string(
       "input",
       None,
@@ -349,7 +349,6 @@ def _define_flags():
       "all).",
   )
   flags.DEFINE_string("out", None, "Output file: .jsonl, .csv or .parquet.")
-  flags.DEFINE_enum("which", "best", ["best", "latest"], "Checkpoint.")
   flags.DEFINE_integer("batch_size", 16, "Sequences per model call.")
   flags.DEFINE_bool(
       "transcribe",
@@ -358,7 +357,7 @@ def _define_flags():
       "tokenizer's CTC head read greedily (needs a tokenizer "
       "trained with CTC).",
   )
-  flags.mark_flags_as_required(["tokenizer", "input", "out"])
+  flags.mark_flags_as_required(["input", "out"])
 
 
 def main(argv):

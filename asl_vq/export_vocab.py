@@ -366,7 +366,7 @@ FLAGS = flags.FLAGS
 
 
 def _define_flags() -> None:
-  flags.DEFINE_string("tokenizer", None, "The tokenizer's training workdir.")
+  cli.define_tokenizer_flags()
   flags.DEFINE_string("out", None, "The directory to write.")
   flags.DEFINE_string("base", None, "An LLM's tokenizer.json to add to.")
   flags.DEFINE_enum(
@@ -384,7 +384,6 @@ def _define_flags() -> None:
   )
   flags.DEFINE_enum("projection", "orthogonal", PROJECTIONS, "How.")
   flags.DEFINE_integer("seed", 0, "Of the orthogonal projection.")
-  flags.DEFINE_enum("which", "best", ["best", "latest"], "Checkpoint.")
   flags.DEFINE_string(
       "tokens",
       None,
@@ -392,7 +391,7 @@ def _define_flags() -> None:
       "tokenize.py's output): also write its text-sign corpus "
       "to OUT/corpus/<split>.jsonl.",
   )
-  flags.mark_flags_as_required(["tokenizer", "out"])
+  flags.mark_flags_as_required(["out"])
 
 
 def main(argv) -> None:

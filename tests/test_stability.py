@@ -1,10 +1,16 @@
 """`asl_vq.analysis.stability`: its figures mean what they say."""
 
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 import asl_vq
 import tiny_tokenizer
+import xla_env
 from asl_vq.analysis import stability
 from asl_vq.data import datasets
 
@@ -63,3 +69,31 @@ def test_context_and_window_agreement(tok, clips):
     )
     assert result["sequences"] == len(longer) and result["frames"] == len(same)
     assert result["q0"] == pytest.approx(same.mean())
+
+
+def test_command_line_names_the_checkpoint_it_measured(tok, tmp_path):
+  """`--out` records the tokenizer by content (`Tokenizer.fingerprint`) and
+  the checkpoint chosen with `--which`."""
+  out = tmp_path / "stability.json"
+  run = subprocess.run(
+      [
+          sys.executable,
+          "-m",
+          "asl_vq.analysis.stability",
+          f"--tokenizer={tiny_tokenizer.workdir()}",
+          "--which=latest",
+          "--max_sequences=2",
+          f"--out={out}",
+      ],
+      capture_output=True,
+      text=True,
+      timeout=900,
+      env=xla_env.env(os.environ, devices=1),
+  )
+  assert run.returncode == 0, run.stderr
+  written = json.loads(out.read_text())
+  latest = asl_vq.Tokenizer.load(tiny_tokenizer.workdir(), "latest")
+  assert written["which"] == "latest"
+  assert written["fingerprint"] == latest.fingerprint
+  assert list(written["results"]) == ["test split"]
+  assert "test split" in run.stdout

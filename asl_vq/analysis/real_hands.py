@@ -188,7 +188,7 @@ FLAGS = flags.FLAGS
 
 def _define_flags() -> None:
   """Only when run as a program, so importing the module defines no flags."""
-  flags.DEFINE_string("tokenizer", None, "The tokenizer's training workdir.")
+  cli.define_tokenizer_flags()
   flags.DEFINE_string(
       "letters", None, "An .npz of <language>/<letter> -> [T, 42, 2] clips."
   )
@@ -198,16 +198,18 @@ def _define_flags() -> None:
   flags.DEFINE_integer("num_words", 40, "Random spelled words.")
   flags.DEFINE_integer("seed", 0, "Halves, k-means and words.")
   flags.DEFINE_string("out", "", "Also write the figures as JSON here.")
-  flags.mark_flags_as_required(["tokenizer", "letters"])
+  flags.mark_flags_as_required(["letters"])
 
 
 def main(argv) -> None:
   cli.start(argv)
   clips = load_letters(FLAGS.letters, FLAGS.language)
-  tok = Tokenizer.load(FLAGS.tokenizer)
+  tok = Tokenizer.load(FLAGS.tokenizer, FLAGS.which)
   result = measure(tok, clips, num_words=FLAGS.num_words, seed=FLAGS.seed)
   result.update(
       tokenizer=FLAGS.tokenizer,
+      which=FLAGS.which,
+      fingerprint=tok.fingerprint,
       letters_file=FLAGS.letters,
       language=FLAGS.language,
       seed=FLAGS.seed,

@@ -181,18 +181,17 @@ FLAGS = flags.FLAGS
 
 def _define_flags() -> None:
   """Only when run as a program, so importing the module defines no flags."""
-  flags.DEFINE_string("tokenizer", None, "The tokenizer's training workdir.")
+  cli.define_tokenizer_flags()
   flags.DEFINE_list("clips", [], ".npz files of [T, 42, 2] clips.")
   flags.DEFINE_integer(
       "max_sequences", 300, "Test-split sequences measured (the first N)."
   )
   flags.DEFINE_string("out", "", "Also write the figures as JSON here.")
-  flags.mark_flags_as_required(["tokenizer"])
 
 
 def main(argv) -> None:
   cli.start(argv)
-  tok = Tokenizer.load(FLAGS.tokenizer, batch_size=32)
+  tok = Tokenizer.load(FLAGS.tokenizer, FLAGS.which, batch_size=32)
   test = datasets.load(tok.config)["test"]
   sets = {
       "test split": [
@@ -206,7 +205,13 @@ def main(argv) -> None:
     print(report(name, results[name]), flush=True)
   if FLAGS.out:
     fileio.write_json(
-        FLAGS.out, dict(tokenizer=FLAGS.tokenizer, results=results)
+        FLAGS.out,
+        dict(
+            tokenizer=FLAGS.tokenizer,
+            which=FLAGS.which,
+            fingerprint=tok.fingerprint,
+            results=results,
+        ),
     )
 
 
