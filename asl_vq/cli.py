@@ -1,6 +1,7 @@
-"""How every command ends on bad input: one line `error: ...` that names the
-file, sequence or setting and the fix, exit status 1, and no traceback
-(`--verbosity=0` shows it)."""
+"""How every command starts and ends: on bad input one line `error: ...`
+that names the file, sequence or setting and the fix, exit status 1, and no
+traceback (`--verbosity=0` shows it); the flags of the commands that load a
+tokenizer, defined once."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ and starting embeddings for them.
   python -m asl_vq.export_vocab --tokenizer=RUN --out=DIR \
       [--base=tokenizer.json] [--layout=code|frame] [--frame_quantizers=1] \
       [--width=4096] [--projection=orthogonal|pca] [--seed=0] \
-      [--tokens=TOKENS]
+      [--tokens=TOKENS] [--which=best]
 
 Writes `DIR/tokenizer.json` (`tokenizers.Tokenizer.from_file` loads it),
 `DIR/embeddings.safetensors` and `DIR/sign_vocab.json` (the layout, the
@@ -367,6 +367,7 @@ FLAGS = flags.FLAGS
 
 def _define_flags() -> None:
   cli.define_tokenizer_flags()
+  flags.adopt_module_key_flags(cli)  # listed by --help.
   flags.DEFINE_string("out", None, "The directory to write.")
   flags.DEFINE_string("base", None, "An LLM's tokenizer.json to add to.")
   flags.DEFINE_enum(

@@ -38,6 +38,8 @@ from asl_vq.data import pipeline
 if TYPE_CHECKING:
   from asl_vq.tasks.base import Task
 
+# The splits `fit` uses ('test' optional), whose origins `inputs.json` keeps.
+_SPLITS = ("train", "validation", "test")
 # Batch entries `Task.eval_host` sees (gathered from every host).
 _HOST_KEYS = ("input_mask", "labels", "label_mask", "example_mask")
 
@@ -187,7 +189,7 @@ def fit(
     preemption.Preempted: a SIGTERM or Ctrl-C; the step reached is saved.
   """
   t, train_source = config.train, splits["train"]
-  origins = {k: s.origin for k, s in splits.items()}
+  origins = {k: splits[k].origin for k in _SPLITS if k in splits}
   workdir = workdir_lib.write_config(config, workdir, origins)
   mesh = sharding.make_mesh()
   tx = optimizers.make_optimizer(config, len(train_source))

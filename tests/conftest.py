@@ -1,9 +1,6 @@
 """Test-wide setup: 8 simulated CPU devices, and a private data cache."""
 
-import atexit
 import os
-import shutil
-import tempfile
 
 import session_cache
 import xla_env
@@ -12,12 +9,10 @@ from asl_vq import runtime
 # Before JAX is imported anywhere: the sharded code paths run on 8 devices
 # (and kernels compile at -O0: see xla_env).
 os.environ.setdefault("XLA_FLAGS", xla_env.flags(8))
-# The session's data (synthetic datasets, the tiny runs) in a folder of its
-# own, removed when the process that made it ends (the xdist workers and the
-# subprocesses inherit it).
+# The session's data in a folder of its own, removed when the process that
+# made it ends (the xdist workers and the subprocesses inherit it).
 if "ASL_VQ_CACHE" not in os.environ:
-  os.environ["ASL_VQ_CACHE"] = tempfile.mkdtemp(prefix="asl_vq_test_")
-  atexit.register(shutil.rmtree, os.environ["ASL_VQ_CACHE"], True)
+  os.environ["ASL_VQ_CACHE"] = session_cache.data_folder()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Every test process and the entry points' subprocesses share one
 # compilation cache and keep every program in it, not only those over a

@@ -13,6 +13,7 @@ first. (JAX's own size limit is not used: it lists and locks the whole
 folder at every write, which made the suite half again as slow.)
 """
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -41,6 +42,16 @@ def link_new(src: str, dst: str) -> int:
       shutil.copy2(os.path.join(src, name), target)
     count += 1
   return count
+
+
+def data_folder() -> str:
+  """A new folder for a session's data (`$ASL_VQ_CACHE`: synthetic datasets,
+  the tiny runs), removed when this process exits; a killed session's goes
+  with the stale session folders (`open_session`)."""
+  os.makedirs(ROOT, exist_ok=True)
+  path = tempfile.mkdtemp(prefix="session-data-", dir=ROOT)
+  atexit.register(shutil.rmtree, path, True)
+  return path
 
 
 def open_session() -> str:

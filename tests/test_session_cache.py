@@ -1,6 +1,7 @@
 """The tests' compile cache (tests/session_cache.py): a session sees the
 store's programs, and its own join the store only if it passed."""
 
+import json
 import os
 import subprocess
 import sys
@@ -48,31 +49,33 @@ def test_trim_keeps_the_programs_read_last(tmp_path):
 
 def test_the_sessions_data_folder_is_removed_when_the_session_ends(tmp_path):
   """conftest's private `$ASL_VQ_CACHE` (a test session's synthetic data and
-  tiny runs) goes with the process that made it; its subprocesses keep it."""
+  tiny runs) goes with the process that made it; a subprocess that imports
+  conftest too uses it and leaves it in place."""
   env = {
       k: v
       for k, v in os.environ.items()
       if k not in ("ASL_VQ_CACHE", "ASL_VQ_TEST_SESSION_CACHE")
   }
   env["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path / "jax")  # no store copy.
-  env["TMPDIR"] = str(tmp_path)
+  env["HOME"] = str(tmp_path)  # session_cache.ROOT under it.
+  child = "import os, conftest; print(os.environ['ASL_VQ_CACHE'])"
   code = (
-      "import os, subprocess, sys, conftest\n"
+      "import json, os, subprocess, sys, conftest\n"
       "data = os.environ['ASL_VQ_CACHE']\n"
       "open(os.path.join(data, 'made'), 'w').close()\n"
-      "child = 'import os; print(os.environ[\"ASL_VQ_CACHE\"])'\n"
-      "seen = subprocess.run([sys.executable, '-c', child],\n"
-      "                      capture_output=True, text=True).stdout.strip()\n"
-      "print(data, seen == data)\n"
+      f"seen = subprocess.run([sys.executable, '-c', {child!r}],\n"
+      "                      capture_output=True, text=True).stdout\n"
+      "kept = os.path.exists(os.path.join(data, 'made'))\n"
+      "print(json.dumps([data, seen.strip(), kept]))\n"
   )
-  out = subprocess.run(
+  run = subprocess.run(
       [sys.executable, "-c", code],
       cwd=os.path.dirname(__file__),
       env=env,
       capture_output=True,
       text=True,
-      check=True,
-  ).stdout.split()
-  data, inherited = out[-2:]
-  assert data.startswith(str(tmp_path)) and inherited == "True"
+  )
+  assert run.returncode == 0, run.stderr
+  data, seen, kept = json.loads(run.stdout.splitlines()[-1])
+  assert data.startswith(str(tmp_path)) and seen == data and kept
   assert not os.path.exists(data)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -71,29 +72,36 @@ def test_context_and_window_agreement(tok, clips):
     assert result["q0"] == pytest.approx(same.mean())
 
 
-def test_command_line_names_the_checkpoint_it_measured(tok, tmp_path):
-  """`--out` records the tokenizer by content (`Tokenizer.fingerprint`) and
-  the checkpoint chosen with `--which`."""
-  out = tmp_path / "stability.json"
-  run = subprocess.run(
-      [
-          sys.executable,
-          "-m",
-          "asl_vq.analysis.stability",
-          f"--tokenizer={tiny_tokenizer.workdir()}",
-          "--which=latest",
-          "--max_sequences=2",
-          f"--out={out}",
-      ],
+def _stability(*args):
+  return subprocess.run(
+      [sys.executable, "-m", "asl_vq.analysis.stability", *args],
       capture_output=True,
       text=True,
       timeout=900,
       env=xla_env.env(os.environ, devices=1),
   )
+
+
+@pytest.mark.slow
+def test_command_line_names_the_checkpoint_it_measured(tok, tmp_path):
+  """`--out` records the tokenizer by content (`Tokenizer.fingerprint`) and
+  the checkpoint `--which` chose; a run without that checkpoint is one
+  line naming it."""
+  out = tmp_path / "stability.json"
+  run = _stability(
+      f"--tokenizer={tiny_tokenizer.workdir()}",
+      "--max_sequences=2",
+      f"--out={out}",
+  )
   assert run.returncode == 0, run.stderr
   written = json.loads(out.read_text())
-  latest = asl_vq.Tokenizer.load(tiny_tokenizer.workdir(), "latest")
-  assert written["which"] == "latest"
-  assert written["fingerprint"] == latest.fingerprint
+  assert (written["which"], written["fingerprint"]) == ("best", tok.fingerprint)
   assert list(written["results"]) == ["test split"]
   assert "test split" in run.stdout
+
+  best_only = tmp_path / "best_only"
+  shutil.copytree(tiny_tokenizer.workdir(), best_only)
+  shutil.rmtree(best_only / "checkpoints")
+  run = _stability(f"--tokenizer={best_only}", "--which=latest")
+  assert run.returncode == 1
+  assert run.stderr.startswith(f"error: {best_only}: no checkpoint under")

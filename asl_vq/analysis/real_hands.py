@@ -1,7 +1,8 @@
 r"""How a trained tokenizer reads real hands: letters and spelled words.
 
   python -m asl_vq.analysis.real_hands --tokenizer=RUN \
-      --letters=letters.npz --language=ase [--out=real_hands.json]
+      --letters=letters.npz --language=ase [--which=best] \
+      [--out=real_hands.json]
 
 `--letters` is an `.npz` mapping `<language>/<letter>` to one clip of that
 fingerspelled letter, float32 [T, 42, 2] (the project's hand layout: the
@@ -189,6 +190,7 @@ FLAGS = flags.FLAGS
 def _define_flags() -> None:
   """Only when run as a program, so importing the module defines no flags."""
   cli.define_tokenizer_flags()
+  flags.adopt_module_key_flags(cli)  # listed by --help.
   flags.DEFINE_string(
       "letters", None, "An .npz of <language>/<letter> -> [T, 42, 2] clips."
   )

@@ -2,7 +2,7 @@ r"""How stable a tokenizer's codes are, and how well they draw back into the
 picture: what a user encoding their own recordings needs to know.
 
   python -m asl_vq.analysis.stability --tokenizer=RUN \
-      [--clips=signs.npz[,...]] [--out=stability.json]
+      [--clips=signs.npz[,...]] [--which=best] [--out=stability.json]
 
 On the tokenizer's own test split (its config's data: the embedded
 synthetic set, or the Kaggle data it was trained on) and on each `--clips`
@@ -182,6 +182,7 @@ FLAGS = flags.FLAGS
 def _define_flags() -> None:
   """Only when run as a program, so importing the module defines no flags."""
   cli.define_tokenizer_flags()
+  flags.adopt_module_key_flags(cli)  # listed by --help.
   flags.DEFINE_list("clips", [], ".npz files of [T, 42, 2] clips.")
   flags.DEFINE_integer(
       "max_sequences", 300, "Test-split sequences measured (the first N)."
