@@ -7,6 +7,7 @@ import subprocess
 import sys
 import types
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -17,6 +18,7 @@ from asl_vq import generate
 from asl_vq import metrics
 from asl_vq import Tokenizer
 from asl_vq.data import tokens as tokens_lib
+from asl_vq.models import lm as lm_lib
 from asl_vq.tasks import lm
 from asl_vq.tasks import translate
 
@@ -135,13 +137,29 @@ def test_phrases_are_drawn_at_random_with_a_seed():
   )  # a small split: all of it
 
 
+@pytest.fixture(scope="module")
+def untrained():
+  """An LM as training starts it on the tiny tokenizer's codes (no run: the
+  score's arithmetic does not need a trained one), and that tokenizer."""
+  tokenizer = Tokenizer.load(tiny_tokenizer.workdir())
+  config = config_lib.load("lm", "tiny")
+  model_config = lm_lib.LMConfig.from_config(config, tokenizer.code_spec)
+  variables = lm_lib.init_variables(
+      lm_lib.LM(model_config),
+      config.data.max_len,
+      config.data.max_label_len + 1,
+      jax.random.key(0),
+  )
+  return generate.Run("", config, model_config, variables), tokenizer
+
+
 @pytest.mark.parametrize(
     "recognized, score", [("reference", 1.0), ("nothing", 0.0)]
 )
 def test_generation_score_is_of_the_recognized_text(
-    loaded, monkeypatch, recognized, score
+    untrained, monkeypatch, recognized, score
 ):
-  model, tokenizer = loaded
+  model, tokenizer = untrained
   phrases = ["abc", "hello"]
 
   hyps = list(phrases) if recognized == "reference" else ["", ""]
