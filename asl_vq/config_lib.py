@@ -165,8 +165,11 @@ def downstream_config(
 
 # Fields added to the configs since runs were first saved, with the value
 # that the runs saved without them had: (section, field) -> value, for every
-# config with that section, or only the tokenizer's ("tokenizer", ...).
-_ADDED = {
+# config with that section, or only the tokenizer's ("tokenizer", ...). A
+# field added to a config goes here too, or runs saved before it are
+# refused on resume (`saved_config`); one that changes a tokenizer's codes
+# also goes into `inference.FINGERPRINTED_SINCE`.
+ADDED_FIELDS = {
     ("data", "resample"): "linear",
     ("data", "normalization"): "sequence",
     ("data", "min_hand_frames"): 2,
@@ -197,7 +200,7 @@ def saved_config(fields: dict[str, Any]) -> dict[str, Any]:
   out = json.loads(json.dumps(fields))
   if "task" in out:
     out["task"] = task_name(out["task"])
-  for key, value in _ADDED.items():
+  for key, value in ADDED_FIELDS.items():
     if key[0] == "tokenizer":
       if out.get("task") != "tokenizer":
         continue

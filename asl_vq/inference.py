@@ -133,36 +133,44 @@ def restore_variables(
   return state.variables(optimizers.eval_params(state)), int(state.step)
 
 
-# (field path in `fingerprint`'s fields) -> the value tokenizers had before
-# the field existed (config_lib's defaults for saved runs).
+# The fields `fingerprinted_fields` gained after fingerprints were first
+# taken: (path in its fields) -> the config field (a key of
+# `config_lib.ADDED_FIELDS`, which holds the value tokenizers had before it
+# existed). `tests/test_inference.py` fails on a field added without one.
 FINGERPRINTED_SINCE = {
-    ("model", "attention_window"): 0,
-    ("normalization",): "sequence",
+    ("model", "attention_window"): ("tokenizer", "model", "attention_window"),
+    ("normalization",): ("data", "normalization"),
 }
+
+
+def fingerprinted_fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The config fields that decide a tokenizer's codes and so its
+  `fingerprint`: the model config and the preprocessing's."""
+  return dict(
+      model=config.model.to_dict(),
+      max_len=int(config.data.max_len),
+      resample=str(config.data.resample),
+      normalization=str(config.data.normalization),
+  )
 
 
 def fingerprint(
     config: ml_collections.ConfigDict, variables: dict[str, Any]
 ) -> str:
   """A tokenizer's content digest (16 hex digits): every variable (weights,
-  BatchNorm statistics, codebooks: names, dtypes, shapes, bytes), the model
-  config and the preprocessing fields that decide its codes. Equal for a
+  BatchNorm statistics, codebooks: names, dtypes, shapes, bytes) and the
+  config fields that decide its codes (`fingerprinted_fields`). Equal for a
   copy of a run elsewhere; different after any further training step.
 
   Fields added since fingerprints were first taken (`FINGERPRINTED_SINCE`)
   count only when they differ from what a tokenizer made before them had,
   so that an unchanged tokenizer keeps its fingerprint (and its tokens,
   saved copies and downstream runs stay valid)."""
-  fields = dict(
-      model=config.model.to_dict(),
-      max_len=int(config.data.max_len),
-      resample=str(config.data.resample),
-      normalization=str(config.data.normalization),
-  )
-  for (section, *field), before in FINGERPRINTED_SINCE.items():
+  fields = fingerprinted_fields(config)
+  for (section, *field), added in FINGERPRINTED_SINCE.items():
     where = fields[section] if field else fields
     key = field[0] if field else section
-    if where.get(key) == before:
+    if where.get(key) == config_lib.ADDED_FIELDS[added]:
       del where[key]
   h = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode())
   for path, leaf in jax.tree_util.tree_flatten_with_path(variables)[0]:

@@ -11,6 +11,7 @@ import pytest
 
 import asl_vq
 import tiny_tokenizer
+from asl_vq import config_lib
 from asl_vq import errors
 from asl_vq import generate
 from asl_vq import inference
@@ -312,15 +313,55 @@ def test_long_codes_decode_in_windows_like_their_encoding(tok, sequences):
   assert np.isfinite(back[seen]).all() and np.isnan(back[~seen]).all()
 
 
+# The model fields `inference.fingerprint` hashed when fingerprints were
+# first taken (with data.max_len and data.resample).
+FIRST_FINGERPRINTED_MODEL = (
+    "codebook_size",
+    "commit_grad",
+    "conv_bn_activation",
+    "dead_threshold",
+    "dim",
+    "dropout",
+    "dtype",
+    "kernel_size",
+    "kmeans_iters",
+    "num_blocks",
+    "num_heads",
+    "num_quantizers",
+    "revival",
+    "use_ctc",
+    "vq_decay",
+)
+
+
+@pytest.mark.parametrize("preset", ["", "cpu", "tiny"])
+def test_a_field_fingerprinted_since_is_left_out_at_its_old_value(preset):
+  """Every field `fingerprint` gained after fingerprints were first taken is
+  in `inference.FINGERPRINTED_SINCE`, with its old value in
+  `config_lib.ADDED_FIELDS`: otherwise every earlier tokenizer's
+  fingerprint changes, and its tokens and downstream runs are refused."""
+  fields = inference.fingerprinted_fields(config_lib.load("tokenizer", preset))
+  paths = {("model", k) for k in fields["model"]} | {
+      (k,) for k in fields if k != "model"
+  }
+  first = {("model", k) for k in FIRST_FINGERPRINTED_MODEL}
+  first |= {("max_len",), ("resample",)}
+  assert paths - first == set(inference.FINGERPRINTED_SINCE), (
+      "add each new field to inference.FINGERPRINTED_SINCE and "
+      "config_lib.ADDED_FIELDS (the value tokenizers had before it)"
+  )
+  assert set(inference.FINGERPRINTED_SINCE.values()) <= set(
+      config_lib.ADDED_FIELDS
+  )
+
+
 def test_a_tokenizer_keeps_its_fingerprint_across_added_config_fields(tok):
   """A tokenizer made before `data.normalization` and
   `model.attention_window` existed has the fingerprint it had then (its
   tokens, saved copies and downstream runs stay valid); setting either to
   anything else changes it."""
   config = tok.config
-  model = {
-      k: v for k, v in config.model.to_dict().items() if k != "attention_window"
-  }
+  model = {k: config.model[k] for k in FIRST_FINGERPRINTED_MODEL}
   before = hashlib.sha256(
       json.dumps(
           dict(

@@ -228,10 +228,6 @@ def test_command_pattern():
   assert not runnable("asl_vq")
 
 
-if __name__ == "__main__":
-  print(json.dumps(_parse_all([tuple(c) for c in json.load(sys.stdin)])))
-
-
 def test_the_design_module_map_names_every_module_and_no_other():
   """docs/design.md's module map against the tree: every module of the
   package is named there (as `module.py` or `folder/module.py`), and
@@ -249,3 +245,7 @@ def test_the_design_module_map_names_every_module_and_no_other():
   }
   assert not modules - named, f"not in the module map: {modules - named}"
   assert not named - modules, f"no such module: {named - modules}"
+
+
+if __name__ == "__main__":
+  print(json.dumps(_parse_all([tuple(c) for c in json.load(sys.stdin)])))
