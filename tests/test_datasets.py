@@ -2,8 +2,11 @@
 
 import os
 
+import ml_collections
 import numpy as np
+import pytest
 
+from asl_vq import errors
 from asl_vq.data import datasets
 
 
@@ -25,8 +28,6 @@ def test_embedded_dataset_is_generated_once_and_reused(tmp_path, monkeypatch):
 
 def test_load_splits_the_embedded_dataset_by_signer(tmp_path, monkeypatch):
   monkeypatch.setenv("ASL_VQ_CACHE", str(tmp_path))
-  import ml_collections  # pylint: disable=g-import-not-at-top
-
   config = ml_collections.ConfigDict(
       dict(
           data=dict(
@@ -50,3 +51,15 @@ def test_load_splits_the_embedded_dataset_by_signer(tmp_path, monkeypatch):
   assert not signers["train"] & signers["test"]
   assert not signers["validation"] & signers["test"]
   assert sum(len(v) for v in splits.values()) == 40
+
+
+def test_fractions_without_a_validation_split_are_refused_first(
+    tmp_path, monkeypatch
+):
+  monkeypatch.setenv("ASL_VQ_CACHE", str(tmp_path))
+  config = ml_collections.ConfigDict(
+      dict(data=dict(fractions=dict(train=0.8, test=0.2)))
+  )
+  with pytest.raises(errors.UserError, match=r"no \['validation'\] split"):
+    datasets.load(config)
+  assert not os.listdir(tmp_path)  # nothing prepared.

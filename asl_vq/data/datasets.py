@@ -18,6 +18,7 @@ import ml_collections
 from absl import logging
 from jax.experimental import multihost_utils
 
+from asl_vq import errors
 from asl_vq.data import cache
 from asl_vq.data import pipeline
 from asl_vq.data import splits
@@ -71,7 +72,19 @@ def _prepare(config: ml_collections.ConfigDict) -> str:
 
 
 def load(config: ml_collections.ConfigDict) -> dict[str, cache.SequenceSource]:
-  """Prepares (once) and splits by signer; process 0 goes first."""
+  """Prepares (once) and splits by signer; process 0 goes first.
+
+  Raises:
+    errors.UserError: `data.fractions` names no 'train' or 'validation'
+      split (before anything is prepared).
+  """
+  missing = sorted({"train", "validation"} - set(config.data.fractions))
+  if missing:
+    raise errors.UserError(
+        f"data.fractions {dict(config.data.fractions)} has no {missing} "
+        "split: a run trains on 'train', validates on 'validation' and "
+        "tests on 'test' (optional)"
+    )
   if jax.process_index() == 0:
     cache_dir = _prepare(config)
   if jax.process_count() > 1:
