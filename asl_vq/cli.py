@@ -1,7 +1,7 @@
 """How every command starts and ends: on bad input one line `error: ...`
 that names the file, sequence or setting and the fix, exit status 1, and no
-traceback (`--verbosity=0` shows it); the flags of the commands that load a
-tokenizer, defined once."""
+traceback (`--verbosity=0` shows it); the flags of the commands that load
+one tokenizer, defined once."""
 
 from __future__ import annotations
 
@@ -60,9 +60,9 @@ def start(argv: Sequence[str]) -> None:
 
 
 def define_tokenizer_flags() -> None:
-  """`--tokenizer` (required) and `--which`, the flags of every command that
-  loads a trained tokenizer: `inference.Tokenizer.load(FLAGS.tokenizer,
-  FLAGS.which)`."""
+  """`--tokenizer` (required) and `--which`, the flags of the commands that
+  load one trained tokenizer by `--tokenizer`:
+  `inference.Tokenizer.load(FLAGS.tokenizer, FLAGS.which)`."""
   flags.DEFINE_string("tokenizer", None, "The tokenizer's training workdir.")
   flags.DEFINE_enum("which", "best", ["best", "latest"], "Its checkpoint.")
   flags.mark_flag_as_required("tokenizer")

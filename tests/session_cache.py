@@ -47,7 +47,8 @@ def link_new(src: str, dst: str) -> int:
 def data_folder() -> str:
   """A new folder for a session's data (`$ASL_VQ_CACHE`: synthetic datasets,
   the tiny runs), removed when this process exits; a killed session's goes
-  with the stale session folders (`open_session`)."""
+  with the stale session folders (at the next `open_session`: a session
+  with its own JAX_COMPILATION_CACHE_DIR opens none)."""
   os.makedirs(ROOT, exist_ok=True)
   path = tempfile.mkdtemp(prefix="session-data-", dir=ROOT)
   atexit.register(shutil.rmtree, path, True)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from asl_vq import config_lib
+from asl_vq import errors
 from asl_vq.data import tokens
 from asl_vq.tasks import base
 from asl_vq.tasks import probe
@@ -115,6 +116,16 @@ def test_probe_splits_the_test_split_by_signer(token_dir):
   assert sorted(
       np.concatenate([v.sequence_ids for v in parts.values()])
   ) == sorted(test.sequence_ids)
+
+
+def test_probe_fractions_without_a_validation_split_are_refused_first(
+    tmp_path,
+):
+  config = config_lib.load("probe", "tiny")
+  config.tokens = str(tmp_path / "no_tokens_here")  # never read.
+  config.probe_fractions = dict(train=0.8, test=0.2)
+  with pytest.raises(errors.UserError, match=r"probe_fractions .* no \['val"):
+    probe.probe_splits(config)
 
 
 def test_probe_run_reports_accuracy_per_letter(tmp_path, token_dir):

@@ -74,6 +74,7 @@ def test_the_sessions_data_folder_is_removed_when_the_session_ends(tmp_path):
       env=env,
       capture_output=True,
       text=True,
+      timeout=120,
   )
   assert run.returncode == 0, run.stderr
   data, seen, kept = json.loads(run.stdout.splitlines()[-1])

@@ -18,7 +18,6 @@ import ml_collections
 from absl import logging
 from jax.experimental import multihost_utils
 
-from asl_vq import errors
 from asl_vq.data import cache
 from asl_vq.data import pipeline
 from asl_vq.data import splits
@@ -78,13 +77,7 @@ def load(config: ml_collections.ConfigDict) -> dict[str, cache.SequenceSource]:
     errors.UserError: `data.fractions` names no 'train' or 'validation'
       split (before anything is prepared).
   """
-  missing = sorted({"train", "validation"} - set(config.data.fractions))
-  if missing:
-    raise errors.UserError(
-        f"data.fractions {dict(config.data.fractions)} has no {missing} "
-        "split: a run trains on 'train', validates on 'validation' and "
-        "tests on 'test' (optional)"
-    )
+  splits.check_run_fractions(config.data.fractions, "data.fractions")
   if jax.process_index() == 0:
     cache_dir = _prepare(config)
   if jax.process_count() > 1:

@@ -40,6 +40,19 @@ def _assign(counts: np.ndarray, targets: np.ndarray) -> np.ndarray:
   return split_of
 
 
+def check_run_fractions(fractions: Mapping[str, float], setting: str) -> None:
+  """Raises errors.UserError if `fractions` (the config's `setting`) names
+  no 'train' or 'validation' split: a run trains on 'train', validates on
+  'validation' and tests on 'test' (optional)."""
+  missing = sorted({"train", "validation"} - set(fractions))
+  if missing:
+    raise errors.UserError(
+        f"{setting} {dict(fractions)} has no {missing} split: a run trains "
+        "on 'train', validates on 'validation' and tests on 'test' "
+        "(optional)"
+    )
+
+
 def split_by_signer(
     participant_ids: np.ndarray,
     fractions: Mapping[str, float] = DEFAULT_FRACTIONS,

@@ -140,7 +140,13 @@ def probe_splits(
     config: ml_collections.ConfigDict,
 ) -> tuple[dict, tokens_lib.CodeSpec | None]:
   """The tokenizer's test split, split again by signer, and the code spec
-  of token inputs (None for keypoints)."""
+  of token inputs (None for keypoints).
+
+  Raises:
+    errors.UserError: `probe_fractions` names no 'train' or 'validation'
+      split (before anything is loaded).
+  """
+  splits_lib.check_run_fractions(config.probe_fractions, "probe_fractions")
   splits, code_spec = base.load_sign_splits(config)
   test = splits["test"]
   index = splits_lib.split_by_signer(
