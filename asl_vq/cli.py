@@ -20,6 +20,10 @@ from asl_vq import runtime
 # cannot be read or written: OSError; a diverged run: FloatingPointError; a
 # missing optional extra: `errors.MissingExtra`). Anything else is a bug,
 # ValueError and ImportError included: a traceback.
+# The flags this module defines for a command (`define_tokenizer_flags`)
+# are that command's key flags, listed by its --help.
+flags.disclaim_key_flags()
+
 USER_ERRORS = (
     errors.UserError,
     errors.MissingExtra,

@@ -340,7 +340,6 @@ FLAGS = flags.FLAGS
 def _define_flags():
   """Only when run as a program, so importing the module defines no flags."""
   cli.define_tokenizer_flags()
-  flags.adopt_module_key_flags(cli)  # listed by --help.
   flags.DEFINE_multi_string(
       "input",
       None,

@@ -61,6 +61,7 @@ from asl_vq import cli
 from asl_vq import errors
 from asl_vq import fileio
 from asl_vq import inference
+from asl_vq.data import splits as splits_lib
 
 LAYOUTS = ("code", "frame")
 PROJECTIONS = ("orthogonal", "pca")
@@ -258,9 +259,6 @@ def sign_text(
   return f"{BEGIN}{body}{END}"
 
 
-SPLITS = ("train", "validation", "test")
-
-
 def write_corpus(
     tokens_dir: str,
     out: str,
@@ -282,7 +280,7 @@ def write_corpus(
   from asl_vq.data import tokens as tokens_lib
 
   counts = {}
-  for split in SPLITS:
+  for split in splits_lib.SPLITS:
     source = tokens_lib.TokenSource(
         os.path.join(tokens_dir, f"{split}.parquet")
     )
@@ -367,7 +365,6 @@ FLAGS = flags.FLAGS
 
 def _define_flags() -> None:
   cli.define_tokenizer_flags()
-  flags.adopt_module_key_flags(cli)  # listed by --help.
   flags.DEFINE_string("out", None, "The directory to write.")
   flags.DEFINE_string("base", None, "An LLM's tokenizer.json to add to.")
   flags.DEFINE_enum(

@@ -34,12 +34,11 @@ from asl_vq import sharding
 from asl_vq import workdir as workdir_lib
 from asl_vq.data import datasets
 from asl_vq.data import pipeline
+from asl_vq.data import splits as splits_lib
 
 if TYPE_CHECKING:
   from asl_vq.tasks.base import Task
 
-# The splits `fit` uses ('test' optional), whose origins `inputs.json` keeps.
-_SPLITS = ("train", "validation", "test")
 # Batch entries `Task.eval_host` sees (gathered from every host).
 _HOST_KEYS = ("input_mask", "labels", "label_mask", "example_mask")
 
@@ -189,7 +188,7 @@ def fit(
     preemption.Preempted: a SIGTERM or Ctrl-C; the step reached is saved.
   """
   t, train_source = config.train, splits["train"]
-  origins = {k: splits[k].origin for k in _SPLITS if k in splits}
+  origins = {k: splits[k].origin for k in splits_lib.SPLITS if k in splits}
   workdir = workdir_lib.write_config(config, workdir, origins)
   mesh = sharding.make_mesh()
   tx = optimizers.make_optimizer(config, len(train_source))

@@ -24,11 +24,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # about two thirds of its time from cold (docs/results.md). A
 # JAX_COMPILATION_CACHE_DIR already set is used as it is (a fresh folder
 # for a cold run).
+# The process that opens the session's cache (pytest's, before its workers
+# start) closes it.
+_SESSION_CACHE = None
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-  os.environ["JAX_COMPILATION_CACHE_DIR"] = session_cache.open_session()
-  os.environ["ASL_VQ_TEST_SESSION_CACHE"] = os.environ[
-      "JAX_COMPILATION_CACHE_DIR"
-  ]
+  _SESSION_CACHE = session_cache.open_session()
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _SESSION_CACHE
 # No GPU autotuning cache beside it: JAX (0.10.2) puts that cache's folder,
 # under the compile cache's, into every program's cache key, so a session's
 # own folder would miss every program of the store.
@@ -68,13 +69,8 @@ def pytest_collection_modifyitems(items):
   items.sort(key=lambda item: (-slow[item.path], rank[item.path]))
 
 
-def pytest_sessionfinish(session, exitstatus):
+def pytest_sessionfinish(exitstatus):
   """The session's compile cache: its new programs join the store if every
-  test passed (the controller's, once the workers are done)."""
-  path = os.environ.get("ASL_VQ_TEST_SESSION_CACHE")
-  if (
-      not hasattr(session.config, "workerinput")
-      and path
-      and path == os.environ.get("JAX_COMPILATION_CACHE_DIR")
-  ):
-    session_cache.close_session(path, passed=exitstatus == 0)
+  test passed (in the process that opened it, once the workers are done)."""
+  if _SESSION_CACHE is not None:
+    session_cache.close_session(_SESSION_CACHE, passed=exitstatus == 0)

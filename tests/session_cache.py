@@ -55,6 +55,15 @@ def data_folder() -> str:
   return path
 
 
+def linked_copy(src: str) -> str:
+  """A new session folder under ROOT holding hard links to `src`'s entries
+  (removed as stale a day after, should its session be killed)."""
+  os.makedirs(ROOT, exist_ok=True)
+  path = tempfile.mkdtemp(prefix="session-", dir=ROOT)
+  link_new(src, path)
+  return path
+
+
 def open_session() -> str:
   """A new session's folder, holding the store's entries (the folders of
   sessions killed a day ago or more are removed first)."""
@@ -67,9 +76,7 @@ def open_session() -> str:
       continue
     if name.startswith("session-") and stale:
       shutil.rmtree(path, ignore_errors=True)
-  path = tempfile.mkdtemp(prefix="session-", dir=ROOT)
-  link_new(STORE, path)
-  return path
+  return linked_copy(STORE)
 
 
 def close_session(path: str, passed: bool) -> None:

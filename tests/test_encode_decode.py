@@ -1,7 +1,6 @@
 """`python -m asl_vq.encode` and `asl_vq.decode`: files in, files out."""
 
 import os
-import subprocess
 import sys
 import types
 
@@ -31,16 +30,6 @@ def tok():
 def sequences(tok):
   split = datasets.load(tok.config)["test"]
   return [split[i]["hands"] for i in range(4)]
-
-
-def _run(module, *args):
-  return subprocess.run(
-      [sys.executable, "-m", module, *args],
-      capture_output=True,
-      text=True,
-      timeout=900,
-      env=xla_env.env(os.environ, devices=1),
-  )
 
 
 def _encode(tok, paths, out):
@@ -238,7 +227,7 @@ def test_an_unreadable_file_is_named_and_the_others_are_kept(
   np.testing.assert_array_equal(
       records[1]["codes"], tok.encode(pose.read(tmp_path / "s1.pose")[0])
   )
-  run = _run(
+  run = xla_env.run_module(
       "asl_vq.encode",
       f"--tokenizer={tiny_tokenizer.workdir()}",
       f"--input={tmp_path}",
@@ -362,7 +351,7 @@ def test_decode_reads_text_and_records(tok, sequences, tmp_path):
 def test_encode_command_line(tok, sequences, tmp_path):
   pose.write(tmp_path / "sign.pose", sequences[3], 30.0)
   codes = tmp_path / "codes.jsonl"
-  run = _run(
+  run = xla_env.run_module(
       "asl_vq.encode",
       f"--tokenizer={tiny_tokenizer.workdir()}",
       f"--input={tmp_path / 'sign.pose'}",
@@ -378,7 +367,7 @@ def test_encode_command_line(tok, sequences, tmp_path):
 
 
 def test_decode_command_line_on_malformed_codes(tmp_path):
-  run = _run(
+  run = xla_env.run_module(
       "asl_vq.decode",
       f"--tokenizer={tiny_tokenizer.workdir()}",
       "--codes=<a1><b2> <a3>",

@@ -10,7 +10,6 @@ compiles its own, with no persistent cache: see its test.)"""
 import os
 import shutil
 import signal
-import tempfile
 import time
 
 import numpy as np
@@ -106,10 +105,8 @@ def compile_cache_copy():
   compilation cache, made of hard links beside it (tests/session_cache.py),
   so that the run only reads the shared entries and writes its own, if
   any, into the copy (a kill mid-write truncates the entry it writes);
-  removed after the test."""
-  session = os.environ["JAX_COMPILATION_CACHE_DIR"]
-  copy = tempfile.mkdtemp(prefix="killed-", dir=os.path.dirname(session))
-  session_cache.link_new(session, copy)
+  removed after the test (or, should the session be killed, as stale)."""
+  copy = session_cache.linked_copy(os.environ["JAX_COMPILATION_CACHE_DIR"])
   yield {"JAX_COMPILATION_CACHE_DIR": copy}
   shutil.rmtree(copy, ignore_errors=True)
 

@@ -51,11 +51,7 @@ def test_the_sessions_data_folder_is_removed_when_the_session_ends(tmp_path):
   """conftest's private `$ASL_VQ_CACHE` (a test session's synthetic data and
   tiny runs) goes with the process that made it; a subprocess that imports
   conftest too uses it and leaves it in place."""
-  env = {
-      k: v
-      for k, v in os.environ.items()
-      if k not in ("ASL_VQ_CACHE", "ASL_VQ_TEST_SESSION_CACHE")
-  }
+  env = {k: v for k, v in os.environ.items() if k != "ASL_VQ_CACHE"}
   env["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path / "jax")  # no store copy.
   env["HOME"] = str(tmp_path)  # session_cache.ROOT under it.
   child = "import os, conftest; print(os.environ['ASL_VQ_CACHE'])"

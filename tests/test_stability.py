@@ -1,10 +1,7 @@
 """`asl_vq.analysis.stability`: its figures mean what they say."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -72,23 +69,14 @@ def test_context_and_window_agreement(tok, clips):
     assert result["q0"] == pytest.approx(same.mean())
 
 
-def _stability(*args):
-  return subprocess.run(
-      [sys.executable, "-m", "asl_vq.analysis.stability", *args],
-      capture_output=True,
-      text=True,
-      timeout=900,
-      env=xla_env.env(os.environ, devices=1),
-  )
-
-
 @pytest.mark.slow
 def test_command_line_names_the_checkpoint_it_measured(tok, tmp_path):
   """`--out` records the tokenizer by content (`Tokenizer.fingerprint`) and
   the checkpoint `--which` chose; a run without that checkpoint is one
   line naming it."""
   out = tmp_path / "stability.json"
-  run = _stability(
+  run = xla_env.run_module(
+      "asl_vq.analysis.stability",
       f"--tokenizer={tiny_tokenizer.workdir()}",
       "--max_sequences=2",
       f"--out={out}",
@@ -102,6 +90,8 @@ def test_command_line_names_the_checkpoint_it_measured(tok, tmp_path):
   best_only = tmp_path / "best_only"
   shutil.copytree(tiny_tokenizer.workdir(), best_only)
   shutil.rmtree(best_only / "checkpoints")
-  run = _stability(f"--tokenizer={best_only}", "--which=latest")
+  run = xla_env.run_module(
+      "asl_vq.analysis.stability", f"--tokenizer={best_only}", "--which=latest"
+  )
   assert run.returncode == 1
   assert run.stderr.startswith(f"error: {best_only}: no checkpoint under")

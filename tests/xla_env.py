@@ -10,6 +10,10 @@ started with XLA_FLAGS already set keeps them (conftest's setdefault);
 the subprocesses the tests start always get these.
 """
 
+import os
+import subprocess
+import sys
+
 FAST_COMPILE = "--xla_backend_optimization_level=0"
 
 
@@ -25,3 +29,15 @@ def env(os_environ, devices: int = 8, **extra) -> dict[str, str]:
   too unless given in `extra`)."""
   out = {k: v for k, v in os_environ.items() if k != "PJRT_NPROC"}
   return dict(out, XLA_FLAGS=flags(devices), **extra)
+
+
+def run_module(module: str, *args: str) -> subprocess.CompletedProcess:
+  """`python -m module *args` on one simulated device (compiles fastest),
+  its output captured as text."""
+  return subprocess.run(
+      [sys.executable, "-m", module, *args],
+      capture_output=True,
+      text=True,
+      timeout=900,
+      env=env(os.environ, devices=1),
+  )

@@ -190,7 +190,6 @@ FLAGS = flags.FLAGS
 def _define_flags() -> None:
   """Only when run as a program, so importing the module defines no flags."""
   cli.define_tokenizer_flags()
-  flags.adopt_module_key_flags(cli)  # listed by --help.
   flags.DEFINE_string(
       "letters", None, "An .npz of <language>/<letter> -> [T, 42, 2] clips."
   )

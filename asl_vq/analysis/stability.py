@@ -182,7 +182,6 @@ FLAGS = flags.FLAGS
 def _define_flags() -> None:
   """Only when run as a program, so importing the module defines no flags."""
   cli.define_tokenizer_flags()
-  flags.adopt_module_key_flags(cli)  # listed by --help.
   flags.DEFINE_list("clips", [], ".npz files of [T, 42, 2] clips.")
   flags.DEFINE_integer(
       "max_sequences", 300, "Test-split sequences measured (the first N)."

@@ -15,6 +15,9 @@ import numpy as np
 from asl_vq import errors
 from asl_vq.data import cache
 
+# The splits of a run: it trains on 'train', validates on 'validation' and
+# tests on 'test' (optional); a tokenized dataset holds the three.
+SPLITS = ("train", "validation", "test")
 DEFAULT_FRACTIONS = {"train": 0.8, "validation": 0.1, "test": 0.1}
 _TRIALS = 64  # Random signer orders tried; the best balanced one wins.
 
@@ -44,7 +47,7 @@ def check_run_fractions(fractions: Mapping[str, float], setting: str) -> None:
   """Raises errors.UserError if `fractions` (the config's `setting`) names
   no 'train' or 'validation' split: a run trains on 'train', validates on
   'validation' and tests on 'test' (optional)."""
-  missing = sorted({"train", "validation"} - set(fractions))
+  missing = [s for s in SPLITS[:2] if s not in fractions]
   if missing:
     raise errors.UserError(
         f"{setting} {dict(fractions)} has no {missing} split: a run trains "

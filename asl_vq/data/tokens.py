@@ -35,9 +35,9 @@ from etils import epath
 from asl_vq import errors
 from asl_vq import fileio
 from asl_vq.data import pipeline
+from asl_vq.data import splits as splits_lib
 
 METADATA_KEY = b"asl_vq"
-SPLITS = ("train", "validation", "test")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,7 +212,7 @@ def load_splits(tokens_dir: str) -> tuple[dict[str, TokenSource], CodeSpec]:
         "`python -m asl_vq.main --config=tokenize`"
     )
   splits = {}
-  for split in SPLITS:
+  for split in splits_lib.SPLITS:
     path = os.path.join(tokens_dir, f"{split}.parquet")
     if not epath.Path(path).exists():
       raise FileNotFoundError(

@@ -33,9 +33,8 @@ from asl_vq import fileio
 from asl_vq import inference
 from asl_vq.data import datasets
 from asl_vq.data import pipeline
+from asl_vq.data import splits as splits_lib
 from asl_vq.data import tokens
-
-SPLITS = ("train", "validation", "test")
 
 
 def _write_part(path: str, table: pa.Table) -> None:
@@ -220,7 +219,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, dict]:
   report = {}
   if jax.process_index() == 0:
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-    for name in SPLITS:
+    for name in splits_lib.SPLITS:
       path = os.path.join(workdir, f"{name}.parquet")
       tokenize_split(
           tok,
